@@ -1,0 +1,50 @@
+"""ift_snn: exact gradients for spiking neural networks by the Implicit Function Theorem.
+
+EXODUS (exact, = BPTT), SLAYER (reset dropped) and BPTT behind one switch::
+
+    import numpy as np, ift_snn
+    model = ift_snn.lif(alpha=0.9, theta=1.0)
+    a = np.random.default_rng(0).normal(0.3, 0.5, size=(100, 32))   # (T, neurons)
+    trace = ift_snn.forward(model, a)
+    grads = ift_snn.backward(model, trace, np.ones_like(a), method="exodus")
+    grads.a, grads.params["alpha"], grads.params["theta"]
+"""
+
+from . import surrogates
+from .kernels import Kernel, KernelError, NoRecurrenceError
+from .models import BUILTIN_MODELS, NeuronModel, cuba_lif, get_model, if_neuron, lif, srm
+from .ops import (
+    METHODS,
+    GradientOverflowError,
+    Gradients,
+    StabilityWarning,
+    Trace,
+    backward,
+    forward,
+)
+from .surrogates import Surrogate, get_surrogate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "METHODS",
+    "GradientOverflowError",
+    "Gradients",
+    "Kernel",
+    "KernelError",
+    "NeuronModel",
+    "NoRecurrenceError",
+    "StabilityWarning",
+    "Surrogate",
+    "Trace",
+    "backward",
+    "cuba_lif",
+    "forward",
+    "get_model",
+    "get_surrogate",
+    "if_neuron",
+    "lif",
+    "srm",
+    "surrogates",
+]

@@ -1,0 +1,320 @@
+"""The float64 oracle: hand-written BPTT and the dense IFT solve.
+
+Written independently of the scan code (``backends/scan.py``): kernels enter
+as explicit taps evaluated from their closed forms (no recurrences, no
+filters), the forward is a plain time loop, and the gradients come from
+
+* :func:`bptt`: a reverse sweep through the time loop, adjoint by adjoint
+  (O(T^2) per neuron for general kernels, O(T) for membrane models);
+* :func:`dense_ift`: the Implicit Function Theorem of MATH section 3, the
+  2T x 2T unit lower-triangular Jacobian d phi/d(u, s) in the interleaved
+  order (u0, s0, u1, s1, ...) built explicitly per neuron and solved by
+  ``scipy.linalg.solve_triangular``;
+* :func:`slayer`: BPTT with the reset detached (s treated as a constant in
+  the reset term), which is what SLAYER computes.
+
+Truncation (``truncation=K``): the state crosses a chunk boundary of K steps
+but its gradient does not; in the dense solve the couplings between chunks
+are removed from both Jacobians. Parameter gradients contract the truncated
+adjoint with the full explicit partials du[n]/dp.
+
+All arrays are (T, M): time on axis 0, M neurons. Everything is float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+from scipy.linalg import solve_triangular
+
+from ..kernels import Kernel
+from ..models import NeuronModel
+
+__all__ = ["RefResult", "simulate", "bptt", "slayer", "dense_ift"]
+
+
+@dataclass
+class RefResult:
+    """Reference gradients of L = sum(g * s) and the trajectory they came from."""
+
+    a: np.ndarray  # dL/da, (T, M)
+    params: dict[str, float]  # dL/dp for each model parameter
+    u0: np.ndarray  # dL/du0, (M,)
+    u: np.ndarray  # membrane the spike function saw, (T, M)
+    s: np.ndarray  # spikes, (T, M)
+
+
+# ----------------------------------------------------------------- helpers
+def _toeplitz(taps: np.ndarray, T: int) -> np.ndarray:
+    """Lower-triangular Toeplitz K[n, m] = taps[n - m]."""
+    idx = np.subtract.outer(np.arange(T), np.arange(T))
+    out = np.where(idx >= 0, taps[np.clip(idx, 0, T - 1)], 0.0)
+    return out
+
+
+def _delayed_toeplitz(taps: np.ndarray, T: int) -> np.ndarray:
+    """Strictly lower-triangular N[n, m] = taps[n - 1 - m] for m < n (the delayed reset)."""
+    return _toeplitz(np.concatenate([[0.0], taps[: T - 1]]), T)
+
+
+def _chunk_mask(T: int, K: int | None) -> np.ndarray:
+    """mask[n, m] = 1 when n and m lie in the same chunk of K steps."""
+    if K is None:
+        return np.ones((T, T))
+    c = np.arange(T) // K
+    return (c[:, None] == c[None, :]).astype(float)
+
+
+def _scalar(expr: sp.Expr, model: NeuronModel) -> float:
+    return float(sp.N(sp.sympify(expr).subs(model.values)))
+
+
+def _partials(expr: sp.Expr, model: NeuronModel) -> dict[str, float]:
+    return {name: _scalar(sp.diff(expr, sym), model) for name, sym in zip(model.parameter_names, model.symbols)}
+
+
+def _taps(kernel: Kernel, length: int, model: NeuronModel) -> np.ndarray:
+    return kernel.impulse(length, model.values)
+
+
+def _dtaps(kernel: Kernel, length: int, model: NeuronModel) -> dict[str, np.ndarray]:
+    out = {}
+    for name, sym in zip(model.parameter_names, model.symbols):
+        if sym in kernel.parameters:
+            out[name] = kernel.diff(sym).impulse(length, model.values)
+        else:
+            out[name] = np.zeros(length)
+    return out
+
+
+def _prepare(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None):
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"reference expects a (T, M) array, got shape {a.shape}")
+    u0 = np.zeros(a.shape[1]) if u0 is None else np.asarray(u0, dtype=np.float64).reshape(a.shape[1])
+    return a, u0
+
+
+# ----------------------------------------------------------------- forward
+def simulate(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None):
+    """Plain time loop; returns (u, s, mask) with mask = 1[not clipped]."""
+    a, u0 = _prepare(model, a, u0)
+    T, M = a.shape
+    u = np.zeros((T, M))
+    s = np.zeros((T, M))
+    mask = np.ones((T, M))
+    if model.membrane is not None:
+        mem = model.membrane
+        alpha, rho = _scalar(mem.alpha, model), _scalar(mem.rho, model)
+        current = _toeplitz(_taps(mem.syn, T, model), T) @ a
+        u_prev, s_prev = u0.copy(), np.zeros(M)
+        for n in range(T):
+            if model.reset == "zero":
+                pre = alpha * u_prev * (1.0 - s_prev) + current[n]
+            else:
+                pre = alpha * u_prev + current[n] - rho * s_prev
+            if model.u_min is not None:
+                mask[n] = pre > model.u_min
+                pre = np.maximum(pre, model.u_min)
+            u[n] = pre
+            s[n] = model.spike_fn(pre)
+            u_prev, s_prev = u[n], s[n]
+        return u, s, mask
+    eps = _taps(model.eps, T + 1, model)
+    nu = _taps(model.nu, T, model)
+    drive = _toeplitz(eps[:T], T) @ a + eps[1:, None] * u0[None, :]
+    for n in range(T):
+        reset = sum(nu[k] * s[n - 1 - k] for k in range(n)) if n else 0.0
+        u[n] = drive[n] - reset
+        s[n] = model.spike_fn(u[n])
+    return u, s, mask
+
+
+# -------------------------------------------------------------------- BPTT
+def bptt(
+    model: NeuronModel,
+    a: np.ndarray,
+    g: np.ndarray,
+    u0: np.ndarray | None = None,
+    *,
+    truncation: int | None = None,
+    detach_reset: bool = False,
+) -> RefResult:
+    """dL/da, dL/dp, dL/du0 for L = sum(g * s) by a reverse sweep through the loop."""
+    a, u0 = _prepare(model, a, u0)
+    g = np.asarray(g, dtype=np.float64)
+    T, M = a.shape
+    K = truncation
+    u, s, mask = simulate(model, a, u0)
+    sigma = model.sigma(u)
+    kappa = model.theta_factor(u) * np.ones_like(u)
+    names = model.parameter_names
+    pbar = {k: 0.0 for k in names}
+    sbar = g.copy()
+    theta_spike = 0.0
+
+    if model.membrane is not None:
+        mem = model.membrane
+        alpha, rho = _scalar(mem.alpha, model), _scalar(mem.rho, model)
+        d_alpha, d_rho = _partials(mem.alpha, model), _partials(mem.rho, model)
+        syn = _taps(mem.syn, T, model)
+        d_syn = _dtaps(mem.syn, T, model)
+        ubar = np.zeros((T, M))
+        cbar = np.zeros((T, M))  # adjoint of the input current
+        u0bar = np.zeros(M)
+        for n in range(T - 1, -1, -1):
+            ubar[n] += sbar[n] * sigma[n]
+            theta_spike += np.sum(sbar[n] * -kappa[n] * sigma[n])
+            prebar = ubar[n] * mask[n]
+            cbar[n] = prebar
+            u_prev = u[n - 1] if n else u0
+            s_prev = s[n - 1] if n else np.zeros(M)
+            if model.reset == "zero":
+                state_partial = u_prev * (1.0 - s_prev)
+                for k in names:
+                    pbar[k] += d_alpha[k] * np.sum(prebar * state_partial)
+                to_u, to_s = alpha * (1.0 - s_prev), -alpha * u_prev
+            else:
+                for k in names:
+                    pbar[k] += np.sum(prebar * (d_alpha[k] * u_prev - d_rho[k] * s_prev))
+                to_u, to_s = alpha, -rho
+            if n == 0:
+                u0bar = prebar * to_u
+            elif K is None or n % K != 0:
+                ubar[n - 1] += prebar * to_u
+                if not detach_reset:
+                    sbar[n - 1] += prebar * to_s
+        chunks = _chunk_mask(T, K)
+        abar = (_toeplitz(syn, T) * chunks).T @ cbar
+        for k in names:
+            pbar[k] += np.sum(cbar * (_toeplitz(d_syn[k], T) @ a))
+        ubar_total = cbar
+    else:
+        eps = _taps(model.eps, T + 1, model)
+        nu = _taps(model.nu, T, model)
+        d_eps = _dtaps(model.eps, T + 1, model)
+        d_nu = _dtaps(model.nu, T, model)
+        chunks = _chunk_mask(T, K)
+        reset_matrix = _delayed_toeplitz(nu, T) * chunks
+        ubar = np.zeros((T, M))
+        for n in range(T - 1, -1, -1):
+            ubar[n] = sbar[n] * sigma[n]
+            theta_spike += np.sum(sbar[n] * -kappa[n] * sigma[n])
+            if not detach_reset and n:
+                # u[n] = ... - sum_m N[n, m] s[m]
+                sbar[:n] -= reset_matrix[n, :n, None] * ubar[n][None, :]
+        abar = (_toeplitz(eps[:T], T) * chunks).T @ ubar
+        first_chunk = np.ones(T) if K is None else (np.arange(T) < K).astype(float)
+        u0bar = (eps[1:] * first_chunk) @ ubar
+        for k in names:
+            explicit = _toeplitz(d_eps[k][:T], T) @ a + d_eps[k][1:, None] * u0[None, :]
+            explicit -= _delayed_toeplitz(d_nu[k], T) @ s
+            pbar[k] += np.sum(ubar * explicit)
+        ubar_total = ubar
+    if "theta" in pbar:
+        pbar["theta"] += theta_spike
+    del ubar_total
+    return RefResult(a=abar, params={k: float(v) for k, v in pbar.items()}, u0=u0bar, u=u, s=s)
+
+
+def slayer(model: NeuronModel, a: np.ndarray, g: np.ndarray, u0: np.ndarray | None = None,
+           *, truncation: int | None = None) -> RefResult:
+    """SLAYER's gradient: BPTT with the reset term detached (N dropped)."""
+    return bptt(model, a, g, u0, truncation=truncation, detach_reset=True)
+
+
+# --------------------------------------------------------------- dense IFT
+def dense_ift(
+    model: NeuronModel,
+    a: np.ndarray,
+    g: np.ndarray,
+    u0: np.ndarray | None = None,
+    *,
+    truncation: int | None = None,
+    detach_reset: bool = False,
+) -> RefResult:
+    """The IFT solve of MATH section 3, one dense triangular system per neuron.
+
+    phi(u, s; a) = 0 along the trajectory; with J = d phi/d(u, s) (unit lower
+    triangular in the order u0, s0, u1, s1, ...) and L = g . s,
+    J^T lambda = dL/d(u, s) and dL/dx = -lambda^T d phi/dx for x = a, p, u0.
+    Cost O(T^2) per neuron plus O(T^2) to build; for testing only.
+    """
+    a, u0 = _prepare(model, a, u0)
+    g = np.asarray(g, dtype=np.float64)
+    T, M = a.shape
+    K = truncation
+    u, s, mask = simulate(model, a, u0)
+    sigma = model.sigma(u)
+    kappa = model.theta_factor(u) * np.ones_like(u)
+    names = model.parameter_names
+    chunks = _chunk_mask(T, K)
+    iu, is_ = 2 * np.arange(T), 2 * np.arange(T) + 1
+
+    grads_a = np.zeros((T, M))
+    grads_u0 = np.zeros(M)
+    grads_p = {k: 0.0 for k in names}
+
+    if model.membrane is not None:
+        mem = model.membrane
+        alpha, rho = _scalar(mem.alpha, model), _scalar(mem.rho, model)
+        d_alpha, d_rho = _partials(mem.alpha, model), _partials(mem.rho, model)
+        syn_matrix = _toeplitz(_taps(mem.syn, T, model), T)
+        d_syn = {k: _toeplitz(v, T) for k, v in _dtaps(mem.syn, T, model).items()}
+    else:
+        eps = _taps(model.eps, T + 1, model)
+        nu = _taps(model.nu, T, model)
+        eps_matrix = _toeplitz(eps[:T], T)
+        reset_matrix = _delayed_toeplitz(nu, T)
+        d_eps = _dtaps(model.eps, T + 1, model)
+        d_nu = _dtaps(model.nu, T, model)
+        d_reset = {k: _delayed_toeplitz(d_nu[k], T) for k in names}
+
+    for m in range(M):
+        J = np.eye(2 * T)
+        J[is_, iu] = -sigma[:, m]
+        dphi_da = np.zeros((2 * T, T))
+        dphi_du0 = np.zeros(2 * T)
+        dphi_dp = {k: np.zeros(2 * T) for k in names}
+        if "theta" in dphi_dp:
+            dphi_dp["theta"][is_] = kappa[:, m] * sigma[:, m]  # phi_s = s - f(u; theta)
+        if model.membrane is not None:
+            u_prev = np.concatenate([[u0[m]], u[:-1, m]])
+            s_prev = np.concatenate([[0.0], s[:-1, m]])
+            for n in range(1, T):
+                if K is not None and n % K == 0:
+                    continue  # state detached at the chunk boundary
+                if model.reset == "zero":
+                    J[iu[n], iu[n - 1]] = -mask[n, m] * alpha * (1.0 - s_prev[n])
+                    if not detach_reset:
+                        J[iu[n], is_[n - 1]] = mask[n, m] * alpha * u_prev[n]
+                else:
+                    J[iu[n], iu[n - 1]] = -mask[n, m] * alpha
+                    if not detach_reset:
+                        J[iu[n], is_[n - 1]] = mask[n, m] * rho
+            dphi_da[iu] = -mask[:, m, None] * (syn_matrix * chunks)
+            dphi_du0[iu[0]] = -mask[0, m] * alpha
+            state = u_prev * (1.0 - s_prev) if model.reset == "zero" else u_prev
+            for k in names:
+                explicit = d_alpha[k] * state - d_rho[k] * s_prev + d_syn[k] @ a[:, m]
+                dphi_dp[k][iu] += -mask[:, m] * explicit
+        else:
+            if not detach_reset:
+                J[np.ix_(iu, is_)] = reset_matrix * chunks
+            dphi_da[iu] = -(eps_matrix * chunks)
+            first_chunk = np.ones(T) if K is None else (np.arange(T) < K).astype(float)
+            dphi_du0[iu] = -eps[1:] * first_chunk
+            for k in names:
+                explicit = (_toeplitz(d_eps[k][:T], T) @ a[:, m] + d_eps[k][1:] * u0[m]
+                            - d_reset[k] @ s[:, m])
+                dphi_dp[k][iu] += -explicit
+        rhs = np.zeros(2 * T)
+        rhs[is_] = g[:, m]
+        lam = solve_triangular(J, rhs, lower=True, trans="T", unit_diagonal=True)
+        grads_a[:, m] = -lam @ dphi_da
+        grads_u0[m] = -lam @ dphi_du0
+        for k in names:
+            grads_p[k] += float(-lam @ dphi_dp[k])
+    return RefResult(a=grads_a, params=grads_p, u0=grads_u0, u=u, s=s)

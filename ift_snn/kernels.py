@@ -1,0 +1,274 @@
+"""Kernels of the Spike Response Model and their finite linear recurrences.
+
+A kernel h[k], k = 0, 1, 2, ... is given either as a closed form in ``n``
+(SymPy; causal by construction, valid for n >= 0) or as a finite tap sequence.
+Every kernel that ift_snn can scan is also held as a rational transfer
+function in the delay operator x = z^-1:
+
+    H(x) = sum_k h[k] x^k = (b_0 + b_1 x + ... ) / (1 + a_1 x + ... + a_p x^p)
+
+so that h obeys the linear recurrence h[k] = -a_1 h[k-1] - ... - a_p h[k-p]
+for k >= len(b), and filtering a sequence with h is one IIR filter
+(``scipy.signal.lfilter(b, a, .)``) whose state size is p.
+
+Closed forms are recognised when they are exponential polynomials,
+sum_i P_i(n) r_i^n (sums of exponentials, ``n*alpha**n`` alpha kernels,
+differences of exponentials, constants, polynomials). The characteristic
+polynomial is then prod_i (1 - r_i x)^(deg P_i + 1) and the numerator follows
+from the first p values. Anything else (``1/(n+1)``, ``sin(n)*...``) has no
+finite recurrence that ift_snn can derive and raises :class:`NoRecurrenceError`
+naming the offending factor; :meth:`Kernel.truncated` turns such a kernel into
+taps when the user asks for it.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import sympy as sp
+
+__all__ = ["N", "X", "Kernel", "KernelError", "NoRecurrenceError"]
+
+#: The time index of a kernel, h[n] for n = 0, 1, ...
+N = sp.Symbol("n", integer=True, nonnegative=True)
+#: The delay operator z^-1 of transfer functions.
+X = sp.Symbol("x")
+
+
+class KernelError(ValueError):
+    """A kernel definition is invalid (not causal, no taps, bad values)."""
+
+
+class NoRecurrenceError(KernelError):
+    """A closed-form kernel has no finite linear recurrence that can be derived."""
+
+
+def _linear_in_n(exponent: sp.Expr) -> tuple[sp.Expr, sp.Expr] | None:
+    """Return (c, d) with exponent == c*n + d, or None when not linear in n."""
+    exponent = sp.expand(exponent)
+    if not exponent.is_polynomial(N):
+        return None
+    poly = sp.Poly(exponent, N)
+    if poly.degree() > 1:
+        return None
+    c = poly.coeff_monomial(N)
+    d = poly.coeff_monomial(1)
+    return c, d
+
+
+def _exp_poly_terms(expr: sp.Expr) -> dict[sp.Expr, int]:
+    """Decompose expr = sum_i P_i(n) r_i^n; return {r_i: deg P_i}.
+
+    Raises NoRecurrenceError naming the first factor that is neither constant
+    in n, polynomial in n, nor an exponential with an exponent linear in n.
+    """
+    expanded = sp.expand(sp.sympify(expr), power_exp=True, mul=True, multinomial=True, log=False)
+    degrees: dict[sp.Expr, int] = {}
+    for term in sp.Add.make_args(expanded):
+        if term == 0:
+            continue
+        ratio: sp.Expr = sp.Integer(1)
+        degree = 0
+        for factor in sp.Mul.make_args(term):
+            if not factor.has(N):
+                continue
+            base, exponent = factor.as_base_exp()
+            if isinstance(factor, sp.exp):
+                base, exponent = sp.E, factor.args[0]
+            if not base.has(N):
+                linear = _linear_in_n(exponent)
+                if linear is None:
+                    raise NoRecurrenceError(
+                        f"factor {factor} has an exponent that is not linear in n, so the kernel has no "
+                        "finite linear recurrence; give it as taps or ask for truncation"
+                    )
+                ratio = ratio * base ** linear[0]
+                continue
+            if factor.is_polynomial(N):
+                degree += sp.Poly(factor, N).degree()
+                continue
+            raise NoRecurrenceError(
+                f"factor {factor} is neither polynomial nor exponential in n, so the kernel has no "
+                "finite linear recurrence; give it as taps or ask for truncation"
+            )
+        ratio = sp.powsimp(sp.simplify(ratio))
+        degrees[ratio] = max(degrees.get(ratio, -1), degree)
+    return degrees
+
+
+def _poly_coeffs(expr: sp.Expr) -> tuple[sp.Expr, ...]:
+    """Coefficients of a polynomial in X, lowest power first."""
+    poly = sp.Poly(sp.expand(expr), X)
+    coeffs = list(reversed(poly.all_coeffs()))
+    return tuple(sp.simplify(c) for c in coeffs)
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A causal kernel h[n], n >= 0, with its transfer function b(x)/a(x).
+
+    Build one with :meth:`closed_form` or :meth:`from_taps`. ``num`` and ``den``
+    are the coefficients of b and a (lowest power of x first, ``den[0] == 1``);
+    ``len(den) - 1`` is the order of the recurrence, the state size of a scan.
+    """
+
+    expr: sp.Expr | None
+    taps: tuple[float, ...] | None
+    num: tuple[sp.Expr, ...]
+    den: tuple[sp.Expr, ...]
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def closed_form(cls, expr: sp.Expr | float | int) -> Kernel:
+        """A kernel from a closed form in ``n`` (the symbol :data:`N`), n >= 0."""
+        expr = sp.sympify(expr)
+        if not isinstance(expr, sp.Expr):
+            raise KernelError(f"kernel {expr!r} is not a SymPy expression")
+        others = {s for s in expr.free_symbols if s.name == "n" and s != N}
+        if others:
+            expr = expr.subs({s: N for s in others})
+        degrees = _exp_poly_terms(expr)
+        if not degrees:
+            return cls(expr=sp.Integer(0), taps=None, num=(sp.Integer(0),), den=(sp.Integer(1),))
+        char = sp.Integer(1)
+        for ratio, degree in degrees.items():
+            char = char * (1 - ratio * X) ** (degree + 1)
+        den = _poly_coeffs(char)
+        order = len(den) - 1
+        values = [expr.subs(N, k) for k in range(order)]
+        num = []
+        for k in range(order):
+            num.append(sp.simplify(sum(den[j] * values[k - j] for j in range(k + 1))))
+        while len(num) > 1 and num[-1] == 0:
+            num.pop()
+        kernel = cls(expr=expr, taps=None, num=tuple(num), den=den)
+        kernel._check_recurrence()
+        return kernel
+
+    @classmethod
+    def from_taps(cls, values: Iterable[float], start: int = 0) -> Kernel:
+        """A finite kernel h[start + k] = values[k]; ``start`` must be >= 0 (causal)."""
+        if not isinstance(start, (int, np.integer)):
+            raise TypeError(f"kernel start must be an int, got {type(start).__name__}")
+        if start < 0:
+            raise KernelError(
+                f"kernel is not causal: it starts at n = {start}, but a kernel must vanish for n < 0 "
+                "(start >= 0)"
+            )
+        try:
+            array = np.asarray(list(values), dtype=np.float64)
+        except (TypeError, ValueError):
+            raise KernelError(f"kernel taps {values!r} must be real numbers") from None
+        if array.ndim != 1 or array.size == 0:
+            raise KernelError("kernel has no taps: give at least one value")
+        if not np.all(np.isfinite(array)):
+            raise KernelError(f"kernel taps {array.tolist()} contain NaN or inf")
+        taps = (0.0,) * int(start) + tuple(float(v) for v in array)
+        return cls(expr=None, taps=taps, num=tuple(sp.Float(v) if v else sp.Integer(0) for v in taps),
+                   den=(sp.Integer(1),))
+
+    def truncated(self, length: int, values: Mapping[sp.Symbol, float] | None = None) -> Kernel:
+        """The first ``length`` values as a tap kernel (parameters evaluated at ``values``)."""
+        if length < 1:
+            raise KernelError(f"truncation length must be >= 1, got {length}")
+        return Kernel.from_taps(self.impulse(length, values or {}))
+
+    def _check_recurrence(self) -> None:
+        # The decomposition is constructive; this numeric spot check guards the
+        # algebra (simplification of ratios, numerator) at a generic point.
+        rng = np.random.default_rng(0)
+        point = {s: float(rng.uniform(0.3, 0.7)) for s in sorted(self.parameters, key=str)}
+        length = 3 * self.order + 6
+        direct = self.impulse(length, point)
+        via_filter = self._impulse_from_filter(length, point)
+        scale = max(1.0, float(np.max(np.abs(direct))))
+        if not np.allclose(direct, via_filter, rtol=1e-9, atol=1e-9 * scale):
+            raise NoRecurrenceError(
+                f"kernel {self.expr} did not match its derived recurrence numerically; "
+                "give it as taps instead"
+            )
+
+    # --------------------------------------------------------------- queries
+    @property
+    def order(self) -> int:
+        """State size of the recurrence (number of poles)."""
+        return len(self.den) - 1
+
+    @property
+    def parameters(self) -> frozenset[sp.Symbol]:
+        """Free symbols other than n."""
+        symbols: set[sp.Symbol] = set()
+        for c in self.num + self.den:
+            symbols |= c.free_symbols
+        if self.expr is not None:
+            symbols |= self.expr.free_symbols
+        symbols.discard(N)
+        return frozenset(symbols)
+
+    @property
+    def is_finite(self) -> bool:
+        """True for a kernel with finitely many nonzero taps (no poles)."""
+        return self.order == 0
+
+    def diff(self, symbol: sp.Symbol) -> Kernel:
+        """The kernel d h[n] / d symbol (same kind of kernel)."""
+        if self.expr is not None:
+            return Kernel.closed_form(sp.diff(self.expr, symbol))
+        return Kernel.from_taps([0.0])
+
+    def value(self, k: int) -> sp.Expr:
+        """h[k] as a SymPy expression (0 for k < 0)."""
+        if k < 0:
+            return sp.Integer(0)
+        if self.expr is not None:
+            return sp.simplify(self.expr.subs(N, k))
+        assert self.taps is not None
+        return sp.Float(self.taps[k]) if k < len(self.taps) and self.taps[k] else sp.Integer(0)
+
+    # --------------------------------------------------------------- numbers
+    def coefficients(self, values: Mapping[sp.Symbol, float]) -> tuple[np.ndarray, np.ndarray]:
+        """Numeric (b, a) for ``scipy.signal.lfilter`` at the parameter ``values``."""
+        symbols = tuple(sorted(self.parameters, key=str))
+        args = [float(values[s]) for s in symbols]
+        b = np.array([float(f(*args)) for f in _lambdified(self.num, symbols)], dtype=np.float64)
+        a = np.array([float(f(*args)) for f in _lambdified(self.den, symbols)], dtype=np.float64)
+        return b, a
+
+    def impulse(self, length: int, values: Mapping[sp.Symbol, float]) -> np.ndarray:
+        """h[0..length-1] in float64, evaluated directly from the closed form or taps."""
+        if self.taps is not None:
+            out = np.zeros(length)
+            m = min(length, len(self.taps))
+            out[:m] = self.taps[:m]
+            return out
+        symbols = tuple(sorted(self.parameters, key=str))
+        (func,) = _lambdified((self.expr,), (N,) + symbols)
+        ks = np.arange(length, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = np.asarray(func(ks, *[float(values[s]) for s in symbols]), dtype=np.float64)
+        return np.broadcast_to(out, (length,)).copy()
+
+    def _impulse_from_filter(self, length: int, values: Mapping[sp.Symbol, float]) -> np.ndarray:
+        from scipy.signal import lfilter
+
+        b, a = self.coefficients(values)
+        x = np.zeros(length)
+        x[0] = 1.0
+        return lfilter(b, a, x)
+
+    # ---------------------------------------------------------------- display
+    def __str__(self) -> str:
+        if self.expr is not None:
+            return str(self.expr)
+        return "taps(" + ", ".join(f"{v:g}" for v in (self.taps or ())) + ")"
+
+    def __repr__(self) -> str:
+        return f"Kernel({self})"
+
+
+@functools.lru_cache(maxsize=1024)
+def _lambdified(exprs: tuple[sp.Expr, ...], symbols: tuple[sp.Symbol, ...]):
+    return tuple(sp.lambdify(symbols, e, modules="numpy") for e in exprs)

@@ -1,0 +1,525 @@
+"""Neuron models: the discrete Spike Response Model (SRM) and its LIF family.
+
+Every model is an SRM (MATH section 1), one neuron, time n = 0..T-1:
+
+    u[n] = sum_k eps[k] a[n-k]  -  sum_k nu[k] s[n-1-k]       (membrane, pre-spike)
+    s[n] = f(u[n])                                            (spike function)
+
+with spike-response kernel eps and reset kernel nu (the reset acts with a one
+step delay). The LIF family is also held in its first-order membrane form
+
+    I[n] = (syn * a)[n]                               (syn = delta for LIF, alpha_syn^k for CUBA)
+    u[n] = alpha u[n-1] + I[n] - rho s[n-1]           (reset="subtract")
+    u[n] = alpha u[n-1] (1 - s[n-1]) + I[n]           (reset="zero")
+    u[n] <- max(u[n], u_min)                          (optional clip, before spiking)
+
+which is what reset-to-zero and the clip need (they are not fixed kernels).
+rho is theta_r for the "reset after decay" convention (MATH section 1, the
+default) and alpha theta_r for "reset before decay" (sinabs, sinabs-exodus).
+
+Spike functions (theta > 0): ``"single"`` 1[u >= theta]; ``"multi"``
+max(floor(u/theta), 0); an int k: min(max(floor(u/theta), 0), k);
+``"smooth"`` F(u), the primitive of the surrogate (differentiable, for
+finite-difference checks). In the backward pass f'(u) is replaced by the
+surrogate sigma(u), and df/dtheta by -kappa(u) sigma(u) with kappa = 1 for
+single and smooth, u/theta for multi and max-spike (the chain rule through
+f(u - theta) and f(u/theta) respectively).
+
+Initial state u0 (``forward(..., u0=)``): for the membrane form it is u[-1];
+for a general SRM it enters as an input at time -1, u[n] += eps[n+1] u0, which
+is the same thing for LIF and IF.
+
+Parameters are named symbols (``alpha``, ``theta``, ``theta_r``,
+``alpha_mem``, ``alpha_syn`` or the user's kernel parameters) with numeric
+values; ``backward`` returns dL/dp for each of them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy as sp
+
+from .expressions import parse_expression
+from .kernels import N, Kernel, KernelError, NoRecurrenceError
+from .surrogates import THETA, U, Surrogate, exponential, get_surrogate
+
+__all__ = [
+    "NeuronModel",
+    "Membrane",
+    "param_symbol",
+    "lif",
+    "if_neuron",
+    "cuba_lif",
+    "srm",
+    "BUILTIN_MODELS",
+    "get_model",
+]
+
+SPIKE_NAMES = ("single", "multi", "smooth")
+RESETS = ("subtract", "zero")
+
+
+def param_symbol(name: str) -> sp.Symbol:
+    """The SymPy symbol of a model parameter; ``theta`` is shared with the surrogates."""
+    if name == "theta":
+        return THETA
+    if name in ("n", "u"):
+        raise ValueError(f"{name!r} cannot be a parameter name: it is the time index / membrane variable")
+    return sp.Symbol(name, positive=True)
+
+
+@dataclass(frozen=True)
+class Membrane:
+    """First-order membrane form: u[n] = alpha u[n-1] + (syn * a)[n] - rho s[n-1]."""
+
+    alpha: sp.Expr
+    rho: sp.Expr
+    syn: Kernel
+
+
+@dataclass(frozen=True, repr=False)
+class NeuronModel:
+    """An immutable, hashable neuron definition (see the module docstring).
+
+    Build one with :func:`lif`, :func:`if_neuron`, :func:`cuba_lif` or
+    :func:`srm` rather than directly: they validate ranges and set the kernels.
+    """
+
+    name: str
+    eps: Kernel
+    nu: Kernel | None
+    params: tuple[tuple[str, float], ...]
+    spike: str | int = "single"
+    surrogate: Surrogate = field(default_factory=exponential)
+    reset: str = "subtract"
+    u_min: float | None = None
+    membrane: Membrane | None = None
+    convention: str = ""
+
+    def __post_init__(self) -> None:
+        _check_spike(self.spike)
+        if self.reset not in RESETS:
+            raise ValueError(f"reset={self.reset!r} is not known; expected one of {RESETS}")
+        names = [k for k, _ in self.params]
+        if "theta" not in names:
+            raise ValueError("a model needs a threshold parameter 'theta'")
+        for k, v in self.params:
+            if not isinstance(v, float) or not math.isfinite(v):
+                raise ValueError(f"parameter {k}={v!r} must be a finite float")
+        _check_positive("theta", self.theta)
+        if self.reset == "zero":
+            if self.membrane is None:
+                raise ValueError("reset='zero' needs a first-order membrane model (lif, if_neuron, cuba_lif)")
+            if self.spike not in ("single", "smooth"):
+                raise ValueError(f"reset='zero' needs spike='single' or 'smooth', got spike={self.spike!r}")
+        elif self.nu is None:
+            raise ValueError("reset='subtract' needs a reset kernel nu")
+        if self.u_min is not None:
+            if self.membrane is None:
+                raise ValueError("u_min (clip) needs a first-order membrane model (lif, if_neuron, cuba_lif)")
+            if not math.isfinite(self.u_min) or self.u_min >= self.theta:
+                raise ValueError(f"u_min={self.u_min!r} is out of range: expected a finite number below theta")
+        if self.spike == "smooth":
+            if self.surrogate.primitive is None or not self.surrogate.shift_invariant:
+                raise ValueError(
+                    f"spike='smooth' needs a shift-invariant surrogate with a primitive (sigmoid, arctan, "
+                    f"gaussian), got {self.surrogate!r}"
+                )
+        known = set(self.symbols)
+        for kname, kernel in (("eps", self.eps), ("nu", self.nu)):
+            if kernel is None:
+                continue
+            missing = kernel.parameters - known
+            if missing:
+                raise ValueError(
+                    f"kernel {kname} = {kernel} uses {sorted(map(str, missing))} with no value; "
+                    f"give them in params"
+                )
+
+    # ------------------------------------------------------------ parameters
+    @property
+    def theta(self) -> float:
+        """Firing threshold."""
+        return dict(self.params)["theta"]
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        return tuple(k for k, _ in self.params)
+
+    @property
+    def symbols(self) -> tuple[sp.Symbol, ...]:
+        """Parameter symbols, in the order of ``params``."""
+        return tuple(param_symbol(k) for k, _ in self.params)
+
+    @property
+    def values(self) -> dict[sp.Symbol, float]:
+        """{symbol: value} for numeric evaluation of kernels."""
+        return {param_symbol(k): v for k, v in self.params}
+
+    def with_params(self, **values: float) -> NeuronModel:
+        """A copy with some parameter values replaced (for finite differences, training)."""
+        unknown = set(values) - set(self.parameter_names)
+        if unknown:
+            raise ValueError(f"unknown parameters {sorted(unknown)}; this model has {self.parameter_names}")
+        params = tuple((k, float(values.get(k, v))) for k, v in self.params)
+        new = NeuronModel(
+            self.name, self.eps, self.nu, params, self.spike, self.surrogate, self.reset, self.u_min,
+            self.membrane, self.convention,
+        )
+        _check_model_ranges(new)
+        return new
+
+    # ---------------------------------------------------------- spike function
+    def spike_fn(self, u: np.ndarray) -> np.ndarray:
+        """s = f(u), elementwise, same dtype as u."""
+        theta = u.dtype.type(self.theta)
+        if self.spike == "single":
+            return (u >= theta).astype(u.dtype)
+        if self.spike == "smooth":
+            return self.surrogate.antiderivative(u, self.theta)
+        counts = np.maximum(np.floor(u / theta), 0).astype(u.dtype)
+        if isinstance(self.spike, int):
+            counts = np.minimum(counts, u.dtype.type(self.spike))
+        return counts
+
+    def sigma(self, u: np.ndarray) -> np.ndarray:
+        """Surrogate derivative sigma(u) that replaces f'(u)."""
+        return self.surrogate(u, self.theta)
+
+    def theta_factor(self, u: np.ndarray) -> np.ndarray | float:
+        """kappa(u) with df/dtheta := -kappa(u) sigma(u)."""
+        if self.spike in ("single", "smooth"):
+            return 1.0
+        return u / u.dtype.type(self.theta)
+
+    # ----------------------------------------------------------------- display
+    def __repr__(self) -> str:
+        parts = [f"{k}={v:g}" for k, v in self.params]
+        if self.membrane is None:
+            parts = [f"eps={self.eps}", f"nu={self.nu}"] + parts
+        parts.append(f"spike={self.spike!r}")
+        parts.append(f"surrogate={self.surrogate!r}")
+        parts.append(f"reset={self.reset!r}")
+        if self.u_min is not None:
+            parts.append(f"u_min={self.u_min:g}")
+        if self.convention:
+            parts.append(f"convention={self.convention!r}")
+        return f"NeuronModel({self.name}: " + ", ".join(parts) + ")"
+
+
+# ----------------------------------------------------------------- validation
+def _check_spike(spike: object) -> None:
+    if isinstance(spike, bool):
+        raise TypeError(f"spike={spike!r}: expected 'single', 'multi', 'smooth' or an int >= 1")
+    if isinstance(spike, (int, np.integer)):
+        if spike < 1:
+            raise ValueError(f"spike={spike!r} is out of range: the maximum spikes per step must be >= 1")
+        return
+    if spike not in SPIKE_NAMES:
+        raise ValueError(f"spike={spike!r} is not known; expected 'single', 'multi', 'smooth' or an int >= 1")
+
+
+def _as_float(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}={value!r} is out of range: expected a finite number")
+    return value
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name}={value!r} is out of range: expected {name} > 0")
+
+
+def _check_alpha(name: str, value: float) -> None:
+    if not 0 < value <= 1:
+        raise ValueError(f"{name}={value!r} is out of range: expected 0 < {name} <= 1")
+
+
+def _check_model_ranges(model: NeuronModel) -> None:
+    for k, v in model.params:
+        if k.startswith("alpha"):
+            _check_alpha(k, v)
+        elif k == "theta_r" and v < 0:
+            raise ValueError(f"theta_r={v!r} is out of range: expected theta_r >= 0")
+
+
+def _spike_and_surrogate(spike, surrogate) -> tuple[str | int, Surrogate]:
+    _check_spike(spike)
+    if isinstance(spike, np.integer):
+        spike = int(spike)
+    return spike, get_surrogate(surrogate)
+
+
+def _clip(u_min) -> float | None:
+    return None if u_min is None else _as_float("u_min", u_min)
+
+
+# --------------------------------------------------------------- constructors
+def lif(
+    alpha: float,
+    theta: float = 1.0,
+    *,
+    theta_r: float | None = None,
+    reset_before_decay: bool = False,
+    spike: str | int = "single",
+    surrogate: str | Surrogate = "exponential",
+    reset: str = "subtract",
+    u_min: float | None = None,
+) -> NeuronModel:
+    """Leaky integrate-and-fire neuron, 0 < alpha <= 1 (alpha = exp(-dt/tau)).
+
+    Reset after decay (default, MATH section 1):
+        u[n] = alpha u[n-1] + a[n] - theta_r s[n-1],   eps[k] = alpha^k, nu[k] = theta_r alpha^k
+    ``reset_before_decay=True`` (sinabs / sinabs-exodus):
+        u[n] = alpha (u[n-1] - theta_r s[n-1]) + a[n], nu[k] = theta_r alpha^(k+1)
+    ``reset="zero"``: u[n] = alpha u[n-1] (1 - s[n-1]) + a[n] (state dependent, no nu).
+    theta_r defaults to theta and is then the same parameter (dL/dtheta includes
+    the reset path); pass it to make it a parameter of its own.
+    """
+    alpha = _as_float("alpha", alpha)
+    theta = _as_float("theta", theta)
+    _check_alpha("alpha", alpha)
+    _check_positive("theta", theta)
+    params: list[tuple[str, float]] = [("alpha", alpha), ("theta", theta)]
+    a_sym = param_symbol("alpha")
+    if theta_r is None:
+        r_sym: sp.Expr = THETA
+    else:
+        theta_r = _as_float("theta_r", theta_r)
+        if theta_r < 0:
+            raise ValueError(f"theta_r={theta_r!r} is out of range: expected theta_r >= 0")
+        params.append(("theta_r", theta_r))
+        r_sym = param_symbol("theta_r")
+    rho = a_sym * r_sym if reset_before_decay else r_sym
+    spike, surrogate = _spike_and_surrogate(spike, surrogate)
+    convention = "reset before decay" if reset_before_decay else "reset after decay"
+    return NeuronModel(
+        name="lif",
+        eps=Kernel.closed_form(a_sym**N),
+        nu=Kernel.closed_form(rho * a_sym**N) if reset == "subtract" else None,
+        params=tuple(params),
+        spike=spike,
+        surrogate=surrogate,
+        reset=reset,
+        u_min=_clip(u_min),
+        membrane=Membrane(alpha=a_sym, rho=rho if reset == "subtract" else sp.Integer(0),
+                          syn=Kernel.from_taps([1.0])),
+        convention=convention,
+    )
+
+
+def if_neuron(
+    theta: float = 1.0,
+    *,
+    theta_r: float | None = None,
+    spike: str | int = "single",
+    surrogate: str | Surrogate = "exponential",
+    reset: str = "subtract",
+    u_min: float | None = None,
+) -> NeuronModel:
+    """Integrate-and-fire (no leak, alpha = 1): u[n] = u[n-1] + a[n] - theta_r s[n-1]."""
+    theta = _as_float("theta", theta)
+    _check_positive("theta", theta)
+    params: list[tuple[str, float]] = [("theta", theta)]
+    if theta_r is None:
+        rho: sp.Expr = THETA
+    else:
+        theta_r = _as_float("theta_r", theta_r)
+        if theta_r < 0:
+            raise ValueError(f"theta_r={theta_r!r} is out of range: expected theta_r >= 0")
+        params.append(("theta_r", theta_r))
+        rho = param_symbol("theta_r")
+    spike, surrogate = _spike_and_surrogate(spike, surrogate)
+    one = sp.Integer(1)
+    return NeuronModel(
+        name="if",
+        eps=Kernel.closed_form(one),
+        nu=Kernel.closed_form(rho) if reset == "subtract" else None,
+        params=tuple(params),
+        spike=spike,
+        surrogate=surrogate,
+        reset=reset,
+        u_min=_clip(u_min),
+        membrane=Membrane(alpha=one, rho=rho if reset == "subtract" else sp.Integer(0),
+                          syn=Kernel.from_taps([1.0])),
+        convention="reset after decay",
+    )
+
+
+def cuba_lif(
+    alpha_mem: float,
+    alpha_syn: float,
+    theta: float = 1.0,
+    *,
+    theta_r: float | None = None,
+    spike: str | int = "single",
+    surrogate: str | Surrogate = "exponential",
+    reset: str = "subtract",
+    u_min: float | None = None,
+) -> NeuronModel:
+    """Current-based LIF with a synaptic current:
+
+        i[n] = alpha_syn i[n-1] + a[n]
+        u[n] = alpha_mem u[n-1] + i[n] - theta_r s[n-1]
+
+    As an SRM: eps[k] = sum_j alpha_syn^j alpha_mem^(k-j), nu[k] = theta_r alpha_mem^k.
+    u0 is the initial membrane (the synaptic current starts at 0).
+    """
+    alpha_mem = _as_float("alpha_mem", alpha_mem)
+    alpha_syn = _as_float("alpha_syn", alpha_syn)
+    theta = _as_float("theta", theta)
+    _check_alpha("alpha_mem", alpha_mem)
+    _check_alpha("alpha_syn", alpha_syn)
+    _check_positive("theta", theta)
+    params: list[tuple[str, float]] = [("alpha_mem", alpha_mem), ("alpha_syn", alpha_syn), ("theta", theta)]
+    am, asyn = param_symbol("alpha_mem"), param_symbol("alpha_syn")
+    if theta_r is None:
+        rho: sp.Expr = THETA
+    else:
+        theta_r = _as_float("theta_r", theta_r)
+        if theta_r < 0:
+            raise ValueError(f"theta_r={theta_r!r} is out of range: expected theta_r >= 0")
+        params.append(("theta_r", theta_r))
+        rho = param_symbol("theta_r")
+    if alpha_mem == alpha_syn:
+        raise ValueError(
+            f"cuba_lif needs alpha_mem != alpha_syn (got both {alpha_mem}); the double-exponential "
+            "kernel degenerates to (n+1) alpha^n: use srm(eps='(n+1)*alpha**n', ...) for that case"
+        )
+    eps = (am ** (N + 1) - asyn ** (N + 1)) / (am - asyn)
+    spike, surrogate = _spike_and_surrogate(spike, surrogate)
+    return NeuronModel(
+        name="cuba_lif",
+        eps=Kernel.closed_form(eps),
+        nu=Kernel.closed_form(rho * am**N) if reset == "subtract" else None,
+        params=tuple(params),
+        spike=spike,
+        surrogate=surrogate,
+        reset=reset,
+        u_min=_clip(u_min),
+        membrane=Membrane(alpha=am, rho=rho if reset == "subtract" else sp.Integer(0),
+                          syn=Kernel.closed_form(asyn**N)),
+        convention="reset after decay",
+    )
+
+
+KernelSpec = str | sp.Expr | Kernel | Sequence[float]
+
+
+def _kernel(spec: KernelSpec, what: str, names: Mapping[str, sp.Symbol], truncate: int | None,
+            values: Mapping[sp.Symbol, float]) -> Kernel:
+    if isinstance(spec, Kernel):
+        return spec
+    if isinstance(spec, str):
+        expr = parse_expression(spec, {"n": N, **names}, what=f"kernel {what}")
+    elif isinstance(spec, sp.Expr):
+        expr = spec
+    elif isinstance(spec, (int, float)):
+        expr = sp.sympify(spec)
+    else:
+        try:
+            return Kernel.from_taps(spec)
+        except KernelError as exc:
+            raise KernelError(f"kernel {what}: {exc}") from None
+    try:
+        return Kernel.closed_form(expr)
+    except NoRecurrenceError as exc:
+        if truncate is None:
+            raise NoRecurrenceError(f"kernel {what} = {expr}: {exc}") from None
+        return Kernel.from_taps(_evaluate_closed_form(expr, truncate, values))
+
+
+def _evaluate_closed_form(expr: sp.Expr, length: int, values: Mapping[sp.Symbol, float]) -> list[float]:
+    out = []
+    for k in range(length):
+        v = complex(sp.N(expr.subs(values).subs(N, k)))
+        if abs(v.imag) > 1e-12 or not math.isfinite(v.real):
+            raise KernelError(f"kernel {expr} is not a finite real number at n = {k}")
+        out.append(v.real)
+    return out
+
+
+def srm(
+    eps: KernelSpec,
+    nu: KernelSpec,
+    theta: float = 1.0,
+    *,
+    params: Mapping[str, float] | None = None,
+    spike: str | int = "single",
+    surrogate: str | Surrogate = "exponential",
+    truncate: int | None = None,
+    name: str = "srm",
+) -> NeuronModel:
+    """A Spike Response Model with any causal kernels eps and nu.
+
+    Each kernel is a closed form in ``n`` (string, parsed over a whitelist, or
+    SymPy expression), a :class:`~ift_snn.kernels.Kernel`, or a sequence of
+    taps h[0], h[1], .... Free names of closed forms are parameters whose
+    values come from ``params`` (``theta`` is the threshold and may appear in
+    nu). A closed form without a finite linear recurrence raises
+    :class:`~ift_snn.kernels.NoRecurrenceError` unless ``truncate=K`` asks for
+    its first K taps instead.
+
+    Example: ``srm("n*alpha**n", "theta*beta**n", params={"alpha": 0.8, "beta": 0.9})``.
+    """
+    theta = _as_float("theta", theta)
+    _check_positive("theta", theta)
+    params = dict(params or {})
+    if "theta" in params:
+        raise ValueError("give the threshold as theta=..., not in params")
+    values = {}
+    for k, v in params.items():
+        values[k] = _as_float(k, v)
+    names = {k: param_symbol(k) for k in values}
+    names["theta"] = THETA
+    numeric = {names[k]: v for k, v in values.items()} | {THETA: theta}
+    if truncate is not None and (not isinstance(truncate, int) or truncate < 1):
+        raise ValueError(f"truncate={truncate!r} is out of range: expected an int >= 1")
+    eps_k = _kernel(eps, "eps", names, truncate, numeric)
+    nu_k = _kernel(nu, "nu", names, truncate, numeric)
+    if all(v == 0 for v in eps_k.num):
+        raise KernelError(f"kernel eps = {eps_k} is identically zero")
+    used = (eps_k.parameters | nu_k.parameters) - {THETA}
+    unused = set(names.values()) - used - {THETA}
+    if unused:
+        raise ValueError(f"params {sorted(map(str, unused))} do not appear in eps or nu")
+    spike, surrogate = _spike_and_surrogate(spike, surrogate)
+    ordered = [(k, values[k]) for k in sorted(values)] + [("theta", theta)]
+    model = NeuronModel(
+        name=name,
+        eps=eps_k,
+        nu=nu_k,
+        params=tuple(ordered),
+        spike=spike,
+        surrogate=surrogate,
+        reset="subtract",
+    )
+    return model
+
+
+BUILTIN_MODELS = {
+    "lif": lambda: lif(0.9),
+    "lif_before_decay": lambda: lif(0.9, reset_before_decay=True),
+    "if": lambda: if_neuron(1.0),
+    "lif_multi": lambda: lif(0.9, spike="multi"),
+    "lif_max2": lambda: lif(0.9, spike=2),
+    "lif_clip": lambda: lif(0.9, u_min=-0.5),
+    "lif_reset_zero": lambda: lif(0.9, reset="zero"),
+    "cuba_lif": lambda: cuba_lif(0.9, 0.8),
+    "alpha_srm": lambda: srm("n*alpha**n", "theta*beta**n", params={"alpha": 0.8, "beta": 0.9}, name="alpha_srm"),
+    "taps4_srm": lambda: srm([0.5, 1.0, 0.6, 0.2], [1.0, 0.5, 0.25, 0.125], name="taps4_srm"),
+}
+
+
+def get_model(name: str) -> NeuronModel:
+    """A built-in model by name (see :data:`BUILTIN_MODELS`)."""
+    if name not in BUILTIN_MODELS:
+        raise ValueError(f"unknown model {name!r}; built-ins are {', '.join(BUILTIN_MODELS)}")
+    return BUILTIN_MODELS[name]()

@@ -1,0 +1,250 @@
+"""The public array API: ``forward`` and ``backward`` with one method switch.
+
+Layout: time on axis 0, ``a.shape == (T, *neurons)``; neurons are
+independent once their input is known and are flattened internally to
+(T, M), time-major and neuron-contiguous, which is what scans want.
+float32 and float64 are preserved; other dtypes are refused.
+
+Methods of :func:`backward` (all for the loss L with dL/ds = ``grad_s``):
+
+``"exodus"``  exact (= BPTT) by the Implicit Function Theorem: one O(T)
+              reverse scan per neuron (MATH section 4).
+``"slayer"``  SLAYER: the reset term dropped from the backward pass, i.e.
+              BPTT with the reset detached. Not exact when spikes occur.
+``"bptt"``    reverse-mode through the time loop, by the float64 reference
+              sweep (``backends/reference.py``); O(T) for membrane models,
+              O(T^2) for general kernels. The baseline the others are checked
+              against.
+
+``truncation=K`` (any method): the state crosses chunk boundaries of K
+steps, its gradient does not (MATH section 8, truncated BPTT).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .backends import reference, scan
+from .backends.lowered import lower
+from .models import NeuronModel
+
+__all__ = [
+    "Trace",
+    "Gradients",
+    "StabilityWarning",
+    "GradientOverflowError",
+    "forward",
+    "backward",
+    "METHODS",
+    "STABILITY_RUN",
+]
+
+METHODS = ("exodus", "slayer", "bptt")
+#: A run of this many consecutive steps with |step factor| > 1 triggers a StabilityWarning.
+STABILITY_RUN = 20
+
+
+class StabilityWarning(RuntimeWarning):
+    """The exact gradient may grow geometrically (MATH section 6)."""
+
+
+class GradientOverflowError(FloatingPointError):
+    """A backward pass produced inf or NaN; the message gives the step-factor diagnostic."""
+
+
+@dataclass(frozen=True, eq=False)
+class Trace:
+    """What :func:`forward` returns and :func:`backward` needs.
+
+    ``s`` spikes and ``u`` the membrane the spike function saw, both
+    (T, *neurons) in the input dtype; ``a`` and ``u0`` are the inputs;
+    ``mask`` is 1[not clipped] for models with ``u_min`` (else None).
+    """
+
+    model: NeuronModel
+    a: np.ndarray
+    s: np.ndarray
+    u: np.ndarray
+    u0: np.ndarray | None
+    mask: np.ndarray | None = field(repr=False, default=None)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.s.shape
+
+
+@dataclass(frozen=True, eq=False)
+class Gradients:
+    """Gradients of the loss: ``a`` (like the input), ``params`` {name: dL/dp},
+    ``u0`` (*neurons), and the stability diagnostic: the largest |step factor|
+    seen and the longest run of consecutive steps with |factor| > 1."""
+
+    a: np.ndarray
+    params: dict[str, float]
+    u0: np.ndarray
+    method: str
+    max_step_factor: float
+    longest_unstable_run: int
+
+
+# ----------------------------------------------------------------- checks
+def _check_array(name: str, x: object, *, dtype: np.dtype | None = None) -> np.ndarray:
+    if not isinstance(x, np.ndarray):
+        if type(x).__module__.split(".")[0] in ("cupy", "torch"):
+            raise TypeError(
+                f"{name} is a {type(x).__module__}.{type(x).__name__}; this backend takes numpy arrays "
+                "(GPU arrays come with the CuPy backend; torch tensors through ift_snn.integrations.torch)"
+            )
+        try:
+            x = np.asarray(x)
+        except Exception as exc:  # noqa: BLE001 - re-raised with context
+            raise TypeError(f"{name} must be an array of floats, got {type(x).__name__}: {exc}") from None
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name} has dtype {x.dtype}; expected float32 or float64 (cast it first)")
+    if dtype is not None and x.dtype != dtype:
+        x = x.astype(dtype)
+    if not np.all(np.isfinite(x)):
+        bad = np.argwhere(~np.isfinite(x))[0]
+        raise ValueError(f"{name} contains NaN or inf (first at index {tuple(int(i) for i in bad)}); "
+                         "expected finite values")
+    return x
+
+
+def _check_model(model: object) -> NeuronModel:
+    if not isinstance(model, NeuronModel):
+        raise TypeError(f"model must be a NeuronModel (e.g. ift_snn.lif(0.9)), got {type(model).__name__}")
+    return model
+
+
+# ---------------------------------------------------------------- forward
+def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None) -> Trace:
+    """Simulate one layer of neurons over time.
+
+    u[n] = sum_k eps[k] a[n-k] - sum_k nu[k] s[n-1-k], s[n] = f(u[n]) (or the
+    membrane form with clip and reset to zero, see :mod:`ift_snn.models`).
+    Cost O(T) per neuron: the linear part is one IIR filter, the reset one
+    scan. ``a``: (T, *neurons) float32/float64, finite. ``u0``: initial
+    membrane, shape ``neurons`` (default 0).
+    """
+    model = _check_model(model)
+    a = _check_array("input a", a)
+    if a.ndim < 1 or a.shape[0] < 1:
+        raise ValueError(f"input a has shape {a.shape}; expected (T, *neurons) with T >= 1")
+    neurons = a.shape[1:]
+    M = math.prod(neurons)
+    a2 = np.ascontiguousarray(a.reshape(a.shape[0], M))
+    u0_2 = None
+    if u0 is not None:
+        u0 = _check_array("u0", u0, dtype=a.dtype)
+        if u0.shape != neurons:
+            raise ValueError(f"u0 has shape {u0.shape}; expected the neuron shape {neurons} of a {a.shape}")
+        u0_2 = np.ascontiguousarray(u0.reshape(M))
+    u, s, mask = scan.forward(lower(model), a2, u0_2)
+    return Trace(
+        model=model,
+        a=a,
+        s=s.reshape(a.shape),
+        u=u.reshape(a.shape),
+        u0=u0,
+        mask=None if mask is None else mask.reshape(a.shape),
+    )
+
+
+# --------------------------------------------------------------- backward
+def _longest_run(over: np.ndarray) -> np.ndarray:
+    """Per column, the longest run of consecutive True along axis 0."""
+    run = np.zeros(over.shape[1:], dtype=np.int64)
+    best = np.zeros_like(run)
+    for row in over:
+        run = np.where(row, run + 1, 0)
+        np.maximum(best, run, out=best)
+    return best
+
+
+def backward(
+    model: NeuronModel,
+    record: Trace,
+    grad_s: np.ndarray,
+    method: str = "exodus",
+    truncation: int | None = None,
+) -> Gradients:
+    """Gradients of the loss given g = dL/ds, by the chosen method.
+
+    Exact for ``method="exodus"``: solves (I + N^T F') e = g by one reverse scan
+    per neuron; for LIF delta_n = sigma_n g_n + (alpha - theta_r sigma_n) delta_{n+1},
+    dL/da = delta (MATH section 4). O(T) per neuron, parallel over neurons.
+
+    Preconditions: ``record`` came from :func:`forward` with the same model;
+    ``grad_s`` has the record's shape and is finite; ``truncation`` is None or
+    an int >= 1. Warns :class:`StabilityWarning` when |step factor| > 1 for
+    :data:`STABILITY_RUN` consecutive steps; raises
+    :class:`GradientOverflowError` instead of returning inf or NaN.
+    """
+    model = _check_model(model)
+    if not isinstance(record, Trace):
+        raise TypeError(f"record must be the Trace returned by forward(), got {type(record).__name__}")
+    if record.model != model:
+        raise ValueError(f"record was computed with {record.model!r}, not with {model!r}")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    if truncation is not None:
+        if isinstance(truncation, bool) or not isinstance(truncation, (int, np.integer)):
+            raise TypeError(f"truncation must be an int >= 1 or None, got {truncation!r}")
+        if truncation < 1:
+            raise ValueError(f"truncation={truncation} is out of range: expected an int >= 1 or None")
+        truncation = int(truncation)
+    g = _check_array("grad_s", grad_s)
+    if g.shape != record.shape:
+        raise ValueError(f"grad_s has shape {g.shape}; expected the shape of the record's spikes {record.shape}")
+    dtype = record.a.dtype
+    g = g.astype(dtype, copy=False)
+    T = record.shape[0]
+    neurons = record.shape[1:]
+    M = math.prod(neurons)
+    flat = lambda x: None if x is None else np.ascontiguousarray(x.reshape(T, M))  # noqa: E731
+    a2, u2, s2, g2 = flat(record.a), flat(record.u), flat(record.s), flat(g)
+    u0 = None if record.u0 is None else record.u0.reshape(M)
+    low = lower(model)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if method == "bptt":
+            ref = reference.bptt(model, a2, g2, u0, truncation=truncation)
+            grad_a, params, grad_u0 = ref.a.astype(dtype), ref.params, ref.u0.astype(dtype)
+            factors = scan.step_factors(low, u2, s2, model.sigma(u2), "exodus")
+        else:
+            grad_a, params, grad_u0, factors = scan.backward(
+                low, a2, u0, u2, s2, flat(record.mask), g2, method, truncation
+            )
+    magnitude = np.abs(factors)
+    max_factor = float(np.max(magnitude)) if magnitude.size else 0.0
+    runs = _longest_run(magnitude > 1)
+    longest = int(np.max(runs)) if runs.size else 0
+    diagnostic = (
+        f"largest |step factor| {max_factor:.3g}, {longest} consecutive steps above 1 "
+        f"(neuron {int(np.argmax(runs))})"
+    )
+    if not (np.all(np.isfinite(grad_a)) and np.all(np.isfinite(grad_u0))
+            and all(math.isfinite(v) for v in params.values())):
+        raise GradientOverflowError(
+            f"the {method} backward pass overflowed to inf/NaN: {diagnostic}. The exact gradient grows "
+            "like the product of step factors (MATH section 6); use a smaller surrogate scale, a wider "
+            "surrogate, float64, or truncation"
+        )
+    if longest >= STABILITY_RUN:
+        warnings.warn(
+            f"exact gradient may grow geometrically: {diagnostic}; consider a smaller surrogate scale "
+            "or a wider surrogate (MATH section 6)",
+            StabilityWarning,
+            stacklevel=2,
+        )
+    return Gradients(
+        a=grad_a.reshape(record.shape),
+        params=params,
+        u0=grad_u0.reshape(neurons),
+        method=method,
+        max_step_factor=max_factor,
+        longest_unstable_run=longest,
+    )
