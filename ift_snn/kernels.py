@@ -167,8 +167,7 @@ class Kernel:
         if not np.all(np.isfinite(array)):
             raise KernelError(f"kernel taps {array.tolist()} contain NaN or inf")
         taps = (0.0,) * int(start) + tuple(float(v) for v in array)
-        return cls(expr=None, taps=taps, num=tuple(sp.Float(v) if v else sp.Integer(0) for v in taps),
-                   den=(sp.Integer(1),))
+        return cls(expr=None, taps=taps, num=tuple(_number(v) for v in taps), den=(sp.Integer(1),))
 
     def truncated(self, length: int, values: Mapping[sp.Symbol, float] | None = None) -> Kernel:
         """The first ``length`` values as a tap kernel (parameters evaluated at ``values``)."""
@@ -226,7 +225,7 @@ class Kernel:
         if self.expr is not None:
             return sp.simplify(self.expr.subs(N, k))
         assert self.taps is not None
-        return sp.Float(self.taps[k]) if k < len(self.taps) and self.taps[k] else sp.Integer(0)
+        return _number(self.taps[k]) if k < len(self.taps) else sp.Integer(0)
 
     # --------------------------------------------------------------- numbers
     def coefficients(self, values: Mapping[sp.Symbol, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -267,6 +266,11 @@ class Kernel:
 
     def __repr__(self) -> str:
         return f"Kernel({self})"
+
+
+def _number(v: float) -> sp.Expr:
+    """Integers stay exact (1, not 1.0) so that derivations read cleanly."""
+    return sp.Integer(int(v)) if float(v).is_integer() else sp.Float(v)
 
 
 @functools.lru_cache(maxsize=1024)
