@@ -6,7 +6,8 @@ node; every node type, name and function must be on a whitelist, otherwise a
 the text is ever executed: no ``eval``, no ``sympify`` of raw strings.
 
 Accepted: numbers, the names passed in ``symbols``, the operators
-``+ - * / ** ^`` (``^`` means power, as in mathematics), unary minus, and calls
+``+ - * / ** ^`` (``^`` means power, as in mathematics, with the precedence of
+``**``; numeric exponents are limited to :data:`MAX_EXPONENT` in magnitude), unary minus, and calls
 of the functions in :data:`FUNCTIONS` (``exp``, ``log``, ``sqrt``, ``abs``,
 ``tanh``, ``sigmoid``, ``heaviside``, ``max``, ``min`` ...) and the constants
 ``pi`` and ``E``.
@@ -19,7 +20,7 @@ from collections.abc import Mapping
 
 import sympy as sp
 
-__all__ = ["ExpressionError", "FUNCTIONS", "CONSTANTS", "parse_expression"]
+__all__ = ["ExpressionError", "FUNCTIONS", "CONSTANTS", "parse_expression", "free_names"]
 
 MAX_LENGTH = 1000
 
@@ -60,8 +61,10 @@ _BINOPS = {
     ast.Mult: lambda x, y: x * y,
     ast.Div: lambda x, y: x / y,
     ast.Pow: lambda x, y: x**y,
-    ast.BitXor: lambda x, y: x**y,  # "alpha^n" means a power here
 }
+
+#: Largest |exponent| of a power of two numbers: 9**9**9 must not hang the parser.
+MAX_EXPONENT = 64
 
 
 def parse_expression(text: str, symbols: Mapping[str, sp.Symbol], *, what: str = "expression") -> sp.Expr:
@@ -80,9 +83,12 @@ def parse_expression(text: str, symbols: Mapping[str, sp.Symbol], *, what: str =
     if not text.strip():
         raise ExpressionError(f"{what} is empty")
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        # "^" means a power (as in mathematics), with the precedence of "**".
+        tree = ast.parse(text.strip().replace("^", "**"), mode="eval")
     except SyntaxError as exc:
         raise ExpressionError(f"{what} {text!r} is not a valid expression: {exc.msg}") from None
+    except (RecursionError, MemoryError):
+        raise ExpressionError(f"{what} {text!r} is nested too deeply") from None
 
     allowed = ", ".join(sorted(symbols)) or "(none)"
 
@@ -106,7 +112,14 @@ def parse_expression(text: str, symbols: Mapping[str, sp.Symbol], *, what: str =
             op = _BINOPS.get(type(node.op))
             if op is None:
                 raise ExpressionError(f"{what} {text!r}: operator {type(node.op).__name__} is not allowed")
-            return op(walk(node.left), walk(node.right))
+            left, right = walk(node.left), walk(node.right)
+            if isinstance(node.op, ast.Pow) and right.is_number and (
+                not right.is_finite or abs(right) > MAX_EXPONENT
+            ):
+                raise ExpressionError(
+                    f"{what} {text!r}: exponent {right} is too large (at most {MAX_EXPONENT} in magnitude)"
+                )
+            return op(left, right)
         if isinstance(node, ast.UnaryOp):
             if isinstance(node.op, ast.USub):
                 return -walk(node.operand)
@@ -130,4 +143,31 @@ def parse_expression(text: str, symbols: Mapping[str, sp.Symbol], *, what: str =
             raise ExpressionError(f"{what} {text!r}: attribute access ('.{node.attr}') is not allowed")
         raise ExpressionError(f"{what} {text!r}: {type(node).__name__} is not allowed in an expression")
 
-    return sp.sympify(walk(tree))
+    try:
+        return sp.sympify(walk(tree))
+    except RecursionError:
+        raise ExpressionError(f"{what} {text!r} is nested too deeply") from None
+
+
+def free_names(text: str) -> list[str]:
+    """The variable names used in ``text`` (not functions or constants), in order of appearance.
+
+    Only parses (``ast.parse``); names must be plain identifiers not starting
+    with an underscore. Use it to learn which parameters an expression needs
+    before :func:`parse_expression` checks everything else.
+    """
+    import re
+
+    try:
+        tree = ast.parse(str(text).strip().replace("^", "**"), mode="eval")
+    except SyntaxError as exc:
+        raise ExpressionError(f"expression {text!r} is not valid: {exc.msg}") from None
+    called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and id(node) not in called and node.id not in CONSTANTS:
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", node.id):
+                raise ExpressionError(f"expression {text!r}: name {node.id!r} is not allowed")
+            if node.id not in names:
+                names.append(node.id)
+    return names

@@ -162,7 +162,9 @@ class Kernel:
             array = np.asarray(list(values), dtype=np.float64)
         except (TypeError, ValueError):
             raise KernelError(f"kernel taps {values!r} must be real numbers") from None
-        if array.ndim != 1 or array.size == 0:
+        if array.ndim != 1:
+            raise KernelError(f"kernel taps must be a 1-D sequence of numbers, got shape {array.shape}")
+        if array.size == 0:
             raise KernelError("kernel has no taps: give at least one value")
         if not np.all(np.isfinite(array)):
             raise KernelError(f"kernel taps {array.tolist()} contain NaN or inf")

@@ -165,7 +165,7 @@ class NeuronModel:
         unknown = set(values) - set(self.parameter_names)
         if unknown:
             raise ValueError(f"unknown parameters {sorted(unknown)}; this model has {self.parameter_names}")
-        params = tuple((k, float(values.get(k, v))) for k, v in self.params)
+        params = tuple((k, _as_float(k, values[k]) if k in values else v) for k, v in self.params)
         new = NeuronModel(
             self.name, self.eps, self.nu, params, self.spike, self.surrogate, self.reset, self.u_min,
             self.membrane, self.convention,
@@ -480,8 +480,12 @@ def srm(
     names = {k: param_symbol(k) for k in values}
     names["theta"] = THETA
     numeric = {names[k]: v for k, v in values.items()} | {THETA: theta}
-    if truncate is not None and (not isinstance(truncate, int) or truncate < 1):
-        raise ValueError(f"truncate={truncate!r} is out of range: expected an int >= 1")
+    if truncate is not None:
+        if isinstance(truncate, (bool, np.bool_)) or not isinstance(truncate, (int, np.integer)):
+            raise TypeError(f"truncate={truncate!r} must be an int >= 1 or None")
+        if truncate < 1:
+            raise ValueError(f"truncate={truncate!r} is out of range: expected an int >= 1")
+        truncate = int(truncate)
     eps_k = _kernel(eps, "eps", names, truncate, numeric)
     nu_k = _kernel(nu, "nu", names, truncate, numeric)
     if all(v == 0 for v in eps_k.num):

@@ -99,10 +99,9 @@ class Surrogate:
 
 
 def _positive(name: str, value: float, what: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{what} {name} must be a real number, got {value!r}") from None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{what} {name} must be a real number, got {value!r} ({type(value).__name__})")
+    value = float(value)
     if not np.isfinite(value) or value <= 0:
         raise ValueError(f"{what} {name}={value!r} is out of range: expected a finite number > 0")
     return value

@@ -134,4 +134,20 @@ def ds_da(system: System, jac: Jacobians | None = None) -> sp.Matrix:
     return X.extract(list(range(1, 2 * system.T, 2)), list(range(system.T)))
 
 
-__all__ += ["ds_da", "THETA"]
+def implicit_derivative(equations, dependent, independent) -> sp.Matrix:
+    """dy/dx for F(y; x) = 0 by the IFT: -(dF/dy)^-1 dF/dx (dense; for small textbook systems).
+
+    ``equations`` and ``dependent`` are sequences of equal length; ``independent``
+    a sequence of symbols. Raises ValueError when dF/dy is singular, which is
+    exactly when the IFT does not apply.
+    """
+    F = sp.Matrix(list(equations))
+    Jy = F.jacobian(list(dependent))
+    Jx = F.jacobian(list(independent))
+    det = sp.simplify(Jy.det())
+    if det == 0:
+        raise ValueError(f"dF/dy = {Jy.tolist()} is singular: the implicit function theorem does not apply")
+    return (-Jy.LUsolve(Jx)).applyfunc(sp.simplify)
+
+
+__all__ += ["ds_da", "implicit_derivative"]

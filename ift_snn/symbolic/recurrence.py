@@ -82,12 +82,14 @@ class KernelRecurrence:
     def order(self) -> int:
         return len(self.den) - 1
 
-    def relation(self) -> sp.Eq:
-        """h[k] = sum_j c_j h[k-j] as a SymPy equation in h(k)."""
+    def relation(self) -> str:
+        """The recurrence in words: h[k] = sum_j c_j h[k-j] for k >= len(b), or the finite taps."""
+        if self.order == 0:
+            return f"finite: {len(self.num)} tap(s), {self.name}[k] = 0 for k >= {len(self.num)}"
         k = sp.Symbol("k", integer=True)
         h = sp.Function(self.name)
         rhs = sum((-self.den[j] * h(k - j) for j in range(1, len(self.den))), sp.Integer(0))
-        return sp.Eq(h(k), rhs)
+        return f"{sp.sstr(h(k))} = {sp.sstr(rhs)} for k >= {len(self.num)}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -153,7 +155,10 @@ def derive_recurrence(model: NeuronModel) -> Recurrence:
     if model.membrane is not None:
         mem = model.membrane
         syn = KernelRecurrence("syn", mem.syn, mem.syn.num, mem.syn.den)
-        kernels = (syn,)
+        kernels = (KernelRecurrence("eps", model.eps, model.eps.num, model.eps.den),)
+        if model.nu is not None:
+            kernels += (KernelRecurrence("nu", model.nu, model.nu.num, model.nu.den),)
+        kernels += (syn,)
         # forward
         w, current, w_update = _df2t("w_syn", syn.num, syn.den, S["a"], S["I"])
         if model.reset == "zero":
