@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+from hypothesis import settings
 from hypothesis import strategies as st
 
 import ift_snn
 from ift_snn import surrogates
+
+# CI runs a fixed, reproducible set of examples; locally every run explores new ones.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 #: Relative tolerances against the float64 reference, keyed by dtype.
 RTOL = {np.float64: 1e-10, np.float32: 1e-4}
