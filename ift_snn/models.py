@@ -63,12 +63,21 @@ SPIKE_NAMES = ("single", "multi", "smooth")
 RESETS = ("subtract", "zero")
 
 
+#: Names the derivations use for their own variables; a parameter may not take them.
+RESERVED_NAMES = frozenset(
+    "n u s a g m f k x y I pre z r q d c sigma dl_ds grad_a u_prev s_prev d_next u_init grad_u_init".split()
+)
+
+
 def param_symbol(name: str) -> sp.Symbol:
     """The SymPy symbol of a model parameter; ``theta`` is shared with the surrogates."""
     if name == "theta":
         return THETA
-    if name in ("n", "u"):
-        raise ValueError(f"{name!r} cannot be a parameter name: it is the time index / membrane variable")
+    if name in RESERVED_NAMES or name.startswith(("w_", "v_")) or not name.isidentifier():
+        raise ValueError(
+            f"{name!r} cannot be a parameter name: it is not an identifier or is reserved for the "
+            f"derivation's own variables ({', '.join(sorted(RESERVED_NAMES))}, w_*, v_*)"
+        )
     return sp.Symbol(name, positive=True)
 
 

@@ -18,6 +18,11 @@ Methods of :func:`backward` (all for the loss L with dL/ds = ``grad_s``):
 
 ``truncation=K`` (any method): the state crosses chunk boundaries of K
 steps, its gradient does not (MATH section 8, truncated BPTT).
+
+Backends, chosen by the array type (``backend="auto"``): NumPy arrays run
+the compiled CPU kernels generated from the derivation (Numba); CuPy arrays
+the generated CUDA kernels; ``backend="numpy"`` forces the NumPy scan
+(``backends/scan.py``), the fallback and reference for the compiled ones.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backends import reference, scan
+from .backends import cpu, reference, scan
+from .backends import cupy as cupy_backend
 from .backends.lowered import lower
 from .models import NeuronModel
 
@@ -40,8 +46,11 @@ __all__ = [
     "forward",
     "backward",
     "METHODS",
+    "BACKENDS",
     "STABILITY_RUN",
 ]
+
+BACKENDS = ("auto", "cpu", "numpy", "cupy")
 
 METHODS = ("exodus", "slayer", "bptt")
 #: A run of this many consecutive steps with |step factor| > 1 triggers a StabilityWarning.
@@ -71,6 +80,8 @@ class Trace:
     u: np.ndarray
     u0: np.ndarray | None
     mask: np.ndarray | None = field(repr=False, default=None)
+    sigma: np.ndarray | None = field(repr=False, default=None)
+    backend: str = "numpy"
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -92,12 +103,21 @@ class Gradients:
 
 
 # ----------------------------------------------------------------- checks
-def _check_array(name: str, x: object, *, dtype: np.dtype | None = None) -> np.ndarray:
+def _check_array(name: str, x: object, *, dtype: np.dtype | None = None):
+    if cupy_backend.is_cupy_array(x):
+        xp = cupy_backend.require_cupy()
+        if x.dtype not in (np.float32, np.float64):
+            raise TypeError(f"{name} has dtype {x.dtype}; expected float32 or float64 (cast it first)")
+        if dtype is not None and x.dtype != dtype:
+            x = x.astype(dtype)
+        if not bool(xp.all(xp.isfinite(x))):
+            raise ValueError(f"{name} contains NaN or inf; expected finite values")
+        return x
     if not isinstance(x, np.ndarray):
-        if type(x).__module__.split(".")[0] in ("cupy", "torch"):
+        if type(x).__module__.split(".")[0] == "torch":
             raise TypeError(
-                f"{name} is a {type(x).__module__}.{type(x).__name__}; this backend takes numpy arrays "
-                "(GPU arrays come with the CuPy backend; torch tensors through ift_snn.integrations.torch)"
+                f"{name} is a torch.Tensor; use ift_snn.integrations.torch (SpikingLayer) for tensors, "
+                "or pass a numpy / cupy array"
             )
         try:
             x = np.asarray(x)
@@ -121,7 +141,25 @@ def _check_model(model: object) -> NeuronModel:
 
 
 # ---------------------------------------------------------------- forward
-def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None) -> Trace:
+def _xp_of(x):
+    return cupy_backend.require_cupy() if cupy_backend.is_cupy_array(x) else np
+
+
+def _resolve_backend(backend: str, x) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    on_gpu = cupy_backend.is_cupy_array(x)
+    if backend == "auto":
+        return "cupy" if on_gpu else ("cpu" if cpu.available() else "numpy")
+    if (backend == "cupy") != on_gpu:
+        raise TypeError(f"backend={backend!r} needs {'cupy' if backend == 'cupy' else 'numpy'} arrays, "
+                        f"got {type(x).__module__}.{type(x).__name__}")
+    if backend == "cpu" and not cpu.available():
+        raise ImportError("backend='cpu' needs Numba: pip install numba")
+    return backend
+
+
+def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, backend: str = "auto") -> Trace:
     """Simulate one layer of neurons over time.
 
     u[n] = sum_k eps[k] a[n-k] - sum_k nu[k] s[n-1-k], s[n] = f(u[n]) (or the
@@ -132,36 +170,42 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None) -> 
     """
     model = _check_model(model)
     a = _check_array("input a", a)
+    backend = _resolve_backend(backend, a)
+    xp = _xp_of(a)
     if a.ndim < 1 or a.shape[0] < 1:
         raise ValueError(f"input a has shape {a.shape}; expected (T, *neurons) with T >= 1")
     neurons = a.shape[1:]
     M = math.prod(neurons)
-    a2 = np.ascontiguousarray(a.reshape(a.shape[0], M))
+    a2 = xp.ascontiguousarray(a.reshape(a.shape[0], M))
     u0_2 = None
     if u0 is not None:
+        if _xp_of(u0) is not xp:
+            raise TypeError("u0 and a must both be numpy arrays or both cupy arrays")
         u0 = _check_array("u0", u0, dtype=a.dtype)
         if u0.shape != neurons:
             raise ValueError(f"u0 has shape {u0.shape}; expected the neuron shape {neurons} of a {a.shape}")
-        u0_2 = np.ascontiguousarray(u0.reshape(M))
-    u, s, mask = scan.forward(lower(model), a2, u0_2)
-    return Trace(
-        model=model,
-        a=a,
-        s=s.reshape(a.shape),
-        u=u.reshape(a.shape),
-        u0=u0,
-        mask=None if mask is None else mask.reshape(a.shape),
-    )
+        u0_2 = xp.ascontiguousarray(u0.reshape(M))
+    sigma = None
+    if backend == "numpy":
+        u, s, mask = scan.forward(lower(model), a2, u0_2)
+    elif backend == "cpu":
+        u, s, sigma, mask = cpu.forward(model, a2, u0_2)
+    else:
+        u, s, sigma, mask = cupy_backend.forward(model, a2, u0_2)
+    shape = lambda x: None if x is None else x.reshape(a.shape)  # noqa: E731
+    return Trace(model=model, a=a, s=shape(s), u=shape(u), u0=u0, mask=shape(mask), sigma=shape(sigma),
+                 backend=backend)
 
 
 # --------------------------------------------------------------- backward
 def _longest_run(over: np.ndarray) -> np.ndarray:
     """Per column, the longest run of consecutive True along axis 0."""
-    run = np.zeros(over.shape[1:], dtype=np.int64)
-    best = np.zeros_like(run)
+    xp = _xp_of(over)
+    run = xp.zeros(over.shape[1:], dtype=xp.int64)
+    best = xp.zeros_like(run)
     for row in over:
-        run = np.where(row, run + 1, 0)
-        np.maximum(best, run, out=best)
+        run = xp.where(row, run + 1, 0)
+        xp.maximum(best, run, out=best)
     return best
 
 
@@ -197,6 +241,11 @@ def backward(
         if truncation < 1:
             raise ValueError(f"truncation={truncation} is out of range: expected an int >= 1 or None")
         truncation = int(truncation)
+    if _xp_of(grad_s) is not _xp_of(record.s):
+        raise TypeError(
+            f"grad_s is a {type(grad_s).__module__}.{type(grad_s).__name__} but the record holds "
+            f"{type(record.s).__module__} arrays: pass both as numpy or both as cupy"
+        )
     g = _check_array("grad_s", grad_s)
     if g.shape != record.shape:
         raise ValueError(f"grad_s has shape {g.shape}; expected the shape of the record's spikes {record.shape}")
@@ -205,28 +254,45 @@ def backward(
     T = record.shape[0]
     neurons = record.shape[1:]
     M = math.prod(neurons)
-    flat = lambda x: None if x is None else np.ascontiguousarray(x.reshape(T, M))  # noqa: E731
+    xp = _xp_of(record.s)
+    flat = lambda x: None if x is None else xp.ascontiguousarray(x.reshape(T, M))  # noqa: E731
     a2, u2, s2, g2 = flat(record.a), flat(record.u), flat(record.s), flat(g)
+    mask = flat(record.mask)
     u0 = None if record.u0 is None else record.u0.reshape(M)
     low = lower(model)
     with np.errstate(over="ignore", invalid="ignore"):
+        sigma = model.sigma(u2) if record.sigma is None else flat(record.sigma)
         if method == "bptt":
+            if xp is not np:
+                raise TypeError("method='bptt' is the float64 CPU reference: pass numpy arrays")
             ref = reference.bptt(model, a2, g2, u0, truncation=truncation)
             grad_a, params, grad_u0 = ref.a.astype(dtype), ref.params, ref.u0.astype(dtype)
-            factors = scan.step_factors(low, u2, s2, model.sigma(u2), "exodus")
+            factors = scan.step_factors(low, u2, s2, sigma, "exodus")
         else:
-            grad_a, params, grad_u0, factors = scan.backward(
-                low, a2, u0, u2, s2, flat(record.mask), g2, method, truncation
+            if record.backend == "cpu":
+                d, dl_ds, grad_a, grad_u0 = cpu.backward(model, method, g2, u2, s2, sigma, mask, truncation)
+                factors = scan.step_factors(low, u2, s2, sigma, method)
+            elif record.backend == "cupy":
+                d, dl_ds, grad_a, grad_u0 = cupy_backend.backward(model, method, g2, u2, s2, sigma, mask,
+                                                                  truncation)
+                factors = scan.step_factors(low, u2, s2, sigma, method)
+            else:
+                d, dl_ds, grad_a, grad_u0, factors = scan.backward(
+                    low, a2, u0, u2, s2, mask, g2, method, truncation, sigma
+                )
+            params = scan.parameter_gradients(
+                low, a2, u0, u2, s2, sigma, d, dl_ds, xp=xp,
+                filt=cupy_backend.causal_filter if xp is not np else None,
             )
-    magnitude = np.abs(factors)
-    max_factor = float(np.max(magnitude)) if magnitude.size else 0.0
+    magnitude = xp.abs(factors)
+    max_factor = float(xp.max(magnitude)) if magnitude.size else 0.0
     runs = _longest_run(magnitude > 1)
-    longest = int(np.max(runs)) if runs.size else 0
+    longest = int(xp.max(runs)) if runs.size else 0
     diagnostic = (
         f"largest |step factor| {max_factor:.3g}, {longest} consecutive steps above 1 "
-        f"(neuron {int(np.argmax(runs))})"
+        f"(neuron {int(xp.argmax(runs))})"
     )
-    if not (np.all(np.isfinite(grad_a)) and np.all(np.isfinite(grad_u0))
+    if not (bool(xp.all(xp.isfinite(grad_a))) and bool(xp.all(xp.isfinite(grad_u0)))
             and all(math.isfinite(v) for v in params.values())):
         raise GradientOverflowError(
             f"the {method} backward pass overflowed to inf/NaN: {diagnostic}. The exact gradient grows "

@@ -17,12 +17,15 @@ import ift_snn
 from .conftest import models, problems
 
 pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.StabilityWarning")
+# Random model structures: the NumPy scan (compiling a kernel per random structure would take
+# most of the suite's time). The compiled kernels are checked in test_compiled.py.
+BACKEND = "numpy"
 H = 1e-6
 FD_RTOL = 1e-6
 
 
 def _loss(model, a, g, u0):
-    return float(np.sum(g * ift_snn.forward(model, a, u0).s))
+    return float(np.sum(g * ift_snn.forward(model, a, u0, backend=BACKEND).s))
 
 
 def _close(got, want, scale, what):
@@ -34,7 +37,7 @@ def _close(got, want, scale, what):
 def test_parameter_and_state_gradients_equal_finite_differences(model, problem):
     a, g, u0 = problem
     u0 = np.zeros(a.shape[1]) if u0 is None else u0
-    grads = ift_snn.backward(model, ift_snn.forward(model, a, u0), g, method="exodus")
+    grads = ift_snn.backward(model, ift_snn.forward(model, a, u0, backend=BACKEND), g, method="exodus")
     scale = max([abs(v) for v in grads.params.values()] + [float(np.max(np.abs(grads.a)))])
     for name, value in model.params:
         at = lambda v: _loss(model.with_params(**{name: v}), a, g, u0)  # noqa: E731
@@ -63,7 +66,7 @@ def test_finite_differences_disagree_with_slayer():
     model = ift_snn.lif(0.9, 1.0, spike="smooth", surrogate=sigmoid(slope=4.0))
     rng = np.random.default_rng(3)
     a, g = rng.normal(0.4, 0.5, (40, 3)), rng.normal(size=(40, 3))
-    trace = ift_snn.forward(model, a)
+    trace = ift_snn.forward(model, a, backend=BACKEND)
     fd = (_loss(model.with_params(alpha=0.9 + H), a, g, None)
           - _loss(model.with_params(alpha=0.9 - H), a, g, None)) / (2 * H)
     exact = ift_snn.backward(model, trace, g, method="exodus").params["alpha"]

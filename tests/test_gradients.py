@@ -13,6 +13,9 @@ from ift_snn.backends import reference
 from .conftest import assert_close, assert_params_close, models, problems, rel_err
 
 pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.StabilityWarning")
+# Random model structures: the NumPy scan (compiling a kernel per random structure would take
+# most of the suite's time). The compiled kernels are checked in test_compiled.py.
+BACKEND = "numpy"
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -26,7 +29,7 @@ def _check_against(got: ift_snn.Gradients, want: reference.RefResult, dtype=np.f
 @given(models(), problems())
 def test_forward_equals_reference(model, problem):
     a, _, u0 = problem
-    trace = ift_snn.forward(model, a, u0)
+    trace = ift_snn.forward(model, a, u0, backend=BACKEND)
     u, s, _ = reference.simulate(model, a, u0)
     assert_close(trace.u, u, what="u")
     np.testing.assert_array_equal(trace.s, s)
@@ -36,7 +39,7 @@ def test_forward_equals_reference(model, problem):
 @given(models(), problems())
 def test_exodus_equals_bptt_oracle(model, problem):
     a, g, u0 = problem
-    got = ift_snn.backward(model, ift_snn.forward(model, a, u0), g, method="exodus")
+    got = ift_snn.backward(model, ift_snn.forward(model, a, u0, backend=BACKEND), g, method="exodus")
     _check_against(got, reference.bptt(model, a, g, u0))
 
 
@@ -55,7 +58,7 @@ def test_dense_ift_solve_equals_bptt_oracle(model, problem):
 @given(models(), problems())
 def test_slayer_is_bptt_with_reset_detached(model, problem):
     a, g, u0 = problem
-    got = ift_snn.backward(model, ift_snn.forward(model, a, u0), g, method="slayer")
+    got = ift_snn.backward(model, ift_snn.forward(model, a, u0, backend=BACKEND), g, method="slayer")
     _check_against(got, reference.bptt(model, a, g, u0, detach_reset=True))
 
 
@@ -63,7 +66,7 @@ def test_slayer_is_bptt_with_reset_detached(model, problem):
 @given(models(families=("lif", "if", "cuba", "alpha_srm")), problems())
 def test_slayer_differs_from_exact_when_spikes_occur(model, problem):
     a, g, u0 = problem
-    trace = ift_snn.forward(model, a, u0)
+    trace = ift_snn.forward(model, a, u0, backend=BACKEND)
     # The reset path exists only if a spike is followed by a step, and for reset to
     # zero the dropped term alpha u sigma needs u away from 0.
     assume(np.any(trace.s[:-1] != 0))
@@ -78,7 +81,7 @@ def test_slayer_differs_from_exact_when_spikes_occur(model, problem):
 @given(models(), problems(), st.data())
 def test_truncation_of_length_T_or_more_is_exodus(model, problem, data):
     a, g, u0 = problem
-    trace = ift_snn.forward(model, a, u0)
+    trace = ift_snn.forward(model, a, u0, backend=BACKEND)
     full = ift_snn.backward(model, trace, g)
     K = data.draw(st.integers(a.shape[0], a.shape[0] + 5))
     cut = ift_snn.backward(model, trace, g, truncation=K)
@@ -91,7 +94,8 @@ def test_truncation_of_length_T_or_more_is_exodus(model, problem, data):
 def test_truncated_gradient_equals_truncated_oracles(model, problem, K, method):
     a, g, u0 = problem
     detach = method == "slayer"
-    got = ift_snn.backward(model, ift_snn.forward(model, a, u0), g, method=method, truncation=K)
+    trace = ift_snn.forward(model, a, u0, backend=BACKEND)
+    got = ift_snn.backward(model, trace, g, method=method, truncation=K)
     want = reference.bptt(model, a, g, u0, truncation=K, detach_reset=detach)
     _check_against(got, want)
     dense = reference.dense_ift(model, a, g, u0, truncation=K, detach_reset=detach)
@@ -103,7 +107,7 @@ def test_truncated_gradient_equals_truncated_oracles(model, problem, K, method):
 @given(models(), problems(), st.sampled_from([None, 5]))
 def test_bptt_method_equals_exodus(model, problem, K):
     a, g, u0 = problem
-    trace = ift_snn.forward(model, a, u0)
+    trace = ift_snn.forward(model, a, u0, backend=BACKEND)
     bptt = ift_snn.backward(model, trace, g, method="bptt", truncation=K)
     exodus = ift_snn.backward(model, trace, g, method="exodus", truncation=K)
     assert_close(exodus.a, bptt.a)
@@ -114,8 +118,9 @@ def test_bptt_method_equals_exodus(model, problem, K):
 @given(models(families=("lif", "if", "cuba", "alpha_srm")), problems())
 def test_float32_agrees_with_float64(model, problem):
     a, g, u0 = problem
-    t64 = ift_snn.forward(model, a, u0)
-    t32 = ift_snn.forward(model, a.astype(np.float32), None if u0 is None else u0.astype(np.float32))
+    t64 = ift_snn.forward(model, a, u0, backend=BACKEND)
+    t32 = ift_snn.forward(model, a.astype(np.float32), None if u0 is None else u0.astype(np.float32),
+                          backend=BACKEND)
     assert t32.u.dtype == np.float32 and t32.s.dtype == np.float32
     # A spike that flips at the threshold changes the trajectory itself; compare where it did not.
     assume(np.array_equal(t32.s, t64.s))
@@ -139,7 +144,7 @@ def test_lif_as_general_srm_equals_membrane_form(alpha, theta, before, problem):
     membrane = ift_snn.lif(alpha, theta, reset_before_decay=before)
     nu = "theta*alpha**(n+1)" if before else "theta*alpha**n"
     general = ift_snn.srm("alpha**n", nu, theta, params={"alpha": alpha})
-    tm, tg = ift_snn.forward(membrane, a, u0), ift_snn.forward(general, a, u0)
+    tm, tg = ift_snn.forward(membrane, a, u0, backend=BACKEND), ift_snn.forward(general, a, u0, backend=BACKEND)
     np.testing.assert_array_equal(tm.s, tg.s)
     gm, gg = ift_snn.backward(membrane, tm, g), ift_snn.backward(general, tg, g)
     assert_close(gg.a, gm.a)
@@ -150,7 +155,7 @@ def test_lif_as_general_srm_equals_membrane_form(alpha, theta, before, problem):
 def test_neuron_shape_is_kept(rng):
     model = ift_snn.lif(0.9)
     a = rng.normal(0.4, 0.6, size=(20, 3, 4, 2))
-    trace = ift_snn.forward(model, a, u0=np.zeros((3, 4, 2)))
+    trace = ift_snn.forward(model, a, u0=np.zeros((3, 4, 2)))  # the default backend
     grads = ift_snn.backward(model, trace, np.ones_like(a))
     assert trace.s.shape == trace.u.shape == grads.a.shape == a.shape
     assert grads.u0.shape == (3, 4, 2)

@@ -30,7 +30,7 @@ from scipy.signal import lfilter
 
 from .lowered import Filter, Lowered
 
-__all__ = ["forward", "backward", "anticausal"]
+__all__ = ["forward", "backward", "parameter_gradients", "anticausal", "step_factors"]
 
 
 # ---------------------------------------------------------------- filters
@@ -154,17 +154,17 @@ def backward(
     g: np.ndarray,
     method: str,
     truncation: int | None,
-) -> tuple[np.ndarray, dict[str, float], np.ndarray, np.ndarray]:
-    """Returns (dL/da, {param: dL/dp}, dL/du0, step factors c)."""
+    sigma: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The reverse scan; returns (d = dL/du_pre, dL/ds, dL/da, dL/du0, step factors c)."""
     model = low.model
     T, M = a.shape
     dtype = a.dtype
-    sigma = model.sigma(u)
+    sigma = model.sigma(u) if sigma is None else sigma
     factors = step_factors(low, u, s, sigma, method)
     cut = _boundary(T, truncation)
     d = np.empty_like(a)
     zero = np.zeros(M, dtype)
-    u_init = zero if u0 is None else u0
     if low.kind == "membrane":
         drive = sigma * g
         carried = zero
@@ -187,16 +187,6 @@ def backward(
             dl_ds = g - dtype.type(low.rho) * d_next
         grad_a = d.copy() if low.syn is None else anticausal(low.syn, d, truncation)
         grad_u0 = dtype.type(low.alpha) * d[0]
-        u_prev = np.concatenate([u_init[None, :], u[:-1]])
-        s_prev = np.concatenate([zero[None, :], s[:-1]])
-        state = u_prev * (1 - s_prev) if model.reset == "zero" else u_prev
-        params = {}
-        for k in model.parameter_names:
-            total = low.d_alpha[k] * np.sum(d * state, dtype=np.float64)
-            total -= low.d_rho[k] * np.sum(d * s_prev, dtype=np.float64)
-            if k in low.d_syn:
-                total += np.sum(d * _causal(low.d_syn[k], a), dtype=np.float64)
-            params[k] = float(total)
     else:
         reset = _DF2T(low.nu, M, dtype)
         dl_ds = np.empty_like(a)
@@ -214,19 +204,56 @@ def backward(
         grad_a = anticausal(low.eps, d, truncation)
         first = d[: truncation or T]
         grad_u0 = anticausal(low.eps, np.concatenate([zero[None, :], first]))[0]
-        a_ext = a if u0 is None else np.concatenate([u0[None, :], a])
-        s_prev = np.concatenate([zero[None, :], s[:-1]])
-        params = {}
+    return d, dl_ds, grad_a, grad_u0, factors
+
+
+def parameter_gradients(
+    low: Lowered,
+    a: np.ndarray,
+    u0: np.ndarray | None,
+    u: np.ndarray,
+    s: np.ndarray,
+    sigma: np.ndarray,
+    d: np.ndarray,
+    dl_ds: np.ndarray,
+    xp=np,
+    filt=None,
+) -> dict[str, float]:
+    """dL/dp = sum_n d_n du_n/dp|explicit - sum_n dL/ds_n kappa_n sigma_n [p = theta].
+
+    d = dL/du_pre and dL/ds come from any backward scan (NumPy or compiled);
+    the explicit partials use the derivative kernels' filters over the full
+    history. Reductions are accumulated in float64. ``xp`` and ``filt`` (a
+    causal filter ``filt((b, a), x)``) let the same code run on CuPy arrays.
+    """
+    model = low.model
+    M = a.shape[1]
+    causal = filt or _causal
+    zero = xp.zeros(M, a.dtype)
+    s_prev = xp.concatenate([zero[None, :], s[:-1]])
+    params = {}
+    if low.kind == "membrane":
+        u_init = zero if u0 is None else u0
+        u_prev = xp.concatenate([u_init[None, :], u[:-1]])
+        state = u_prev * (1 - s_prev) if model.reset == "zero" else u_prev
+        for k in model.parameter_names:
+            total = low.d_alpha[k] * float(xp.sum(d * state, dtype=xp.float64))
+            total -= low.d_rho[k] * float(xp.sum(d * s_prev, dtype=xp.float64))
+            if k in low.d_syn:
+                total += float(xp.sum(d * causal(low.d_syn[k], a), dtype=xp.float64))
+            params[k] = float(total)
+    else:
+        a_ext = a if u0 is None else xp.concatenate([u0[None, :], a])
         for k in model.parameter_names:
             total = 0.0
             if k in low.d_eps:
-                explicit = _causal(low.d_eps[k], a_ext)
+                explicit = causal(low.d_eps[k], a_ext)
                 explicit = explicit if u0 is None else explicit[1:]
-                total += np.sum(d * explicit, dtype=np.float64)
+                total += float(xp.sum(d * explicit, dtype=xp.float64))
             if k in low.d_nu:
-                total -= np.sum(d * _causal(low.d_nu[k], s_prev), dtype=np.float64)
+                total -= float(xp.sum(d * causal(low.d_nu[k], s_prev), dtype=xp.float64))
             params[k] = float(total)
     if "theta" in params:
         kappa = model.theta_factor(u)
-        params["theta"] -= float(np.sum(dl_ds * kappa * sigma, dtype=np.float64))
-    return grad_a, params, grad_u0, factors
+        params["theta"] -= float(xp.sum(dl_ds * kappa * sigma, dtype=xp.float64))
+    return params

@@ -1,0 +1,91 @@
+"""Compiled CPU kernels: generated from the derivation, compiled by Numba, memoised.
+
+Kernels are keyed by the model's structure (kernels, spike function,
+surrogate, reset, clip; not the parameter values, which are scalar
+arguments) and dtype, so a trained alpha never triggers a recompile.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from ..codegen.cpu import CHUNK, compile_numba, numba_available, python_source
+from ..codegen.ir import ScanKernel, build_kernel
+from ..models import NeuronModel
+
+__all__ = ["available", "get_kernel", "forward", "backward", "CACHE_STATS"]
+
+_DTYPES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+_lock = threading.Lock()
+_ir: dict = {}
+_compiled: dict = {}
+#: Counters of the kernel cache: builds (codegen + compile) and hits, with the seconds spent building.
+CACHE_STATS = {"builds": 0, "hits": 0, "build_seconds": 0.0}
+
+
+def available() -> bool:
+    return numba_available()
+
+
+def _structure(model: NeuronModel) -> tuple:
+    return (model.name, model.eps, model.nu, model.parameter_names, model.spike, model.surrogate, model.reset,
+            model.u_min, model.membrane)
+
+
+def get_kernel(model: NeuronModel, quantity: str, dtype: np.dtype) -> tuple[ScanKernel, object]:
+    """(IR, compiled function) for one scan of ``model``; built once per structure and dtype."""
+    key = (_structure(model), quantity, _DTYPES[np.dtype(dtype)])
+    with _lock:
+        hit = _ir.get(key)
+        if hit is not None and hit.fingerprint in _compiled:
+            CACHE_STATS["hits"] += 1
+            return hit, _compiled[hit.fingerprint]
+        start = time.perf_counter()
+        kernel = hit or build_kernel(model, quantity, key[2])
+        _ir[key] = kernel
+        if kernel.fingerprint not in _compiled:
+            source = python_source(kernel, header=f"model structure: {model!r}")
+            _compiled[kernel.fingerprint] = compile_numba(source)
+        CACHE_STATS["builds"] += 1
+        CACHE_STATS["build_seconds"] += time.perf_counter() - start
+        return kernel, _compiled[kernel.fingerprint]
+
+
+def _params(model: NeuronModel, dtype: np.dtype) -> list:
+    return [dtype.type(v) for _, v in model.params]
+
+
+def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None):
+    """(u, s, sigma, mask) for (T, M) contiguous ``a``; mask is None without a clip."""
+    kernel, fn = get_kernel(model, "forward", a.dtype)
+    T, M = a.shape
+    outs = {o.name: np.empty_like(a) for o in kernel.outputs}
+    args = [a]
+    if kernel.uses_u_init:
+        args.append(np.zeros(M, a.dtype) if u0 is None else u0)
+    args += [outs[o.name] for o in kernel.outputs]
+    args += _params(model, a.dtype) + [T, M, 0, CHUNK]
+    fn(*args)
+    mask = outs["m"].astype(bool) if "m" in outs else None
+    return outs["u"], outs["s"], outs["sigma"], mask
+
+
+def backward(model: NeuronModel, method: str, g: np.ndarray, u: np.ndarray, s: np.ndarray,
+             sigma: np.ndarray, mask: np.ndarray | None, truncation: int | None):
+    """(d, dL/ds, dL/da, dL/du0) by the compiled exodus or slayer scan."""
+    quantity = "backward" if method == "exodus" else "slayer"
+    kernel, fn = get_kernel(model, quantity, g.dtype)
+    T, M = g.shape
+    named = {"g": g, "sigma": sigma, "s": s, "u": u}
+    if mask is not None:
+        named["m"] = mask.astype(g.dtype)
+    outs = {o.name: np.empty_like(g) for o in kernel.outputs}
+    fins = {lhs.name: np.empty(M, g.dtype) for lhs, _ in kernel.finals}
+    args = [named[i.name] for i in kernel.inputs]
+    args += [outs[o.name] for o in kernel.outputs] + [fins[f] for f in fins]
+    args += _params(model, g.dtype) + [T, M, truncation or 0, CHUNK]
+    fn(*args)
+    return outs["d"], outs["dl_ds"], outs["grad_a"], fins["grad_u_init"]

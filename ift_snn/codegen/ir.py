@@ -1,0 +1,198 @@
+"""ScanKernel: the small IR between a derived recurrence and printed code.
+
+One kernel runs one :class:`~ift_snn.symbolic.recurrence.Scan` for every
+neuron: one thread (CUDA) or one inner-loop lane (CPU) per neuron, looping
+over time; arrays are time-major (T, M) so neighbouring neurons are
+neighbouring addresses. Built by :func:`build_kernel`:
+
+1. the scan's assignments, state update and finals, with the model's
+   parameters left as scalar arguments (a kernel serves every value of alpha,
+   theta, ...; only the structure and the surrogate's constants are baked in);
+2. hoisting: every sub-expression that depends on parameters only is computed
+   once before the time loop (``invariants``);
+3. common-subexpression elimination over the per-step expressions.
+
+Arguments are kept in a fixed, meaningful order (never sorted by name):
+per-step inputs, ``u_init`` (forward), per-step outputs, finals, parameters,
+then the sizes T, M and the truncation K (0 = none).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+
+import sympy as sp
+
+from ..models import NeuronModel
+from ..symbolic.recurrence import Recurrence, Scan, derive_recurrence
+from ..symbolic.system import U_INIT
+
+__all__ = ["ScanKernel", "build_kernel", "DTYPES", "CodegenError"]
+
+DTYPES = ("f32", "f64")
+QUANTITIES = ("forward", "backward", "slayer")
+
+
+class CodegenError(ValueError):
+    """The code generator cannot handle this model or expression."""
+
+
+@dataclass(frozen=True, eq=False)
+class ScanKernel:
+    """A scan ready to print: ordered arguments, state, per-step code, direction, dtype."""
+
+    model_name: str
+    quantity: str  # forward | backward | slayer
+    direction: str  # forward | reverse
+    dtype: str  # f32 | f64
+    inputs: tuple[sp.Symbol, ...]
+    outputs: tuple[sp.Symbol, ...]
+    finals: tuple[tuple[sp.Symbol, sp.Expr], ...]
+    params: tuple[sp.Symbol, ...]
+    state: tuple[sp.Symbol, ...]
+    init: tuple[sp.Expr, ...]
+    invariants: tuple[tuple[sp.Symbol, sp.Expr], ...]
+    body: tuple[tuple[sp.Symbol, sp.Expr], ...]
+    update: tuple[sp.Expr, ...]
+    uses_u_init: bool
+    fingerprint: str  # sha256 of the structure (not of parameter values)
+
+    @property
+    def truncatable(self) -> bool:
+        return self.direction == "reverse"
+
+    @cached_property
+    def name(self) -> str:
+        """ift_snn_<model>_<quantity>_<f32|f64>_<sha8>."""
+        return f"ift_snn_{self.model_name}_{self.quantity}_{self.dtype}_{self.fingerprint[:8]}"
+
+    def describe(self) -> str:
+        """Expressions for the header comment of generated code."""
+        lines = [f"scan {self.quantity} ({self.direction} in time), dtype {self.dtype}"]
+        lines.append("state: " + ", ".join(f"{s} = {i}" for s, i in zip(self.state, self.init)))
+        lines += [f"invariant {k} = {sp.sstr(v)}" for k, v in self.invariants]
+        lines += [f"{k} = {sp.sstr(v)}" for k, v in self.body]
+        lines += [f"{s} <- {sp.sstr(e)}" for s, e in zip(self.state, self.update)]
+        lines += [f"final {k} = {sp.sstr(v)}" for k, v in self.finals]
+        return "\n".join(lines)
+
+
+def _structure_fingerprint(model: NeuronModel, scan: Scan, dtype: str) -> str:
+    parts = [model.name, scan.name, scan.direction, dtype, repr(model.parameter_names),
+             sp.srepr(model.surrogate.expr), repr(model.spike),
+             repr(model.u_min), model.reset]
+    parts += [f"{sp.srepr(l)}={sp.srepr(r)}" for l, r in scan.assignments]
+    parts += [sp.srepr(e) for e in scan.update] + [sp.srepr(e) for e in scan.init]
+    parts += [f"{sp.srepr(l)}={sp.srepr(r)}" for l, r in scan.finals]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+class _Hoister:
+    """Replace maximal parameter-only sub-expressions by invariant symbols."""
+
+    def __init__(self, params: frozenset[sp.Symbol]):
+        self.params = params
+        self.table: dict[sp.Expr, sp.Symbol] = {}
+
+    def __call__(self, expr: sp.Expr) -> sp.Expr:
+        expr = sp.sympify(expr)
+        if expr.is_Atom:
+            return expr
+        free = expr.free_symbols
+        if free and free <= self.params:
+            if expr not in self.table:
+                self.table[expr] = sp.Symbol(f"k{len(self.table)}", real=True)
+            return self.table[expr]
+        return expr.func(*[self(arg) for arg in expr.args])
+
+
+def _check_supported(expr: sp.Expr, what: str) -> None:
+    allowed = (sp.Add, sp.Mul, sp.Pow, sp.exp, sp.log, sp.Abs, sp.Max, sp.Min, sp.floor, sp.Heaviside,
+               sp.Piecewise, sp.atan, sp.tanh, sp.sin, sp.cos, sp.erf, sp.sqrt, sp.sign)
+    for node in sp.preorder_traversal(expr):
+        if node.is_Atom or isinstance(node, (sp.logic.boolalg.Boolean, sp.core.relational.Relational)):
+            continue
+        if isinstance(node, sp.core.containers.Tuple) or isinstance(node, sp.functions.elementary.piecewise.ExprCondPair):
+            continue
+        if not isinstance(node, allowed):
+            raise CodegenError(
+                f"{what}: the code generator cannot print {type(node).__name__} ({node}); supported: "
+                "arithmetic, exp, log, abs, max, min, floor, Heaviside, Piecewise, atan, tanh, erf, sqrt"
+            )
+
+
+def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recurrence | None = None) -> ScanKernel:
+    """The ScanKernel of one scan (``forward``, ``backward`` = exodus, ``slayer``) of ``model``."""
+    if quantity not in QUANTITIES:
+        raise ValueError(f"unknown kernel quantity {quantity!r}; expected one of {QUANTITIES}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}: expected one of {DTYPES}")
+    rec = recurrence or derive_recurrence(model)
+    scan = {"forward": rec.forward, "backward": rec.backward, "slayer": rec.slayer}[quantity]
+    params = model.symbols
+    hoist = _Hoister(frozenset(params))
+    assigns = [(lhs, hoist(rhs)) for lhs, rhs in scan.assignments]
+    update = [hoist(e) for e in scan.update]
+    finals = [(lhs, hoist(rhs)) for lhs, rhs in scan.finals]
+    init = tuple(sp.sympify(e) for e in scan.init)
+    for lhs, rhs in assigns:
+        _check_supported(rhs, f"{model.name} {quantity}: {lhs}")
+    # CSE over the per-step expressions; the assigned names stay, temporaries are x0, x1, ...
+    exprs = [rhs for _, rhs in assigns] + update
+    replacements, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("x", real=True), optimizations="basic")
+    body: list[tuple[sp.Symbol, sp.Expr]] = []
+    placed: set[sp.Symbol] = set()
+    pending = list(replacements)
+    # Emit each temporary just before the first assignment that needs it (they depend on earlier lhs).
+    for (lhs, _), rhs in zip(assigns, reduced[: len(assigns)]):
+        _emit_needed(rhs, pending, placed, body)
+        body.append((lhs, rhs))
+    upd = reduced[len(assigns):]
+    for e in upd:
+        _emit_needed(e, pending, placed, body)
+    invariants = [(sym, expr) for expr, sym in hoist.table.items()]
+    # Temporaries of parameters and invariants only are loop-invariant too: out of the loop.
+    constant = set(params) | {sym for sym, _ in invariants}
+    kept = []
+    for sym, expr in body:
+        if sym.name.startswith("x") and expr.free_symbols <= constant:
+            invariants.append((sym, expr))
+            constant.add(sym)
+        else:
+            kept.append((sym, expr))
+    body = kept
+    invariants = tuple(invariants)
+    return ScanKernel(
+        model_name=model.name,
+        quantity=quantity,
+        direction=scan.direction,
+        dtype=dtype,
+        inputs=scan.inputs,
+        outputs=scan.outputs,
+        finals=tuple(finals),
+        params=params,
+        state=scan.state,
+        init=init,
+        invariants=invariants,
+        body=tuple(body),
+        update=tuple(upd),
+        uses_u_init=any(e.has(U_INIT) for e in init),
+        fingerprint=_structure_fingerprint(model, scan, dtype),
+    )
+
+
+def _emit_needed(expr, pending, placed, body):
+    needed = expr.free_symbols
+    changed = True
+    while changed:
+        changed = False
+        for sym, rhs in list(pending):
+            if sym in needed and sym not in placed:
+                # its own dependencies first
+                _emit_needed(rhs, [p for p in pending if p[0] != sym], placed, body)
+                body.append((sym, rhs))
+                placed.add(sym)
+                pending.remove((sym, rhs))
+                changed = True
