@@ -1,4 +1,4 @@
-"""Command line: ``ift-snn derive | demo``.
+"""Command line: ``ift-snn derive | codegen | bench | demo``.
 
 ``ift-snn derive`` (no argument) derives, proves and verifies the built-in LIF;
 ``ift-snn derive MODEL`` any built-in; ``ift-snn derive --eps "n*alpha**n"
@@ -80,7 +80,7 @@ def _user_model(args: argparse.Namespace):
                truncate=args.truncate, name=args.name)
 
 
-def _write_derivation(d, folder, latex: bool) -> None:
+def _write_derivation(d, folder, latex: bool, cuda: bool = False) -> None:
     from pathlib import Path
 
     from .symbolic.report import dumps_json, render_latex, render_markdown
@@ -91,6 +91,15 @@ def _write_derivation(d, folder, latex: bool) -> None:
     (out / "recurrence.json").write_text(dumps_json(d))
     if latex:
         (out / "derivation.tex").write_text(render_latex(d))
+    if cuda:
+        from .codegen.cuda import cuda_source
+        from .codegen.ir import QUANTITIES, build_kernel
+
+        for quantity in QUANTITIES:
+            for dtype in ("f32", "f64"):
+                kernel = build_kernel(d.model, quantity, dtype, d.recurrence)
+                source = cuda_source(kernel, header=f"model: {d.model!r}")
+                (out / f"{quantity}_{dtype}.cu").write_text(source.code)
 
 
 def _derive(args: argparse.Namespace) -> int:
@@ -105,7 +114,7 @@ def _derive(args: argparse.Namespace) -> int:
         for name in BUILTIN_MODELS:
             start = time.perf_counter()
             d = derive(get_model(name), args.T)
-            _write_derivation(d, Path(args.out) / name, args.latex)
+            _write_derivation(d, Path(args.out) / name, args.latex, cuda=True)
             ok = "proved" if d.proved else "FAILED"
             print(f"{name:<18} {ok} T=2..{args.T}  {time.perf_counter() - start:6.2f} s  -> {Path(args.out) / name}")
             status |= 0 if d.proved else 1
@@ -144,6 +153,38 @@ def _derive(args: argparse.Namespace) -> int:
     return 0 if good else 1
 
 
+def _codegen(args: argparse.Namespace) -> int:
+    from .codegen.cuda import compile_ptx, cuda_source
+    from .codegen.cpu import python_source
+    from .codegen.ir import QUANTITIES, build_kernel
+
+    model = get_model(args.model)
+    quantities = QUANTITIES if args.quantity == "all" else (args.quantity,)
+    for quantity in quantities:
+        kernel = build_kernel(model, quantity, args.dtype)
+        if args.target == "cuda":
+            source = cuda_source(kernel, header=f"model: {model!r}", fast_math=args.fast_math)
+            if args.check:
+                for arch in ("sm_80", "sm_90"):
+                    compile_ptx(source, arch)
+                print(f"// compiled to PTX for sm_80 and sm_90: ok", file=sys.stderr)
+        else:
+            source = python_source(kernel, header=f"model: {model!r}")
+        print(source.code)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import format_table, run
+
+    results = run(T=args.T, batch=args.batch, neurons=args.neurons, dtype=args.dtype, repeats=args.repeats,
+                  json_path=args.json)
+    print(format_table(results))
+    if args.json:
+        print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ift-snn", description="Exact gradients for spiking neural networks.")
     parser.add_argument("--version", action="version", version=f"ift-snn {__version__}")
@@ -175,6 +216,25 @@ def build_parser() -> argparse.ArgumentParser:
     derive.add_argument("--out", help="write derivation.md and recurrence.json into this folder")
     derive.add_argument("--all", action="store_true", help="every built-in model into --out DIR/<model>/")
     derive.set_defaults(func=_derive)
+
+    codegen = sub.add_parser("codegen", help="print the generated CUDA or CPU (Numba) kernels of a model")
+    codegen.add_argument("model", nargs="?", default="lif", choices=sorted(BUILTIN_MODELS))
+    codegen.add_argument("--target", choices=("cuda", "cpu"), default="cuda")
+    codegen.add_argument("--dtype", choices=("f32", "f64"), default="f32")
+    codegen.add_argument("--quantity", choices=("forward", "backward", "slayer", "all"), default="all",
+                         help="which scan (default all): forward, backward (exodus) or slayer")
+    codegen.add_argument("--fast-math", action="store_true", help="compile CUDA with --use_fast_math")
+    codegen.add_argument("--check", action="store_true", help="also compile the CUDA to PTX (NVRTC or nvcc)")
+    codegen.set_defaults(func=_codegen)
+
+    bench = sub.add_parser("bench", help="speed against PyTorch autograd BPTT and the memory floor (ratios)")
+    bench.add_argument("--T", type=int, default=300)
+    bench.add_argument("--batch", type=int, default=64)
+    bench.add_argument("--neurons", type=int, default=256)
+    bench.add_argument("--dtype", choices=("f32", "f64"), default="f32")
+    bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument("--json", help="also write the results as JSON to this file")
+    bench.set_defaults(func=_bench)
     return parser
 
 
@@ -182,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, ImportError) as exc:
         print(f"ift-snn: error: {exc}", file=sys.stderr)
         return 2
 

@@ -264,7 +264,11 @@ class Kernel:
     def __str__(self) -> str:
         if self.expr is not None:
             return str(self.expr)
-        return "taps(" + ", ".join(f"{v:g}" for v in (self.taps or ())) + ")"
+        taps = self.taps or ()
+        if len(taps) > 8:
+            shown = ", ".join(f"{v:g}" for v in taps[:4])
+            return f"taps({shown}, ..., {taps[-1]:g}; {len(taps)} taps)"
+        return "taps(" + ", ".join(f"{v:g}" for v in taps) + ")"
 
     def __repr__(self) -> str:
         return f"Kernel({self})"

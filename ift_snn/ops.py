@@ -179,7 +179,7 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, 
     a2 = xp.ascontiguousarray(a.reshape(a.shape[0], M))
     u0_2 = None
     if u0 is not None:
-        if _xp_of(u0) is not xp:
+        if cupy_backend.is_cupy_array(u0) != cupy_backend.is_cupy_array(a):
             raise TypeError("u0 and a must both be numpy arrays or both cupy arrays")
         u0 = _check_array("u0", u0, dtype=a.dtype)
         if u0.shape != neurons:
@@ -241,7 +241,7 @@ def backward(
         if truncation < 1:
             raise ValueError(f"truncation={truncation} is out of range: expected an int >= 1 or None")
         truncation = int(truncation)
-    if _xp_of(grad_s) is not _xp_of(record.s):
+    if cupy_backend.is_cupy_array(grad_s) != cupy_backend.is_cupy_array(record.s):
         raise TypeError(
             f"grad_s is a {type(grad_s).__module__}.{type(grad_s).__name__} but the record holds "
             f"{type(record.s).__module__} arrays: pass both as numpy or both as cupy"
@@ -286,11 +286,14 @@ def backward(
             )
     magnitude = xp.abs(factors)
     max_factor = float(xp.max(magnitude)) if magnitude.size else 0.0
-    runs = _longest_run(magnitude > 1)
-    longest = int(xp.max(runs)) if runs.size else 0
+    if max_factor > 1:
+        runs = _longest_run(magnitude > 1)
+        longest, worst = int(xp.max(runs)), int(xp.argmax(runs))
+    else:
+        longest, worst = 0, 0
     diagnostic = (
         f"largest |step factor| {max_factor:.3g}, {longest} consecutive steps above 1 "
-        f"(neuron {int(xp.argmax(runs))})"
+        f"(neuron {worst})"
     )
     if not (bool(xp.all(xp.isfinite(grad_a))) and bool(xp.all(xp.isfinite(grad_u0)))
             and all(math.isfinite(v) for v in params.values())):

@@ -55,7 +55,7 @@ def test_compiled_equals_numpy_scan_in_float32(name):
     compiled = ift_snn.forward(model, a, u0, backend="cpu")
     plain = ift_snn.forward(model, a, u0, backend="numpy")
     assert compiled.u.dtype == np.float32
-    np.testing.assert_allclose(compiled.u, plain.u, rtol=1e-5, atol=1e-5)
+    assert rel_err(compiled.u, plain.u) < 1e-5  # float32 rounding, relative to the largest |u|
     if not np.array_equal(compiled.s, plain.s):
         pytest.skip("a float32 spike flipped at threshold between the two evaluation orders")
     for method in ("exodus", "slayer"):

@@ -23,7 +23,9 @@ def test_golden_derivations_are_up_to_date(tmp_path, capsys):
     names = sorted(ift_snn.BUILTIN_MODELS)
     assert sorted(p.name for p in GOLDEN.iterdir() if p.is_dir()) == names
     for name in names:
-        for file in ("derivation.md", "recurrence.json"):
+        files = sorted(p.name for p in (tmp_path / name).iterdir())
+        assert files == sorted(p.name for p in (GOLDEN / name).iterdir()), name
+        for file in files:
             fresh = (tmp_path / name / file).read_text()
             kept = (GOLDEN / name / file).read_text()
             assert fresh == kept, (

@@ -230,30 +230,43 @@ def parameter_gradients(
     M = a.shape[1]
     causal = filt or _causal
     zero = xp.zeros(M, a.dtype)
-    s_prev = xp.concatenate([zero[None, :], s[:-1]])
     params = {}
+
+    def dot(x, y) -> float:
+        # one pass, float64 accumulation, no temporaries for the shifted views
+        return float(xp.sum(x * y, dtype=xp.float64))
+
     if low.kind == "membrane":
-        u_init = zero if u0 is None else u0
-        u_prev = xp.concatenate([u_init[None, :], u[:-1]])
-        state = u_prev * (1 - s_prev) if model.reset == "zero" else u_prev
+        # explicit partials use u[n-1] and s[n-1]: shifted views, u[-1] = u0, s[-1] = 0
+        d_later = d[1:]
         for k in model.parameter_names:
-            total = low.d_alpha[k] * float(xp.sum(d * state, dtype=xp.float64))
-            total -= low.d_rho[k] * float(xp.sum(d * s_prev, dtype=xp.float64))
+            total = 0.0
+            if low.d_alpha[k]:
+                if model.reset == "zero":
+                    total += low.d_alpha[k] * dot(d_later, u[:-1] * (1 - s[:-1]))
+                else:
+                    total += low.d_alpha[k] * dot(d_later, u[:-1])
+                if u0 is not None:
+                    total += low.d_alpha[k] * dot(d[0], u0)
+            if low.d_rho[k]:
+                total -= low.d_rho[k] * dot(d_later, s[:-1])
             if k in low.d_syn:
-                total += float(xp.sum(d * causal(low.d_syn[k], a), dtype=xp.float64))
+                total += dot(d, causal(low.d_syn[k], a))
             params[k] = float(total)
     else:
+        s_prev = xp.concatenate([zero[None, :], s[:-1]])
         a_ext = a if u0 is None else xp.concatenate([u0[None, :], a])
         for k in model.parameter_names:
             total = 0.0
             if k in low.d_eps:
                 explicit = causal(low.d_eps[k], a_ext)
                 explicit = explicit if u0 is None else explicit[1:]
-                total += float(xp.sum(d * explicit, dtype=xp.float64))
+                total += dot(d, explicit)
             if k in low.d_nu:
-                total -= float(xp.sum(d * causal(low.d_nu[k], s_prev), dtype=xp.float64))
+                total -= dot(d, causal(low.d_nu[k], s_prev))
             params[k] = float(total)
     if "theta" in params:
         kappa = model.theta_factor(u)
-        params["theta"] -= float(xp.sum(dl_ds * kappa * sigma, dtype=xp.float64))
+        spike_path = dl_ds * sigma if isinstance(kappa, float) else dl_ds * kappa * sigma
+        params["theta"] -= float(xp.sum(spike_path, dtype=xp.float64))
     return params

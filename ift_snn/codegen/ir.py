@@ -32,6 +32,8 @@ from ..symbolic.system import U_INIT
 __all__ = ["ScanKernel", "build_kernel", "DTYPES", "CodegenError"]
 
 DTYPES = ("f32", "f64")
+#: Largest scan state a generated kernel carries (registers per thread on a GPU).
+MAX_STATE = 64
 QUANTITIES = ("forward", "backward", "slayer")
 
 
@@ -110,7 +112,7 @@ class _Hoister:
 
 def _check_supported(expr: sp.Expr, what: str) -> None:
     allowed = (sp.Add, sp.Mul, sp.Pow, sp.exp, sp.log, sp.Abs, sp.Max, sp.Min, sp.floor, sp.Heaviside,
-               sp.Piecewise, sp.atan, sp.tanh, sp.sin, sp.cos, sp.erf, sp.sqrt, sp.sign)
+               sp.Piecewise, sp.atan, sp.tanh, sp.sin, sp.cos, sp.erf, sp.sign)
     for node in sp.preorder_traversal(expr):
         if node.is_Atom or isinstance(node, (sp.logic.boolalg.Boolean, sp.core.relational.Relational)):
             continue
@@ -130,6 +132,14 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r}: expected one of {DTYPES}")
     rec = recurrence or derive_recurrence(model)
+    for k in rec.kernels:
+        if k.order > MAX_STATE or (k.order == 0 and len(k.num) - 1 > MAX_STATE):
+            size = max(k.order, len(k.num) - 1)
+            raise CodegenError(
+                f"kernel {k.name} = {k.kernel} needs a scan state of {size} values per neuron; the code "
+                f"generator handles at most {MAX_STATE}. Use a kernel with a short recurrence (a closed form "
+                "such as a sum of exponentials) or fewer taps"
+            )
     scan = {"forward": rec.forward, "backward": rec.backward, "slayer": rec.slayer}[quantity]
     params = model.symbols
     hoist = _Hoister(frozenset(params))
@@ -152,6 +162,8 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
     upd = reduced[len(assigns):]
     for e in upd:
         _emit_needed(e, pending, placed, body)
+    used = set().union(*(e.free_symbols for _, e in body), *(e.free_symbols for e in upd))
+    inputs = tuple(i for i in scan.inputs if i in used)  # no loads of what the scan never reads
     invariants = [(sym, expr) for expr, sym in hoist.table.items()]
     # Temporaries of parameters and invariants only are loop-invariant too: out of the loop.
     constant = set(params) | {sym for sym, _ in invariants}
@@ -169,7 +181,7 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
         quantity=quantity,
         direction=scan.direction,
         dtype=dtype,
-        inputs=scan.inputs,
+        inputs=inputs,
         outputs=scan.outputs,
         finals=tuple(finals),
         params=params,

@@ -43,6 +43,10 @@ class CudaPrinter(C99CodePrinter):
         super().__init__(settings={"type_aliases": {real: alias}, **(settings or {})})
 
     @property
+    def _suffix(self) -> str:
+        return "f" if self.dtype == "f32" else ""
+
+    @property
     def ctype(self) -> str:
         return "float" if self.dtype == "f32" else "double"
 
@@ -82,6 +86,22 @@ class CudaPrinter(C99CodePrinter):
     def _print_Relational(self, expr):
         return f"{self._print(expr.lhs)} {expr.rel_op} {self._print(expr.rhs)}"
 
+    def _float_args(self, expr):
+        # Integer literals would pick the host-only int overloads of fmax/fmin: print them as floats.
+        return [self._print(sp.Float(a) if a.is_Integer else a) for a in expr.args]
+
+    def _print_Max(self, expr):
+        out = None
+        for a in self._float_args(expr):
+            out = a if out is None else f"fmax{self._suffix}({out}, {a})"
+        return out
+
+    def _print_Min(self, expr):
+        out = None
+        for a in self._float_args(expr):
+            out = a if out is None else f"fmin{self._suffix}({out}, {a})"
+        return out
+
 
 class NumbaPrinter(PythonCodePrinter):
     """Python with the math module, for scalar code inside Numba loops."""
@@ -90,23 +110,49 @@ class NumbaPrinter(PythonCodePrinter):
         self.dtype = dtype
         super().__init__(settings={"fully_qualified_modules": True, **(settings or {})})
 
+    def _literal(self, text: str) -> str:
+        # float32 kernels keep float32 arithmetic: a bare Python literal would promote to float64.
+        return f"np.float32({text})" if self.dtype == "f32" else text
+
+    def _print_Float(self, expr):
+        return self._literal(super()._print_Float(expr))
+
+    def _print_Integer(self, expr):
+        return self._literal(f"{int(expr)}.0")
+
+    def _print_Rational(self, expr):
+        return self._literal(repr(float(expr)))
+
+    def _print_Half(self, expr):
+        return self._literal("0.5")
+
+    def _print_One(self, expr):
+        return self._literal("1.0")
+
+    def _print_Zero(self, expr):
+        return self._literal("0.0")
+
+    def _print_NegativeOne(self, expr):
+        return self._literal("-1.0")
+
     def _print_Pow(self, expr):
         base, exp = expr.as_base_exp()
         if exp.is_Integer and 1 < abs(int(exp)) <= MAX_EXPANDED_POWER:
             prod = "*".join([self.parenthesize(base, sp.printing.precedence.PRECEDENCE["Mul"])] * abs(int(exp)))
-            return f"({prod})" if exp > 0 else f"(1.0/({prod}))"
+            return f"({prod})" if exp > 0 else f"({self._literal('1.0')}/({prod}))"
         if exp == -1:
-            return f"(1.0/{self.parenthesize(base, sp.printing.precedence.PRECEDENCE['Pow'])})"
+            return f"({self._literal('1.0')}/{self.parenthesize(base, sp.printing.precedence.PRECEDENCE['Pow'])})"
         return super()._print_Pow(expr)
 
     def _print_Heaviside(self, expr):
         x = self._print(expr.args[0])
         h0 = expr.args[1] if len(expr.args) > 1 else sp.Rational(1, 2)
+        one = self._literal("1.0")
         if h0 == 1:
-            return f"(({x} >= 0) * 1.0)"
+            return f"(({x} >= 0) * {one})"
         if h0 == 0:
-            return f"(({x} > 0) * 1.0)"
-        return f"((({x} > 0) * 1.0) + {float(h0)!r}*(({x} == 0) * 1.0))"
+            return f"(({x} > 0) * {one})"
+        return f"((({x} > 0) * {one}) + {self._literal(repr(float(h0)))}*(({x} == 0) * {one}))"
 
     def _print_Piecewise(self, expr):
         terms = []
@@ -116,8 +162,8 @@ class NumbaPrinter(PythonCodePrinter):
             if cond == sp.true:
                 terms.append(f"({self._print(value)})")
             else:
-                terms.append(f"(({self._print(cond)}) * 1.0)*({self._print(value)})")
-        return "(" + " + ".join(terms) + ")" if terms else "0.0"
+                terms.append(f"({self._print(cond)} * {self._literal('1.0')})*({self._print(value)})")
+        return "(" + " + ".join(terms) + ")" if terms else self._literal("0.0")
 
     def _print_Max(self, expr):
         args = [self._print(a) for a in expr.args]

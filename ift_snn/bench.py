@@ -1,0 +1,240 @@
+"""Benchmarks: every figure a ratio against a baseline measured in the same run.
+
+CPU (LIF, float32, T = 300, 64 x 256 neurons by default):
+- the generated Numba kernels (forward, EXODUS backward) against PyTorch
+  autograd BPTT of the same model (a plain time loop with a custom surrogate
+  ``autograd.Function``), when PyTorch is installed;
+- against the memory floor: the bytes the scans must move (forward reads a,
+  writes u, s, sigma; backward reads g, sigma, writes d, dL/da, dL/ds) over
+  the copy bandwidth of a large array measured on this machine;
+- the NumPy scan (the fallback), and the derivation-to-first-kernel latency
+  (codegen + compile + first call) against a cache hit.
+GPU (CuPy arrays, when a GPU is present): the same against PyTorch CUDA
+autograd BPTT and the device-to-device copy bandwidth.
+
+Targets (reported, not asserted): CPU backward >= 30x faster than PyTorch
+BPTT; CPU forward + backward within 3x of the memory floor; GPU forward +
+backward >= 50 % of copy bandwidth and >= 20x faster than PyTorch BPTT.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import ops
+from .models import lif
+
+__all__ = ["BenchResult", "run_cpu", "run_gpu", "format_table", "run"]
+
+
+@dataclass
+class BenchResult:
+    device: str
+    config: dict
+    times_ms: dict = field(default_factory=dict)
+    ratios: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+
+def _median_ms(fn, repeats: int, sync=lambda: None) -> float:
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(1e3 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def _copy_bandwidth(xp, nbytes: int, repeats: int, sync=lambda: None) -> float:
+    """Bytes per second moved (read + write) copying a large array."""
+    src = xp.ones(nbytes // 4, dtype=xp.float32)
+    dst = xp.empty_like(src)
+    ms = _median_ms(lambda: dst.__setitem__(slice(None), src), repeats, sync)
+    return 2 * src.nbytes / (ms / 1e3)
+
+
+def _torch_bptt(torch, model, a, g, device: str):
+    """PyTorch autograd BPTT of LIF: u = alpha u + a - theta s_prev, s = H(u - theta) with a surrogate."""
+    alpha, theta = model.values[model.symbols[0]], model.theta
+    width = 0.5 * theta
+
+    class Spike(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, u):
+            ctx.save_for_backward(u)
+            return (u >= theta).to(u.dtype)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (u,) = ctx.saved_tensors
+            return grad * torch.exp(-(u - theta).abs() / width) / width
+
+    at = torch.as_tensor(a, device=device).requires_grad_(True)
+    gt = torch.as_tensor(g, device=device)
+
+    def forward():
+        u = torch.zeros_like(at[0])
+        s = torch.zeros_like(at[0])
+        out = []
+        for n in range(at.shape[0]):
+            u = alpha * u + at[n] - theta * s
+            s = Spike.apply(u)
+            out.append(s)
+        return torch.stack(out)
+
+    return at, gt, forward
+
+
+def run_cpu(T: int = 300, batch: int = 64, neurons: int = 256, dtype: str = "f32", repeats: int = 5) -> BenchResult:
+    from .backends import cpu
+
+    np_dtype = np.float32 if dtype == "f32" else np.float64
+    model = lif(0.9)
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.3, 0.5, (T, batch, neurons)).astype(np_dtype)
+    g = rng.normal(size=a.shape).astype(np_dtype)
+    res = BenchResult(device=f"CPU: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
+                      config={"model": repr(model), "T": T, "batch": batch, "neurons": neurons, "dtype": dtype,
+                              "repeats": repeats})
+    t = res.times_ms
+    # derivation to first kernel: codegen + Numba compile + first call, then a cache hit
+    cpu._ir.clear()
+    cpu._compiled.clear()
+    start = time.perf_counter()
+    trace = ops.forward(model, a, backend="cpu")
+    ops.backward(model, trace, g)
+    t["first_kernels_codegen_compile_run"] = 1e3 * (time.perf_counter() - start)
+    start = time.perf_counter()
+    cpu.get_kernel(model, "backward", np.dtype(np_dtype))
+    t["kernel_cache_hit"] = 1e3 * (time.perf_counter() - start)
+
+    a2, g2 = a.reshape(T, -1), g.reshape(T, -1)
+    fwd_out = cpu.forward(model, a2, None)
+    t["forward_kernel"] = _median_ms(lambda: cpu.forward(model, a2, None), repeats)
+    t["backward_kernel"] = _median_ms(
+        lambda: cpu.backward(model, "exodus", g2, fwd_out[0], fwd_out[1], fwd_out[2], None, None), repeats)
+    t["forward_api"] = _median_ms(lambda: ops.forward(model, a, backend="cpu"), repeats)
+    t["backward_api"] = _median_ms(lambda: ops.backward(model, trace, g), repeats)
+    numpy_trace = ops.forward(model, a, backend="numpy")
+    t["forward_numpy_scan"] = _median_ms(lambda: ops.forward(model, a, backend="numpy"), max(1, repeats // 2))
+    t["backward_numpy_scan"] = _median_ms(lambda: ops.backward(model, numpy_trace, g), max(1, repeats // 2))
+
+    itemsize = np.dtype(np_dtype).itemsize
+    moved = (4 + 5) * a.size * itemsize  # forward: a -> u, s, sigma; backward: g, sigma -> d, dL/da, dL/ds
+    bandwidth = _copy_bandwidth(np, 256 * 2**20, repeats)
+    t["memory_floor"] = 1e3 * moved / bandwidth
+    res.config["copy_bandwidth_GBps"] = bandwidth / 1e9
+    res.config["bytes_moved_MB"] = moved / 1e6
+    fb = t["forward_kernel"] + t["backward_kernel"]
+    res.ratios["kernels_fwd_bwd_over_memory_floor"] = fb / t["memory_floor"]
+    res.ratios["api_fwd_bwd_over_memory_floor"] = (t["forward_api"] + t["backward_api"]) / t["memory_floor"]
+    res.ratios["numpy_scan_backward_over_kernel"] = t["backward_numpy_scan"] / t["backward_kernel"]
+    res.ratios["first_kernel_over_cache_hit"] = t["first_kernels_codegen_compile_run"] / max(t["kernel_cache_hit"], 1e-6)
+    try:
+        import torch
+    except ImportError:
+        res.notes.append("PyTorch not installed: no BPTT baseline (pip install 'ift-snn[torch]')")
+        return res
+    torch.set_num_threads(__import__("os").cpu_count() or 1)
+    at, gt, forward = _torch_bptt(torch, model, a, g, "cpu")
+    t["torch_bptt_forward"] = _median_ms(forward, max(1, repeats // 2))
+
+    def backward_only():
+        out = forward()
+        start = time.perf_counter()
+        (out * gt).sum().backward()
+        return 1e3 * (time.perf_counter() - start)
+
+    t["torch_bptt_backward"] = statistics.median(backward_only() for _ in range(max(1, repeats // 2)))
+    res.ratios["torch_backward_over_exodus_backward_kernel"] = t["torch_bptt_backward"] / t["backward_kernel"]
+    res.ratios["torch_backward_over_exodus_backward_api"] = t["torch_bptt_backward"] / t["backward_api"]
+    res.ratios["torch_fwd_bwd_over_exodus_fwd_bwd_api"] = (
+        (t["torch_bptt_forward"] + t["torch_bptt_backward"]) / (t["forward_api"] + t["backward_api"]))
+    res.config["torch"] = torch.__version__
+    return res
+
+
+def run_gpu(T: int = 300, batch: int = 64, neurons: int = 256, dtype: str = "f32", repeats: int = 20) -> BenchResult | None:
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() == 0:
+            return None
+    except Exception:  # noqa: BLE001 - no CuPy or no device: no GPU benchmark
+        return None
+    from .backends import cupy as gpu
+
+    np_dtype = np.float32 if dtype == "f32" else np.float64
+    model = lif(0.9)
+    rng = np.random.default_rng(0)
+    a = cupy.asarray(rng.normal(0.3, 0.5, (T, batch * neurons)).astype(np_dtype))
+    g = cupy.asarray(rng.normal(size=a.shape).astype(np_dtype))
+    sync = cupy.cuda.Device().synchronize
+    name = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    res = BenchResult(device=f"GPU: {name}", config={"model": repr(model), "T": T, "batch": batch,
+                                                     "neurons": neurons, "dtype": dtype, "repeats": repeats})
+    t = res.times_ms
+    start = time.perf_counter()
+    fwd = gpu.forward(model, a, None)
+    gpu.backward(model, "exodus", g, fwd[0], fwd[1], fwd[2], None, None)
+    sync()
+    t["first_kernels_codegen_compile_run"] = 1e3 * (time.perf_counter() - start)
+    t["forward_kernel"] = _median_ms(lambda: gpu.forward(model, a, None), repeats, sync)
+    t["backward_kernel"] = _median_ms(
+        lambda: gpu.backward(model, "exodus", g, fwd[0], fwd[1], fwd[2], None, None), repeats, sync)
+    trace = ops.forward(model, a)
+    t["forward_api"] = _median_ms(lambda: ops.forward(model, a), repeats, sync)
+    t["backward_api"] = _median_ms(lambda: ops.backward(model, trace, g), repeats, sync)
+    itemsize = np.dtype(np_dtype).itemsize
+    moved = 9 * a.size * itemsize
+    bandwidth = _copy_bandwidth(cupy, 1024 * 2**20, repeats, sync)
+    res.config["copy_bandwidth_GBps"] = bandwidth / 1e9
+    fb = t["forward_kernel"] + t["backward_kernel"]
+    res.ratios["kernels_fraction_of_copy_bandwidth"] = (moved / (fb / 1e3)) / bandwidth
+    try:
+        import torch
+    except ImportError:
+        res.notes.append("PyTorch not installed: no CUDA BPTT baseline")
+        return res
+    at, gt, forward = _torch_bptt(torch, model, a.get(), g.get(), "cuda")
+    tsync = torch.cuda.synchronize
+    t["torch_bptt_fwd_bwd"] = _median_ms(lambda: (forward() * gt).sum().backward(), max(3, repeats // 4), tsync)
+    res.ratios["torch_fwd_bwd_over_exodus_fwd_bwd_kernels"] = t["torch_bptt_fwd_bwd"] / fb
+    res.ratios["torch_fwd_bwd_over_exodus_fwd_bwd_api"] = t["torch_bptt_fwd_bwd"] / (t["forward_api"] + t["backward_api"])
+    return res
+
+
+def format_table(results: list[BenchResult]) -> str:
+    lines = []
+    for r in results:
+        lines.append(f"== {r.device}")
+        lines.append("   " + ", ".join(f"{k}={v}" for k, v in r.config.items() if k != "model"))
+        lines.append(f"   {'time':<44} {'ms':>10}")
+        for k, v in r.times_ms.items():
+            lines.append(f"   {k:<44} {v:>10.3f}")
+        lines.append(f"   {'ratio':<44} {'x':>10}")
+        for k, v in r.ratios.items():
+            lines.append(f"   {k:<44} {v:>10.2f}")
+        lines += [f"   note: {n}" for n in r.notes]
+    return "\n".join(lines)
+
+
+def run(*, T=300, batch=64, neurons=256, dtype="f32", repeats=5, json_path=None) -> list[BenchResult]:
+    results = [run_cpu(T, batch, neurons, dtype, repeats)]
+    gpu = run_gpu(T, batch, neurons, dtype)
+    if gpu is None:
+        results[0].notes.append("no GPU with CuPy here: GPU benchmark skipped")
+    else:
+        results.append(gpu)
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump([asdict(r) for r in results], fh, indent=2)
+    return results
