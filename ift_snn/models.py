@@ -57,6 +57,8 @@ __all__ = [
     "srm",
     "BUILTIN_MODELS",
     "get_model",
+    "model_to_dict",
+    "model_from_dict",
 ]
 
 SPIKE_NAMES = ("single", "multi", "smooth")
@@ -536,3 +538,76 @@ def get_model(name: str) -> NeuronModel:
     if name not in BUILTIN_MODELS:
         raise ValueError(f"unknown model {name!r}; built-ins are {', '.join(BUILTIN_MODELS)}")
     return BUILTIN_MODELS[name]()
+
+
+# ------------------------------------------------------------ serialisation
+def _kernel_to_dict(kernel: Kernel | None):
+    if kernel is None:
+        return None
+    if kernel.taps is not None:
+        return {"taps": list(kernel.taps)}
+    return {"expr": sp.sstr(kernel.expr)}
+
+
+def _kernel_from_dict(data, names: Mapping[str, sp.Symbol]) -> Kernel | None:
+    if data is None:
+        return None
+    if "taps" in data:
+        return Kernel.from_taps(data["taps"])
+    return Kernel.closed_form(parse_expression(data["expr"], {"n": N, **names}, what="stored kernel"))
+
+
+def model_to_dict(model: NeuronModel) -> dict:
+    """A JSON-able description of ``model`` (for saving networks); see :func:`model_from_dict`."""
+    from .surrogates import SURROGATES
+
+    surrogate = model.surrogate
+    if surrogate.name in SURROGATES:
+        sur = {"name": surrogate.name, "constants": dict(surrogate.constants)}
+    else:
+        sur = {"name": "custom", "expr": sp.sstr(surrogate.expr)}
+    mem = model.membrane
+    return {
+        "name": model.name,
+        "params": [[k, v] for k, v in model.params],
+        "eps": _kernel_to_dict(model.eps),
+        "nu": _kernel_to_dict(model.nu),
+        "spike": model.spike,
+        "surrogate": sur,
+        "reset": model.reset,
+        "u_min": model.u_min,
+        "convention": model.convention,
+        "membrane": None if mem is None else {"alpha": sp.sstr(mem.alpha), "rho": sp.sstr(mem.rho),
+                                               "syn": _kernel_to_dict(mem.syn)},
+    }
+
+
+def model_from_dict(data: Mapping) -> NeuronModel:
+    """Rebuild a model saved by :func:`model_to_dict`; expressions are parsed over a whitelist."""
+    from .surrogates import custom
+
+    try:
+        params = tuple((str(k), float(v)) for k, v in data["params"])
+        names = {k: param_symbol(k) for k, _ in params}
+        sur = data["surrogate"]
+        surrogate = custom(sur["expr"]) if sur["name"] == "custom" else get_surrogate(sur["name"], **sur["constants"])
+        mem = data["membrane"]
+        membrane = None
+        if mem is not None:
+            membrane = Membrane(alpha=parse_expression(mem["alpha"], names, what="stored alpha"),
+                                rho=parse_expression(mem["rho"], names, what="stored rho"),
+                                syn=_kernel_from_dict(mem["syn"], names))
+        return NeuronModel(
+            name=str(data["name"]),
+            eps=_kernel_from_dict(data["eps"], names),
+            nu=_kernel_from_dict(data["nu"], names),
+            params=params,
+            spike=data["spike"],
+            surrogate=surrogate,
+            reset=data["reset"],
+            u_min=data["u_min"],
+            membrane=membrane,
+            convention=data.get("convention", ""),
+        )
+    except KeyError as exc:
+        raise ValueError(f"stored model is missing the field {exc}; expected what model_to_dict writes") from None

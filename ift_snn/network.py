@@ -1,0 +1,265 @@
+"""A feedforward spiking network on the layer equations of the EXODUS paper (MATH section 4).
+
+Layer l: a_l[n] = s_{l-1}[n] W_l (dense weights, (n_in, n_out)), then any
+NeuronModel: s_l = f(u_l), u_l the SRM membrane. Back-propagation per layer:
+
+    g_l = dL/ds_l                     (from the loss, or handed down)
+    dL/da_l = ops.backward(model_l, trace_l, g_l, method, truncation).a
+    dL/dW_l = sum_n s_{l-1}[n]^T dL/da_l[n]
+    g_{l-1} = dL/da_l W_l^T
+
+Methods "exodus" (exact), "slayer" (reset dropped), "bptt" (reference sweep)
+and ``truncation=K`` apply to every layer. Arrays are time-major (T, B, C)
+and numpy or cupy: the array type picks the backend.
+
+Losses (x: output spikes (T, B, C), y: labels):
+- ``"sum_ce"``: cross-entropy of the spike counts sum_n s[n];
+- ``"max_ce"``: cross-entropy of max_n r[n], r the output spikes low-pass
+  filtered, r[n] = beta r[n-1] + s[n] (beta = 0.9): the max-over-time loss
+  used for SHD;
+- ``"count_mse"``: mean squared error of the spike counts against a target
+  count for the right class and 0 otherwise.
+
+Local blocks (MATH section 8, a reconstruction from the abstract of Guo et
+al.): ``blocks=b`` groups layers in blocks of b; the last layer of each block
+but the final one gets an auxiliary linear readout (trained) with its own
+loss, and no gradient crosses a block boundary.
+
+Weights: W ~ N(0, (gain / sqrt(n_in))^2) with ``gain`` = ``init_gain``
+(default 2.0 so that a few input spikes drive a neuron to threshold), seeded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import ops
+from .models import NeuronModel, model_from_dict, model_to_dict
+
+__all__ = ["Network", "Adam", "LOSSES", "loss_and_grad", "NonFiniteLossError"]
+
+LOSSES = ("sum_ce", "max_ce", "count_mse")
+MAX_BETA = 0.9
+COUNT_TARGET = 5.0
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training stopped: the loss or a gradient became NaN or inf (the message names the layer)."""
+
+
+def _xp(x):
+    return np if isinstance(x, np.ndarray) else __import__("cupy")
+
+
+def _softmax_ce(logits, y):
+    xp = _xp(logits)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    p = xp.exp(shifted)
+    p /= p.sum(axis=1, keepdims=True)
+    B = logits.shape[0]
+    loss = float(-xp.log(p[xp.arange(B), y] + 1e-30).mean())
+    grad = p.copy()
+    grad[xp.arange(B), y] -= 1
+    return loss, grad / B
+
+
+def loss_and_grad(kind: str, s, y, n_classes: int):
+    """(loss, dL/ds (T, B, C), predictions (B,)) for output spikes s and labels y."""
+    xp = _xp(s)
+    if kind == "sum_ce":
+        logits = s.sum(axis=0)
+        loss, dlogits = _softmax_ce(logits, y)
+        return loss, xp.broadcast_to(dlogits, s.shape).astype(s.dtype), logits.argmax(axis=1)
+    if kind == "max_ce":
+        r = xp.empty_like(s)
+        acc = xp.zeros_like(s[0])
+        for n in range(s.shape[0]):
+            acc = MAX_BETA * acc + s[n]
+            r[n] = acc
+        idx = r.argmax(axis=0)  # (B, C)
+        logits = xp.take_along_axis(r, idx[None], axis=0)[0]
+        loss, dlogits = _softmax_ce(logits, y)
+        # dlogit/ds[n] = beta^(idx - n) for n <= idx
+        n = xp.arange(s.shape[0])[:, None, None]
+        lag = idx[None] - n
+        weight = xp.where(lag >= 0, MAX_BETA ** xp.clip(lag, 0, None), 0.0)
+        return loss, (weight * dlogits[None]).astype(s.dtype), logits.argmax(axis=1)
+    if kind == "count_mse":
+        counts = s.sum(axis=0)
+        target = xp.zeros_like(counts)
+        target[xp.arange(counts.shape[0]), y] = COUNT_TARGET
+        diff = counts - target
+        loss = float((diff**2).mean())
+        grad = 2 * diff / diff.size
+        return loss, xp.broadcast_to(grad, s.shape).astype(s.dtype), counts.argmax(axis=1)
+    raise ValueError(f"unknown loss {kind!r}; expected one of {', '.join(LOSSES)}")
+
+
+@dataclass
+class Adam:
+    """Adam (Kingma and Ba) over a list of arrays, updated in place."""
+
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    t: int = 0
+    m: list = field(default_factory=list)
+    v: list = field(default_factory=list)
+
+    def step(self, params: list, grads: list) -> None:
+        if not self.m:
+            self.m = [np.zeros_like(p) if isinstance(p, np.ndarray) else _xp(p).zeros_like(p) for p in params]
+            self.v = [m.copy() for m in self.m]
+        self.t += 1
+        c1, c2 = 1 - self.beta1**self.t, 1 - self.beta2**self.t
+        for p, g, m, v in zip(params, grads, self.m, self.v):
+            m *= self.beta1
+            m += (1 - self.beta1) * g
+            v *= self.beta2
+            v += (1 - self.beta2) * g * g
+            p -= (self.lr * (m / c1) / (_xp(v).sqrt(v / c2) + self.eps)).astype(p.dtype)
+
+
+@dataclass
+class StepResult:
+    loss: float
+    correct: int
+    grad_norms: list  # per layer ||dL/dW||
+    max_step_factors: list
+
+
+class Network:
+    """Dense layers W_l followed by neuron models; see the module docstring."""
+
+    def __init__(self, sizes: list[int], models: NeuronModel | list[NeuronModel], *, seed: int = 0,
+                 init_gain: float = 2.0, dtype=np.float32, blocks: int | None = None, n_classes: int | None = None):
+        if len(sizes) < 2 or any((not isinstance(k, (int, np.integer))) or k < 1 for k in sizes):
+            raise ValueError(f"sizes={sizes!r}: expected at least [n_in, n_out] with positive ints")
+        n_layers = len(sizes) - 1
+        models = [models] * n_layers if isinstance(models, NeuronModel) else list(models)
+        if len(models) != n_layers or not all(isinstance(m, NeuronModel) for m in models):
+            raise ValueError(f"need {n_layers} NeuronModels (one per layer), got {len(models)}")
+        if blocks is not None and (not isinstance(blocks, int) or blocks < 1):
+            raise ValueError(f"blocks={blocks!r}: expected an int >= 1 or None")
+        rng = np.random.default_rng(seed)
+        self.sizes = list(map(int, sizes))
+        self.models = models
+        self.dtype = np.dtype(dtype)
+        self.init_gain = init_gain
+        self.seed = seed
+        self.weights = [(rng.normal(0, init_gain / math.sqrt(n_in), (n_in, n_out))).astype(self.dtype)
+                        for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+        self.blocks = blocks
+        self.n_classes = n_classes or sizes[-1]
+        self.readouts = {}
+        if blocks:
+            for end in range(blocks - 1, n_layers - 1, blocks):
+                width = sizes[end + 1]
+                self.readouts[end] = rng.normal(0, 1 / math.sqrt(width), (width, self.n_classes)).astype(self.dtype)
+
+    # ----------------------------------------------------------------- run
+    def forward(self, x):
+        """x: (T, B, n_in) -> (list of layer inputs s_{l-1}, list of traces)."""
+        if x.ndim != 3 or x.shape[2] != self.sizes[0]:
+            raise ValueError(f"input has shape {x.shape}; expected (T, batch, {self.sizes[0]})")
+        inputs, traces = [], []
+        s = x.astype(self.dtype, copy=False)
+        for W, model in zip(self.weights, self.models):
+            inputs.append(s)
+            a = s @ W
+            trace = ops.forward(model, a)
+            traces.append(trace)
+            s = trace.s
+        return inputs, traces
+
+    def _block_of(self, layer: int) -> int:
+        return layer // self.blocks if self.blocks else 0
+
+    def step(self, x, y, *, loss: str = "sum_ce", method: str = "exodus", truncation: int | None = None):
+        """Forward, loss, backward; returns (StepResult, grads for weights and readouts)."""
+        import warnings
+
+        xp = _xp(x)
+        inputs, traces = self.forward(x)
+        out = traces[-1].s
+        total, g, pred = loss_and_grad(loss, out, y, self.n_classes)
+        aux = {}
+        for end, R in self.readouts.items():
+            s_end = traces[end].s
+            logits_t = s_end @ R  # (T, B, C)
+            l_aux, dlog = _softmax_ce(logits_t.mean(axis=0), y)
+            total += l_aux
+            aux[end] = (dlog, s_end)
+        if not math.isfinite(total):
+            raise NonFiniteLossError(f"the loss became {total}: not training on it")
+        n_layers = len(self.weights)
+        grads_w = [None] * n_layers
+        grads_r = {}
+        norms = [0.0] * n_layers
+        factors = [0.0] * n_layers
+        for layer in range(n_layers - 1, -1, -1):
+            if layer in aux:  # a block boundary: its own loss, nothing from above
+                dlog, s_end = aux[layer]
+                T = s_end.shape[0]
+                grads_r[layer] = xp.einsum("tbh,bc->hc", s_end, dlog) / T
+                g = xp.broadcast_to((dlog @ self.readouts[layer].T) / T, s_end.shape).astype(self.dtype)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ops.StabilityWarning)
+                try:
+                    grads = ops.backward(self.models[layer], traces[layer], g, method=method, truncation=truncation)
+                except ops.GradientOverflowError as exc:
+                    raise NonFiniteLossError(f"layer {layer}: {exc}") from None
+            factors[layer] = grads.max_step_factor
+            da = grads.a
+            gw = xp.einsum("tbi,tbo->io", inputs[layer], da)
+            if not bool(xp.all(xp.isfinite(gw))):
+                raise NonFiniteLossError(
+                    f"layer {layer}: the weight gradient is not finite (largest |step factor| "
+                    f"{grads.max_step_factor:.3g}, MATH section 6)")
+            grads_w[layer] = gw
+            norms[layer] = float(xp.linalg.norm(gw))
+            g = (da @ self.weights[layer].T).astype(self.dtype)
+        correct = int((pred == y).sum())
+        return StepResult(total, correct, norms, factors), grads_w, grads_r
+
+    def parameters(self) -> list:
+        return self.weights + [self.readouts[k] for k in sorted(self.readouts)]
+
+    def predict(self, x, loss: str = "sum_ce"):
+        _, traces = self.forward(x)
+        s = traces[-1].s
+        if loss == "max_ce":
+            xp = _xp(s)
+            r = xp.zeros_like(s[0])
+            best = xp.full_like(s[0], -np.inf)
+            for n in range(s.shape[0]):
+                r = MAX_BETA * r + s[n]
+                best = xp.maximum(best, r)
+            return best.argmax(axis=1)
+        return s.sum(axis=0).argmax(axis=1)
+
+    # ------------------------------------------------------------ save/load
+    def save(self, path) -> None:
+        """Weights, readouts and the model definitions (as JSON) in one .npz."""
+        meta = {"sizes": self.sizes, "models": [model_to_dict(m) for m in self.models], "blocks": self.blocks,
+                "n_classes": self.n_classes, "init_gain": self.init_gain, "seed": self.seed,
+                "dtype": self.dtype.name, "readouts": sorted(self.readouts)}
+        arrays = {f"W{i}": np.asarray(w) for i, w in enumerate(self.weights)}
+        arrays.update({f"R{k}": np.asarray(r) for k, r in self.readouts.items()})
+        np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
+
+    @classmethod
+    def load(cls, path) -> Network:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            net = cls(meta["sizes"], [model_from_dict(m) for m in meta["models"]], seed=meta["seed"],
+                      init_gain=meta["init_gain"], dtype=np.dtype(meta["dtype"]), blocks=meta["blocks"],
+                      n_classes=meta["n_classes"])
+            net.weights = [data[f"W{i}"] for i in range(len(net.weights))]
+            net.readouts = {int(k): data[f"R{k}"] for k in meta["readouts"]}
+        return net
