@@ -1,4 +1,4 @@
-"""Command line: ``ift-snn derive | codegen | bench | demo``.
+"""Command line: ``ift-snn derive | codegen | bench | train | experiment | demo``.
 
 ``ift-snn derive`` (no argument) derives, proves and verifies the built-in LIF;
 ``ift-snn derive MODEL`` any built-in; ``ift-snn derive --eps "n*alpha**n"
@@ -185,6 +185,48 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_config(args: argparse.Namespace):
+    from .train import TrainConfig
+
+    return TrainConfig(task=args.task, method=args.method, epochs=args.epochs, batch_size=args.batch_size,
+                       lr=args.lr, surrogate_scale=args.surrogate_scale, surrogate_width=args.surrogate_width,
+                       alpha=args.alpha, hidden=tuple(args.hidden), loss=args.loss, truncation=args.truncation,
+                       blocks=args.blocks, seed=args.seed, T=args.T, shd_path=args.shd_path,
+                       randman_samples=args.randman_samples)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    metrics = train(_train_config(args), args.out)
+    last = metrics["epochs"][-1] if metrics["epochs"] else None
+    if last:
+        print(f"final: loss {last['loss']:.4f}, train accuracy {last['train_acc']:.3f}, "
+              f"test accuracy {last['test_acc']:.3f}")
+    print(f"wrote {args.out}/metrics.json and {args.out}/weights.npz")
+    if metrics["stopped"]:
+        print(f"ift-snn: training stopped: {metrics['stopped']}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, scale_sweep
+
+    base = TrainConfig(task="randman", randman_samples=args.randman_samples, T=args.T or 50,
+                       hidden=tuple(args.hidden), batch_size=args.batch_size, lr=args.lr)
+    result = scale_sweep(tuple(args.scales), tuple(args.methods), tuple(range(args.seeds)), epochs=args.epochs,
+                         base=base, out=args.out)
+    print(f"{'method':<8} {'scale':>6} {'|dL/dW1|':>12} {'test acc':>9} {'diverged':>9}")
+    for method, per in result["summary"].items():
+        for scale, row in per.items():
+            acc = "-" if row["final_test_acc"] is None else f"{row['final_test_acc']:.3f}"
+            print(f"{method:<8} {float(scale):>6g} {row['first_layer_grad_norm']:>12.4g} {acc:>9} "
+                  f"{row['diverged_runs']:>9}")
+    print(f"{result['seconds']:.0f} s; wrote {args.out}/scale_sweep.json, grad_norms.png, accuracy.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ift-snn", description="Exact gradients for spiking neural networks.")
     parser.add_argument("--version", action="version", version=f"ift-snn {__version__}")
@@ -235,6 +277,42 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=5)
     bench.add_argument("--json", help="also write the results as JSON to this file")
     bench.set_defaults(func=_bench)
+
+    train = sub.add_parser("train", help="train a dense SNN (randman, digits or SHD) with exodus, slayer or bptt")
+    train.add_argument("--task", choices=("randman", "digits", "shd"), default="randman")
+    train.add_argument("--shd-path", help="the Spiking Heidelberg Digits HDF5 file (task shd)")
+    train.add_argument("--method", choices=("exodus", "slayer", "bptt"), default="exodus")
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--lr", type=float, default=2e-3)
+    train.add_argument("--surrogate-scale", type=float, default=1.0)
+    train.add_argument("--surrogate-width", type=float, default=0.5)
+    train.add_argument("--alpha", type=float, default=0.9, help="membrane decay of every LIF layer")
+    train.add_argument("--hidden", type=int, nargs="+", default=[64, 64], help="hidden layer sizes")
+    train.add_argument("--loss", choices=("sum_ce", "max_ce", "count_mse"), default="sum_ce")
+    train.add_argument("--truncation", type=int, default=None, help="truncated BPTT window K")
+    train.add_argument("--blocks", type=int, default=None, help="local blocks of this many layers")
+    train.add_argument("--T", type=int, default=None, help="time steps (default: the task's)")
+    train.add_argument("--randman-samples", type=int, default=100, help="randman samples per class")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", default="runs/train", help="output folder (metrics.json, weights.npz)")
+    train.set_defaults(func=_train)
+
+    experiment = sub.add_parser("experiment", help="experiments of the EXODUS paper")
+    exp_sub = experiment.add_subparsers(dest="experiment", required=True)
+    sweep = exp_sub.add_parser("scale-sweep", help="gradient norms and accuracy against surrogate scale")
+    sweep.add_argument("--scales", type=float, nargs="+", default=[0.1, 0.3, 1.0, 2.0, 5.0])
+    sweep.add_argument("--methods", nargs="+", default=["exodus", "slayer", "bptt"],
+                       choices=("exodus", "slayer", "bptt"))
+    sweep.add_argument("--seeds", type=int, default=3)
+    sweep.add_argument("--epochs", type=int, default=15)
+    sweep.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
+    sweep.add_argument("--batch-size", type=int, default=30)
+    sweep.add_argument("--lr", type=float, default=3e-3)
+    sweep.add_argument("--T", type=int, default=50)
+    sweep.add_argument("--randman-samples", type=int, default=60)
+    sweep.add_argument("--out", default="runs/scale_sweep")
+    sweep.set_defaults(func=_experiment)
     return parser
 
 

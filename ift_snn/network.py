@@ -113,7 +113,8 @@ class Adam:
 
     def step(self, params: list, grads: list) -> None:
         if not self.m:
-            self.m = [np.zeros_like(p) if isinstance(p, np.ndarray) else _xp(p).zeros_like(p) for p in params]
+            # moments in float64: g*g of a large float32 gradient would overflow
+            self.m = [_xp(p).zeros(p.shape, dtype=np.float64) for p in params]
             self.v = [m.copy() for m in self.m]
         self.t += 1
         c1, c2 = 1 - self.beta1**self.t, 1 - self.beta2**self.t

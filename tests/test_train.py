@@ -1,0 +1,89 @@
+"""`ift-snn train` and `ift-snn experiment scale-sweep` on tiny settings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ift_snn.cli import main
+from ift_snn.network import Network
+from ift_snn.train import TrainConfig, scale_sweep, train
+
+pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.StabilityWarning")
+TINY = ["--randman-samples", "16", "--T", "40", "--hidden", "16", "16", "--batch-size", "16"]
+
+
+def test_train_cli_writes_metrics_and_weights(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--task", "randman", "--method", "exodus", "--epochs", "2", "--seed", "0",
+                 "--out", str(out), *TINY]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    assert {"loss", "train_acc", "test_acc", "grad_norms", "max_step_factor"} <= set(metrics["epochs"][0])
+    assert metrics["stopped"] is None
+    net = Network.load(out / "weights.npz")
+    assert net.sizes == [40, 16, 16, 4]
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_exodus_and_bptt_train_identically():
+    runs = {m: train(TrainConfig(task="randman", method=m, epochs=2, randman_samples=16, T=40, hidden=(16,),
+                                 batch_size=16), progress=False) for m in ("exodus", "bptt", "slayer")}
+    ex, bp, sl = ([e["loss"] for e in runs[m]["epochs"]] for m in ("exodus", "bptt", "slayer"))
+    np.testing.assert_allclose(ex, bp, rtol=1e-4)  # float32 network: the same numbers up to rounding
+    assert ex != sl
+
+
+def test_training_stops_on_a_blown_up_gradient_and_names_the_layer(tmp_path, capsys):
+    code = main(["train", "--epochs", "2", "--surrogate-scale", "30", "--out", str(tmp_path), *TINY])
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "training stopped" in err and "layer" in err and "step factor" in err
+    assert json.loads((tmp_path / "metrics.json").read_text())["stopped"]
+
+
+def test_digits_task_trains(tmp_path):
+    metrics = train(TrainConfig(task="digits", epochs=1, hidden=(32,), T=20, batch_size=128), tmp_path,
+                    progress=False)
+    assert metrics["epochs"][0]["test_acc"] > 0.15  # 10 classes: above chance after one epoch
+
+
+def test_shd_task_reads_an_hdf5_file(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    rng = np.random.default_rng(0)
+    path = tmp_path / "shd.h5"
+    with h5py.File(path, "w") as f:
+        n = 24
+        times = f.create_dataset("spikes/times", (n,), dtype=h5py.vlen_dtype(np.float32))
+        units = f.create_dataset("spikes/units", (n,), dtype=h5py.vlen_dtype(np.uint16))
+        for i in range(n):
+            k = rng.integers(20, 60)
+            times[i] = np.sort(rng.random(k)).astype(np.float32)
+            units[i] = rng.integers(0, 700, k).astype(np.uint16)
+        f["labels"] = rng.integers(0, 3, n)
+    metrics = train(TrainConfig(task="shd", shd_path=str(path), epochs=1, hidden=(8,), T=30, batch_size=8),
+                    progress=False)
+    assert len(metrics["epochs"]) == 1
+
+
+def test_bad_train_arguments():
+    with pytest.raises(ValueError, match="unknown task 'mnist'"):
+        train(TrainConfig(task="mnist"), progress=False)
+    with pytest.raises(ValueError, match="--shd-path"):
+        train(TrainConfig(task="shd"), progress=False)
+    with pytest.raises(ValueError, match="epochs=0"):
+        train(TrainConfig(epochs=0), progress=False)
+
+
+def test_scale_sweep_writes_table_and_figures(tmp_path):
+    base = TrainConfig(task="randman", randman_samples=12, T=30, hidden=(12,), batch_size=16)
+    result = scale_sweep((0.3, 1.0), ("exodus", "slayer"), (0,), epochs=1, base=base, out=tmp_path,
+                         progress=False)
+    assert len(result["runs"]) == 4
+    assert set(result["summary"]) == {"exodus", "slayer"}
+    data = json.loads((tmp_path / "scale_sweep.json").read_text())
+    assert data["runs"][0]["grad_norms"]
+    for name in ("grad_norms.png", "accuracy.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
