@@ -272,6 +272,17 @@ def _clip(u_min) -> float | None:
     return None if u_min is None else _as_float("u_min", u_min)
 
 
+def _reset_amount(theta_r, params: list[tuple[str, float]]) -> sp.Expr:
+    """The symbol of the reset amount: theta itself, or a parameter theta_r >= 0 of its own."""
+    if theta_r is None:
+        return THETA
+    theta_r = _as_float("theta_r", theta_r)
+    if theta_r < 0:
+        raise ValueError(f"theta_r={theta_r!r} is out of range: expected theta_r >= 0")
+    params.append(("theta_r", theta_r))
+    return param_symbol("theta_r")
+
+
 # --------------------------------------------------------------- constructors
 def lif(
     alpha: float,
@@ -300,14 +311,7 @@ def lif(
     _check_positive("theta", theta)
     params: list[tuple[str, float]] = [("alpha", alpha), ("theta", theta)]
     a_sym = param_symbol("alpha")
-    if theta_r is None:
-        r_sym: sp.Expr = THETA
-    else:
-        theta_r = _as_float("theta_r", theta_r)
-        if theta_r < 0:
-            raise ValueError(f"theta_r={theta_r!r} is out of range: expected theta_r >= 0")
-        params.append(("theta_r", theta_r))
-        r_sym = param_symbol("theta_r")
+    r_sym = _reset_amount(theta_r, params)
     rho = a_sym * r_sym if reset_before_decay else r_sym
     spike, surrogate = _spike_and_surrogate(spike, surrogate)
     convention = "reset before decay" if reset_before_decay else "reset after decay"
@@ -339,14 +343,7 @@ def if_neuron(
     theta = _as_float("theta", theta)
     _check_positive("theta", theta)
     params: list[tuple[str, float]] = [("theta", theta)]
-    if theta_r is None:
-        rho: sp.Expr = THETA
-    else:
-        theta_r = _as_float("theta_r", theta_r)
-        if theta_r < 0:
-            raise ValueError(f"theta_r={theta_r!r} is out of range: expected theta_r >= 0")
-        params.append(("theta_r", theta_r))
-        rho = param_symbol("theta_r")
+    rho = _reset_amount(theta_r, params)
     spike, surrogate = _spike_and_surrogate(spike, surrogate)
     one = sp.Integer(1)
     return NeuronModel(
@@ -391,14 +388,7 @@ def cuba_lif(
     _check_positive("theta", theta)
     params: list[tuple[str, float]] = [("alpha_mem", alpha_mem), ("alpha_syn", alpha_syn), ("theta", theta)]
     am, asyn = param_symbol("alpha_mem"), param_symbol("alpha_syn")
-    if theta_r is None:
-        rho: sp.Expr = THETA
-    else:
-        theta_r = _as_float("theta_r", theta_r)
-        if theta_r < 0:
-            raise ValueError(f"theta_r={theta_r!r} is out of range: expected theta_r >= 0")
-        params.append(("theta_r", theta_r))
-        rho = param_symbol("theta_r")
+    rho = _reset_amount(theta_r, params)
     if alpha_mem == alpha_syn:
         raise ValueError(
             f"cuba_lif needs alpha_mem != alpha_syn (got both {alpha_mem}); the double-exponential "
