@@ -180,6 +180,20 @@ def _bench(args: argparse.Namespace) -> int:
     results = run(T=args.T, batch=args.batch, neurons=args.neurons, dtype=args.dtype, repeats=args.repeats,
                   json_path=args.json)
     print(format_table(results))
+    if args.torch:
+        from .integrations.torch import bench_layer
+
+        for device in ("cpu", "cuda"):
+            if device == "cuda":
+                import torch
+
+                if not torch.cuda.is_available():
+                    print("== torch layer on CUDA: no GPU here, skipped")
+                    continue
+            r = bench_layer(T=args.T, batch=args.batch, neurons=args.neurons, device=device, repeats=args.repeats)
+            print(f"== torch layer on {device}: SpikingLayer forward+backward {r['layer_fwd_bwd_ms']:.1f} ms, "
+                  f"PyTorch BPTT loop {r['torch_bptt_fwd_bwd_ms']:.1f} ms, ratio {r['ratio_torch_over_layer']:.1f}x, "
+                  f"spikes equal: {r['spikes_equal']}")
     if args.json:
         print(f"wrote {args.json}")
     return 0
@@ -276,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dtype", choices=("f32", "f64"), default="f32")
     bench.add_argument("--repeats", type=int, default=5)
     bench.add_argument("--json", help="also write the results as JSON to this file")
+    bench.add_argument("--torch", action="store_true",
+                       help="also time the PyTorch SpikingLayer against a PyTorch BPTT loop (CPU, and GPU if present)")
     bench.set_defaults(func=_bench)
 
     train = sub.add_parser("train", help="train a dense SNN (randman, digits or SHD) with exodus, slayer or bptt")

@@ -1,0 +1,553 @@
+"""PyTorch layers over ift_snn's scans: :class:`SpikingLayer`, :class:`SpikeScan`, :func:`spike_scan`.
+
+Invariant: the layer's spikes are those of :func:`ift_snn.ops.forward` and its
+gradients those of :func:`ift_snn.ops.backward` (``method="exodus"`` = BPTT
+through the time loop with the same surrogate; ``"slayer"`` = the reset
+detached; ``"bptt"`` = the float64 reference sweep, CPU only). Cost: one O(T)
+scan per neuron each way, plus one layout copy of the input and of the
+incoming gradient.
+
+Layout. Tensors here are batch-major like sinabs: input currents
+``(batch, time, *neurons)``, spikes of the same shape, initial membrane
+``(batch, *neurons)``. :mod:`ift_snn.ops` is time-major; at the boundary the
+input is transposed to ``(time, batch, *neurons)`` and made contiguous (one
+copy), i.e. ``(T, batch * prod(neurons))`` neuron-contiguous columns for the
+scans; the spikes come back as a transposed view of the time-major result.
+
+Arrays. CPU tensors go to the compiled CPU kernels as zero-copy NumPy views
+(``tensor.detach().contiguous().numpy()``, back with ``torch.from_numpy``).
+CUDA tensors go to the CuPy kernels as zero-copy CuPy arrays via DLPack
+(``cupy.from_dlpack`` / ``torch.from_dlpack``), with CuPy's current stream
+bound to PyTorch's current stream of that device (``cupy.cuda.ExternalStream``),
+so nothing is copied to the host but the parameter-gradient scalars and the
+finiteness checks. CUDA tensors need CuPy: ``pip install 'ift-snn[gpu]'``.
+
+After ``nn.Linear``: ``nn.Linear`` acts on the last axis, so ``(B, T, N_in) ->
+Linear -> (B, T, N) -> SpikingLayer -> (B, T, N)`` needs nothing else.
+
+After ``nn.Conv2d``: fold time into the batch for the convolution, unfold for
+the spiking layer::
+
+    x = ...                                   # (B, T, C, H, W) spikes or frames
+    B, T = x.shape[:2]
+    z = conv(x.flatten(0, 1))                 # (B*T, C, H, W) -> (B*T, C', H', W')
+    z = z.unflatten(0, (B, T))                # (B, T, C', H', W')
+    s = layer(z)                              # SpikingLayer: (B, T, C', H', W') spikes
+
+Streaming state (``stateful=True``, first-order membrane models ``lif``,
+``if_neuron``, ``cuba_lif`` only). The last membrane u[T-1] of a call is
+pre-reset: the pending reset of s[T-1] acts at the next step. The next call
+starts from the u0 that makes its first step equal to the step the long run
+would take:
+
+    reset="subtract":  alpha u0 = alpha u[T-1] - rho s[T-1]  =>  u0 = u[T-1] - (rho / alpha) s[T-1]
+                       (rho = theta_r after decay, so u0 = u[T-1] - theta_r s[T-1] / alpha;
+                        rho = alpha theta_r before decay, so u0 = u[T-1] - theta_r s[T-1])
+    reset="zero":      alpha u0 = alpha u[T-1] (1 - s[T-1])  =>  u0 = u[T-1] (1 - s[T-1])
+
+(0 < alpha <= 1 always). ``cuba_lif`` also carries its synaptic current
+i[T-1] = sum_k alpha_syn^k a[T-1-k] (+ alpha_syn^T of the current carried in):
+it enters the next call as an extra input alpha_syn i[T-1] at its first step.
+So two calls of T/2 give exactly the spikes of one call of T. The carried
+state is detached from the previous call's graph (truncated BPTT at call
+boundaries); it stays a function of the layer's alpha / theta tensors, so the
+gradients of two calls equal those of one call with ``truncation=T/2``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import statistics
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import sympy as sp
+
+try:
+    import torch
+    from torch import nn
+    from torch.autograd.function import once_differentiable
+except ImportError as exc:  # pragma: no cover - exercised only without torch
+    raise ImportError("ift_snn.integrations.torch needs PyTorch: pip install 'ift-snn[torch]'") from exc
+
+from .. import ops
+from ..backends import cupy as cupy_backend
+from ..models import NeuronModel, cuba_lif, if_neuron, lif
+
+__all__ = ["SpikeScan", "spike_scan", "SpikingLayer", "LIF", "IF", "CUBALIF", "bench_layer"]
+
+_FLOATS = (torch.float32, torch.float64)
+_DEVICES = ("cpu", "cuda")
+#: Keyword arguments of SpikingLayer (the rest of a constructor's keywords go to the model).
+_LAYER_KW = ("method", "truncation", "train_alpha", "train_theta", "stateful")
+
+
+# ------------------------------------------------------------------ arrays
+def _require_cupy():
+    """CuPy, or an ImportError that says how to install it."""
+    try:
+        import cupy
+    except ImportError as exc:
+        raise ImportError(
+            "CUDA tensors need CuPy for the ift_snn GPU kernels: pip install 'ift-snn[gpu]' (CuPy for CUDA 12), "
+            "or move the tensors to the CPU"
+        ) from exc
+    return cupy
+
+
+def _as_array(t: torch.Tensor):
+    """Zero-copy NumPy (CPU) or CuPy (CUDA) view of a contiguous tensor."""
+    t = t.detach()
+    if not t.is_contiguous():
+        t = t.contiguous()
+    if t.device.type == "cuda":
+        return _require_cupy().from_dlpack(t)
+    return t.numpy()
+
+
+def _as_tensor(x) -> torch.Tensor:
+    """Zero-copy tensor of a NumPy or CuPy array."""
+    if cupy_backend.is_cupy_array(x):
+        return torch.from_dlpack(x)
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+@contextlib.contextmanager
+def _on_device(t: torch.Tensor):
+    """For a CUDA tensor: CuPy on its device, on PyTorch's current stream there. Else nothing."""
+    if t.device.type != "cuda":
+        yield
+        return
+    cupy = _require_cupy()
+    index = t.device.index if t.device.index is not None else torch.cuda.current_device()
+    stream = torch.cuda.current_stream(index)
+    with cupy.cuda.Device(index), cupy.cuda.ExternalStream(stream.cuda_stream, index):
+        yield
+
+
+# ------------------------------------------------------------------ checks
+def _check_model(model: object) -> NeuronModel:
+    if not isinstance(model, NeuronModel):
+        raise TypeError(f"model must be a NeuronModel (e.g. ift_snn.lif(0.9)), got {type(model).__name__}")
+    return model
+
+
+def _check_method(method: object, truncation: object) -> int | None:
+    if method not in ops.METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(ops.METHODS)}")
+    if truncation is None:
+        return None
+    if isinstance(truncation, bool) or not isinstance(truncation, (int, np.integer)):
+        raise TypeError(f"truncation must be an int >= 1 or None, got {truncation!r}")
+    if truncation < 1:
+        raise ValueError(f"truncation={truncation} is out of range: expected an int >= 1 or None")
+    return int(truncation)
+
+
+def _check_tensor(name: str, x: object, min_dim: int, layout: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor {layout}, got {type(x).__name__}")
+    if x.dtype not in _FLOATS:
+        raise TypeError(f"{name} has dtype {x.dtype}; expected torch.float32 or torch.float64 (cast it first)")
+    if x.dim() < min_dim:
+        raise ValueError(f"{name} has shape {tuple(x.shape)} ({x.dim()} dims); expected {layout}")
+    if x.device.type not in _DEVICES:
+        raise ValueError(f"{name} is on device {x.device}; ift_snn runs on cpu (Numba) and cuda (CuPy) tensors")
+    return x
+
+
+def _check_input(a: object, u0: object) -> tuple[torch.Tensor, torch.Tensor | None]:
+    a = _check_tensor("input", a, 2, "(batch, time, *neurons) with at least 2 dims")
+    if a.shape[1] < 1:
+        raise ValueError(f"input has shape {tuple(a.shape)}: the time axis (dim 1) is empty; expected T >= 1")
+    if a.device.type == "cuda":
+        _require_cupy()
+    if u0 is None:
+        return a, None
+    if not isinstance(u0, torch.Tensor):
+        raise TypeError(f"u0 must be a torch.Tensor (batch, *neurons) or None, got {type(u0).__name__}")
+    if u0.device != a.device:
+        raise ValueError(f"u0 is on device {u0.device} but the input is on {a.device}; put both on one device")
+    u0 = _check_tensor("u0", u0, 0, "(batch, *neurons)")
+    want = (a.shape[0], *a.shape[2:])
+    if tuple(u0.shape) != want:
+        raise ValueError(f"u0 has shape {tuple(u0.shape)}; expected (batch, *neurons) = {want} "
+                         f"for an input of shape {tuple(a.shape)}")
+    return a, u0.to(a.dtype)
+
+
+def _with_params(model: NeuronModel, values: Mapping[str, float]) -> NeuronModel:
+    """``model.with_params`` with an error that says where the values came from and what to do."""
+    if not values:
+        return model
+    try:
+        return model.with_params(**values)
+    except (TypeError, ValueError) as exc:
+        shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
+        raise type(exc)(
+            f"the parameter values ({shown}) are not valid for the {model.name} model: {exc}. Keep trainable "
+            "parameters in range, e.g. after each optimiser step: with torch.no_grad(): layer.alpha.clamp_(1e-3, 1.0)"
+        ) from exc
+
+
+def _check_params(model: NeuronModel, params: Mapping[str, torch.Tensor] | None, like: torch.Tensor):
+    if not params:
+        return (), ()
+    unknown = set(params) - set(model.parameter_names)
+    if unknown:
+        raise ValueError(f"unknown parameters {sorted(unknown)}; the {model.name} model has {model.parameter_names}")
+    names = tuple(params)
+    tensors = []
+    for k in names:
+        p = params[k]
+        if not isinstance(p, torch.Tensor) or p.numel() != 1 or not p.is_floating_point():
+            raise TypeError(f"parameter {k} must be a one-element floating torch.Tensor, got {p!r}")
+        if p.device != like.device:
+            raise ValueError(f"parameter {k} is on device {p.device} but the input is on {like.device}")
+        tensors.append(p)
+    return names, tuple(tensors)
+
+
+# ---------------------------------------------------------------- function
+class SpikeScan(torch.autograd.Function):
+    """One spiking layer as an autograd Function (use :func:`spike_scan` rather than ``apply``).
+
+    ``apply(a, u0, model, method, truncation, names, *params)``: ``a`` (batch,
+    time, *neurons), ``u0`` (batch, *neurons) or None, ``model`` already
+    holding the values of ``params`` (0-d tensors named by ``names``, which
+    only route dL/dp). Returns (spikes (batch, time, *neurons), u[T-1]
+    (batch, *neurons), not differentiable).
+    """
+
+    @staticmethod
+    def forward(ctx, a, u0, model, method, truncation, names, *params):
+        with _on_device(a):
+            a_tm = a.detach().transpose(0, 1).contiguous()  # (T, batch, *neurons), the one layout copy
+            trace = ops.forward(model, _as_array(a_tm), None if u0 is None else _as_array(u0))
+            s_tm = _as_tensor(trace.s)
+            u_last = _as_tensor(trace.u[-1]).clone()
+        ctx.trace, ctx.model, ctx.method, ctx.truncation = trace, model, method, truncation
+        ctx.param_like = [(p.dtype, p.device, p.shape) for p in params]
+        ctx.names = names
+        # the trace holds views of these: saving them makes PyTorch refuse a backward after in-place edits
+        ctx.save_for_backward(a_tm, s_tm)
+        ctx.mark_non_differentiable(u_last)
+        return s_tm.transpose(0, 1), u_last
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_s, grad_u_last):
+        ctx.saved_tensors  # noqa: B018 - the version check
+        needs = ctx.needs_input_grad
+        with _on_device(grad_s):
+            g = _as_array(grad_s.transpose(0, 1).contiguous())
+            grads = ops.backward(ctx.model, ctx.trace, g, method=ctx.method, truncation=ctx.truncation)
+            grad_a = _as_tensor(grads.a).transpose(0, 1) if needs[0] else None
+            grad_u0 = _as_tensor(grads.u0) if needs[1] else None
+        grad_p = [
+            torch.tensor(grads.params[k], dtype=dtype, device=device).reshape(shape) if need else None
+            for k, (dtype, device, shape), need in zip(ctx.names, ctx.param_like, needs[6:])
+        ]
+        return (grad_a, grad_u0, None, None, None, None, *grad_p)
+
+
+def spike_scan(
+    model: NeuronModel,
+    a: torch.Tensor,
+    u0: torch.Tensor | None = None,
+    *,
+    params: Mapping[str, torch.Tensor] | None = None,
+    method: str = "exodus",
+    truncation: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spikes of one layer of ``model`` neurons, differentiable by ``method``.
+
+    s = f(u), u the membrane of ``model`` driven by ``a`` (MATH section 1);
+    dL/da, dL/du0 and dL/dp for each tensor in ``params`` by
+    :func:`ift_snn.ops.backward`. Cost O(T) per neuron each way.
+
+    ``a``: (batch, time, *neurons) float32/float64 on cpu or cuda; ``u0``:
+    initial membrane (batch, *neurons) on the same device (default 0);
+    ``params``: {name: 0-d tensor} values that replace the model's, with
+    gradients. Returns (spikes like ``a``, u[T-1] (batch, *neurons) without
+    gradient; u[T-1] is pre-reset, see the module docstring for carrying it).
+    """
+    model = _check_model(model)
+    truncation = _check_method(method, truncation)
+    a, u0 = _check_input(a, u0)
+    if method == "bptt" and a.device.type != "cpu":
+        raise TypeError(f"method='bptt' is the float64 CPU reference; the input is on {a.device}: "
+                        "use method='exodus' (the same gradient) or CPU tensors")
+    names, tensors = _check_params(model, params, a)
+    model = _with_params(model, {k: float(p.detach()) for k, p in zip(names, tensors)})
+    return SpikeScan.apply(a, u0, model, method, truncation, names, *tensors)
+
+
+# ------------------------------------------------------------------- layer
+@functools.lru_cache(maxsize=256)
+def _scalar_fn(expr: sp.Expr, symbols: tuple[sp.Symbol, ...]):
+    """expr as a Python function of the parameter values (floats or tensors: + * / ** only)."""
+    return sp.lambdify(symbols, expr, modules=[{}, "math"])
+
+
+def _syn_pole(model: NeuronModel) -> sp.Expr | None:
+    """p of a one-pole input filter i[n] = p i[n-1] + a[n] (cuba_lif); None for the identity (lif, if)."""
+    syn = model.membrane.syn
+    if syn.num == (1,) and syn.den == (1,):
+        return None
+    if syn.num == (1,) and len(syn.den) == 2:
+        return -syn.den[1]
+    raise NotImplementedError(
+        f"stateful=True: the input filter {syn} of the {model.name} model is neither the identity nor a "
+        "one-pole synaptic current (cuba_lif); its state cannot be carried"
+    )
+
+
+class SpikingLayer(nn.Module):
+    """A layer of spiking neurons of any :class:`~ift_snn.models.NeuronModel`.
+
+    ``forward(x, u0=None)``: x (batch, time, *neurons) input currents ->
+    spikes of the same shape, differentiable by ``method`` ("exodus" exact =
+    BPTT, "slayer", "bptt"), with ``truncation`` passed to
+    :func:`ift_snn.ops.backward`. ``train_alpha`` makes every parameter whose
+    name starts with "alpha" an ``nn.Parameter`` (``layer.alpha`` or
+    ``layer.alpha_mem`` / ``layer.alpha_syn``), ``train_theta`` the threshold
+    (``layer.theta``; the reset amount follows it unless the model has its own
+    theta_r). Their values rebuild the model before each call; values out of
+    range raise a ValueError naming them.
+
+    ``stateful=True`` carries the state from one call to the next (first-order
+    membrane models only; exact, see the module docstring);
+    :meth:`reset_states` forgets it. An explicit ``u0`` starts a call from that
+    membrane (and zero synaptic current) instead.
+    """
+
+    def __init__(
+        self,
+        model: NeuronModel,
+        method: str = "exodus",
+        truncation: int | None = None,
+        train_alpha: bool = False,
+        train_theta: bool = False,
+        stateful: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model = _check_model(model)
+        self.truncation = _check_method(method, truncation)
+        self.method = method
+        names = []
+        if train_alpha:
+            alphas = [k for k in model.parameter_names if k.startswith("alpha")]
+            if not alphas:
+                raise ValueError(f"train_alpha=True but the {model.name} model has no alpha parameter "
+                                 f"(its parameters are {model.parameter_names})")
+            names += alphas
+        if train_theta:
+            names.append("theta")
+        self.trainable = tuple(names)
+        values = dict(model.params)
+        for k in names:
+            self.register_parameter(k, nn.Parameter(torch.tensor(values[k], dtype=torch.get_default_dtype())))
+        self._pole = None
+        if stateful:
+            if model.membrane is None:
+                raise NotImplementedError(
+                    "stateful=True: only first-order membrane models (lif, if_neuron, cuba_lif) support "
+                    f"streaming state; the {model.name} model (eps={model.eps}, nu={model.nu}) keeps a longer "
+                    "history than one membrane value. Use stateful=False and pass whole sequences"
+                )
+            self._pole = _syn_pole(model)
+        self.stateful = bool(stateful)
+        self._state: dict | None = None
+
+    def current_model(self) -> NeuronModel:
+        """The model with the trainable parameters' present values."""
+        return _with_params(self.model, {k: float(getattr(self, k).detach()) for k in self.trainable})
+
+    def reset_states(self) -> None:
+        """Forget the carried state: the next call starts from u0 = 0 (and zero synaptic current)."""
+        self._state = None
+
+    def extra_repr(self) -> str:
+        parts = [repr(self.model), f"method={self.method!r}"]
+        if self.truncation is not None:
+            parts.append(f"truncation={self.truncation}")
+        if self.trainable:
+            parts.append(f"trainable={self.trainable}")
+        if self.stateful:
+            parts.append("stateful=True")
+        return ", ".join(parts)
+
+    def forward(self, x: torch.Tensor, u0: torch.Tensor | None = None) -> torch.Tensor:
+        x, _ = _check_input(x, None)
+        live = {k: getattr(self, k) for k in self.trainable}
+        carried = self.stateful and u0 is None and self._state is not None
+        drive = x
+        if carried:
+            u0, syn_in = self._carried(x, live)
+            if syn_in is not None:  # the synaptic current enters as an extra input p i at the first step
+                pole = self._value(self._pole, live)
+                drive = torch.cat([x[:, :1] + (pole * syn_in).unsqueeze(1), x[:, 1:]], dim=1)
+        spikes, u_last = spike_scan(self.model, drive, u0, params=live, method=self.method,
+                                    truncation=self.truncation)
+        if self.stateful:
+            self._remember(x, spikes, u_last, carried, live)
+        return spikes
+
+    # ------------------------------------------------------------- state
+    def _value(self, expr: sp.Expr, live: Mapping[str, torch.Tensor]):
+        """A model constant (alpha, rho, the synaptic pole) as a function of the trainable tensors."""
+        args = [live.get(k, v) for k, v in self.model.params]
+        return _scalar_fn(sp.sympify(expr), self.model.symbols)(*args)
+
+    def _carried(self, x: torch.Tensor, live: Mapping[str, torch.Tensor]):
+        """(u0, synaptic current entering or None) from the stored state (module docstring)."""
+        st = self._state
+        want = (x.shape[0], *x.shape[2:])
+        if tuple(st["u"].shape) != want or st["u"].device != x.device:
+            raise ValueError(
+                f"stateful SpikingLayer: the input has (batch, *neurons) = {want} on {x.device} but the carried "
+                f"state has shape {tuple(st['u'].shape)} on {st['u'].device}; call reset_states() to start a "
+                "new stream"
+            )
+        mem = self.model.membrane
+        u, s = st["u"].to(x.dtype), st["s"].to(x.dtype)
+        if self.model.reset == "zero":
+            u0 = u * (1 - s)
+        else:
+            u0 = u - (self._value(mem.rho, live) / self._value(mem.alpha, live)) * s
+        if self._pole is None:
+            return u0, None
+        pole = self._value(self._pole, live)
+        i_val, di = st["i"].to(x.dtype), st["di"].to(x.dtype)
+        # value i_val, derivative di with respect to the pole (forward mode), no graph to earlier calls
+        syn_in = i_val + (pole - pole.detach()) * di if isinstance(pole, torch.Tensor) else i_val
+        return u0, syn_in
+
+    def _remember(self, x: torch.Tensor, spikes: torch.Tensor, u_last: torch.Tensor, carried: bool,
+                  live: Mapping[str, torch.Tensor]) -> None:
+        state = {"u": u_last.detach(), "s": spikes[:, -1].detach().clone()}  # clone: not a view of the trace
+        if self._pole is not None:
+            # i[T-1] = sum_k p^k x[T-1-k] + p^T i_in and its derivative with respect to p
+            with torch.no_grad():
+                p = self._value(self._pole, live)
+                p = float(p.detach()) if isinstance(p, torch.Tensor) else float(p)
+                T = x.shape[1]
+                k = torch.arange(T - 1, -1, -1, dtype=torch.float64, device=x.device)
+                shape = (1, T) + (1,) * (x.dim() - 2)
+                w = (p**k).reshape(shape).to(x.dtype)
+                dw = (k * p ** (k - 1).clamp(min=0)).reshape(shape).to(x.dtype)
+                xd = x.detach()
+                i_last, di_last = (w * xd).sum(1), (dw * xd).sum(1)
+                if carried:
+                    i_in, di_in = self._state["i"].to(x.dtype), self._state["di"].to(x.dtype)
+                    i_last = i_last + p**T * i_in
+                    di_last = di_last + T * p ** (T - 1) * i_in + p**T * di_in
+            state["i"], state["di"] = i_last, di_last
+        self._state = state
+
+
+# ------------------------------------------------------------ constructors
+def _split(kw: dict) -> tuple[dict, dict]:
+    layer = {k: kw.pop(k) for k in _LAYER_KW if k in kw}
+    return layer, kw
+
+
+def LIF(alpha: float, theta: float = 1.0, **kw) -> SpikingLayer:  # noqa: N802 - layer class style
+    """SpikingLayer of :func:`ift_snn.lif` neurons; keywords go to the layer (method, truncation,
+    train_alpha, train_theta, stateful) or to the model (theta_r, reset_before_decay, spike, surrogate,
+    reset, u_min)."""
+    layer, model = _split(dict(kw))
+    return SpikingLayer(lif(alpha, theta, **model), **layer)
+
+
+def IF(theta: float = 1.0, **kw) -> SpikingLayer:  # noqa: N802
+    """SpikingLayer of :func:`ift_snn.if_neuron` neurons (keywords as for :func:`LIF`)."""
+    layer, model = _split(dict(kw))
+    return SpikingLayer(if_neuron(theta, **model), **layer)
+
+
+def CUBALIF(alpha_mem: float, alpha_syn: float, theta: float = 1.0, **kw) -> SpikingLayer:  # noqa: N802
+    """SpikingLayer of :func:`ift_snn.cuba_lif` neurons (keywords as for :func:`LIF`)."""
+    layer, model = _split(dict(kw))
+    return SpikingLayer(cuba_lif(alpha_mem, alpha_syn, theta, **model), **layer)
+
+
+# --------------------------------------------------------------- benchmark
+def _torch_lif_bptt(x: torch.Tensor, alpha: float, theta: float, width: float, scale: float) -> torch.Tensor:
+    """Plain PyTorch autograd BPTT of LIF (reset after decay, theta_r = theta, exponential surrogate)."""
+    w = width * theta
+
+    class Spike(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, u):
+            ctx.save_for_backward(u)
+            return (u >= theta).to(u.dtype)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (u,) = ctx.saved_tensors
+            return grad * (scale / w) * torch.exp(-(u - theta).abs() / w)
+
+    u = torch.zeros_like(x[:, 0])
+    s = torch.zeros_like(x[:, 0])
+    out = []
+    for n in range(x.shape[1]):
+        u = alpha * u + x[:, n] - theta * s
+        s = Spike.apply(u)
+        out.append(s)
+    return torch.stack(out, dim=1)
+
+
+def bench_layer(T: int = 300, batch: int = 64, neurons: int = 256, dtype: torch.dtype = torch.float32,
+                device: str = "cpu", repeats: int = 5) -> dict:
+    """Median ms of SpikingLayer forward + backward (LIF alpha 0.9, EXODUS) against a plain PyTorch autograd
+    BPTT loop of the same model on the same input, measured in this run; ``ratio`` = torch / layer."""
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    gen = torch.Generator().manual_seed(0)
+    x = (0.3 + 0.5 * torch.randn(batch, T, neurons, generator=gen, dtype=torch.float64)).to(dtype).to(device)
+    g = torch.randn(batch, T, neurons, generator=gen, dtype=torch.float64).to(dtype).to(device)
+    model = lif(0.9)
+    layer = SpikingLayer(model)
+    surrogate = dict(model.surrogate.constants)
+
+    def run_layer():
+        xi = x.detach().requires_grad_(True)
+        s = layer(xi)
+        (s * g).sum().backward()
+        return s, xi.grad
+
+    def run_torch():
+        xi = x.detach().requires_grad_(True)
+        s = _torch_lif_bptt(xi, 0.9, model.theta, surrogate["width"], surrogate["scale"])
+        (s * g).sum().backward()
+        return s, xi.grad
+
+    def median_ms(fn, n):
+        times = []
+        for _ in range(n):
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            times.append(1e3 * (time.perf_counter() - start))
+        return statistics.median(times)
+
+    s_layer, g_layer = run_layer()  # warm-up: compiles (or loads) the kernels
+    s_torch, g_torch = run_torch()
+    layer_ms = median_ms(run_layer, repeats)
+    torch_ms = median_ms(run_torch, max(1, repeats))
+    scale = float(g_torch.abs().max()) or 1.0
+    return {
+        "config": {"model": repr(model), "T": T, "batch": batch, "neurons": neurons, "dtype": str(dtype),
+                   "device": str(device), "repeats": repeats, "torch": torch.__version__,
+                   "threads": torch.get_num_threads()},
+        "layer_fwd_bwd_ms": layer_ms,
+        "torch_bptt_fwd_bwd_ms": torch_ms,
+        "ratio_torch_over_layer": torch_ms / layer_ms,
+        "spikes_equal": bool(torch.equal(s_layer, s_torch)),
+        "grad_rel_diff": float((g_layer - g_torch).abs().max()) / scale,
+    }

@@ -1,0 +1,475 @@
+"""The PyTorch integration: SpikingLayer / spike_scan against plain PyTorch autograd BPTT written here.
+
+Claims checked (float64 unless stated):
+- gradcheck of spikes w.r.t. input, alpha, theta, u0 with the smooth (sigmoid-primitive) spike;
+- EXODUS gradients (input, u0, alpha(s), theta) equal a PyTorch time loop with a surrogate spike
+  Function, to 1e-10 relative, for single / multi spikes, reset after / before decay, clip, reset to
+  zero, IF and CUBA; SLAYER equals the loop with the reset term detached; truncation and "bptt" too;
+- streaming: calls of T/2 reproduce one call of T (spikes exactly; gradients equal one call with
+  truncation=T/2, the second half's input gradient equals the untruncated one), reset_states restarts;
+- a Linear -> LIF -> Linear -> LIF network trains (loss falls); Conv2d batch-time folding has the right shapes;
+- bad input is refused with the right exception and a message naming the value;
+- on a GPU (marker gpu): the same equalities on CUDA tensors, CuPy arrays handed to ops, no host copy.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import ift_snn  # noqa: E402
+from ift_snn import ops, surrogates  # noqa: E402
+from ift_snn.integrations import torch as tint  # noqa: E402
+from ift_snn.integrations.torch import CUBALIF, IF, LIF, SpikingLayer, spike_scan  # noqa: E402
+
+from .conftest import rel_err  # noqa: E402
+
+pytestmark = [pytest.mark.torch, pytest.mark.filterwarnings("ignore::ift_snn.StabilityWarning")]
+
+F64 = torch.float64
+RTOL = 1e-10
+SCALE, WIDTH = 1.0, 0.5  # the default exponential surrogate (one compiled kernel per structure)
+
+
+# ------------------------------------------------------------ the loop oracle
+class _Spike(torch.autograd.Function):
+    """s = 1[u >= theta] or max(floor(u/theta), 0); backward: the exponential surrogate,
+    ds/dtheta := -sigma (single) or -(u/theta) sigma (multi)."""
+
+    @staticmethod
+    def forward(ctx, u, theta, multi):
+        ctx.save_for_backward(u, theta)
+        ctx.multi = multi
+        if multi:
+            return torch.clamp(torch.floor(u / theta), min=0)
+        return (u >= theta).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        u, theta = ctx.saved_tensors
+        w = WIDTH * theta
+        sigma = SCALE / w * torch.exp(-(u - theta).abs() / w)
+        kappa = u / theta if ctx.multi else 1.0
+        return g * sigma, -(g * kappa * sigma).sum(), None
+
+
+def bptt_loop(x, alpha, theta, *, u0=None, alpha_syn=None, spike="single", before_decay=False,
+              reset="subtract", u_min=None, detach_reset=False, truncation=None):
+    """Plain autograd BPTT, x (B, T, *N); theta is also the reset amount."""
+    u = torch.zeros_like(x[:, 0]) if u0 is None else u0
+    s = torch.zeros_like(x[:, 0])
+    i = torch.zeros_like(x[:, 0])
+    out = []
+    for n in range(x.shape[1]):
+        if truncation and n and n % truncation == 0:
+            u, s = u.detach(), s.detach()
+        i = x[:, n] if alpha_syn is None else alpha_syn * i + x[:, n]
+        r = s.detach() if detach_reset else s
+        if reset == "zero":
+            pre = alpha * u * (1 - r) + i
+        elif before_decay:
+            pre = alpha * (u - theta * r) + i
+        else:
+            pre = alpha * u + i - theta * r
+        if u_min is not None:
+            pre = torch.where(pre > u_min, pre, torch.full_like(pre, u_min))
+        u = pre
+        s = _Spike.apply(u, theta, spike == "multi")
+        out.append(s)
+    return torch.stack(out, 1)
+
+
+# name: (model, loop options, input mean, std)
+CASES = {
+    "single": (lambda: ift_snn.lif(0.9), {}, 0.3, 0.6),
+    "multi": (lambda: ift_snn.lif(0.9, spike="multi"), {"spike": "multi"}, 0.5, 1.2),
+    "before_decay": (lambda: ift_snn.lif(0.9, reset_before_decay=True), {"before_decay": True}, 0.3, 0.6),
+    "clip": (lambda: ift_snn.lif(0.9, u_min=-0.3), {"u_min": -0.3}, 0.2, 0.8),
+    "reset_zero": (lambda: ift_snn.lif(0.9, reset="zero"), {"reset": "zero"}, 0.3, 0.6),
+    "if": (lambda: ift_snn.if_neuron(1.0), {}, 0.2, 0.6),
+    "cuba": (lambda: ift_snn.cuba_lif(0.9, 0.7), {}, 0.15, 0.4),
+}
+
+
+def _data(name, B=3, T=30, N=4, device="cpu", seed=0):
+    _, _, mean, std = CASES[name]
+    gen = torch.Generator().manual_seed(seed)
+    x = mean + std * torch.randn(B, T, N, generator=gen, dtype=F64)
+    g = torch.randn(B, T, N, generator=gen, dtype=F64)
+    u0 = 0.4 * torch.randn(B, N, generator=gen, dtype=F64)
+    return x.to(device), g.to(device), u0.to(device)
+
+
+def _layer(name, device="cpu", **kw):
+    model = CASES[name][0]()
+    train_alpha = any(k.startswith("alpha") for k in model.parameter_names)
+    return SpikingLayer(model, train_alpha=train_alpha, train_theta=True, **kw).to(device=device, dtype=F64)
+
+
+def _loop_params(layer):
+    """Leaf copies of the layer's parameter values for the loop (alpha = 1 for IF)."""
+    p = {k: getattr(layer, k).detach().clone().requires_grad_(True) for k in layer.trainable}
+    alpha = p.get("alpha", p.get("alpha_mem", 1.0))
+    return p, alpha
+
+
+def _compare(name, method="exodus", truncation=None, device="cpu", with_u0=True):
+    """Layer vs loop: spikes equal, every gradient to RTOL; returns the layer's spikes."""
+    x, g, u0 = _data(name, device=device)
+    opts = dict(CASES[name][1])
+    layer = _layer(name, device, method=method, truncation=truncation)
+    xl, u0l = x.clone().requires_grad_(True), u0.clone().requires_grad_(True)
+    s = layer(xl, u0l if with_u0 else None)
+    (s * g).sum().backward()
+
+    p, alpha = _loop_params(layer)
+    xr, u0r = x.clone().requires_grad_(True), u0.clone().requires_grad_(True)
+    sr = bptt_loop(xr, alpha, p["theta"], u0=u0r if with_u0 else None, alpha_syn=p.get("alpha_syn"),
+                   detach_reset=method == "slayer", truncation=truncation, **opts)
+    (sr * g).sum().backward()
+
+    assert s.shape == x.shape and s.dtype == F64 and s.device == x.device
+    assert torch.equal(s, sr), f"{name}: spikes differ"
+    assert 0 < float(s.detach().sum()) < s.numel(), f"{name}: no spikes or all spikes, the test would be weak"
+    assert rel_err(xl.grad.cpu().numpy(), xr.grad.cpu().numpy()) <= RTOL, f"{name} {method}: dL/dx"
+    if with_u0:
+        assert rel_err(u0l.grad.cpu().numpy(), u0r.grad.cpu().numpy()) <= RTOL, f"{name} {method}: dL/du0"
+    want = {k: float(v.grad) for k, v in p.items()}
+    scale = max(abs(v) for v in want.values())
+    for k, v in want.items():
+        got = getattr(layer, k).grad
+        assert got.shape == () and got.device == x.device
+        assert abs(float(got) - v) <= RTOL * scale, f"{name} {method}: dL/d{k} {float(got)!r} vs {v!r}"
+    return s
+
+
+# --------------------------------------------------------------- gradients
+def test_gradcheck_smooth_spike():
+    model = ift_snn.lif(0.9, spike="smooth", surrogate=surrogates.sigmoid(slope=4.0))
+    gen = torch.Generator().manual_seed(0)
+    x = (0.4 + 0.6 * torch.randn(2, 12, 3, generator=gen, dtype=F64)).requires_grad_(True)
+    u0 = (0.3 * torch.randn(2, 3, generator=gen, dtype=F64)).requires_grad_(True)
+    alpha = torch.tensor(0.85, dtype=F64, requires_grad=True)
+    theta = torch.tensor(0.9, dtype=F64, requires_grad=True)
+
+    def f(x, u0, alpha, theta):
+        return spike_scan(model, x, u0, params={"alpha": alpha, "theta": theta})[0]
+
+    assert torch.autograd.gradcheck(f, (x, u0, alpha, theta), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_exodus_equals_torch_bptt(name):
+    s = _compare(name, "exodus")
+    if name == "multi":
+        assert float(s.detach().max()) >= 2, "multi-spike case never emits more than one spike"
+
+
+@pytest.mark.parametrize("name", ["single", "multi", "before_decay", "reset_zero", "cuba"])
+def test_slayer_equals_torch_bptt_with_detached_reset(name):
+    _compare(name, "slayer")
+
+
+def test_exodus_differs_from_slayer():
+    """The reset term matters on these inputs (else the two tests above would not tell them apart)."""
+    x, g, _ = _data("single")
+    grads = []
+    for method in ("exodus", "slayer"):
+        xi = x.clone().requires_grad_(True)
+        (LIF(0.9, method=method)(xi) * g).sum().backward()
+        grads.append(xi.grad.numpy())
+    assert rel_err(grads[1], grads[0]) > 1e-3
+
+
+@pytest.mark.parametrize("name", ["single", "clip"])
+def test_truncation_equals_loop_with_detached_state(name):
+    _compare(name, "exodus", truncation=7)
+
+
+def test_bptt_method_equals_loop():
+    _compare("before_decay", "bptt")
+
+
+def test_float32_keeps_dtype_and_agrees_with_float64():
+    x, g, _ = _data("single")
+    out = {}
+    for dtype in (torch.float32, F64):
+        xi = x.to(dtype).requires_grad_(True)
+        s = LIF(0.9)(xi)
+        (s * g.to(dtype)).sum().backward()
+        assert s.dtype == dtype and xi.grad.dtype == dtype
+        out[dtype] = (s, xi.grad)
+    if not torch.equal(out[torch.float32][0].double(), out[F64][0]):
+        pytest.skip("a float32 spike flipped at threshold")
+    assert rel_err(out[torch.float32][1].numpy(), out[F64][1].numpy()) <= 1e-4
+
+
+def test_output_modified_in_place_is_refused():
+    """The spikes share memory with the trace the backward pass reads: editing them in place must fail."""
+    x = _data("single")[0].requires_grad_(True)
+    s = LIF(0.9)(x)
+    with pytest.raises(RuntimeError, match="modified inplace"):
+        s.mul_(2.0)
+    s.clone().mul_(2.0).sum().backward()  # the documented way out
+
+
+# --------------------------------------------------------------- streaming
+@pytest.mark.parametrize("name", ["single", "multi", "before_decay", "clip", "reset_zero", "if", "cuba"])
+def test_two_half_calls_equal_one_call(name):
+    x, g, _ = _data(name, T=40)
+    half = 20
+    stream = _layer(name, stateful=True)
+    xs = x.clone().requires_grad_(True)
+    s1 = stream(xs[:, :half])
+    s2 = stream(xs[:, half:])
+    ((s1 * g[:, :half]).sum() + (s2 * g[:, half:]).sum()).backward()
+
+    whole = _layer(name, truncation=half)  # the carried state has no gradient: truncated BPTT at the seam
+    xw = x.clone().requires_grad_(True)
+    s = whole(xw)
+    (s * g).sum().backward()
+    full = _layer(name)
+    xf = x.clone().requires_grad_(True)
+    (full(xf) * g).sum().backward()
+
+    assert torch.equal(torch.cat([s1, s2], 1), s)
+    assert float(s1[:, -1].detach().sum()) > 0, "no spike at the seam: the pending reset would go untested"
+    assert rel_err(xs.grad.numpy(), xw.grad.numpy()) <= RTOL
+    assert rel_err(xs.grad[:, half:].numpy(), xf.grad[:, half:].numpy()) <= RTOL  # causal: exact
+    want = {k: float(getattr(whole, k).grad) for k in whole.trainable}
+    scale = max(abs(v) for v in want.values())
+    for k, v in want.items():
+        assert abs(float(getattr(stream, k).grad) - v) <= RTOL * scale, f"dL/d{k}"
+
+
+@pytest.mark.parametrize("name", ["single", "cuba"])
+def test_uneven_calls_and_reset_states(name):
+    x, _, _ = _data(name, T=40)
+    layer = _layer(name, stateful=True)
+    with torch.no_grad():
+        parts = [layer(x[:, a:b]) for a, b in ((0, 7), (7, 27), (27, 40))]
+        whole = _layer(name)(x)
+        assert torch.equal(torch.cat(parts, 1), whole)
+        layer.reset_states()
+        again = layer(x[:, :7])
+    assert torch.equal(again, parts[0])
+
+
+def test_carried_state_uses_the_pending_reset():
+    """A spike at the last step of a call must reset the first step of the next one."""
+    layer = LIF(0.9, stateful=True).double()
+    x = torch.tensor([[[0.0], [1.5]]], dtype=F64)  # spike at the last step, membrane 1.5
+    assert float(layer(x)[0, -1, 0]) == 1.0
+    s = layer(torch.tensor([[[0.0]]], dtype=F64))
+    assert float(s[0, 0, 0]) == 0.0  # 0.9 * 1.5 - 1 = 0.35 < 1; without the reset 1.35 would spike
+
+
+def test_explicit_u0_overrides_the_carried_state():
+    x = _data("single")[0]
+    layer = LIF(0.9, stateful=True).double()
+    with torch.no_grad():
+        first = layer(x)
+        again = layer(x, torch.zeros(x.shape[0], x.shape[2], dtype=F64))
+    assert torch.equal(first, again)
+
+
+# ---------------------------------------------------------------- networks
+def test_small_network_trains():
+    torch.manual_seed(0)
+    n_in, hidden, classes, T, B = 20, 32, 3, 25, 48
+    rates = 0.05 + 0.4 * torch.rand(classes, n_in)
+    labels = torch.arange(B) % classes
+    x = (torch.rand(B, T, n_in) < rates[labels].unsqueeze(1)).float()
+    net = torch.nn.Sequential(
+        torch.nn.Linear(n_in, hidden), LIF(0.9, train_alpha=True, train_theta=True),
+        torch.nn.Linear(hidden, classes), LIF(0.9),
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=0.02)
+    losses = []
+    for _ in range(30):
+        counts = net(x).sum(1)  # spike count of each output neuron
+        loss = torch.nn.functional.cross_entropy(counts, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            net[1].alpha.clamp_(0.05, 1.0)
+            net[1].theta.clamp_(min=0.05)
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_conv2d_batch_time_folding():
+    B, T, C, H, W = 2, 6, 2, 8, 8
+    conv = torch.nn.Conv2d(C, 4, 3, padding=1).double()
+    layer = LIF(0.8, theta=0.5)
+    x = torch.rand(B, T, C, H, W, dtype=F64)
+    z = conv(x.flatten(0, 1))  # (B*T, 4, H, W)
+    assert z.shape == (B * T, 4, H, W)
+    z = z.unflatten(0, (B, T))
+    s = layer(z)
+    assert s.shape == (B, T, 4, H, W)
+    assert float(s.detach().sum()) > 0
+    s.sum().backward()
+    assert conv.weight.grad.shape == conv.weight.shape and float(conv.weight.grad.abs().sum()) > 0
+    flat = spike_scan(layer.model, z.detach().reshape(B, T, -1))[0]  # the same neurons flattened
+    assert torch.equal(flat.reshape(s.shape), s.detach())
+
+
+def test_constructors_split_model_and_layer_keywords():
+    layer = LIF(0.8, 0.7, theta_r=0.5, reset_before_decay=True, method="slayer", truncation=5, train_alpha=True)
+    assert layer.model == ift_snn.lif(0.8, 0.7, theta_r=0.5, reset_before_decay=True)
+    assert (layer.method, layer.truncation, layer.trainable) == ("slayer", 5, ("alpha",))
+    assert IF(0.5, u_min=-1.0).model == ift_snn.if_neuron(0.5, u_min=-1.0)
+    cuba = CUBALIF(0.9, 0.6, train_alpha=True, train_theta=True, stateful=True)
+    assert cuba.trainable == ("alpha_mem", "alpha_syn", "theta") and cuba.stateful
+    assert {n for n, _ in cuba.named_parameters()} == {"alpha_mem", "alpha_syn", "theta"}
+
+
+# --------------------------------------------------------------- bad input
+def test_bad_rank():
+    with pytest.raises(ValueError, match=r"input has shape \(5,\) \(1 dims\); expected \(batch, time, \*neurons\)"):
+        LIF(0.9)(torch.zeros(5))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.float16])
+def test_bad_dtype(dtype):
+    with pytest.raises(TypeError, match=rf"input has dtype {dtype}; expected torch.float32 or torch.float64"):
+        LIF(0.9)(torch.zeros(2, 3, 4, dtype=dtype))
+
+
+def test_not_a_tensor():
+    with pytest.raises(TypeError, match="input must be a torch.Tensor .* got ndarray"):
+        LIF(0.9)(np.zeros((2, 3, 4)))
+
+
+def test_unsupported_device():
+    with pytest.raises(ValueError, match="input is on device meta; ift_snn runs on cpu"):
+        LIF(0.9)(torch.zeros(2, 3, 4, device="meta"))
+
+
+def test_mixed_devices():
+    x = torch.zeros(2, 3, 4)
+    with pytest.raises(ValueError, match="u0 is on device meta but the input is on cpu"):
+        LIF(0.9)(x, torch.zeros(2, 4, device="meta"))
+
+
+def test_bad_u0_shape():
+    with pytest.raises(ValueError, match=r"u0 has shape \(4,\); expected \(batch, \*neurons\) = \(2, 4\)"):
+        LIF(0.9)(torch.zeros(2, 3, 4), torch.zeros(4))
+
+
+def test_non_finite_input():
+    x = torch.zeros(2, 3, 4)
+    x[1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        LIF(0.9)(x)
+
+
+def test_missing_cupy_message(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ImportError
+    with pytest.raises(ImportError, match=r"pip install 'ift-snn\[gpu\]'"):
+        tint._require_cupy()
+
+
+def test_cuda_tensor_without_cupy(monkeypatch):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: a CUDA tensor cannot be made here")
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    with pytest.raises(ImportError, match=r"CUDA tensors need CuPy.*pip install 'ift-snn\[gpu\]'"):
+        LIF(0.9)(torch.zeros(2, 3, 4, device="cuda"))
+
+
+def test_bad_layer_arguments():
+    with pytest.raises(TypeError, match="model must be a NeuronModel"):
+        SpikingLayer("lif")
+    with pytest.raises(ValueError, match="unknown method 'ift'"):
+        LIF(0.9, method="ift")
+    with pytest.raises(ValueError, match="truncation=0 is out of range"):
+        LIF(0.9, truncation=0)
+    with pytest.raises(TypeError, match="truncation must be an int"):
+        LIF(0.9, truncation=2.5)
+    with pytest.raises(ValueError, match="train_alpha=True but the if model has no alpha parameter"):
+        IF(1.0, train_alpha=True)
+    srm = ift_snn.srm("n*alpha**n", "theta*beta**n", params={"alpha": 0.8, "beta": 0.9})
+    with pytest.raises(NotImplementedError, match="only first-order membrane models"):
+        SpikingLayer(srm, stateful=True)
+    SpikingLayer(srm)(torch.rand(2, 5, 3))  # without state it works
+
+
+def test_parameter_out_of_range_after_a_step():
+    layer = LIF(0.9, train_alpha=True)
+    with torch.no_grad():
+        layer.alpha.fill_(1.5)
+    with pytest.raises(ValueError, match=r"alpha=1\.5 is out of range: expected 0 < alpha <= 1.*clamp"):
+        layer(torch.rand(2, 5, 3))
+
+
+def test_unknown_parameter_name():
+    with pytest.raises(ValueError, match=r"unknown parameters \['beta'\]"):
+        spike_scan(ift_snn.lif(0.9), torch.rand(2, 5, 3), params={"beta": torch.tensor(0.5)})
+
+
+def test_stateful_shape_change_is_refused():
+    layer = LIF(0.9, stateful=True)
+    layer(torch.rand(2, 5, 3))
+    with pytest.raises(ValueError, match=r"carried state has shape \(2, 3\).*reset_states\(\)"):
+        layer(torch.rand(4, 5, 3))
+    layer.reset_states()
+    layer(torch.rand(4, 5, 3))
+
+
+# --------------------------------------------------------------------- GPU
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("method", ["exodus", "slayer"])
+def test_cuda_equals_torch_bptt_without_host_copies(name, method, monkeypatch):
+    cupy = pytest.importorskip("cupy")
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch has no CUDA device")
+    seen = []
+    real_forward, real_backward = ops.forward, ops.backward
+
+    def forward(model, a, u0=None, **kw):
+        seen.append(type(a))
+        seen.extend([] if u0 is None else [type(u0)])
+        return real_forward(model, a, u0, **kw)
+
+    def backward(model, record, grad_s, *args, **kw):
+        seen.append(type(grad_s))
+        out = real_backward(model, record, grad_s, *args, **kw)
+        seen.extend([type(out.a), type(out.u0)])
+        return out
+
+    monkeypatch.setattr(ops, "forward", forward)
+    monkeypatch.setattr(ops, "backward", backward)
+    _compare(name, method, device="cuda")
+    assert seen and all(t is cupy.ndarray for t in seen), seen
+
+
+@pytest.mark.gpu
+def test_cuda_gradients_stay_on_the_device_and_follow_the_stream():
+    pytest.importorskip("cupy")
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch has no CUDA device")
+    x, g, _ = _data("single", B=8, T=200, N=512, device="cuda")
+    want = None
+    default = torch.cuda.current_stream()
+    for stream in (default, torch.cuda.Stream()):
+        stream.wait_stream(default)  # x and g were made on the default stream
+        with torch.cuda.stream(stream):
+            layer = LIF(0.9, train_alpha=True, train_theta=True).to("cuda", F64)
+            xi = x.clone().requires_grad_(True)
+            s = layer(xi)
+            (s * g).sum().backward()
+        stream.synchronize()
+        assert xi.grad.is_cuda and layer.alpha.grad.is_cuda and layer.theta.grad.is_cuda
+        got = (s.cpu(), xi.grad.cpu(), float(layer.alpha.grad))
+        if want is None:
+            want = got
+        else:
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]) and got[2] == want[2]
