@@ -212,7 +212,8 @@ class Network:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ops.StabilityWarning)
                 try:
-                    grads = ops.backward(self.models[layer], traces[layer], g, method=method, truncation=truncation)
+                    grads = ops.backward(self.models[layer], traces[layer], g, method=method, truncation=truncation,
+                                         parameters=False)  # only the weights are trained
                 except ops.GradientOverflowError as exc:
                     raise NonFiniteLossError(f"layer {layer}: {exc}") from None
             factors[layer] = grads.max_step_factor

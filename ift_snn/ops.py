@@ -215,6 +215,8 @@ def backward(
     grad_s: np.ndarray,
     method: str = "exodus",
     truncation: int | None = None,
+    *,
+    parameters: bool = True,
 ) -> Gradients:
     """Gradients of the loss given g = dL/ds, by the chosen method.
 
@@ -224,7 +226,9 @@ def backward(
 
     Preconditions: ``record`` came from :func:`forward` with the same model;
     ``grad_s`` has the record's shape and is finite; ``truncation`` is None or
-    an int >= 1. Warns :class:`StabilityWarning` when |step factor| > 1 for
+    an int >= 1. ``parameters=False`` skips the parameter gradients
+    (``params`` is then empty), which saves several passes over the data
+    when no parameter is trained. Warns :class:`StabilityWarning` when |step factor| > 1 for
     :data:`STABILITY_RUN` consecutive steps; raises
     :class:`GradientOverflowError` instead of returning inf or NaN.
     """
@@ -283,7 +287,7 @@ def backward(
             params = scan.parameter_gradients(
                 low, a2, u0, u2, s2, sigma, d, dl_ds, xp=xp,
                 filt=cupy_backend.causal_filter if xp is not np else None,
-            )
+            ) if parameters else {}
     magnitude = xp.abs(factors)
     max_factor = float(xp.max(magnitude)) if magnitude.size else 0.0
     if max_factor > 1:
@@ -296,7 +300,7 @@ def backward(
         f"(neuron {worst})"
     )
     if not (bool(xp.all(xp.isfinite(grad_a))) and bool(xp.all(xp.isfinite(grad_u0)))
-            and all(math.isfinite(v) for v in params.values())):
+            and all(math.isfinite(v) for v in params.values())):  # noqa: E129
         raise GradientOverflowError(
             f"the {method} backward pass overflowed to inf/NaN: {diagnostic}. The exact gradient grows "
             "like the product of step factors (MATH section 6); use a smaller surrogate scale, a wider "

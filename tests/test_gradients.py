@@ -161,3 +161,14 @@ def test_neuron_shape_is_kept(rng):
     assert grads.u0.shape == (3, 4, 2)
     flat = ift_snn.backward(model, ift_snn.forward(model, a.reshape(20, -1)), np.ones((20, 24)))
     np.testing.assert_array_equal(grads.a.reshape(20, -1), flat.a)
+
+
+def test_parameter_gradients_can_be_skipped(rng):
+    model = ift_snn.cuba_lif(0.9, 0.7)
+    a, g = rng.normal(0.4, 0.5, (40, 6)), rng.normal(size=(40, 6))
+    trace = ift_snn.forward(model, a)
+    full = ift_snn.backward(model, trace, g)
+    lean = ift_snn.backward(model, trace, g, parameters=False)
+    assert lean.params == {} and set(full.params) == {"alpha_mem", "alpha_syn", "theta"}
+    np.testing.assert_array_equal(lean.a, full.a)
+    np.testing.assert_array_equal(lean.u0, full.u0)

@@ -243,7 +243,8 @@ class SpikeScan(torch.autograd.Function):
         needs = ctx.needs_input_grad
         with _on_device(grad_s):
             g = _as_array(grad_s.transpose(0, 1).contiguous())
-            grads = ops.backward(ctx.model, ctx.trace, g, method=ctx.method, truncation=ctx.truncation)
+            grads = ops.backward(ctx.model, ctx.trace, g, method=ctx.method, truncation=ctx.truncation,
+                                 parameters=any(needs[6:]))
             grad_a = _as_tensor(grads.a).transpose(0, 1) if needs[0] else None
             grad_u0 = _as_tensor(grads.u0) if needs[1] else None
         grad_p = [
