@@ -48,13 +48,16 @@ __all__ = [
     "METHODS",
     "BACKENDS",
     "STABILITY_RUN",
+    "GROWTH_LIMIT",
 ]
 
 BACKENDS = ("auto", "cpu", "numpy", "cupy")
 
 METHODS = ("exodus", "slayer", "bptt")
-#: A run of this many consecutive steps with |step factor| > 1 triggers a StabilityWarning.
+#: A run of this many consecutive steps with |step factor| > 1 triggers a StabilityWarning...
 STABILITY_RUN = 20
+#: ...and so does a run of steps whose factors multiply to more than this.
+GROWTH_LIMIT = 1e6
 
 
 class StabilityWarning(RuntimeWarning):
@@ -92,7 +95,9 @@ class Trace:
 class Gradients:
     """Gradients of the loss: ``a`` (like the input), ``params`` {name: dL/dp},
     ``u0`` (*neurons), and the stability diagnostic: the largest |step factor|
-    seen and the longest run of consecutive steps with |factor| > 1."""
+    seen, the longest run of consecutive steps with |factor| > 1, and the
+    largest product of |factors| over consecutive steps (the growth of the
+    carried adjoint)."""
 
     a: np.ndarray
     params: dict[str, float]
@@ -100,6 +105,7 @@ class Gradients:
     method: str
     max_step_factor: float
     longest_unstable_run: int
+    max_growth: float = 1.0  # largest product of |step factors| over consecutive steps
 
 
 # ----------------------------------------------------------------- checks
@@ -198,15 +204,20 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, 
 
 
 # --------------------------------------------------------------- backward
-def _longest_run(over: np.ndarray) -> np.ndarray:
-    """Per column, the longest run of consecutive True along axis 0."""
-    xp = _xp_of(over)
-    run = xp.zeros(over.shape[1:], dtype=xp.int64)
+def _unstable_runs(magnitude):
+    """Per column: the longest run of |c| > 1 and the largest log-product of |c| over a run (Kadane)."""
+    xp = _xp_of(magnitude)
+    run = xp.zeros(magnitude.shape[1:], dtype=xp.int64)
     best = xp.zeros_like(run)
-    for row in over:
-        run = xp.where(row, run + 1, 0)
-        xp.maximum(best, run, out=best)
-    return best
+    growth = xp.zeros(magnitude.shape[1:], dtype=xp.float64)
+    best_growth = xp.zeros_like(growth)
+    with np.errstate(divide="ignore"):
+        for row in magnitude:
+            run = xp.where(row > 1, run + 1, 0)
+            xp.maximum(best, run, out=best)
+            growth = xp.maximum(growth + xp.log(row.astype(xp.float64)), 0.0)
+            xp.maximum(best_growth, growth, out=best_growth)
+    return best, best_growth
 
 
 def backward(
@@ -226,11 +237,12 @@ def backward(
 
     Preconditions: ``record`` came from :func:`forward` with the same model;
     ``grad_s`` has the record's shape and is finite; ``truncation`` is None or
-    an int >= 1. ``parameters=False`` skips the parameter gradients
+    an int >= 1. Warns :class:`StabilityWarning` when |step factor| > 1 for :data:`STABILITY_RUN`
+    consecutive steps or when factors multiply to more than :data:`GROWTH_LIMIT`
+    over a run of steps. ``parameters=False`` skips the parameter gradients
     (``params`` is then empty), which saves several passes over the data
-    when no parameter is trained. Warns :class:`StabilityWarning` when |step factor| > 1 for
-    :data:`STABILITY_RUN` consecutive steps; raises
-    :class:`GradientOverflowError` instead of returning inf or NaN.
+    when no parameter is trained. Raises :class:`GradientOverflowError`
+    instead of returning inf or NaN.
     """
     model = _check_model(model)
     if not isinstance(record, Trace):
@@ -291,13 +303,15 @@ def backward(
     magnitude = xp.abs(factors)
     max_factor = float(xp.max(magnitude)) if magnitude.size else 0.0
     if max_factor > 1:
-        runs = _longest_run(magnitude > 1)
-        longest, worst = int(xp.max(runs)), int(xp.argmax(runs))
+        runs, log_growth = _unstable_runs(magnitude)
+        longest, worst = int(xp.max(runs)), int(xp.argmax(log_growth))
+        max_log_growth = float(xp.max(log_growth))
     else:
-        longest, worst = 0, 0
+        longest, worst, max_log_growth = 0, 0, 0.0
+    growth = math.exp(min(max_log_growth, 700.0))
     diagnostic = (
-        f"largest |step factor| {max_factor:.3g}, {longest} consecutive steps above 1 "
-        f"(neuron {worst})"
+        f"largest |step factor| {max_factor:.3g}, {longest} consecutive steps above 1, "
+        f"factors multiplying to {growth:.3g} over one run (neuron {worst})"
     )
     if not (bool(xp.all(xp.isfinite(grad_a))) and bool(xp.all(xp.isfinite(grad_u0)))
             and all(math.isfinite(v) for v in params.values())):  # noqa: E129
@@ -306,7 +320,7 @@ def backward(
             "like the product of step factors (MATH section 6); use a smaller surrogate scale, a wider "
             "surrogate, float64, or truncation"
         )
-    if longest >= STABILITY_RUN:
+    if longest >= STABILITY_RUN or growth > GROWTH_LIMIT:
         warnings.warn(
             f"exact gradient may grow geometrically: {diagnostic}; consider a smaller surrogate scale "
             "or a wider surrogate (MATH section 6)",
@@ -320,4 +334,5 @@ def backward(
         method=method,
         max_step_factor=max_factor,
         longest_unstable_run=longest,
+        max_growth=growth,
     )

@@ -56,3 +56,16 @@ def test_overflow_raises_instead_of_returning_inf():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ift_snn.StabilityWarning)
             ift_snn.backward(model, trace, np.ones_like(a))
+
+
+def test_short_runs_that_multiply_to_a_blow_up_warn():
+    """Runs shorter than STABILITY_RUN, but whose factors multiply past GROWTH_LIMIT, still warn."""
+    model = ift_snn.lif(0.9, 1.0, surrogate=exponential(scale=2.268, width=0.5))
+    a = np.random.default_rng(0).normal(0.3, 0.5, (300, 256))
+    trace = ift_snn.forward(model, a)
+    with pytest.warns(ift_snn.StabilityWarning, match="multiplying to"):
+        grads = ift_snn.backward(model, trace, np.ones_like(a))
+    assert grads.longest_unstable_run < ift_snn.ops.STABILITY_RUN
+    assert grads.max_growth > ift_snn.ops.GROWTH_LIMIT
+    slayer = ift_snn.backward(model, trace, np.ones_like(a), method="slayer")
+    assert np.linalg.norm(grads.a) > 10 * np.linalg.norm(slayer.a)  # the exact gradient did grow

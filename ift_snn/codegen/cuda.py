@@ -112,8 +112,6 @@ def cuda_source(kernel: ScanKernel, *, header: str = "", fast_math: bool = False
 
 def generate_cuda(model: NeuronModel, quantity: str, dtype: str = "f32", *, fast_math: bool = False) -> KernelSource:
     """The CUDA source of one scan of ``model``; also dumped when IFT_SNN_DUMP_DIR is set."""
-    if model.u_min is not None and quantity != "forward":
-        pass  # the mask is an input of the backward kernel: nothing special
     kernel = build_kernel(model, quantity, dtype)
     source = cuda_source(kernel, header=f"model: {model!r}", fast_math=fast_math)
     dump(source.name + ".cu", source.code)
@@ -158,7 +156,8 @@ def compile_ptx(source: KernelSource, arch: str = "sm_90") -> str:
             except nvrtc.NVRTCError as exc:
                 log = nvrtc.getProgramLog(prog)
                 raise CodegenError(f"{source.name} does not compile for {arch}:\n{log}") from exc
-            return nvrtc.getPTX(prog).decode() if isinstance(nvrtc.getPTX(prog), bytes) else nvrtc.getPTX(prog)
+            ptx = nvrtc.getPTX(prog)
+            return ptx.decode() if isinstance(ptx, bytes) else ptx
         finally:
             nvrtc.destroyProgram(prog)
     nvcc = shutil.which("nvcc")
