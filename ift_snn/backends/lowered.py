@@ -46,11 +46,17 @@ def _filter(kernel: Kernel, model: NeuronModel) -> Filter:
     return kernel.coefficients(model.values)
 
 
+@functools.lru_cache(maxsize=512)
+def _kernel_diff(kernel: Kernel, symbol: sp.Symbol) -> Kernel:
+    # Symbolic, independent of parameter values: a trained alpha reuses it every step.
+    return kernel.diff(symbol)
+
+
 def _d_filters(kernel: Kernel, model: NeuronModel) -> dict[str, Filter]:
     out = {}
     for name, sym in zip(model.parameter_names, model.symbols):
         if sym in kernel.parameters:
-            out[name] = _filter(kernel.diff(sym), model)
+            out[name] = _filter(_kernel_diff(kernel, sym), model)
     return out
 
 
