@@ -163,11 +163,30 @@ class Network:
                 width = sizes[end + 1]
                 self.readouts[end] = rng.normal(0, 1 / math.sqrt(width), (width, self.n_classes)).astype(self.dtype)
 
+    # -------------------------------------------------------------- device
+    def to(self, device: str) -> Network:
+        """Move weights and readouts to ``"gpu"`` (CuPy arrays) or ``"cpu"`` (NumPy), in place."""
+        if device == "gpu":
+            from .backends.cupy import require_cupy
+
+            move = require_cupy().asarray
+        elif device == "cpu":
+            move = lambda w: w if isinstance(w, np.ndarray) else w.get()  # noqa: E731
+        else:
+            raise ValueError(f"device={device!r}: expected 'cpu' or 'gpu'")
+        self.weights = [move(w) for w in self.weights]
+        self.readouts = {k: move(r) for k, r in self.readouts.items()}
+        return self
+
     # ----------------------------------------------------------------- run
     def forward(self, x):
         """x: (T, B, n_in) -> (list of layer inputs s_{l-1}, list of traces)."""
         if x.ndim != 3 or x.shape[2] != self.sizes[0]:
             raise ValueError(f"input has shape {x.shape}; expected (T, batch, {self.sizes[0]})")
+        if isinstance(x, np.ndarray) != isinstance(self.weights[0], np.ndarray):
+            where = "numpy" if isinstance(self.weights[0], np.ndarray) else "cupy"
+            raise TypeError(f"the input is a {type(x).__module__} array but the weights are {where} arrays: "
+                            "move one of them (Network.to('gpu') / .to('cpu'), cupy.asarray / .get())")
         inputs, traces = [], []
         s = x.astype(self.dtype, copy=False)
         for W, model in zip(self.weights, self.models):
@@ -248,11 +267,12 @@ class Network:
     # ------------------------------------------------------------ save/load
     def save(self, path) -> None:
         """Weights, readouts and the model definitions (as JSON) in one .npz."""
+        host = lambda w: w if isinstance(w, np.ndarray) else w.get()  # noqa: E731
         meta = {"sizes": self.sizes, "models": [model_to_dict(m) for m in self.models], "blocks": self.blocks,
                 "n_classes": self.n_classes, "init_gain": self.init_gain, "seed": self.seed,
                 "dtype": self.dtype.name, "readouts": sorted(self.readouts)}
-        arrays = {f"W{i}": np.asarray(w) for i, w in enumerate(self.weights)}
-        arrays.update({f"R{k}": np.asarray(r) for k, r in self.readouts.items()})
+        arrays = {f"W{i}": host(w) for i, w in enumerate(self.weights)}
+        arrays.update({f"R{k}": host(r) for k, r in self.readouts.items()})
         np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
 
     @classmethod

@@ -232,15 +232,20 @@ def get_surrogate(spec: str | Surrogate, **kwargs: float) -> Surrogate:
 
 
 @functools.lru_cache(maxsize=256)
-def _compiled(expr: sp.Expr):
-    return sp.lambdify((U, THETA), expr, modules=["numpy", "scipy"])
+def _compiled(expr: sp.Expr, gpu: bool = False):
+    return sp.lambdify((U, THETA), expr, modules=["cupy", "cupyx.scipy.special"] if gpu else ["numpy", "scipy"])
 
 
-def _evaluate(expr: sp.Expr, u: np.ndarray, theta: float) -> np.ndarray:
-    u = np.asarray(u)
+def _evaluate(expr: sp.Expr, u, theta: float):
+    gpu = type(u).__module__.startswith("cupy")
+    if gpu:
+        import cupy as xp
+    else:
+        xp = np
+        u = np.asarray(u)
     with np.errstate(over="ignore", under="ignore"):
-        out = _compiled(expr)(u, u.dtype.type(theta))
-    out = np.asarray(out, dtype=u.dtype)
+        out = _compiled(expr, gpu)(u, u.dtype.type(theta))
+    out = xp.asarray(out, dtype=u.dtype)
     if out.shape != u.shape:
-        out = np.broadcast_to(out, u.shape).copy()
+        out = xp.broadcast_to(out, u.shape).copy()
     return out

@@ -175,3 +175,30 @@ def test_bad_network_arguments():
     net = Network([10, 3], ift_snn.lif(0.9))
     with pytest.raises(ValueError, match=r"expected \(T, batch, 10\)"):
         net.forward(np.zeros((5, 10)))
+
+
+def test_device_mismatch_and_moves_are_clear():
+    net = Network([10, 3], ift_snn.lif(0.9))
+    with pytest.raises(ValueError, match="device='tpu'"):
+        net.to("tpu")
+    assert net.to("cpu") is net
+
+    class FakeCupy:
+        __module__ = "cupy._core.core"
+        ndim, shape = 3, (5, 2, 10)
+
+    with pytest.raises(TypeError, match="weights are numpy arrays"):
+        net.forward(FakeCupy())
+
+
+@pytest.mark.gpu
+def test_network_step_on_the_gpu_equals_cpu():
+    cupy = pytest.importorskip("cupy")
+    net = Network([10, 16, 3], ift_snn.lif(0.9), seed=1, dtype=np.float64)
+    x, y = _toy()
+    result, grads, _ = net.step(x, y)
+    net.to("gpu")
+    result_gpu, grads_gpu, _ = net.step(cupy.asarray(x), cupy.asarray(y))
+    assert result_gpu.loss == pytest.approx(result.loss, rel=1e-12)
+    for g_cpu, g_gpu in zip(grads, grads_gpu):
+        np.testing.assert_allclose(g_gpu.get(), g_cpu, rtol=1e-10, atol=1e-12)
