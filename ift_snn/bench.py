@@ -30,7 +30,7 @@ import numpy as np
 from . import ops
 from .models import lif
 
-__all__ = ["BenchResult", "run_cpu", "run_gpu", "format_table", "run"]
+__all__ = ["BenchResult", "run_cpu", "run_gpu", "format_table", "run", "torch_lif_bptt", "median_ms"]
 
 
 @dataclass
@@ -61,10 +61,21 @@ def _copy_bandwidth(xp, nbytes: int, repeats: int, sync=lambda: None) -> float:
     return 2 * src.nbytes / (ms / 1e3)
 
 
-def _torch_bptt(torch, model, a, g, device: str):
-    """PyTorch autograd BPTT of LIF: u = alpha u + a - theta s_prev, s = H(u - theta) with a surrogate."""
-    alpha, theta = model.values[model.symbols[0]], model.theta
-    width = 0.5 * theta
+def median_ms(fn, repeats: int, sync=lambda: None) -> float:
+    """Median wall time of ``fn()`` in ms over ``repeats`` runs (``sync`` before and after each)."""
+    return _median_ms(fn, repeats, sync)
+
+
+def torch_lif_bptt(x, alpha: float, theta: float, width: float = 0.5, scale: float = 1.0):
+    """The PyTorch baseline: autograd BPTT of LIF through a plain time loop.
+
+    u[n] = alpha u[n-1] + x[n] - theta s[n-1], s[n] = H(u[n] - theta), with a
+    custom ``autograd.Function`` whose backward is the exponential surrogate
+    scale/(width theta) exp(-|u - theta|/(width theta)). ``x`` is time-major (T, ...).
+    """
+    import torch
+
+    w = width * theta
 
     class Spike(torch.autograd.Function):
         @staticmethod
@@ -75,22 +86,25 @@ def _torch_bptt(torch, model, a, g, device: str):
         @staticmethod
         def backward(ctx, grad):
             (u,) = ctx.saved_tensors
-            return grad * torch.exp(-(u - theta).abs() / width) / width
+            return grad * (scale / w) * torch.exp(-(u - theta).abs() / w)
 
+    u = torch.zeros_like(x[0])
+    s = torch.zeros_like(x[0])
+    out = []
+    for n in range(x.shape[0]):
+        u = alpha * u + x[n] - theta * s
+        s = Spike.apply(u)
+        out.append(s)
+    return torch.stack(out)
+
+
+def _torch_bptt(torch, model, a, g, device: str):
+    """(input tensor, dL/ds tensor, forward closure) of the baseline for ``model`` (a lif)."""
+    alpha, theta = model.values[model.symbols[0]], model.theta
+    constants = dict(model.surrogate.constants)
     at = torch.as_tensor(a, device=device).requires_grad_(True)
     gt = torch.as_tensor(g, device=device)
-
-    def forward():
-        u = torch.zeros_like(at[0])
-        s = torch.zeros_like(at[0])
-        out = []
-        for n in range(at.shape[0]):
-            u = alpha * u + at[n] - theta * s
-            s = Spike.apply(u)
-            out.append(s)
-        return torch.stack(out)
-
-    return at, gt, forward
+    return at, gt, lambda: torch_lif_bptt(at, alpha, theta, constants["width"], constants["scale"])
 
 
 def run_cpu(T: int = 300, batch: int = 64, neurons: int = 256, dtype: str = "f32", repeats: int = 5) -> BenchResult:

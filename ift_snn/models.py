@@ -162,6 +162,12 @@ class NeuronModel:
         return tuple(k for k, _ in self.params)
 
     @property
+    def structure(self) -> tuple:
+        """Everything but the parameter values: the key of compiled kernels (values are kernel arguments)."""
+        return (self.name, self.eps, self.nu, self.parameter_names, self.spike, self.surrogate, self.reset,
+                self.u_min, self.membrane)
+
+    @property
     def symbols(self) -> tuple[sp.Symbol, ...]:
         """Parameter symbols, in the order of ``params``."""
         return tuple(param_symbol(k) for k, _ in self.params)

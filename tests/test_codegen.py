@@ -37,7 +37,7 @@ HAVE_COMPILER = nvrtc_available() or bool(__import__("shutil").which("nvcc"))
      "max(0.0, math.floor(x/theta))"),
     (sp.Piecewise((1 - sp.Abs(x), sp.Abs(x) < 1), (0, True)),
      "(((float)(fabsf(x) < 1))*(1 - fabsf(x)))", "(((double)(fabs(x) < 1))*(1 - fabs(x)))",
-     "(((abs(x) < 1.0) * 1.0)*(1.0 - abs(x)))"),
+     "((((abs(x) < 1.0)) * 1.0)*(1.0 - abs(x)))"),
 ])
 def test_printer_snapshots(expr, f32, f64, py):
     assert cuda_code(expr, "f32") == f32
@@ -47,6 +47,9 @@ def test_printer_snapshots(expr, f32, f64, py):
 
 def test_piecewise_chain_becomes_exclusive_masks():
     expr = sp.Piecewise((1, x < 0), (2, x < 1), (3, True))
+    py = python_code(expr)
+    for value in (-0.5, 0.5, 1.5):  # the printed Python evaluates like the expression itself
+        assert eval(py, {"math": __import__("math")}, {"x": value}) == float(expr.subs(x, value))  # noqa: S307
     code = cuda_code(expr, "f32")
     assert "?" not in code
     assert code == ("(((float)(x < 0))*(1) + ((float)(x >= 0 && x < 1))*(2) + ((float)(x >= 0 && x >= 1))*(3))")

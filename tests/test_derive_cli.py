@@ -87,8 +87,8 @@ def test_derive_formats(flag, marker, capsys):
 ])
 def test_derive_refuses_hostile_expressions(eps, capsys):
     assert main(["derive", "--eps", eps, "--nu", "theta*beta**n"]) == 2
-    err = capsys.readouterr().err
-    assert "error" in err and "pwned" not in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "error" in captured.err and "pwned" not in captured.out
 
 
 def test_derive_reports_kernels_without_recurrence(capsys):

@@ -37,7 +37,7 @@ extern "C" __global__ void ift_snn_alpha_srm_forward_f32_43875859(
     const float k2 = (p_alpha*p_alpha);
     const float x0 = 2.0F*k1;
     float s_prev = 0;
-    float w_eps0 = p_alpha*in_u_init[j];
+    float w_eps0 = in_u_init[j]*p_alpha;
     float w_eps1 = 0;
     float w_nu0 = 0;
     for (int t = 0; t < n_steps; ++t) {

@@ -37,7 +37,7 @@ extern "C" __global__ void ift_snn_alpha_srm_forward_f64_e23f913a(
     const double k2 = (p_alpha*p_alpha);
     const double x0 = 2.0*k1;
     double s_prev = 0;
-    double w_eps0 = p_alpha*in_u_init[j];
+    double w_eps0 = in_u_init[j]*p_alpha;
     double w_eps1 = 0;
     double w_nu0 = 0;
     for (int t = 0; t < n_steps; ++t) {

@@ -30,14 +30,9 @@ def available() -> bool:
     return numba_available()
 
 
-def _structure(model: NeuronModel) -> tuple:
-    return (model.name, model.eps, model.nu, model.parameter_names, model.spike, model.surrogate, model.reset,
-            model.u_min, model.membrane)
-
-
 def get_kernel(model: NeuronModel, quantity: str, dtype: np.dtype) -> tuple[ScanKernel, object]:
     """(IR, compiled function) for one scan of ``model``; built once per structure and dtype."""
-    key = (_structure(model), quantity, _DTYPES[np.dtype(dtype)])
+    key = (model.structure, quantity, _DTYPES[np.dtype(dtype)])
     with _lock:
         hit = _ir.get(key)
         if hit is not None and hit.fingerprint in _compiled:

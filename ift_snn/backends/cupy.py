@@ -45,10 +45,8 @@ def _dtype_name(dtype) -> str:
 def get_kernel(model: NeuronModel, quantity: str, dtype) -> tuple[ScanKernel, object]:
     """(IR, cupy.RawKernel) for one scan, built once per structure, dtype and device."""
     cupy = require_cupy()
-    from .cpu import _structure
-
     device = cupy.cuda.Device().id
-    key = (_structure(model), quantity, _dtype_name(dtype))
+    key = (model.structure, quantity, _dtype_name(dtype))
     with _lock:
         kernel = _ir.get(key)
         if kernel is None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .cuda import dump
+from ..symbolic.system import U_INIT
 from .ir import ScanKernel
 from .printers import NumbaPrinter
 
@@ -75,7 +76,7 @@ def python_source(kernel: ScanKernel, *, header: str = "") -> PythonSource:
         L.append(f"        st_{sym.name} = np.empty(_w, dtype={np_dtype})")
     L.append("        for _jj in range(_w):")
     for sym, init in zip(kernel.state, kernel.init):
-        init_code = code(init).replace("u_init", "in_u_init[_j0 + _jj]") if kernel.uses_u_init else code(init)
+        init_code = code(sp.sympify(init).xreplace({U_INIT: sp.Symbol("in_u_init[_j0 + _jj]")}))
         L.append(f"            st_{sym.name}[_jj] = {init_code}")
     if kernel.direction == "forward":
         L.append("        for _t in range(n_steps):")

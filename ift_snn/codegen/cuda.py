@@ -24,6 +24,7 @@ from pathlib import Path
 import sympy as sp
 
 from ..models import NeuronModel
+from ..symbolic.system import U_INIT
 from .ir import CodegenError, ScanKernel, build_kernel
 from .printers import CudaPrinter
 
@@ -78,7 +79,7 @@ def cuda_source(kernel: ScanKernel, *, header: str = "", fast_math: bool = False
     for sym, expr in kernel.invariants:
         lines.append(f"    const {ct} {sym.name} = {code(expr)};")
     for sym, init in zip(kernel.state, kernel.init):
-        init_code = code(init).replace("u_init", "in_u_init[j]") if kernel.uses_u_init else code(init)
+        init_code = code(sp.sympify(init).xreplace({U_INIT: sp.Symbol("in_u_init[j]")}))
         lines.append(f"    {ct} {sym.name} = {init_code};")
     if kernel.direction == "forward":
         lines.append("    for (int t = 0; t < n_steps; ++t) {")

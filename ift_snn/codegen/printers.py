@@ -34,7 +34,45 @@ def _masks(pieces):
     return out
 
 
-class CudaPrinter(C99CodePrinter):
+class _MaskPrinting:
+    """Constructs both printers share; subclasses say how a 0/1 mask and a comparison are written."""
+
+    def _mask(self, comparison: str) -> str:
+        raise NotImplementedError
+
+    def _compare(self, x: str, op: str) -> str:
+        raise NotImplementedError
+
+    def _print_Pow(self, expr):
+        base, exp = expr.as_base_exp()
+        if exp.is_Integer and 1 < abs(int(exp)) <= MAX_EXPANDED_POWER:
+            prod = "*".join([self.parenthesize(base, sp.printing.precedence.PRECEDENCE["Mul"])] * abs(int(exp)))
+            return f"({prod})" if exp > 0 else f"({self._print(sp.Float(1.0))}/({prod}))"
+        return super()._print_Pow(expr)
+
+    def _print_Heaviside(self, expr):
+        x = self._print(expr.args[0])
+        h0 = expr.args[1] if len(expr.args) > 1 else sp.Rational(1, 2)
+        if h0 == 1:
+            return self._mask(self._compare(x, ">="))
+        if h0 == 0:
+            return self._mask(self._compare(x, ">"))
+        return (f"({self._mask(self._compare(x, '>'))} + {self._print(sp.Float(h0))}*"
+                f"{self._mask(self._compare(x, '=='))})")
+
+    def _print_Piecewise(self, expr):
+        terms = []
+        for value, cond in _masks(expr.args):
+            if cond == sp.false or value == 0:
+                continue
+            if cond == sp.true:
+                terms.append(f"({self._print(value)})")
+            else:
+                terms.append(f"{self._mask(self._print(cond))}*({self._print(value)})")
+        return "(" + " + ".join(terms) + ")" if terms else self._print(sp.Float(0.0))
+
+
+class CudaPrinter(_MaskPrinting, C99CodePrinter):
     """C99 for CUDA device code in float or double."""
 
     def __init__(self, dtype: str = "f32", settings=None):
@@ -50,38 +88,11 @@ class CudaPrinter(C99CodePrinter):
     def ctype(self) -> str:
         return "float" if self.dtype == "f32" else "double"
 
-    def _cast(self, text: str) -> str:
-        return f"(({self.ctype})({text}))"
+    def _mask(self, comparison: str) -> str:
+        return f"(({self.ctype})({comparison}))"
 
-    def _print_Integer(self, expr):
-        return super()._print_Integer(expr)
-
-    def _print_Pow(self, expr):
-        base, exp = expr.as_base_exp()
-        if exp.is_Integer and 1 < abs(int(exp)) <= MAX_EXPANDED_POWER:
-            prod = "*".join([self.parenthesize(base, sp.printing.precedence.PRECEDENCE["Mul"])] * abs(int(exp)))
-            return f"({prod})" if exp > 0 else f"({self._print(sp.Float(1.0))}/({prod}))"
-        return super()._print_Pow(expr)
-
-    def _print_Heaviside(self, expr):
-        x = self._print(expr.args[0])
-        h0 = expr.args[1] if len(expr.args) > 1 else sp.Rational(1, 2)
-        if h0 == 1:
-            return self._cast(f"{x} >= 0")
-        if h0 == 0:
-            return self._cast(f"{x} > 0")
-        return f"({self._cast(f'{x} > 0')} + {self._print(sp.Float(h0))}*{self._cast(f'{x} == 0')})"
-
-    def _print_Piecewise(self, expr):
-        terms = []
-        for value, cond in _masks(expr.args):
-            if cond == sp.false or value == 0:
-                continue
-            if cond == sp.true:
-                terms.append(f"({self._print(value)})")
-            else:
-                terms.append(f"{self._cast(self._print(cond))}*({self._print(value)})")
-        return "(" + " + ".join(terms) + ")" if terms else self._print(sp.Float(0))
+    def _compare(self, x: str, op: str) -> str:
+        return f"{x} {op} 0"
 
     def _print_Relational(self, expr):
         return f"{self._print(expr.lhs)} {expr.rel_op} {self._print(expr.rhs)}"
@@ -103,7 +114,7 @@ class CudaPrinter(C99CodePrinter):
         return out
 
 
-class NumbaPrinter(PythonCodePrinter):
+class NumbaPrinter(_MaskPrinting, PythonCodePrinter):
     """Python with the math module, for scalar code inside Numba loops."""
 
     def __init__(self, dtype: str = "f64", settings=None):
@@ -135,35 +146,17 @@ class NumbaPrinter(PythonCodePrinter):
     def _print_NegativeOne(self, expr):
         return self._literal("-1.0")
 
+    def _mask(self, comparison: str) -> str:
+        # parenthesised: a condition like "(a) and (b)" binds looser than "*"
+        return f"(({comparison}) * {self._literal('1.0')})"
+
+    def _compare(self, x: str, op: str) -> str:
+        return f"{x} {op} 0"
+
     def _print_Pow(self, expr):
-        base, exp = expr.as_base_exp()
-        if exp.is_Integer and 1 < abs(int(exp)) <= MAX_EXPANDED_POWER:
-            prod = "*".join([self.parenthesize(base, sp.printing.precedence.PRECEDENCE["Mul"])] * abs(int(exp)))
-            return f"({prod})" if exp > 0 else f"({self._literal('1.0')}/({prod}))"
-        if exp == -1:
-            return f"({self._literal('1.0')}/{self.parenthesize(base, sp.printing.precedence.PRECEDENCE['Pow'])})"
+        if expr.exp == -1:
+            return f"({self._literal('1.0')}/{self.parenthesize(expr.base, sp.printing.precedence.PRECEDENCE['Pow'])})"
         return super()._print_Pow(expr)
-
-    def _print_Heaviside(self, expr):
-        x = self._print(expr.args[0])
-        h0 = expr.args[1] if len(expr.args) > 1 else sp.Rational(1, 2)
-        one = self._literal("1.0")
-        if h0 == 1:
-            return f"(({x} >= 0) * {one})"
-        if h0 == 0:
-            return f"(({x} > 0) * {one})"
-        return f"((({x} > 0) * {one}) + {self._literal(repr(float(h0)))}*(({x} == 0) * {one}))"
-
-    def _print_Piecewise(self, expr):
-        terms = []
-        for value, cond in _masks(expr.args):
-            if cond == sp.false or value == 0:
-                continue
-            if cond == sp.true:
-                terms.append(f"({self._print(value)})")
-            else:
-                terms.append(f"({self._print(cond)} * {self._literal('1.0')})*({self._print(value)})")
-        return "(" + " + ".join(terms) + ")" if terms else self._literal("0.0")
 
     def _print_Max(self, expr):
         args = [self._print(a) for a in expr.args]

@@ -58,8 +58,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import statistics
-import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -73,6 +71,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError("ift_snn.integrations.torch needs PyTorch: pip install 'ift-snn[torch]'") from exc
 
 from .. import ops
+from ..bench import median_ms, torch_lif_bptt
 from ..backends import cupy as cupy_backend
 from ..models import NeuronModel, cuba_lif, if_neuron, lif
 
@@ -477,31 +476,6 @@ def CUBALIF(alpha_mem: float, alpha_syn: float, theta: float = 1.0, **kw) -> Spi
 
 
 # --------------------------------------------------------------- benchmark
-def _torch_lif_bptt(x: torch.Tensor, alpha: float, theta: float, width: float, scale: float) -> torch.Tensor:
-    """Plain PyTorch autograd BPTT of LIF (reset after decay, theta_r = theta, exponential surrogate)."""
-    w = width * theta
-
-    class Spike(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, u):
-            ctx.save_for_backward(u)
-            return (u >= theta).to(u.dtype)
-
-        @staticmethod
-        def backward(ctx, grad):
-            (u,) = ctx.saved_tensors
-            return grad * (scale / w) * torch.exp(-(u - theta).abs() / w)
-
-    u = torch.zeros_like(x[:, 0])
-    s = torch.zeros_like(x[:, 0])
-    out = []
-    for n in range(x.shape[1]):
-        u = alpha * u + x[:, n] - theta * s
-        s = Spike.apply(u)
-        out.append(s)
-    return torch.stack(out, dim=1)
-
-
 def bench_layer(T: int = 300, batch: int = 64, neurons: int = 256, dtype: torch.dtype = torch.float32,
                 device: str = "cpu", repeats: int = 5) -> dict:
     """Median ms of SpikingLayer forward + backward (LIF alpha 0.9, EXODUS) against a plain PyTorch autograd
@@ -523,24 +497,15 @@ def bench_layer(T: int = 300, batch: int = 64, neurons: int = 256, dtype: torch.
 
     def run_torch():
         xi = x.detach().requires_grad_(True)
-        s = _torch_lif_bptt(xi, 0.9, model.theta, surrogate["width"], surrogate["scale"])
+        s = torch_lif_bptt(xi.transpose(0, 1), 0.9, model.theta, surrogate["width"], surrogate["scale"])
+        s = s.transpose(0, 1)
         (s * g).sum().backward()
         return s, xi.grad
 
-    def median_ms(fn, n):
-        times = []
-        for _ in range(n):
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            times.append(1e3 * (time.perf_counter() - start))
-        return statistics.median(times)
-
     s_layer, g_layer = run_layer()  # warm-up: compiles (or loads) the kernels
     s_torch, g_torch = run_torch()
-    layer_ms = median_ms(run_layer, repeats)
-    torch_ms = median_ms(run_torch, max(1, repeats))
+    layer_ms = median_ms(run_layer, repeats, sync)
+    torch_ms = median_ms(run_torch, max(1, repeats), sync)
     scale = float(g_torch.abs().max()) or 1.0
     return {
         "config": {"model": repr(model), "T": T, "batch": batch, "neurons": neurons, "dtype": str(dtype),
