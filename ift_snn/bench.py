@@ -109,7 +109,19 @@ def _torch_bptt(torch, model, a, g, device: str):
     return at, gt, lambda: torch_lif_bptt(at, alpha, theta, constants["width"], constants["scale"])
 
 
+def check_args(T, batch, neurons, dtype, repeats) -> None:
+    """ValueError/TypeError naming the first bad argument: sizes and repeats are ints >= 1, dtype f32/f64."""
+    for name, value in (("T", T), ("batch", batch), ("neurons", neurons), ("repeats", repeats)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name}={value!r}: expected a positive int")
+        if value < 1:
+            raise ValueError(f"{name}={value!r} is out of range: expected a positive int")
+    if dtype not in ("f32", "f64"):
+        raise ValueError(f"dtype={dtype!r}: expected 'f32' or 'f64'")
+
+
 def run_cpu(T: int = 300, batch: int = 64, neurons: int = 256, dtype: str = "f32", repeats: int = 5) -> BenchResult:
+    check_args(T, batch, neurons, dtype, repeats)
     from .backends import cpu
 
     np_dtype = np.float32 if dtype == "f32" else np.float64
@@ -186,6 +198,7 @@ def run_gpu(T: int = 300, batch: int = 64, neurons: int = 256, dtype: str = "f32
             return None
     except Exception:  # noqa: BLE001 - no CuPy or no device: no GPU benchmark
         return None
+    check_args(T, batch, neurons, dtype, repeats)
     from .backends import cupy as gpu
 
     np_dtype = np.float32 if dtype == "f32" else np.float64
@@ -244,6 +257,7 @@ def format_table(results: list[BenchResult]) -> str:
 
 
 def run(*, T=300, batch=64, neurons=256, dtype="f32", repeats=5, json_path=None) -> list[BenchResult]:
+    check_args(T, batch, neurons, dtype, repeats)
     results = [run_cpu(T, batch, neurons, dtype, repeats)]
     gpu = run_gpu(T, batch, neurons, dtype)
     if gpu is None:

@@ -3,13 +3,25 @@
 ``ift-snn derive`` (no argument) derives, proves and verifies the built-in LIF;
 ``ift-snn derive MODEL`` any built-in; ``ift-snn derive --eps "n*alpha**n"
 --nu "theta*beta**n"`` a user's own kernels (parsed over a whitelist).
+
+Errors: every failure is one line ``ift-snn: error: ...`` on stderr naming the
+flag or file, exit code 2, no traceback (``IFT_SNN_DEBUG=1`` re-raises for
+one). Arguments and output paths are checked before any work; ``train`` and
+``experiment scale-sweep`` write their results as they arrive, and Ctrl-C
+(exit code 130) says what was kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import keyword
+import math
+import os
+import re
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -50,23 +62,73 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 DEFAULT_PARAM = 0.9
+#: Names a kernel parameter cannot have: the time index, the threshold, the constants and the functions.
+KERNEL_RESERVED = ("n", "theta")
+_PARAM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+def _reserved_names() -> dict[str, str]:
+    from .expressions import CONSTANTS, FUNCTIONS
+
+    names = {name: "a function" for name in FUNCTIONS}
+    names.update({name: "a constant" for name in CONSTANTS})
+    names.update({"n": "the time index", "theta": "the threshold (set it with --theta)"})
+    return names
+
+
+def _kernel_names(flag: str, text: str) -> list[str]:
+    """The parameter names of the kernel given with ``flag``, refusing functions used as variables."""
+    from .expressions import MAX_LENGTH, free_names
+
+    if len(text) > MAX_LENGTH:
+        raise ValueError(f"{flag} is {len(text)} characters long; at most {MAX_LENGTH} are accepted")
+    try:
+        names = free_names(text)
+    except (RecursionError, MemoryError):
+        raise ValueError(f"{flag} {text!r} is nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(f"{flag}: {exc}") from None
+    reserved = _reserved_names()
+    for name in names:
+        if reserved.get(name) in ("a function",):
+            raise ValueError(f"{flag} {text!r}: {name!r} is a function name, not a parameter: call it, "
+                             f"e.g. {name}(n), or name the parameter differently")
+    return [name for name in names if name not in KERNEL_RESERVED]
+
+
+def _parse_params(items) -> dict[str, float]:
+    """``--param NAME=VALUE`` items, each name a valid, unreserved parameter name given once."""
+    reserved = _reserved_names()
+    given: dict[str, float] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep:
+            raise ValueError(f"--param {item!r}: expected NAME=VALUE")
+        if not _PARAM_NAME.fullmatch(name) or keyword.iskeyword(name):
+            raise ValueError(f"--param {item!r}: {name!r} is not a parameter name (letters, digits and _, "
+                             "starting with a letter, not a Python keyword)")
+        if name in reserved:
+            raise ValueError(f"--param {item!r}: {name!r} is reserved ({reserved[name]}); parameter names cannot "
+                             f"be n, theta, {', '.join(n for n, w in reserved.items() if w == 'a constant')} "
+                             "or a function name (exp, log, sin, ...)")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"--param {item!r}: {value!r} is not a number") from None
+        if not math.isfinite(number):
+            raise ValueError(f"--param {item!r}: {value.strip()} is not a finite number")
+        if name in given:
+            raise ValueError(f"--param {name} is given twice")
+        given[name] = number
+    return given
 
 
 def _user_model(args: argparse.Namespace):
-    from .expressions import free_names
-
     if args.nu is None:
         raise ValueError("--eps needs --nu as well (the reset kernel; e.g. --nu 'theta*beta**n')")
-    given: dict[str, float] = {}
-    for item in args.param or []:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--param {item!r}: expected NAME=VALUE")
-        try:
-            given[name.strip()] = float(value)
-        except ValueError:
-            raise ValueError(f"--param {item!r}: {value!r} is not a number") from None
-    needed = [n for text in (args.eps, args.nu) for n in free_names(text) if n not in ("n", "theta")]
+    given = _parse_params(args.param)
+    needed = [n for flag, text in (("--eps", args.eps), ("--nu", args.nu)) for n in _kernel_names(flag, text)]
     params = {}
     for name in dict.fromkeys(needed):
         if name not in given:
@@ -103,6 +165,10 @@ def _write_derivation(d, folder, latex: bool, cuda: bool = False) -> None:
 
 
 def _derive(args: argparse.Namespace) -> int:
+    if args.model == "events_lif":  # continuous time (MATH section 7): its own derivation and report
+        from .events.commands import derive_command
+
+        return derive_command(args)
     from pathlib import Path
 
     from .symbolic.report import derive, render_latex, render_markdown, render_text, verify_numerically
@@ -110,11 +176,15 @@ def _derive(args: argparse.Namespace) -> int:
     if args.all:
         if not args.out:
             raise ValueError("--all writes one folder per built-in model: give --out DIR")
+        _prepare_out_dir(args.out, "--out")
+        done: list[str] = []
+        args.kept = lambda: (f"kept {len(done)} derivations in {args.out}: {', '.join(done)}" if done else None)
         status = 0
         for name in BUILTIN_MODELS:
             start = time.perf_counter()
             d = derive(get_model(name), args.T)
             _write_derivation(d, Path(args.out) / name, args.latex, cuda=True)
+            done.append(name)
             ok = "proved" if d.proved else "FAILED"
             print(f"{name:<18} {ok} T=2..{args.T}  {time.perf_counter() - start:6.2f} s  -> {Path(args.out) / name}")
             status |= 0 if d.proved else 1
@@ -125,6 +195,8 @@ def _derive(args: argparse.Namespace) -> int:
         if args.nu is not None:
             raise ValueError("--nu needs --eps as well")
         model = get_model(args.model)
+    if args.out:
+        _prepare_out_dir(args.out, "--out")
     start = time.perf_counter()
     d = derive(model, args.T)
     elapsed = time.perf_counter() - start
@@ -177,6 +249,8 @@ def _codegen(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import format_table, run
 
+    if args.json:
+        _prepare_out_file(args.json, "--json")
     results = run(T=args.T, batch=args.batch, neurons=args.neurons, dtype=args.dtype, repeats=args.repeats,
                   json_path=args.json)
     print(format_table(results))
@@ -209,10 +283,30 @@ def _train_config(args: argparse.Namespace):
                        randman_samples=args.randman_samples)
 
 
+def _kept_training(out: Path):
+    """What an interrupted ``train`` left in ``out`` (None if nothing)."""
+    try:
+        epochs = len(json.loads((out / "metrics.json").read_text())["epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    kept = f"kept {out / 'metrics.json'} ({epochs} epochs)"
+    if epochs and (out / "weights.npz").exists():
+        kept += f" and {out / 'weights.npz'} (weights after epoch {epochs})"
+    return kept
+
+
 def _train(args: argparse.Namespace) -> int:
+    if args.method == "events":  # continuous-time exact spike-time gradients; --task digits only
+        from .events.commands import train_command
+
+        return train_command(args)
     from .train import train
 
-    metrics = train(_train_config(args), args.out)
+    cfg = _train_config(args)
+    cfg.validate()
+    out = _prepare_out_dir(args.out, "--out")
+    args.kept = lambda: _kept_training(out)
+    metrics = train(cfg, out)
     last = metrics["epochs"][-1] if metrics["epochs"] else None
     if last:
         print(f"final: loss {last['loss']:.4f}, train accuracy {last['train_acc']:.3f}, "
@@ -229,6 +323,17 @@ def _experiment(args: argparse.Namespace) -> int:
 
     base = TrainConfig(task="randman", randman_samples=args.randman_samples, T=args.T or 50,
                        hidden=tuple(args.hidden), batch_size=args.batch_size, lr=args.lr)
+    out = _prepare_out_dir(args.out, "--out")
+
+    def kept():
+        try:
+            data = json.loads((out / "scale_sweep.json").read_text())
+        except (OSError, ValueError):
+            return None
+        total = len(data["scales"]) * len(data["methods"]) * len(data["seeds"])
+        return f"kept {out / 'scale_sweep.json'} ({len(data['runs'])} of {total} runs)"
+
+    args.kept = kept
     result = scale_sweep(tuple(args.scales), tuple(args.methods), tuple(range(args.seeds)), epochs=args.epochs,
                          base=base, out=args.out)
     print(f"{'method':<8} {'scale':>6} {'|dL/dW1|':>12} {'test acc':>9} {'diverged':>9}")
@@ -241,31 +346,124 @@ def _experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------ argument checks
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line ``ift-snn: error: --FLAG: ...`` and exit code 2."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        message = re.sub(r"^argument ([^:]+): ", r"\1: ", message)
+        print(f"ift-snn: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        self.exit(2)
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` after every option's help, except where there is no default (None, a flag)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def _int_type(minimum: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+def _float_type(what: str, ok):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not (math.isfinite(value) and ok(value)):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+POSITIVE_INT = _int_type(1, "a positive integer")
+NON_NEGATIVE_INT = _int_type(0, "a non-negative integer")
+AT_LEAST_2 = _int_type(2, "an integer >= 2")
+POSITIVE_FLOAT = _float_type("a finite number > 0", lambda v: v > 0)
+FINITE_FLOAT = _float_type("a finite number", lambda v: True)
+UNIT_INTERVAL = _float_type("a number in (0, 1]", lambda v: 0 < v <= 1)
+
+
+def _existing_file(text: str) -> str:
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; expected a file")
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"file {text!r} does not exist")
+    return text
+
+
+def _prepare_out_dir(path, flag: str) -> Path:
+    """Create the output folder of ``flag`` before any work; ValueError naming the flag if impossible."""
+    from .train import prepare_out_dir
+
+    return prepare_out_dir(path, flag)
+
+
+def _prepare_out_file(path, flag: str) -> Path:
+    """Check, before any work, that the file of ``flag`` can be written (its folder exists, it is no folder)."""
+    import tempfile
+
+    file = Path(path)
+    if file.is_dir():
+        raise ValueError(f"{flag} {str(file)!r} is a folder; expected a file name")
+    folder = file.parent
+    if not folder.is_dir():
+        raise ValueError(f"{flag} {str(file)!r}: the folder {str(folder)!r} does not exist")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        if file.exists():
+            with open(file, "ab"):
+                pass
+    except OSError as exc:
+        raise ValueError(f"{flag} {str(file)!r}: cannot write it: {exc.strerror or exc}") from None
+    return file
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ift-snn", description="Exact gradients for spiking neural networks.")
+    parser = _Parser(prog="ift-snn", description="Exact gradients for spiking neural networks.")
     parser.add_argument("--version", action="version", version=f"ift-snn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    defaults = _DefaultsFormatter
     demo = sub.add_parser("demo", help="EXODUS vs SLAYER vs BPTT gradients of one layer")
     demo.add_argument("model", nargs="?", default="lif", choices=sorted(BUILTIN_MODELS))
-    demo.add_argument("--T", type=int, default=100, help="time steps (default 100)")
-    demo.add_argument("--neurons", type=int, default=64, help="neurons (default 64)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--T", type=POSITIVE_INT, default=100, help="time steps (default 100)")
+    demo.add_argument("--neurons", type=POSITIVE_INT, default=64, help="neurons (default 64)")
+    demo.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed of the random input (default 0)")
     demo.set_defaults(func=_demo)
 
     derive = sub.add_parser("derive", help="derive, prove and verify the exact gradient of a neuron model")
-    derive.add_argument("model", nargs="?", default="lif", choices=sorted(BUILTIN_MODELS),
+    derive.add_argument("model", nargs="?", default="lif", choices=sorted(BUILTIN_MODELS) + ["events_lif"],
                         help="a built-in model (default lif)")
     derive.add_argument("--eps", help="your spike-response kernel, a closed form in n, e.g. 'n*alpha**n'")
     derive.add_argument("--nu", help="your reset kernel, e.g. 'theta*beta**n'")
     derive.add_argument("--param", action="append", metavar="NAME=VALUE",
                         help="value of a kernel parameter for the numeric check (repeatable)")
-    derive.add_argument("--theta", type=float, default=1.0, help="threshold (default 1)")
+    derive.add_argument("--theta", type=FINITE_FLOAT, default=1.0, help="threshold (default 1)")
     derive.add_argument("--surrogate", default="exponential", help="surrogate name (default exponential)")
     derive.add_argument("--spike", default="single", help="single, multi, smooth or a max count")
-    derive.add_argument("--truncate", type=int, default=None,
+    derive.add_argument("--truncate", type=POSITIVE_INT, default=None,
                         help="turn kernels without a finite recurrence into this many taps")
     derive.add_argument("--name", default="srm", help="name of a user model (default srm)")
-    derive.add_argument("--T", type=int, default=6, help="symbolic horizon: prove for T = 2..this (default 6)")
+    derive.add_argument("--T", type=AT_LEAST_2, default=6,
+                        help="symbolic horizon: prove for T = 2..this (default 6)")
     fmt = derive.add_mutually_exclusive_group()
     fmt.add_argument("--markdown", action="store_true", help="print Markdown with LaTeX math")
     fmt.add_argument("--latex", action="store_true", help="print a LaTeX document")
@@ -283,62 +481,115 @@ def build_parser() -> argparse.ArgumentParser:
     codegen.add_argument("--check", action="store_true", help="also compile the CUDA to PTX (NVRTC or nvcc)")
     codegen.set_defaults(func=_codegen)
 
-    bench = sub.add_parser("bench", help="speed against PyTorch autograd BPTT and the memory floor (ratios)")
-    bench.add_argument("--T", type=int, default=300)
-    bench.add_argument("--batch", type=int, default=64)
-    bench.add_argument("--neurons", type=int, default=256)
-    bench.add_argument("--dtype", choices=("f32", "f64"), default="f32")
-    bench.add_argument("--repeats", type=int, default=5)
+    bench = sub.add_parser("bench", help="speed against PyTorch autograd BPTT and the memory floor (ratios)",
+                           formatter_class=defaults)
+    bench.add_argument("--T", type=POSITIVE_INT, default=300, help="time steps")
+    bench.add_argument("--batch", type=POSITIVE_INT, default=64, help="batch size")
+    bench.add_argument("--neurons", type=POSITIVE_INT, default=256, help="neurons per sample")
+    bench.add_argument("--dtype", choices=("f32", "f64"), default="f32", help="floating-point type")
+    bench.add_argument("--repeats", type=POSITIVE_INT, default=5, help="timed runs per figure (the median is reported)")
     bench.add_argument("--json", help="also write the results as JSON to this file")
     bench.add_argument("--torch", action="store_true",
                        help="also time the PyTorch SpikingLayer against a PyTorch BPTT loop (CPU, and GPU if present)")
     bench.set_defaults(func=_bench)
 
-    train = sub.add_parser("train", help="train a dense SNN (randman, digits or SHD) with exodus, slayer or bptt")
-    train.add_argument("--task", choices=("randman", "digits", "shd"), default="randman")
-    train.add_argument("--shd-path", help="the Spiking Heidelberg Digits HDF5 file (task shd)")
-    train.add_argument("--method", choices=("exodus", "slayer", "bptt"), default="exodus")
-    train.add_argument("--epochs", type=int, default=30)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--lr", type=float, default=2e-3)
-    train.add_argument("--surrogate-scale", type=float, default=1.0)
-    train.add_argument("--surrogate-width", type=float, default=0.5)
-    train.add_argument("--alpha", type=float, default=0.9, help="membrane decay of every LIF layer")
-    train.add_argument("--hidden", type=int, nargs="+", default=[64, 64], help="hidden layer sizes")
-    train.add_argument("--loss", choices=("sum_ce", "max_ce", "count_mse"), default="sum_ce")
-    train.add_argument("--truncation", type=int, default=None, help="truncated BPTT window K")
-    train.add_argument("--blocks", type=int, default=None, help="local blocks of this many layers")
-    train.add_argument("--T", type=int, default=None, help="time steps (default: the task's)")
-    train.add_argument("--randman-samples", type=int, default=100, help="randman samples per class")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", default="runs/train", help="output folder (metrics.json, weights.npz)")
+    train = sub.add_parser("train", help="train a dense SNN (randman, digits or SHD) with exodus, slayer or bptt",
+                           formatter_class=defaults)
+    train.add_argument("--task", choices=("randman", "digits", "shd"), default="randman", help="the data set")
+    train.add_argument("--shd-path", type=_existing_file,
+                       help="the Spiking Heidelberg Digits HDF5 file (task shd)")
+    train.add_argument("--method", choices=("exodus", "slayer", "bptt", "events"), default="exodus",
+                       help="gradient: exact (exodus), reset dropped (slayer) or the BPTT reference")
+    train.add_argument("--epochs", type=POSITIVE_INT, default=30, help="passes over the training set")
+    train.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="samples per step")
+    train.add_argument("--lr", type=POSITIVE_FLOAT, default=2e-3, help="Adam learning rate")
+    train.add_argument("--surrogate-scale", type=POSITIVE_FLOAT, default=1.0,
+                       help="height of the exponential surrogate")
+    train.add_argument("--surrogate-width", type=POSITIVE_FLOAT, default=0.5,
+                       help="width of the exponential surrogate (times theta)")
+    train.add_argument("--alpha", type=UNIT_INTERVAL, default=0.9, help="membrane decay of every LIF layer")
+    train.add_argument("--hidden", type=POSITIVE_INT, nargs="+", default=[64, 64], help="hidden layer sizes")
+    train.add_argument("--loss", choices=("sum_ce", "max_ce", "count_mse"), default="sum_ce",
+                       help="loss on the output spikes")
+    train.add_argument("--truncation", type=POSITIVE_INT, default=None, help="truncated BPTT window K")
+    train.add_argument("--blocks", type=POSITIVE_INT, default=None, help="local blocks of this many layers")
+    train.add_argument("--T", type=POSITIVE_INT, default=None,
+                       help="time steps (default: the task's, randman 100, digits 50, shd 250)")
+    train.add_argument("--randman-samples", type=AT_LEAST_2, default=100, help="randman samples per class")
+    train.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed of the data, weights and batches")
+    train.add_argument("--out", default="runs/train",
+                       help="output folder: metrics.json and weights.npz, rewritten after every epoch")
     train.set_defaults(func=_train)
 
     experiment = sub.add_parser("experiment", help="experiments of the EXODUS paper")
     exp_sub = experiment.add_subparsers(dest="experiment", required=True)
-    sweep = exp_sub.add_parser("scale-sweep", help="gradient norms and accuracy against surrogate scale")
-    sweep.add_argument("--scales", type=float, nargs="+", default=[0.1, 0.3, 1.0, 2.0, 5.0])
+    sweep = exp_sub.add_parser("scale-sweep", help="gradient norms and accuracy against surrogate scale",
+                               formatter_class=defaults)
+    sweep.add_argument("--scales", type=POSITIVE_FLOAT, nargs="+", default=[0.1, 0.3, 1.0, 2.0, 5.0],
+                       help="surrogate scales")
     sweep.add_argument("--methods", nargs="+", default=["exodus", "slayer", "bptt"],
-                       choices=("exodus", "slayer", "bptt"))
-    sweep.add_argument("--seeds", type=int, default=3)
-    sweep.add_argument("--epochs", type=int, default=15)
-    sweep.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
-    sweep.add_argument("--batch-size", type=int, default=30)
-    sweep.add_argument("--lr", type=float, default=3e-3)
-    sweep.add_argument("--T", type=int, default=50)
-    sweep.add_argument("--randman-samples", type=int, default=60)
-    sweep.add_argument("--out", default="runs/scale_sweep")
+                       choices=("exodus", "slayer", "bptt"), help="gradient methods")
+    sweep.add_argument("--seeds", type=POSITIVE_INT, default=3, help="number of seeds (0, 1, ...)")
+    sweep.add_argument("--epochs", type=POSITIVE_INT, default=15, help="epochs per run")
+    sweep.add_argument("--hidden", type=POSITIVE_INT, nargs="+", default=[64, 64], help="hidden layer sizes")
+    sweep.add_argument("--batch-size", type=POSITIVE_INT, default=30, help="samples per step")
+    sweep.add_argument("--lr", type=POSITIVE_FLOAT, default=3e-3, help="Adam learning rate")
+    sweep.add_argument("--T", type=POSITIVE_INT, default=50, help="time steps")
+    sweep.add_argument("--randman-samples", type=AT_LEAST_2, default=60, help="randman samples per class")
+    sweep.add_argument("--out", default="runs/scale_sweep",
+                       help="output folder: scale_sweep.json (rewritten after every run) and figures")
     sweep.set_defaults(func=_experiment)
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _error(message: str) -> int:
+    print(f"ift-snn: error: {_one_line(message)}", file=sys.stderr)
+    return 2
+
+
+def _os_error(exc: OSError) -> str:
+    names = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{names}: {reason}" if names else reason
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line; returns the exit code (0 ok, 1 a check failed, 2 an error, 3 training
+    stopped on a non-finite gradient, 130 interrupted). Set IFT_SNN_DEBUG=1 for tracebacks."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors (already printed)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    debug = os.environ.get("IFT_SNN_DEBUG", "").strip() not in ("", "0")
     try:
         return args.func(args)
-    except (ValueError, TypeError, ImportError) as exc:
-        print(f"ift-snn: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        kept = getattr(args, "kept", None)
+        try:
+            what = kept() if callable(kept) else None
+        except Exception:  # noqa: BLE001 - only describing what is on disk
+            what = None
+        print(f"ift-snn: interrupted; {what or 'nothing was written'}", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place every failure becomes one line
+        if debug:
+            raise
+        if isinstance(exc, (ValueError, TypeError, ImportError)):
+            return _error(str(exc) or type(exc).__name__)
+        if isinstance(exc, RecursionError):
+            return _error(f"the input is nested too deeply (RecursionError: {exc})")
+        if isinstance(exc, MemoryError):
+            return _error(f"out of memory (MemoryError{': ' + str(exc) if str(exc) else ''}): "
+                          "reduce the sizes (--T, --batch, --neurons, --hidden ...)")
+        if isinstance(exc, OSError):
+            return _error(_os_error(exc))
+        return _error(f"internal error: {type(exc).__name__}: {exc} (set IFT_SNN_DEBUG=1 for the traceback)")
 
 
 if __name__ == "__main__":  # pragma: no cover

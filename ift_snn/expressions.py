@@ -16,6 +16,7 @@ of the functions in :data:`FUNCTIONS` (``exp``, ``log``, ``sqrt``, ``abs``,
 from __future__ import annotations
 
 import ast
+import math
 from collections.abc import Mapping
 
 import sympy as sp
@@ -99,6 +100,8 @@ def parse_expression(text: str, symbols: Mapping[str, sp.Symbol], *, what: str =
         if isinstance(node, ast.Constant):
             if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
                 raise ExpressionError(f"{what} {text!r}: constant {node.value!r} is not a number")
+            if isinstance(node.value, float) and not math.isfinite(node.value):
+                raise ExpressionError(f"{what} {text!r}: constant {node.value!r} is not finite")
             return sp.Integer(node.value) if isinstance(node.value, int) else sp.Float(node.value)
         if isinstance(node, ast.Name):
             if node.id in symbols:
@@ -145,9 +148,15 @@ def parse_expression(text: str, symbols: Mapping[str, sp.Symbol], *, what: str =
         raise ExpressionError(f"{what} {text!r}: {type(node).__name__} is not allowed in an expression")
 
     try:
-        return sp.sympify(walk(tree))
+        result = sp.sympify(walk(tree))
     except RecursionError:
         raise ExpressionError(f"{what} {text!r} is nested too deeply") from None
+    except ZeroDivisionError:
+        raise ExpressionError(f"{what} {text!r} divides by zero") from None
+    if result.has(sp.nan, sp.zoo, sp.oo, -sp.oo):
+        raise ExpressionError(f"{what} {text!r} is not finite (it evaluates to {result}); "
+                              "expected an expression with finite constants")
+    return result
 
 
 def free_names(text: str) -> list[str]:
@@ -159,10 +168,16 @@ def free_names(text: str) -> list[str]:
     """
     import re
 
+    if not isinstance(text, str):
+        raise TypeError(f"expression must be a string, got {type(text).__name__}")
+    if len(text) > MAX_LENGTH:
+        raise ExpressionError(f"expression is {len(text)} characters long; at most {MAX_LENGTH} are accepted")
     try:
         tree = ast.parse(str(text).strip().replace("^", "**"), mode="eval")
     except SyntaxError as exc:
         raise ExpressionError(f"expression {text!r} is not valid: {exc.msg}") from None
+    except (RecursionError, MemoryError):
+        raise ExpressionError(f"expression {text[:60]!r}... is nested too deeply") from None
     called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
     names: list[str] = []
     for node in ast.walk(tree):

@@ -30,7 +30,10 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import sympy as sp
 
-__all__ = ["N", "X", "Kernel", "KernelError", "NoRecurrenceError"]
+__all__ = ["N", "X", "Kernel", "KernelError", "NoRecurrenceError", "MAX_TAPS"]
+
+#: Longest tap kernel (and longest ``truncate=``): evaluating and scanning more is minutes of work.
+MAX_TAPS = 1024
 
 #: The time index of a kernel, h[n] for n = 0, 1, ...
 N = sp.Symbol("n", integer=True, nonnegative=True)
@@ -166,6 +169,11 @@ class Kernel:
             raise KernelError(f"kernel taps must be a 1-D sequence of numbers, got shape {array.shape}")
         if array.size == 0:
             raise KernelError("kernel has no taps: give at least one value")
+        if array.size + int(start) > MAX_TAPS:
+            raise KernelError(
+                f"kernel has {array.size + int(start)} taps; at most {MAX_TAPS} are supported (a long kernel "
+                "is better written as a closed form with a finite recurrence, e.g. a sum of exponentials)"
+            )
         if not np.all(np.isfinite(array)):
             raise KernelError(f"kernel taps {array.tolist()} contain NaN or inf")
         taps = (0.0,) * int(start) + tuple(float(v) for v in array)
@@ -175,6 +183,8 @@ class Kernel:
         """The first ``length`` values as a tap kernel (parameters evaluated at ``values``)."""
         if length < 1:
             raise KernelError(f"truncation length must be >= 1, got {length}")
+        if length > MAX_TAPS:
+            raise KernelError(f"truncation length {length} is out of range: at most {MAX_TAPS} taps")
         return Kernel.from_taps(self.impulse(length, values or {}))
 
     def _check_recurrence(self) -> None:

@@ -36,15 +36,17 @@ values; ``backward`` returns dL/dp for each of them.
 
 from __future__ import annotations
 
+import keyword
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import sympy as sp
 
-from .expressions import parse_expression
-from .kernels import N, Kernel, KernelError, NoRecurrenceError
+from .expressions import CONSTANTS, FUNCTIONS, parse_expression
+from .kernels import MAX_TAPS, N, Kernel, KernelError, NoRecurrenceError
 from .surrogates import THETA, U, Surrogate, exponential, get_surrogate
 
 __all__ = [
@@ -59,13 +61,43 @@ __all__ = [
     "get_model",
     "model_to_dict",
     "model_from_dict",
+    "check_identifier",
+    "CONVENTIONS",
 ]
 
 SPIKE_NAMES = ("single", "multi", "smooth")
 RESETS = ("subtract", "zero")
+#: The conventions a model may declare (shown in its repr; "" for none).
+CONVENTIONS = ("", "reset after decay", "reset before decay")
+#: Model names: lower-case identifiers of bounded length. They become part of generated
+#: kernel names, so nothing else is ever accepted (checked in every constructor and loader).
+NAME_PATTERN = re.compile(r"[a-z_][a-z0-9_]*")
+MAX_NAME_LENGTH = 40
+#: Parameter names: ASCII identifiers (they become ``p_<name>`` in generated code).
+PARAM_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+MAX_PARAM_LENGTH = 32
+
+
+def check_identifier(value: object, what: str = "model name") -> str:
+    """``value`` if it is a lower-case identifier ``[a-z_][a-z0-9_]*`` of at most 40 characters.
+
+    Model names end up in generated source (kernel names), so this is the
+    only text of a user's that may; anything else raises ValueError naming it.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, got {type(value).__name__}: {value!r:.80}")
+    if len(value) > MAX_NAME_LENGTH or not NAME_PATTERN.fullmatch(value):
+        raise ValueError(
+            f"{what} {value!r:.80} is not allowed: expected a lower-case identifier [a-z_][a-z0-9_]* "
+            f"of at most {MAX_NAME_LENGTH} characters"
+        )
+    return value
 
 
 #: Names the derivations use for their own variables; a parameter may not take them.
+#: Names the math module and the printers use in generated code.
+_MATH_NAMES = frozenset("math np numba prange floor ceil pow fabs fmax fmin expf logf e inf nan".split())
+
 RESERVED_NAMES = frozenset(
     "n u s a g m f k x y I pre z r q d c sigma dl_ds grad_a u_prev s_prev d_next u_init grad_u_init".split()
 )
@@ -75,10 +107,22 @@ def param_symbol(name: str) -> sp.Symbol:
     """The SymPy symbol of a model parameter; ``theta`` is shared with the surrogates."""
     if name == "theta":
         return THETA
-    if name in RESERVED_NAMES or name.startswith(("w_", "v_")) or not name.isidentifier():
+    if not isinstance(name, str):
+        raise TypeError(f"a parameter name must be a string, got {type(name).__name__}: {name!r:.80}")
+    if len(name) > MAX_PARAM_LENGTH or not PARAM_PATTERN.fullmatch(name) or keyword.iskeyword(name):
         raise ValueError(
-            f"{name!r} cannot be a parameter name: it is not an identifier or is reserved for the "
-            f"derivation's own variables ({', '.join(sorted(RESERVED_NAMES))}, w_*, v_*)"
+            f"{name!r:.80} cannot be a parameter name: expected an ASCII identifier [A-Za-z][A-Za-z0-9_]* "
+            f"of at most {MAX_PARAM_LENGTH} characters (not a Python keyword)"
+        )
+    if name in FUNCTIONS or name in CONSTANTS or name in _MATH_NAMES:
+        raise ValueError(
+            f"{name!r} cannot be a parameter name: it is the name of a function or constant of the "
+            f"expression language; rename it (e.g. --param {name}_0=VALUE or params={{'{name}_0': ...}})"
+        )
+    if name in RESERVED_NAMES or name.startswith(("w_", "v_", "sg_")):
+        raise ValueError(
+            f"{name!r} cannot be a parameter name: it is reserved for the "
+            f"derivation's own variables ({', '.join(sorted(RESERVED_NAMES))}, w_*, v_*, sg_*)"
         )
     return sp.Symbol(name, positive=True)
 
@@ -112,6 +156,21 @@ class NeuronModel:
     convention: str = ""
 
     def __post_init__(self) -> None:
+        check_identifier(self.name, "model name")
+        if self.convention not in CONVENTIONS:
+            raise ValueError(f"convention={self.convention!r:.80} is not known; expected one of {CONVENTIONS}")
+        if not isinstance(self.surrogate, Surrogate):
+            raise TypeError(f"surrogate must be a Surrogate, got {type(self.surrogate).__name__}")
+        if not isinstance(self.params, tuple):
+            raise TypeError(f"params must be a tuple of (name, value) pairs, got {type(self.params).__name__}")
+        for item in self.params:
+            if not (isinstance(item, tuple) and len(item) == 2):
+                raise TypeError(f"params must be (name, value) pairs, got {item!r:.80}")
+            param_symbol(item[0])
+        if len({k for k, _ in self.params}) != len(self.params):
+            raise ValueError(f"parameter names repeat: {[k for k, _ in self.params]}")
+        if self.u_min is not None and (isinstance(self.u_min, bool) or not isinstance(self.u_min, float)):
+            raise TypeError(f"u_min must be a float or None, got {self.u_min!r:.80}")
         _check_spike(self.spike)
         if self.reset not in RESETS:
             raise ValueError(f"reset={self.reset!r} is not known; expected one of {RESETS}")
@@ -164,8 +223,17 @@ class NeuronModel:
     @property
     def structure(self) -> tuple:
         """Everything but the parameter values: the key of compiled kernels (values are kernel arguments)."""
-        return (self.name, self.eps, self.nu, self.parameter_names, self.spike, self.surrogate, self.reset,
+        surrogate = self.surrogate if self.spike == "smooth" else self.surrogate.structure
+        return (self.name, self.eps, self.nu, self.parameter_names, self.spike, surrogate, self.reset,
                 self.u_min, self.membrane)
+
+    @property
+    def surrogate_arguments(self) -> tuple[tuple[sp.Symbol, float], ...]:
+        """The surrogate constants generated kernels take as arguments (sg_scale, ...), with values.
+
+        Empty for custom surrogates and for the smooth spike (whose primitive is baked in).
+        """
+        return () if self.spike == "smooth" else self.surrogate.arguments
 
     @property
     def symbols(self) -> tuple[sp.Symbol, ...]:
@@ -490,8 +558,8 @@ def srm(
     if truncate is not None:
         if isinstance(truncate, (bool, np.bool_)) or not isinstance(truncate, (int, np.integer)):
             raise TypeError(f"truncate={truncate!r} must be an int >= 1 or None")
-        if truncate < 1:
-            raise ValueError(f"truncate={truncate!r} is out of range: expected an int >= 1")
+        if not 1 <= truncate <= MAX_TAPS:
+            raise ValueError(f"truncate={truncate!r} is out of range: expected an int from 1 to {MAX_TAPS}")
         truncate = int(truncate)
     eps_k = _kernel(eps, "eps", names, truncate, numeric)
     nu_k = _kernel(nu, "nu", names, truncate, numeric)
@@ -548,6 +616,8 @@ def _kernel_to_dict(kernel: Kernel | None):
 def _kernel_from_dict(data, names: Mapping[str, sp.Symbol]) -> Kernel | None:
     if data is None:
         return None
+    if not isinstance(data, Mapping):
+        raise TypeError(f"a stored kernel must be a mapping with 'taps' or 'expr', got {data!r:.80}")
     if "taps" in data:
         return Kernel.from_taps(data["taps"])
     return Kernel.closed_form(parse_expression(data["expr"], {"n": N, **names}, what="stored kernel"))
@@ -579,31 +649,85 @@ def model_to_dict(model: NeuronModel) -> dict:
 
 
 def model_from_dict(data: Mapping) -> NeuronModel:
-    """Rebuild a model saved by :func:`model_to_dict`; expressions are parsed over a whitelist."""
-    from .surrogates import custom
+    """Rebuild a model saved by :func:`model_to_dict`, validated like the constructors.
 
+    Every field is type-checked, the name must be an identifier (it becomes
+    part of kernel names), parameter values pass the constructors' range
+    checks (0 < alpha <= 1, theta > 0, theta_r >= 0), expressions are parsed
+    over a whitelist, and a membrane form must decay (0 < alpha <= 1, rho >= 0
+    at the stored values). Raises ValueError or TypeError naming the field.
+    """
+    from .surrogates import SURROGATES, custom
+
+    if not isinstance(data, Mapping):
+        raise TypeError(f"a stored model must be a mapping (what model_to_dict writes), got {type(data).__name__}")
     try:
-        params = tuple((str(k), float(v)) for k, v in data["params"])
+        name = check_identifier(data["name"], "stored model name")
+        raw_params = data["params"]
+        if not isinstance(raw_params, (list, tuple)):
+            raise TypeError(f"field 'params' must be a list of [name, value], got {type(raw_params).__name__}")
+        params = []
+        for item in raw_params:
+            if not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], str):
+                raise TypeError(f"field 'params': expected [name, value] pairs, got {item!r:.80}")
+            params.append((item[0], _as_float(f"parameter {item[0]!r:.40}", item[1])))
+        params = tuple(params)
         names = {k: param_symbol(k) for k, _ in params}
         sur = data["surrogate"]
-        surrogate = custom(sur["expr"]) if sur["name"] == "custom" else get_surrogate(sur["name"], **sur["constants"])
+        if not isinstance(sur, Mapping) or not isinstance(sur.get("name"), str):
+            raise TypeError(f"field 'surrogate' must be a mapping with a 'name', got {sur!r:.80}")
+        if sur["name"] == "custom":
+            surrogate = custom(sur["expr"])
+        elif sur["name"] in SURROGATES:
+            constants = sur.get("constants", {})
+            if not isinstance(constants, Mapping) or not all(isinstance(k, str) for k in constants):
+                raise TypeError(f"field 'surrogate.constants' must map names to numbers, got {constants!r:.80}")
+            surrogate = get_surrogate(sur["name"], **constants)
+        else:
+            raise ValueError(f"field 'surrogate.name' {sur['name']!r:.80} is not known; expected one of "
+                             f"{', '.join(SURROGATES)} or custom")
+        spike = data["spike"]
+        if isinstance(spike, float) and spike.is_integer():
+            spike = int(spike)
+        reset = data["reset"]
+        if not isinstance(reset, str):
+            raise TypeError(f"field 'reset' must be a string, got {reset!r:.80}")
+        u_min = data["u_min"]
+        u_min = None if u_min is None else _as_float("u_min", u_min)
+        convention = data.get("convention", "")
+        if not isinstance(convention, str):
+            raise TypeError(f"field 'convention' must be a string, got {convention!r:.80}")
         mem = data["membrane"]
         membrane = None
         if mem is not None:
+            if not isinstance(mem, Mapping):
+                raise TypeError(f"field 'membrane' must be a mapping or null, got {type(mem).__name__}")
             membrane = Membrane(alpha=parse_expression(mem["alpha"], names, what="stored alpha"),
                                 rho=parse_expression(mem["rho"], names, what="stored rho"),
                                 syn=_kernel_from_dict(mem["syn"], names))
-        return NeuronModel(
-            name=str(data["name"]),
+        model = NeuronModel(
+            name=name,
             eps=_kernel_from_dict(data["eps"], names),
             nu=_kernel_from_dict(data["nu"], names),
             params=params,
-            spike=data["spike"],
+            spike=spike,
             surrogate=surrogate,
-            reset=data["reset"],
-            u_min=data["u_min"],
+            reset=reset,
+            u_min=u_min,
             membrane=membrane,
-            convention=data.get("convention", ""),
+            convention=convention,
         )
     except KeyError as exc:
         raise ValueError(f"stored model is missing the field {exc}; expected what model_to_dict writes") from None
+    _check_model_ranges(model)
+    if membrane is not None:
+        values = model.values
+        alpha = complex(sp.N(membrane.alpha.subs(values)))
+        rho = complex(sp.N(membrane.rho.subs(values)))
+        if alpha.imag or not 0 < alpha.real <= 1:
+            raise ValueError(f"stored model {name}: membrane decay alpha = {membrane.alpha} = {alpha.real:g} is out "
+                             "of range: expected 0 < alpha <= 1")
+        if rho.imag or not rho.real >= 0:
+            raise ValueError(f"stored model {name}: reset amount rho = {membrane.rho} = {rho.real:g} is out of "
+                             "range: expected rho >= 0")
+    return model

@@ -266,22 +266,248 @@ class Network:
 
     # ------------------------------------------------------------ save/load
     def save(self, path) -> None:
-        """Weights, readouts and the model definitions (as JSON) in one .npz."""
+        """Weights, readouts and the model definitions (as JSON) in one .npz (``.npz`` is appended if missing).
+
+        The file is written to a temporary name and renamed, so an interrupted
+        save leaves the previous file intact. Non-finite weights are refused
+        (ValueError): :meth:`load` would refuse the file.
+        """
+        import errno
+        import os
+        import tempfile
+
         host = lambda w: w if isinstance(w, np.ndarray) else w.get()  # noqa: E731
         meta = {"sizes": self.sizes, "models": [model_to_dict(m) for m in self.models], "blocks": self.blocks,
                 "n_classes": self.n_classes, "init_gain": self.init_gain, "seed": self.seed,
                 "dtype": self.dtype.name, "readouts": sorted(self.readouts)}
         arrays = {f"W{i}": host(w) for i, w in enumerate(self.weights)}
         arrays.update({f"R{k}": host(r) for k, r in self.readouts.items()})
-        np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
+        for key, array in arrays.items():
+            if not np.all(np.isfinite(array)):
+                raise ValueError(f"weights {key!r} are not all finite (NaN or inf): not saving a network "
+                                 "that Network.load would refuse")
+        if not isinstance(path, (str, os.PathLike)):  # a file object
+            np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
+            return
+        path = os.fspath(path)
+        if not path.endswith(".npz"):
+            path += ".npz"
+        folder = os.path.dirname(path) or "."
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(errno.ENOENT, "the folder does not exist", folder)
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", path)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
     @classmethod
     def load(cls, path) -> Network:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            net = cls(meta["sizes"], [model_from_dict(m) for m in meta["models"]], seed=meta["seed"],
-                      init_gain=meta["init_gain"], dtype=np.dtype(meta["dtype"]), blocks=meta["blocks"],
-                      n_classes=meta["n_classes"])
-            net.weights = [data[f"W{i}"] for i in range(len(net.weights))]
-            net.readouts = {int(k): data[f"R{k}"] for k in meta["readouts"]}
-        return net
+        """Read a file written by :meth:`save`, validating it like the constructor validates arguments.
+
+        Everything is checked before any array is allocated: the metadata
+        (sizes, models, blocks, dtype ...), the set of keys, and each array's
+        ``.npy`` header (dtype equal to the network's float32/float64, shape
+        matching ``sizes``, payload size matching the shape); then the arrays
+        are read (never unpickled) and must be finite. Any problem, including
+        a truncated or corrupt file, is a ValueError naming the file and the
+        key; a missing file is a FileNotFoundError.
+        """
+        return _load(cls, path)
+
+
+# ------------------------------------------------------------------ loading
+_META_FIELDS = ("sizes", "models", "blocks", "n_classes", "init_gain", "seed", "dtype", "readouts")
+_MAX_META_CHARS = 1 << 20
+_DTYPES = ("float32", "float64")
+_MAX_DEFLATE_RATIO = 1100  # DEFLATE cannot expand more than ~1032:1
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _load(cls, path) -> Network:
+    import os
+    import zipfile
+    import zlib
+
+    name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else repr(path)
+
+    def fail(key, msg):
+        where = f"key {key}: " if key else ""
+        return ValueError(f"{name}: {where}{msg}")
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise ValueError(f"{name}: not a readable network file (truncated, corrupt, or not an .npz archive "
+                         f"written by Network.save): {exc}") from None
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except (EOFError, ValueError, OSError, zlib.error) as exc:
+        raise ValueError(f"{name}: not a readable .npz archive: {exc}") from None
+    with archive:
+        members = {}
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                raise fail(repr(info.filename), "unexpected member (an .npz holds only .npy arrays)")
+            key = info.filename[:-4]
+            if key in members:
+                raise fail(repr(key), "appears twice in the archive")
+            members[key] = info
+
+        def header(key):
+            """(shape, dtype, header length) of member ``key``, reading nothing but its header."""
+            info = members[key]
+            if info.compress_type == zipfile.ZIP_STORED:
+                if info.compress_size != info.file_size:
+                    raise fail(repr(key), "stored sizes disagree (corrupt archive)")
+            elif info.compress_type == zipfile.ZIP_DEFLATED:
+                if info.file_size > _MAX_DEFLATE_RATIO * info.compress_size + 4096:
+                    raise fail(repr(key), f"declares {info.file_size} bytes from {info.compress_size} "
+                                          "compressed (corrupt archive)")
+            else:
+                raise fail(repr(key), f"compression method {info.compress_type} is not supported "
+                                      "(Network.save writes stored or deflated members)")
+            try:
+                with archive.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    if version == (1, 0):
+                        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+                    elif version == (2, 0):
+                        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+                    else:
+                        raise ValueError(f"unsupported .npy format version {version}")
+                    offset = fh.tell()
+            except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as exc:
+                raise fail(repr(key), f"not a readable .npy array: {exc}") from None
+            if dtype.hasobject:
+                raise fail(repr(key), f"has dtype {dtype} (Python objects): refused, arrays are never unpickled")
+            return shape, dtype, offset
+
+        def check_payload(key, shape, dtype, offset):
+            expected = offset + math.prod(shape) * dtype.itemsize
+            if members[key].file_size != expected:
+                raise fail(repr(key), f"holds {members[key].file_size - offset} bytes of data; shape {shape} "
+                                      f"of {dtype} needs {expected - offset} (truncated or corrupt)")
+
+        def read(key):
+            try:
+                with archive.open(members[key]) as fh:
+                    return np.lib.format.read_array(fh, allow_pickle=False)
+            except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as exc:
+                raise fail(repr(key), f"cannot be read (truncated or corrupt): {exc}") from None
+
+        # ---- metadata
+        if "meta" not in members:
+            raise fail("'meta'", f"missing; the archive holds {sorted(members) or 'nothing'} "
+                                 "(not a file written by Network.save)")
+        shape, dtype, offset = header("meta")
+        if shape != () or dtype.kind != "U":
+            raise fail("'meta'", f"expected a JSON string (0-d unicode array), got shape {shape} dtype {dtype}")
+        if dtype.itemsize > 4 * _MAX_META_CHARS:
+            raise fail("'meta'", f"is {dtype.itemsize // 4} characters long; at most {_MAX_META_CHARS} accepted")
+        check_payload("meta", shape, dtype, offset)
+        text = str(read("meta")[()])
+        try:
+            meta = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise fail("'meta'", f"is not valid JSON: {exc}") from None
+        if not isinstance(meta, dict):
+            raise fail("'meta'", f"expected a JSON object, got {type(meta).__name__}")
+        missing = [k for k in _META_FIELDS if k not in meta]
+        if missing:
+            raise fail(repr(missing[0]), f"missing from the metadata (expected fields: {', '.join(_META_FIELDS)})")
+        unknown = sorted(set(meta) - set(_META_FIELDS))
+        if unknown:
+            raise fail(repr(unknown[0]), f"unknown metadata field (expected: {', '.join(_META_FIELDS)})")
+
+        sizes = meta["sizes"]
+        if not isinstance(sizes, list) or len(sizes) < 2 or not all(_is_int(k) and k >= 1 for k in sizes):
+            raise fail("'sizes'", f"{sizes!r}: expected a list of at least 2 positive ints [n_in, ..., n_out]")
+        n_layers = len(sizes) - 1
+        dtype_name = meta["dtype"]
+        if dtype_name not in _DTYPES:
+            raise fail("'dtype'", f"{dtype_name!r}: expected one of {', '.join(_DTYPES)}")
+        net_dtype = np.dtype(dtype_name)
+        blocks = meta["blocks"]
+        if blocks is not None and not (_is_int(blocks) and blocks >= 1):
+            raise fail("'blocks'", f"{blocks!r}: expected an int >= 1 or null")
+        n_classes = meta["n_classes"]
+        if not (_is_int(n_classes) and n_classes >= 1):
+            raise fail("'n_classes'", f"{n_classes!r}: expected an int >= 1")
+        gain = meta["init_gain"]
+        if not (isinstance(gain, (int, float)) and not isinstance(gain, bool) and math.isfinite(gain)):
+            raise fail("'init_gain'", f"{gain!r}: expected a finite number")
+        seed = meta["seed"]
+        if seed is not None and not (_is_int(seed) and seed >= 0):
+            raise fail("'seed'", f"{seed!r}: expected an int >= 0 or null")
+        ends = list(range(blocks - 1, n_layers - 1, blocks)) if blocks else []
+        if meta["readouts"] != ends:
+            raise fail("'readouts'", f"{meta['readouts']!r}: with sizes {sizes} and blocks {blocks} "
+                                     f"expected {ends}")
+        specs = meta["models"]
+        if not isinstance(specs, list) or len(specs) != n_layers:
+            got = f"{len(specs)} entries" if isinstance(specs, list) else type(specs).__name__
+            raise fail("'models'", f"expected a list of {n_layers} model definitions (one per layer), got {got}")
+        models = []
+        for i, spec in enumerate(specs):
+            try:
+                if not isinstance(spec, dict):
+                    raise TypeError(f"expected a model definition (a JSON object), got {type(spec).__name__}")
+                model = model_from_dict(spec)
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+                detail = str(exc) or type(exc).__name__
+                if isinstance(exc, KeyError):
+                    detail = f"missing field {exc}"
+                raise fail(f"'models'[{i}]", detail) from None
+            if not isinstance(model, NeuronModel):
+                raise fail(f"'models'[{i}]", f"did not describe a NeuronModel (got {type(model).__name__})")
+            models.append(model)
+
+        # ---- array headers, before reading any array
+        expected = {f"W{i}": (sizes[i], sizes[i + 1]) for i in range(n_layers)}
+        expected.update({f"R{k}": (sizes[k + 1], n_classes) for k in ends})
+        for key in expected:
+            if key not in members:
+                raise fail(repr(key), f"missing: sizes {sizes} and blocks {blocks} need arrays "
+                                      f"{', '.join(expected)}")
+        extra = sorted(set(members) - set(expected) - {"meta"})
+        if extra:
+            raise fail(repr(extra[0]), f"unexpected array: sizes {sizes} and blocks {blocks} need exactly "
+                                       f"{', '.join(expected)}")
+        for key, want in expected.items():
+            shape, dtype, offset = header(key)
+            if dtype != net_dtype:
+                raise fail(repr(key), f"has dtype {dtype}; the network's dtype is {net_dtype}")
+            if shape != want:
+                raise fail(repr(key), f"has shape {shape}; sizes {sizes} need {want}")
+            check_payload(key, shape, dtype, offset)
+
+        # ---- arrays
+        arrays = {}
+        for key in expected:
+            array = np.ascontiguousarray(read(key))
+            if not np.all(np.isfinite(array)):
+                bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+                raise fail(repr(key), f"{bad} of its {array.size} values are not finite (NaN or inf)")
+            arrays[key] = array
+
+    net = cls.__new__(cls)
+    net.sizes = list(sizes)
+    net.models = models
+    net.dtype = net_dtype
+    net.init_gain = gain
+    net.seed = seed
+    net.weights = [arrays[f"W{i}"] for i in range(n_layers)]
+    net.blocks = blocks
+    net.n_classes = n_classes
+    net.readouts = {k: arrays[f"R{k}"] for k in ends}
+    return net

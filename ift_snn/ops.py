@@ -43,6 +43,7 @@ __all__ = [
     "Gradients",
     "StabilityWarning",
     "GradientOverflowError",
+    "NonFiniteError",
     "forward",
     "backward",
     "METHODS",
@@ -56,12 +57,17 @@ BACKENDS = ("auto", "cpu", "numpy", "cupy")
 METHODS = ("exodus", "slayer", "bptt")
 #: A run of this many consecutive steps with |step factor| > 1 triggers a StabilityWarning...
 STABILITY_RUN = 20
-#: ...and so does a run of steps whose factors multiply to more than this.
-GROWTH_LIMIT = 1e6
+#: ...and so does a run of steps whose factors multiply to more than this (the carried adjoint
+#: amplified 100x; LIF(0.9) with the exponential surrogate at scale 2 over 2000 steps reaches 1e4).
+GROWTH_LIMIT = 100.0
 
 
 class StabilityWarning(RuntimeWarning):
     """The exact gradient may grow geometrically (MATH section 6)."""
+
+
+class NonFiniteError(FloatingPointError):
+    """forward produced a non-finite membrane or surrogate; the message names the step and neuron."""
 
 
 class GradientOverflowError(FloatingPointError):
@@ -129,6 +135,8 @@ def _check_array(name: str, x: object, *, dtype: np.dtype | None = None):
             x = np.asarray(x)
         except Exception as exc:  # noqa: BLE001 - re-raised with context
             raise TypeError(f"{name} must be an array of floats, got {type(x).__name__}: {exc}") from None
+    if x.dtype.kind == "f" and x.dtype.itemsize in (4, 8) and not x.dtype.isnative:
+        x = x.astype(x.dtype.newbyteorder("="))  # big-endian (e.g. from a file): same values, native byte order
     if x.dtype not in (np.float32, np.float64):
         raise TypeError(f"{name} has dtype {x.dtype}; expected float32 or float64 (cast it first)")
     if dtype is not None and x.dtype != dtype:
@@ -175,6 +183,7 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, 
     membrane, shape ``neurons`` (default 0).
     """
     model = _check_model(model)
+    a_in = a
     a = _check_array("input a", a)
     backend = _resolve_backend(backend, a)
     xp = _xp_of(a)
@@ -183,6 +192,9 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, 
     neurons = a.shape[1:]
     M = math.prod(neurons)
     a2 = xp.ascontiguousarray(a.reshape(a.shape[0], M))
+    if xp.may_share_memory(a2, a_in):
+        # the Trace keeps its own copy: the caller may change a after forward (a *= 3)
+        a2 = a2.copy()
     u0_2 = None
     if u0 is not None:
         if cupy_backend.is_cupy_array(u0) != cupy_backend.is_cupy_array(a):
@@ -190,7 +202,8 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, 
         u0 = _check_array("u0", u0, dtype=a.dtype)
         if u0.shape != neurons:
             raise ValueError(f"u0 has shape {u0.shape}; expected the neuron shape {neurons} of a {a.shape}")
-        u0_2 = xp.ascontiguousarray(u0.reshape(M))
+        u0_2 = xp.array(u0.reshape(M), copy=True)
+        u0 = u0_2.reshape(neurons)
     sigma = None
     if backend == "numpy":
         u, s, mask = scan.forward(lower(model), a2, u0_2)
@@ -198,21 +211,69 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, 
         u, s, sigma, mask = cpu.forward(model, a2, u0_2)
     else:
         u, s, sigma, mask = cupy_backend.forward(model, a2, u0_2)
+    sigma = _check_forward_finite(model, u, sigma, neurons)
     shape = lambda x: None if x is None else x.reshape(a.shape)  # noqa: E731
-    return Trace(model=model, a=a, s=shape(s), u=shape(u), u0=u0, mask=shape(mask), sigma=shape(sigma),
+    record_a = a2.reshape(a.shape)
+    for x in (record_a, u0):
+        if isinstance(x, np.ndarray):
+            x.flags.writeable = False
+    return Trace(model=model, a=record_a, s=shape(s), u=shape(u), u0=u0, mask=shape(mask), sigma=shape(sigma),
                  backend=backend)
 
 
+def _first_bad(x) -> tuple[int, int]:
+    """(step, flat neuron) of the first non-finite entry of a (T, M) array."""
+    xp = _xp_of(x)
+    flat = int(xp.argmax(xp.logical_not(xp.isfinite(x)).reshape(-1)))
+    return divmod(flat, x.shape[1])
+
+
+def _check_forward_finite(model: NeuronModel, u, sigma, neurons):
+    """sigma(u), after checking that it and the membrane are finite.
+
+    Raises NonFiniteError naming the step and neuron of the first non-finite
+    membrane (overflow) or surrogate value, so that nothing downstream sees
+    inf or NaN. Cost: one pass over u and sigma.
+    """
+    xp = _xp_of(u)
+    where = lambda j: tuple(int(i) for i in np.unravel_index(j, neurons)) if neurons else ()  # noqa: E731
+    if not bool(xp.isfinite(u).all()):
+        n, j = _first_bad(u)
+        raise NonFiniteError(
+            f"membrane overflow at step {n}, neuron {where(j)}: u = {float(u[n, j])} in {u.dtype} (largest finite "
+            f"{float(np.finfo(u.dtype).max):.3g}). The input is too large for the dtype or the kernels of "
+            f"{model!r} grow over time; scale the input, use float64 or a decaying kernel"
+        )
+    if sigma is None:
+        with np.errstate(all="ignore"):
+            sigma = model.sigma(u)
+    if not bool(xp.isfinite(sigma).all()):
+        n, j = _first_bad(sigma)
+        raise NonFiniteError(
+            f"surrogate {model.surrogate!r} is {float(sigma[n, j])} at u = {float(u[n, j])!r} (step {n}, neuron "
+            f"{where(j)}); a surrogate must be finite for every membrane value"
+        )
+    return sigma
+
+
 # --------------------------------------------------------------- backward
-def _unstable_runs(magnitude):
-    """Per column: the longest run of |c| > 1 and the largest log-product of |c| over a run (Kadane)."""
+def _unstable_runs(magnitude, truncation: int | None = None):
+    """Per column: the longest run of |c| > 1 and the largest log-product of |c| over a run (Kadane).
+
+    Only what the adjoint actually carries counts: with ``truncation=K`` the
+    carried adjoint restarts every K steps, so runs and products restart at
+    chunk boundaries too.
+    """
     xp = _xp_of(magnitude)
     run = xp.zeros(magnitude.shape[1:], dtype=xp.int64)
     best = xp.zeros_like(run)
     growth = xp.zeros(magnitude.shape[1:], dtype=xp.float64)
     best_growth = xp.zeros_like(growth)
     with np.errstate(divide="ignore"):
-        for row in magnitude:
+        for n, row in enumerate(magnitude):
+            if truncation and n % truncation == 0:
+                run[...] = 0
+                growth[...] = 0
             run = xp.where(row > 1, run + 1, 0)
             xp.maximum(best, run, out=best)
             growth = xp.maximum(growth + xp.log(row.astype(xp.float64)), 0.0)
@@ -303,7 +364,7 @@ def backward(
     magnitude = xp.abs(factors)
     max_factor = float(xp.max(magnitude)) if magnitude.size else 0.0
     if max_factor > 1:
-        runs, log_growth = _unstable_runs(magnitude)
+        runs, log_growth = _unstable_runs(magnitude, truncation)
         longest, worst = int(xp.max(runs)), int(xp.argmax(log_growth))
         max_log_growth = float(xp.max(log_growth))
     else:
@@ -315,11 +376,17 @@ def backward(
     )
     if not (bool(xp.all(xp.isfinite(grad_a))) and bool(xp.all(xp.isfinite(grad_u0)))
             and all(math.isfinite(v) for v in params.values())):  # noqa: E129
-        raise GradientOverflowError(
-            f"the {method} backward pass overflowed to inf/NaN: {diagnostic}. The exact gradient grows "
-            "like the product of step factors (MATH section 6); use a smaller surrogate scale, a wider "
-            "surrogate, float64, or truncation"
-        )
+        bad = [k for k, v in (("dL/da", grad_a), ("dL/du0", grad_u0)) if not bool(xp.all(xp.isfinite(v)))]
+        bad += [f"dL/d{k}" for k, v in params.items() if not math.isfinite(v)]
+        if growth > GROWTH_LIMIT or longest >= STABILITY_RUN:
+            cause = (f"{diagnostic}. The exact gradient grows like the product of step factors (MATH section 6); "
+                     "use a smaller surrogate scale, a wider surrogate, float64, or truncation")
+        else:
+            largest_g = float(xp.max(xp.abs(g2))) if g2.size else 0.0
+            cause = (f"the step factors are not the cause ({diagnostic}); the largest |grad_s| is {largest_g:.3g} "
+                     f"in {dtype}, and the model's kernels or parameter derivatives may grow over time "
+                     f"({model!r}); scale the loss or use float64")
+        raise GradientOverflowError(f"the {method} backward pass overflowed to inf/NaN in {', '.join(bad)}: {cause}")
     if longest >= STABILITY_RUN or growth > GROWTH_LIMIT:
         warnings.warn(
             f"exact gradient may grow geometrically: {diagnostic}; consider a smaller surrogate scale "

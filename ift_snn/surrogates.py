@@ -30,7 +30,8 @@ finite differences can check every gradient.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 import numpy as np
 import sympy as sp
@@ -51,6 +52,7 @@ __all__ = [
     "boxcar",
     "custom",
     "get_surrogate",
+    "constant_symbol",
 ]
 
 #: Membrane potential symbol of surrogate expressions.
@@ -67,12 +69,16 @@ class Surrogate:
     ``constants`` records the values that were substituted (for display).
     ``primitive`` is F(u; theta) with dF/du = sigma and F -> 0 as u -> -inf,
     or None; ``shift_invariant`` says F depends on u - theta only.
+    ``template`` (built-ins only) is ``expr`` with each constant a symbol
+    ``sg_<name>``: generated kernels take the constants as arguments, so a
+    new scale or width reuses the compiled kernel.
     """
 
     name: str
     expr: sp.Expr
     constants: tuple[tuple[str, float], ...] = ()
     primitive: sp.Expr | None = None
+    template: sp.Expr | None = field(default=None, compare=False, repr=False)
 
     def __call__(self, u: np.ndarray, theta: float) -> np.ndarray:
         """sigma(u) elementwise, in the dtype of ``u``."""
@@ -91,11 +97,30 @@ class Surrogate:
         shifted = self.expr.subs(U, U + THETA)
         return not shifted.has(THETA)
 
+    @property
+    def arguments(self) -> tuple[tuple[sp.Symbol, float], ...]:
+        """(symbol sg_<name>, value) of each constant of ``template``; () without a template."""
+        if self.template is None:
+            return ()
+        return tuple((constant_symbol(k), v) for k, v in self.constants)
+
+    @property
+    def structure(self) -> tuple:
+        """What a compiled kernel depends on: the template (not the constants' values) when there is one."""
+        if self.template is None:
+            return (self.name, self.expr, self.primitive)
+        return (self.name, self.template)
+
     def __repr__(self) -> str:
         if self.name == "custom":
             return f"custom({sp.sstr(self.expr)!r})"
         inner = ", ".join(f"{k}={v:g}" for k, v in self.constants)
         return f"{self.name}({inner})"
+
+
+def constant_symbol(name: str) -> sp.Symbol:
+    """The symbol ``sg_<name>`` of a built-in surrogate's constant in its template."""
+    return sp.Symbol(f"sg_{name}", positive=True)
 
 
 def _positive(name: str, value: float, what: str) -> float:
@@ -115,69 +140,79 @@ def _number(value: float) -> sp.Expr:
 X = U - THETA
 
 
+def _builtin(name: str, build, **constants: float) -> Surrogate:
+    """A catalogue surrogate: ``build(**constants)`` -> (sigma, primitive or None), numeric and as a template."""
+    values = {k: _positive(k, v, f"{name} surrogate") for k, v in constants.items()}
+    expr, primitive = build(**{k: _number(v) for k, v in values.items()})
+    template, _ = build(**{k: constant_symbol(k) for k in values})
+    return Surrogate(name, expr, tuple(values.items()), primitive, template)
+
+
+def _exponential(scale, width):
+    w = width * THETA
+    return scale / w * sp.exp(-sp.Abs(X) / w), None
+
+
+def _fast_sigmoid(scale, slope):
+    return scale / (1 + slope * sp.Abs(X)) ** 2, None
+
+
+def _sigmoid(scale, slope):
+    logistic = 1 / (1 + sp.exp(-slope * X))
+    return scale * slope * logistic * (1 - logistic), scale * logistic
+
+
+def _arctan(scale, slope):
+    expr = scale * (slope / 2) / (1 + (sp.pi / 2 * slope * X) ** 2)
+    return expr, scale * (sp.atan(sp.pi / 2 * slope * X) / sp.pi + sp.Rational(1, 2))
+
+
+def _gaussian(scale, width):
+    expr = scale * sp.exp(-(X**2) / (2 * width**2)) / (sp.sqrt(2 * sp.pi) * width)
+    return expr, scale * (1 + sp.erf(X / (sp.sqrt(2) * width))) / 2
+
+
+def _triangle(scale, width):
+    return sp.Piecewise((scale * (1 - sp.Abs(X) / width), sp.Abs(X) < width), (0, True)), None
+
+
+def _boxcar(scale, width):
+    return sp.Piecewise((scale / width, sp.Abs(X) < width / 2), (0, True)), None
+
+
 def exponential(scale: float = 1.0, width: float = 0.5) -> Surrogate:
     """SLAYER / sinabs exponential (Laplace) surrogate, width relative to theta."""
-    scale = _positive("scale", scale, "exponential surrogate")
-    width = _positive("width", width, "exponential surrogate")
-    w = _number(width) * THETA
-    expr = _number(scale) / w * sp.exp(-sp.Abs(X) / w)
-    return Surrogate("exponential", expr, (("scale", scale), ("width", width)))
+    return _builtin("exponential", _exponential, scale=scale, width=width)
 
 
 def fast_sigmoid(scale: float = 1.0, slope: float = 10.0) -> Surrogate:
     """SuperSpike fast sigmoid derivative scale / (1 + slope |u - theta|)^2."""
-    scale = _positive("scale", scale, "fast_sigmoid surrogate")
-    slope = _positive("slope", slope, "fast_sigmoid surrogate")
-    expr = _number(scale) / (1 + _number(slope) * sp.Abs(X)) ** 2
-    return Surrogate("fast_sigmoid", expr, (("scale", scale), ("slope", slope)))
+    return _builtin("fast_sigmoid", _fast_sigmoid, scale=scale, slope=slope)
 
 
 def sigmoid(scale: float = 1.0, slope: float = 5.0) -> Surrogate:
     """Derivative of scale * logistic(slope (u - theta))."""
-    scale = _positive("scale", scale, "sigmoid surrogate")
-    slope = _positive("slope", slope, "sigmoid surrogate")
-    k = _number(slope)
-    logistic = 1 / (1 + sp.exp(-k * X))
-    expr = _number(scale) * k * logistic * (1 - logistic)
-    return Surrogate("sigmoid", expr, (("scale", scale), ("slope", slope)), _number(scale) * logistic)
+    return _builtin("sigmoid", _sigmoid, scale=scale, slope=slope)
 
 
 def arctan(scale: float = 1.0, slope: float = 2.0) -> Surrogate:
     """SpikingJelly ATan: derivative of scale (atan(pi/2 slope x)/pi + 1/2)."""
-    scale = _positive("scale", scale, "arctan surrogate")
-    slope = _positive("slope", slope, "arctan surrogate")
-    k = _number(slope)
-    expr = _number(scale) * (k / 2) / (1 + (sp.pi / 2 * k * X) ** 2)
-    primitive = _number(scale) * (sp.atan(sp.pi / 2 * k * X) / sp.pi + sp.Rational(1, 2))
-    return Surrogate("arctan", expr, (("scale", scale), ("slope", slope)), primitive)
+    return _builtin("arctan", _arctan, scale=scale, slope=slope)
 
 
 def gaussian(scale: float = 1.0, width: float = 0.5) -> Surrogate:
     """Normal density of standard deviation ``width`` around theta, times scale."""
-    scale = _positive("scale", scale, "gaussian surrogate")
-    width = _positive("width", width, "gaussian surrogate")
-    w = _number(width)
-    expr = _number(scale) * sp.exp(-(X**2) / (2 * w**2)) / (sp.sqrt(2 * sp.pi) * w)
-    primitive = _number(scale) * (1 + sp.erf(X / (sp.sqrt(2) * w))) / 2
-    return Surrogate("gaussian", expr, (("scale", scale), ("width", width)), primitive)
+    return _builtin("gaussian", _gaussian, scale=scale, width=width)
 
 
 def triangle(scale: float = 1.0, width: float = 1.0) -> Surrogate:
     """Piecewise-linear bump scale * max(0, 1 - |u - theta| / width)."""
-    scale = _positive("scale", scale, "triangle surrogate")
-    width = _positive("width", width, "triangle surrogate")
-    w = _number(width)
-    expr = sp.Piecewise((_number(scale) * (1 - sp.Abs(X) / w), sp.Abs(X) < w), (0, True))
-    return Surrogate("triangle", expr, (("scale", scale), ("width", width)))
+    return _builtin("triangle", _triangle, scale=scale, width=width)
 
 
 def boxcar(scale: float = 1.0, width: float = 1.0) -> Surrogate:
     """Rectangle of area ``scale``: scale/width on |u - theta| < width/2."""
-    scale = _positive("scale", scale, "boxcar surrogate")
-    width = _positive("width", width, "boxcar surrogate")
-    w = _number(width)
-    expr = sp.Piecewise((_number(scale) / w, sp.Abs(X) < w / 2), (0, True))
-    return Surrogate("boxcar", expr, (("scale", scale), ("width", width)))
+    return _builtin("boxcar", _boxcar, scale=scale, width=width)
 
 
 def custom(expr: str | sp.Expr, **constants: float) -> Surrogate:
@@ -186,6 +221,10 @@ def custom(expr: str | sp.Expr, **constants: float) -> Surrogate:
     A string is parsed over a whitelist (see :mod:`ift_snn.expressions`).
     """
     names = {"u": U, "theta": THETA}
+    for k in constants:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,31}", k):
+            raise ValueError(f"custom surrogate constant name {k!r:.80} is not allowed: expected an identifier "
+                             "[A-Za-z][A-Za-z0-9_]* of at most 32 characters")
     extra = {k: sp.Symbol(k, real=True) for k in constants}
     clash = set(extra) & set(names)
     if clash:

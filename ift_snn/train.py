@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +23,7 @@ from .models import lif
 from .network import Adam, Network, NonFiniteLossError
 from .surrogates import exponential
 
-__all__ = ["TrainConfig", "make_task", "build_network", "fit", "train", "scale_sweep", "TASKS"]
+__all__ = ["TrainConfig", "make_task", "build_network", "fit", "train", "scale_sweep", "TASKS", "prepare_out_dir"]
 
 TASKS = ("randman", "digits", "shd")
 
@@ -45,15 +48,41 @@ class TrainConfig:
     randman_samples: int = 100
 
     def validate(self) -> None:
+        """Check every field (before any data is made or read); ValueError/TypeError name the field."""
+        from .network import LOSSES
+        from .ops import METHODS
+
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; expected one of {', '.join(TASKS)}")
-        if self.task == "shd" and not self.shd_path:
-            raise ValueError("task 'shd' needs --shd-path FILE (the Spiking Heidelberg Digits HDF5 file)")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; expected one of {', '.join(METHODS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
+        if self.task == "shd":
+            if not self.shd_path:
+                raise ValueError("task 'shd' needs --shd-path FILE (the Spiking Heidelberg Digits HDF5 file)")
+            if not os.path.isfile(self.shd_path):
+                what = "is a folder, not a file" if os.path.isdir(self.shd_path) else "does not exist"
+                raise ValueError(f"shd_path {str(self.shd_path)!r} {what} (the Spiking Heidelberg Digits HDF5 file)")
         for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)!r} is out of range: expected >= 1")
-        if not self.lr > 0:
-            raise ValueError(f"lr={self.lr!r} is out of range: expected > 0")
+            _check_int(name, getattr(self, name))
+        _check_int("randman_samples", self.randman_samples, 2)  # the 25 % test split needs a sample
+        for name in ("T", "truncation", "blocks"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name))
+        _check_int("seed", self.seed, 0)
+        hidden = self.hidden
+        if not isinstance(hidden, (tuple, list)):
+            raise TypeError(f"hidden={hidden!r}: expected a tuple of positive ints (hidden layer sizes)")
+        for k in hidden:
+            _check_int("hidden", k)
+        for name in ("lr", "surrogate_scale", "surrogate_width"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{name}={value!r}: expected a finite number > 0")
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}={value!r} is out of range: expected a finite number > 0")
+        _model(self)  # alpha and the surrogate, checked by their constructors
 
 
 def make_task(cfg: TrainConfig):
@@ -69,8 +98,53 @@ def make_task(cfg: TrainConfig):
     return ds.split(0.25, seed=cfg.seed)
 
 
+def _check_int(name: str, value, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}={value!r}: expected an int >= {minimum}")
+    if value < minimum:
+        raise ValueError(f"{name}={value!r} is out of range: expected an int >= {minimum}")
+
+
+def _model(cfg: TrainConfig):
+    return lif(cfg.alpha, 1.0, surrogate=exponential(cfg.surrogate_scale, cfg.surrogate_width))
+
+
+def prepare_out_dir(path: str | Path, flag: str = "out") -> Path:
+    """Create the output folder ``path`` now and check it is writable, before any work.
+
+    ValueError naming ``flag`` and the path if it is an existing file, cannot
+    be created (a file in the way, no permission) or cannot be written to.
+    """
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{flag} {str(folder)!r} exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{flag} {str(folder)!r}: cannot create the folder: {exc.strerror or exc}") from None
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{flag} {str(folder)!r}: cannot write into the folder: {exc.strerror or exc}") from None
+    return folder
+
+
+def _write_json(path: Path, data) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (a temporary file, then a rename)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def build_network(cfg: TrainConfig, n_in: int, n_classes: int) -> Network:
-    model = lif(cfg.alpha, 1.0, surrogate=exponential(cfg.surrogate_scale, cfg.surrogate_width))
+    model = _model(cfg)
     return Network([n_in, *cfg.hidden, n_classes], model, seed=cfg.seed, blocks=cfg.blocks, n_classes=n_classes)
 
 
@@ -90,68 +164,100 @@ class History:
         return {"epochs": self.epochs, "stopped": self.stopped}
 
 
-def fit(net: Network, train_ds, test_ds, cfg: TrainConfig, *, progress: bool = True) -> History:
-    """Adam on the configured loss and method; stops (history.stopped) on a non-finite loss or gradient."""
+def fit(net: Network, train_ds, test_ds, cfg: TrainConfig, *, progress: bool = True,
+        history: History | None = None, on_epoch=None) -> History:
+    """Adam on the configured loss and method; stops (history.stopped) on a non-finite loss or gradient.
+
+    ``history``: a :class:`History` to fill (so that a caller keeps the finished
+    epochs if the loop is interrupted); ``on_epoch(history)`` is called after
+    every finished epoch, e.g. to write the metrics as they arrive.
+    """
     opt = Adam(lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
-    history = History()
+    history = History() if history is None else history
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.epochs, desc=f"{cfg.task}/{cfg.method}", unit="epoch")
-    for epoch in range(cfg.epochs):
-        start = time.perf_counter()
-        losses, correct, seen = [], 0, 0
-        norms = np.zeros(len(net.weights))
-        factors = np.zeros(len(net.weights))
-        try:
-            for x, y in train_ds.time_major_batches(cfg.batch_size, rng=rng):
-                result, gw, gr = net.step(x, y, loss=cfg.loss, method=cfg.method, truncation=cfg.truncation)
-                opt.step(net.parameters(), gw + [gr[k] for k in sorted(gr)])
-                losses.append(result.loss)
-                correct += result.correct
-                seen += len(y)
-                norms += np.array(result.grad_norms)
-                factors = np.maximum(factors, result.max_step_factors)
-        except NonFiniteLossError as exc:
-            history.stopped = f"epoch {epoch}: {exc}"
+    try:
+        for epoch in range(cfg.epochs):
+            start = time.perf_counter()
+            losses, correct, seen = [], 0, 0
+            norms = np.zeros(len(net.weights))
+            factors = np.zeros(len(net.weights))
+            try:
+                for x, y in train_ds.time_major_batches(cfg.batch_size, rng=rng):
+                    result, gw, gr = net.step(x, y, loss=cfg.loss, method=cfg.method, truncation=cfg.truncation)
+                    opt.step(net.parameters(), gw + [gr[k] for k in sorted(gr)])
+                    losses.append(result.loss)
+                    correct += result.correct
+                    seen += len(y)
+                    norms += np.array(result.grad_norms)
+                    factors = np.maximum(factors, result.max_step_factors)
+            except NonFiniteLossError as exc:
+                history.stopped = f"epoch {epoch}: {exc}"
+                if bar is not None:
+                    bar.write(f"stopped: {history.stopped}")
+                break
+            batches = max(len(losses), 1)
+            row = {
+                "epoch": epoch + 1,
+                "loss": float(np.mean(losses)),
+                "train_acc": correct / max(seen, 1),
+                "test_acc": _accuracy(net, test_ds, cfg),
+                "grad_norms": (norms / batches).tolist(),
+                "max_step_factor": factors.tolist(),
+                "seconds": time.perf_counter() - start,
+            }
+            history.epochs.append(row)
+            if on_epoch is not None:
+                on_epoch(history)
             if bar is not None:
-                bar.write(f"stopped: {history.stopped}")
-            break
-        batches = max(len(losses), 1)
-        row = {
-            "epoch": epoch + 1,
-            "loss": float(np.mean(losses)),
-            "train_acc": correct / max(seen, 1),
-            "test_acc": _accuracy(net, test_ds, cfg),
-            "grad_norms": (norms / batches).tolist(),
-            "max_step_factor": factors.tolist(),
-            "seconds": time.perf_counter() - start,
-        }
-        history.epochs.append(row)
+                bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.2f}", test=f"{row['test_acc']:.2f}")
+                bar.update(1)
+    finally:  # close the bar on an interrupt too: messages then start on a line of their own
         if bar is not None:
-            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.2f}", test=f"{row['test_acc']:.2f}")
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.close()
     return history
 
 
 def train(cfg: TrainConfig, out: str | Path | None = None, *, progress: bool = True) -> dict:
-    """Train one network; write metrics.json and weights.npz into ``out``."""
+    """Train one network; write metrics.json and weights.npz into ``out``.
+
+    The configuration and ``out`` are checked (and ``out`` created) before
+    any work. Both files are rewritten after every epoch, so an interrupted or
+    crashed run keeps the finished epochs: metrics.json then holds them with
+    ``stopped`` saying why, and weights.npz the weights after the last one.
+    """
     cfg.validate()
+    if out is not None:
+        out = prepare_out_dir(out, "out")
     train_ds, test_ds = make_task(cfg)
     net = build_network(cfg, train_ds.x.shape[2], train_ds.n_classes)
-    history = fit(net, train_ds, test_ds, cfg, progress=progress)
-    metrics = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
-               "model": repr(net.models[0]), "sizes": net.sizes, **history.to_dict()}
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        net.save(out / "weights.npz")
-    return metrics
+    history = History()
+
+    def metrics() -> dict:
+        return {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
+                "model": repr(net.models[0]), "sizes": net.sizes, **history.to_dict()}
+
+    def record(_history=None, weights: bool = True) -> None:
+        if out is not None:
+            _write_json(out / "metrics.json", metrics())
+            if weights:
+                net.save(out / "weights.npz")
+
+    try:
+        fit(net, train_ds, test_ds, cfg, progress=progress, history=history, on_epoch=record)
+    except BaseException as exc:
+        done = len(history.epochs)
+        why = "interrupted (KeyboardInterrupt)" if isinstance(exc, KeyboardInterrupt) else \
+            f"crashed ({type(exc).__name__}: {exc})"
+        history.stopped = f"{why} during epoch {done + 1}; the {done} finished epochs are kept"
+        record(weights=False)  # weights.npz stays as after the last finished epoch
+        raise
+    record()
+    return metrics()
 
 
 # -------------------------------------------------------------- experiment
@@ -176,43 +282,72 @@ def scale_sweep(
     out: str | Path = "scale_sweep",
     progress: bool = True,
 ) -> dict:
-    """Gradient norms and accuracy against surrogate scale, per method; JSON + PNG figures in ``out``."""
+    """Gradient norms and accuracy against surrogate scale, per method; JSON + PNG figures in ``out``.
+
+    Everything is checked and ``out`` created before the first run;
+    scale_sweep.json is rewritten after every run (``"complete": false``
+    until the last), so an interrupted sweep keeps the finished runs.
+    """
+    from .ops import METHODS
+
     base = base or TrainConfig(task="randman", randman_samples=60, T=50, hidden=(64, 64), batch_size=30,
                                lr=3e-3, epochs=epochs)
+    scales, methods, seeds = tuple(scales), tuple(methods), tuple(seeds)
+    if not scales:
+        raise ValueError("scales is empty: expected at least one surrogate scale")
+    for scale in scales:
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scales: {scale!r} is out of range: expected finite numbers > 0")
+    if not methods or any(m not in METHODS for m in methods):
+        raise ValueError(f"methods={list(methods)!r}: expected one or more of {', '.join(METHODS)}")
+    if not seeds:
+        raise ValueError("seeds is empty: expected at least one seed")
+    for seed in seeds:
+        _check_int("seeds", seed, 0)
+    _check_int("epochs", epochs)
+    TrainConfig(**{**base.__dict__, "seed": seeds[0], "epochs": epochs}).validate()
+    out = prepare_out_dir(out, "out")
     rows = []
     start = time.perf_counter()
+
+    def result(complete: bool) -> dict:
+        res = {"scales": list(scales), "methods": list(methods), "seeds": list(seeds), "epochs": epochs,
+               "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in base.__dict__.items()},
+               "runs": rows, "seconds": time.perf_counter() - start, "complete": complete}
+        res["summary"] = _summarise(res)
+        return res
+
+    _write_json(out / "scale_sweep.json", result(complete=False))  # no stale file from an earlier sweep
     total = len(scales) * len(methods) * len(seeds)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=total, desc="scale-sweep", unit="run")
-    for seed in seeds:
-        cfg0 = TrainConfig(**{**base.__dict__, "seed": seed, "epochs": epochs})
-        train_ds, test_ds = make_task(cfg0)
-        for scale in scales:
-            for method in methods:
-                cfg = TrainConfig(**{**cfg0.__dict__, "surrogate_scale": scale, "method": method})
-                norms = initial_grad_norms(cfg, train_ds)
-                net = build_network(cfg, train_ds.x.shape[2], train_ds.n_classes)
-                history = fit(net, train_ds, test_ds, cfg, progress=False)
-                accs = [e["test_acc"] for e in history.epochs]
-                rows.append({"seed": seed, "scale": scale, "method": method, "grad_norms": norms,
-                             "test_acc": accs, "final_test_acc": accs[-1] if accs else None,
-                             "stopped": history.stopped})
-                if bar is not None:
-                    bar.update(1)
-    if bar is not None:
-        bar.close()
-    result = {"scales": list(scales), "methods": list(methods), "seeds": list(seeds), "epochs": epochs,
-              "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in base.__dict__.items()},
-              "runs": rows, "seconds": time.perf_counter() - start}
-    result["summary"] = _summarise(result)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "scale_sweep.json").write_text(json.dumps(result, indent=2))
-    _plot(result, out)
-    return result
+    try:
+        for seed in seeds:
+            cfg0 = TrainConfig(**{**base.__dict__, "seed": seed, "epochs": epochs})
+            train_ds, test_ds = make_task(cfg0)
+            for scale in scales:
+                for method in methods:
+                    cfg = TrainConfig(**{**cfg0.__dict__, "surrogate_scale": scale, "method": method})
+                    norms = initial_grad_norms(cfg, train_ds)
+                    net = build_network(cfg, train_ds.x.shape[2], train_ds.n_classes)
+                    history = fit(net, train_ds, test_ds, cfg, progress=False)
+                    accs = [e["test_acc"] for e in history.epochs]
+                    rows.append({"seed": seed, "scale": scale, "method": method, "grad_norms": norms,
+                                 "test_acc": accs, "final_test_acc": accs[-1] if accs else None,
+                                 "stopped": history.stopped})
+                    _write_json(out / "scale_sweep.json", result(complete=False))
+                    if bar is not None:
+                        bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    final = result(complete=True)
+    _write_json(out / "scale_sweep.json", final)
+    _plot(final, out)
+    return final
 
 
 def _summarise(result: dict) -> dict:
@@ -222,6 +357,9 @@ def _summarise(result: dict) -> dict:
         per_scale = {}
         for scale in result["scales"]:
             runs = [r for r in result["runs"] if r["method"] == method and r["scale"] == scale]
+            if not runs:  # an unfinished sweep
+                per_scale[str(scale)] = {"first_layer_grad_norm": None, "final_test_acc": None, "diverged_runs": 0}
+                continue
             first = [r["grad_norms"][0] for r in runs]
             acc = [r["final_test_acc"] for r in runs if r["final_test_acc"] is not None]
             per_scale[str(scale)] = {

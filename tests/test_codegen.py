@@ -34,7 +34,7 @@ HAVE_COMPILER = nvrtc_available() or bool(__import__("shutil").which("nvcc"))
      "((-theta + x >= 0) * 1.0)"),
     (sp.Abs(x), "fabsf(x)", "fabs(x)", "abs(x)"),
     (sp.Max(sp.floor(x / THETA), 0), "fmaxf(0.0F, floorf(x/theta))", "fmax(0.0, floor(x/theta))",
-     "max(0.0, math.floor(x/theta))"),
+     "max(0.0, np.floor(x/theta))"),
     (sp.Piecewise((1 - sp.Abs(x), sp.Abs(x) < 1), (0, True)),
      "(((float)(fabsf(x) < 1))*(1 - fabsf(x)))", "(((double)(fabs(x) < 1))*(1 - fabs(x)))",
      "((((abs(x) < 1.0)) * 1.0)*(1.0 - abs(x)))"),
@@ -71,7 +71,7 @@ def test_arguments_keep_their_meaningful_order():
     signature = source[source.index("__global__"):source.index("{")]
     order = [m.group(1) for m in re.finditer(r"(\w+)[,)]", signature)]
     assert order == ["in_a", "in_u_init", "out_u", "out_s", "out_sigma", "p_alpha_mem", "p_alpha_syn",
-                     "p_theta", "n_steps", "n_neurons", "truncation"]
+                     "p_theta", "p_sg_scale", "p_sg_width", "n_steps", "n_neurons", "truncation"]
 
 
 def test_header_records_model_fingerprint_and_expressions():

@@ -13,15 +13,16 @@ import time
 import numpy as np
 
 from ..codegen.cpu import CHUNK, compile_numba, numba_available, python_source
-from ..codegen.ir import ScanKernel, build_kernel
+from ..codegen.ir import ScanKernel, argument_values, build_kernel, structure_header
 from ..models import NeuronModel
+from .cache import LRU
 
 __all__ = ["available", "get_kernel", "forward", "backward", "CACHE_STATS"]
 
 _DTYPES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _lock = threading.Lock()
-_ir: dict = {}
-_compiled: dict = {}
+_ir = LRU()
+_compiled = LRU()
 #: Counters of the kernel cache: builds (codegen + compile) and hits, with the seconds spent building.
 CACHE_STATS = {"builds": 0, "hits": 0, "build_seconds": 0.0}
 
@@ -42,7 +43,7 @@ def get_kernel(model: NeuronModel, quantity: str, dtype: np.dtype) -> tuple[Scan
         kernel = hit or build_kernel(model, quantity, key[2])
         _ir[key] = kernel
         if kernel.fingerprint not in _compiled:
-            source = python_source(kernel, header=f"model structure: {model!r}")
+            source = python_source(kernel, header=structure_header(model))
             fn = compile_numba(source)
             _warm_up(kernel, fn, np.dtype(dtype))  # Numba compiles on the first call: do it here
             _compiled[kernel.fingerprint] = fn
@@ -63,7 +64,7 @@ def _warm_up(kernel: ScanKernel, fn, dtype: np.dtype) -> None:
 
 
 def _params(model: NeuronModel, dtype: np.dtype) -> list:
-    return [dtype.type(v) for _, v in model.params]
+    return [dtype.type(v) for v in argument_values(model)]
 
 
 def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None):

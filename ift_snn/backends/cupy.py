@@ -12,15 +12,16 @@ from __future__ import annotations
 import threading
 
 from ..codegen.cuda import cuda_source
-from ..codegen.ir import ScanKernel, build_kernel
+from ..codegen.ir import ScanKernel, argument_values, build_kernel, structure_header
 from ..models import NeuronModel
+from .cache import LRU
 
 __all__ = ["require_cupy", "is_cupy_array", "get_kernel", "forward", "backward", "causal_filter"]
 
 THREADS = 256
 _lock = threading.Lock()
-_ir: dict = {}
-_compiled: dict = {}
+_ir = LRU()
+_compiled = LRU()
 
 
 def require_cupy():
@@ -54,7 +55,7 @@ def get_kernel(model: NeuronModel, quantity: str, dtype) -> tuple[ScanKernel, ob
             _ir[key] = kernel
         ckey = (kernel.fingerprint, device)
         if ckey not in _compiled:
-            source = cuda_source(kernel, header=f"model structure: {model!r}")
+            source = cuda_source(kernel, header=structure_header(model))
             _compiled[ckey] = cupy.RawKernel(source.code, source.name, options=source.options)
         return kernel, _compiled[ckey]
 
@@ -65,7 +66,7 @@ def _launch(fn, M: int, args: list) -> None:
 
 
 def _scalars(model: NeuronModel, dtype) -> list:
-    return [dtype.type(v) for _, v in model.params]
+    return [dtype.type(v) for v in argument_values(model)]
 
 
 def forward(model: NeuronModel, a, u0):

@@ -59,6 +59,60 @@ def _delayed_toeplitz(taps: np.ndarray, T: int) -> np.ndarray:
     return _toeplitz(np.concatenate([[0.0], taps[: T - 1]]), T)
 
 
+def _conv(taps: np.ndarray, x: np.ndarray, K: int | None = None) -> np.ndarray:
+    """y[n] = sum_m taps[n - m] x[m] over m <= n in the chunk of n: Toeplitz(taps) @ x without the T x T matrix.
+
+    Chunks of K steps (truncation) do not see each other. O(T log T) memory O(T) per column
+    (scipy.signal.convolve picks direct or FFT); for the membrane models' input filter.
+    """
+    from scipy.signal import convolve
+
+    T = x.shape[0]
+    support = np.flatnonzero(taps[:T])
+    if support.size == 0:
+        return np.zeros_like(x)
+    length = int(support[-1]) + 1
+    out = np.empty_like(x)
+    step = T if K is None else K
+    for start in range(0, T, step):
+        stop = min(start + step, T)
+        h = taps[: min(length, stop - start)]
+        out[start:stop] = convolve(x[start:stop], h[:, None])[: stop - start]
+    return out
+
+
+def _conv_t(taps: np.ndarray, x: np.ndarray, K: int | None = None) -> np.ndarray:
+    """The transpose of :func:`_conv`: y[m] = sum_n taps[n - m] x[n] over n >= m in the chunk of m."""
+    if K is None:
+        return _conv(taps, x[::-1])[::-1]
+    out = np.empty_like(x)
+    for start in range(0, x.shape[0], K):
+        stop = min(start + K, x.shape[0])
+        out[start:stop] = _conv(taps, x[start:stop][::-1])[::-1]
+    return out
+
+
+#: The oracle refuses work whose arrays would exceed this many bytes (general kernels build T x T matrices).
+MAX_BYTES = 4 * 2**30
+
+
+def check_size(model: NeuronModel, T: int, M: int) -> None:
+    """Raise ValueError before any allocation when the oracle's arrays would exceed :data:`MAX_BYTES`.
+
+    Membrane models (lif, if, cuba_lif) need about 16 arrays of T x M float64;
+    general SRM kernels also about 6 dense T x T matrices.
+    """
+    need = 16 * 8 * T * M
+    if model.membrane is None:
+        need += 6 * 8 * T * T
+    if need > MAX_BYTES:
+        raise ValueError(
+            f"the float64 BPTT reference (method='bptt') for T={T}, {M} neurons would need {need / 2**30:.3g} GiB "
+            f"({'O(T) per neuron' if model.membrane is not None else 'T x T matrices for a general SRM kernel'}); "
+            f"at most {MAX_BYTES / 2**30:g} GiB. Use method='exodus' (the same gradient, O(T)) or fewer steps"
+        )
+
+
 def _chunk_mask(T: int, K: int | None) -> np.ndarray:
     """mask[n, m] = 1 when n and m lie in the same chunk of K steps."""
     if K is None:
@@ -108,7 +162,7 @@ def simulate(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None):
     if model.membrane is not None:
         mem = model.membrane
         alpha, rho = _scalar(mem.alpha, model), _scalar(mem.rho, model)
-        current = _toeplitz(_taps(mem.syn, T, model), T) @ a
+        current = _conv(_taps(mem.syn, T, model), a)
         u_prev, s_prev = u0.copy(), np.zeros(M)
         for n in range(T):
             if model.reset == "zero":
@@ -146,6 +200,7 @@ def bptt(
     a, u0 = _prepare(model, a, u0)
     g = np.asarray(g, dtype=np.float64)
     T, M = a.shape
+    check_size(model, T, M)
     K = truncation
     u, s, mask = simulate(model, a, u0)
     sigma = model.sigma(u)
@@ -186,10 +241,9 @@ def bptt(
                 ubar[n - 1] += prebar * to_u
                 if not detach_reset:
                     sbar[n - 1] += prebar * to_s
-        chunks = _chunk_mask(T, K)
-        abar = (_toeplitz(syn, T) * chunks).T @ cbar
+        abar = _conv_t(syn, cbar, K)
         for k in names:
-            pbar[k] += np.sum(cbar * (_toeplitz(d_syn[k], T) @ a))
+            pbar[k] += np.sum(cbar * _conv(d_syn[k], a))
         ubar_total = cbar
     else:
         eps = _taps(model.eps, T + 1, model)
@@ -245,6 +299,9 @@ def dense_ift(
     a, u0 = _prepare(model, a, u0)
     g = np.asarray(g, dtype=np.float64)
     T, M = a.shape
+    if 8 * 12 * T * T > MAX_BYTES:
+        raise ValueError(f"dense_ift builds 2T x 2T matrices: T={T} would need {96 * T * T / 2**30:.3g} GiB; "
+                         f"at most {MAX_BYTES / 2**30:g} GiB (it is a test oracle: use bptt for long runs)")
     K = truncation
     u, s, mask = simulate(model, a, u0)
     sigma = model.sigma(u)

@@ -19,7 +19,9 @@ then the sizes T, M and the truncation K (0 = none).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -29,7 +31,7 @@ from ..models import NeuronModel
 from ..symbolic.recurrence import Recurrence, Scan, derive_recurrence
 from ..symbolic.system import U_INIT
 
-__all__ = ["ScanKernel", "build_kernel", "DTYPES", "CodegenError"]
+__all__ = ["ScanKernel", "build_kernel", "DTYPES", "CodegenError", "comment_lines", "argument_values", "structure_header"]
 
 DTYPES = ("f32", "f64")
 #: Largest scan state a generated kernel carries (registers per thread on a GPU).
@@ -39,6 +41,24 @@ QUANTITIES = ("forward", "backward", "slayer")
 
 class CodegenError(ValueError):
     """The code generator cannot handle this model or expression."""
+
+
+_KERNEL_NAME = re.compile(r"ift_snn_[a-z_][a-z0-9_]{0,39}_(forward|backward|slayer)_(f32|f64)_[0-9a-f]{8}")
+_COMMENT_SAFE = re.compile(r"[^A-Za-z0-9 _.,:;=+\-*/()<>\[\]{}'\"|&^%!~@$#]")
+
+
+def comment_lines(text: str) -> list[str]:
+    """``text`` as lines that are safe inside a ``#`` or ``//`` comment of generated source.
+
+    Every character outside a small printable ASCII set (control characters,
+    line separators, backslashes that would continue a C++ comment, ``?`` of
+    trigraphs, non-ASCII) becomes ``_``, so no text can end the comment and
+    reach the code. Names in generated code come from validated identifiers
+    and hashes only; comments are the one place expressions are shown.
+    """
+    if not text:
+        return []
+    return [_COMMENT_SAFE.sub("_", line) for line in str(text).split("\n")]
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,8 +87,11 @@ class ScanKernel:
 
     @cached_property
     def name(self) -> str:
-        """ift_snn_<model>_<quantity>_<f32|f64>_<sha8>."""
-        return f"ift_snn_{self.model_name}_{self.quantity}_{self.dtype}_{self.fingerprint[:8]}"
+        """ift_snn_<model>_<quantity>_<f32|f64>_<sha8>, from validated identifiers and a hash only."""
+        name = f"ift_snn_{self.model_name}_{self.quantity}_{self.dtype}_{self.fingerprint[:8]}"
+        if not _KERNEL_NAME.fullmatch(name):
+            raise CodegenError(f"kernel name {name!r:.120} is not an identifier; model names must be [a-z_][a-z0-9_]*")
+        return name
 
     def describe(self) -> str:
         """Expressions for the header comment of generated code."""
@@ -82,8 +105,9 @@ class ScanKernel:
 
 
 def _structure_fingerprint(model: NeuronModel, scan: Scan, dtype: str) -> str:
+    surrogate = model.surrogate.template if model.surrogate_arguments else model.surrogate.expr
     parts = [model.name, scan.name, scan.direction, dtype, repr(model.parameter_names),
-             sp.srepr(model.surrogate.expr), repr(model.spike),
+             sp.srepr(surrogate), repr(model.spike),
              repr(model.u_min), model.reset]
     parts += [f"{sp.srepr(l)}={sp.srepr(r)}" for l, r in scan.assignments]
     parts += [sp.srepr(e) for e in scan.update] + [sp.srepr(e) for e in scan.init]
@@ -141,7 +165,13 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
                 "such as a sum of exponentials) or fewer taps"
             )
     scan = {"forward": rec.forward, "backward": rec.backward, "slayer": rec.slayer}[quantity]
-    params = model.symbols
+    lifted = model.surrogate_arguments
+    if lifted:
+        # The surrogate's constants become kernel arguments: sigma = template(u; theta, sg_*).
+        template = model.surrogate.template
+        scan = dataclasses.replace(scan, assignments=tuple(
+            (lhs, template if lhs.name == "sigma" else rhs) for lhs, rhs in scan.assignments))
+    params = model.symbols + tuple(sym for sym, _ in lifted)
     hoist = _Hoister(frozenset(params))
     assigns = [(lhs, hoist(rhs)) for lhs, rhs in scan.assignments]
     update = [hoist(e) for e in scan.update]
@@ -193,6 +223,22 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
         uses_u_init=any(e.has(U_INIT) for e in init),
         fingerprint=_structure_fingerprint(model, scan, dtype),
     )
+
+
+def structure_header(model: NeuronModel) -> str:
+    """A header for a kernel shared by every parameter value of ``model``'s structure (no values)."""
+    surrogate = model.surrogate.name if model.surrogate_arguments else repr(model.surrogate)
+    return (f"model structure: {model.name}; parameters {', '.join(model.parameter_names)}"
+            + (f", surrogate constants {', '.join(s.name for s, _ in model.surrogate_arguments)}"
+               if model.surrogate_arguments else "")
+            + f"; spike {model.spike}; surrogate {surrogate}; reset {model.reset}"
+            + ("" if model.u_min is None else f"; u_min {model.u_min:g}"))
+
+
+def argument_values(model: NeuronModel) -> list[float]:
+    """Values of a kernel's scalar parameters, in the order of ``ScanKernel.params``:
+    the model's parameters, then the surrogate constants lifted to arguments."""
+    return [v for _, v in model.params] + [v for _, v in model.surrogate_arguments]
 
 
 def _emit_needed(expr, pending, placed, body):

@@ -176,7 +176,8 @@ class NumbaPrinter(_MaskPrinting, PythonCodePrinter):
         return f"abs({self._print(expr.args[0])})"
 
     def _print_floor(self, expr):
-        return f"math.floor({self._print(expr.args[0])})"
+        # np.floor keeps the float type in Numba (math.floor returns int64, which overflows past 2**63)
+        return f"np.floor({self._print(expr.args[0])})"
 
     def _print_erf(self, expr):
         return f"math.erf({self._print(expr.args[0])})"

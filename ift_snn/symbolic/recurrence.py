@@ -264,11 +264,58 @@ class Proof:
     detail: str
 
 
+def _rational(expr):
+    """expr with every Float replaced by the decimal it was written as (0.9 -> 9/10), exactly."""
+    if expr is None:
+        return None
+    expr = sp.sympify(expr)
+    floats = expr.atoms(sp.Float)
+    if not floats:
+        return expr
+    return expr.xreplace({f: sp.Rational(repr(float(f))) for f in floats})
+
+
+def exact_model(model: NeuronModel) -> NeuronModel:
+    """The same model with decimal literals as exact rationals (for proofs; kernels print floats).
+
+    A proof in floating point fails on rounding residuals such as 1e-16 that
+    are not errors of the derivation; with rationals both sides are exact.
+    """
+    import dataclasses
+
+    from ..kernels import Kernel
+
+    def kernel(k):
+        if k is None:
+            return None
+        num = tuple(_rational(c) for c in k.num)
+        den = tuple(_rational(c) for c in k.den)
+        expr = _rational(k.expr)
+        if num == k.num and den == k.den and expr == k.expr:
+            return k
+        return dataclasses.replace(k, expr=expr, num=num, den=den)
+
+    eps, nu = kernel(model.eps), kernel(model.nu)
+    membrane = model.membrane
+    if membrane is not None:
+        membrane = dataclasses.replace(membrane, alpha=_rational(membrane.alpha), rho=_rational(membrane.rho),
+                                       syn=kernel(membrane.syn))
+    if eps is model.eps and nu is model.nu and membrane == model.membrane:
+        return model
+    return dataclasses.replace(model, eps=eps, nu=nu, membrane=membrane)
+
+
 def prove(model: NeuronModel, T: int, recurrence: Recurrence | None = None) -> Proof:
-    """Unroll the exodus backward scan for T steps; check dL/da and dL/du_init against the IFT adjoint."""
+    """Unroll the exodus backward scan for T steps; check dL/da and dL/du_init against the IFT adjoint.
+
+    Decimal literals are proved as the exact rationals they denote (:func:`exact_model`).
+    """
     from . import ift
     from .system import build_system
 
+    exact = exact_model(model)
+    if exact is not model:
+        model, recurrence = exact, None
     rec = recurrence or derive_recurrence(model)
     system = build_system(model, T)
     adj = ift.adjoint(system)
