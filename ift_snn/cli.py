@@ -210,18 +210,24 @@ def _derive(args: argparse.Namespace) -> int:
         _write_derivation(d, args.out, args.latex)
         print(f"wrote {args.out}/derivation.md, recurrence.json" + (", derivation.tex" if args.latex else ""))
     check = verify_numerically(d)
-    proofs = ", ".join(f"T={p.T}" for p in d.proofs)
+    exodus = [p for p in d.proofs if p.method == "exodus" and not p.truncation]
+    cut = [p for p in d.proofs if p.truncation]
+    proofs = (f"exodus and SLAYER at T={exodus[0].T}..{exodus[-1].T}"
+              + (f", both truncated K={cut[0].truncation} at T={cut[0].T}" if cut else "")) if exodus else ""
     print("verification")
-    print(f"  symbolic   recurrence == IFT adjoint ({proofs}): {'passed' if d.proved else 'FAILED'}")
+    print(f"  symbolic   scans == IFT adjoint for dL/da, dL/ds, dL/du_init and every dL/dp ({proofs}): "
+          f"{'passed' if d.proved else 'FAILED'}")
     for p in d.proofs:
         if not p.ok:
             print(f"             {p.detail}")
     print(f"  numeric    largest relative error vs the float64 BPTT oracle (T=200, 16 neurons, 3 seeds): "
-          f"u {check.forward:.1e}, dL/da {check.grad_a:.1e}, dL/du_init {check.grad_u_init:.1e}")
+          f"u {check.forward:.1e}, dL/da {check.grad_a:.1e}, dL/du_init {check.grad_u_init:.1e}, "
+          f"dL/d({', '.join(d.model.parameter_names)}) {check.params:.1e}")
     print(f"  SLAYER     {100 * check.slayer_vs_exact:.0f}% from exact (relative max-norm of dL/da); "
           f"equals BPTT with the reset detached to {check.slayer_vs_oracle:.1e}; spike rate {check.spike_rate:.2f}")
     print(f"  time       derivation and proofs {elapsed:.2f} s")
-    good = d.proved and max(check.forward, check.grad_a, check.grad_u_init, check.slayer_vs_oracle) < 1e-10
+    good = d.proved and max(check.forward, check.grad_a, check.grad_u_init, check.slayer_vs_oracle,
+                            check.params) < 1e-10
     return 0 if good else 1
 
 
@@ -251,6 +257,16 @@ def _bench(args: argparse.Namespace) -> int:
 
     if args.json:
         _prepare_out_file(args.json, "--json")
+    if args.peers:  # against snnTorch, SpikingJelly, Norse (sinabs): ift_snn.bench_peers
+        from .bench_peers import DEFAULT_SIZES, format_peers_table, run_peers
+
+        args.kept = lambda: f"kept {args.json} (rewritten after every size)" if args.json else None
+        result = run_peers(sizes=args.sizes or DEFAULT_SIZES, rounds=args.rounds, with_sinabs=args.with_sinabs,
+                           json_path=args.json)
+        print(format_peers_table(result))
+        if args.json:
+            print(f"wrote {args.json}")
+        return 0
     results = run(T=args.T, batch=args.batch, neurons=args.neurons, dtype=args.dtype, repeats=args.repeats,
                   json_path=args.json)
     print(format_table(results))
@@ -401,6 +417,17 @@ FINITE_FLOAT = _float_type("a finite number", lambda v: True)
 UNIT_INTERVAL = _float_type("a number in (0, 1]", lambda v: 0 < v <= 1)
 
 
+def _size_triple(text: str) -> tuple[int, int, int]:
+    """``B,T,N`` -> three positive ints (batch, time steps, neurons)."""
+    parts = text.split(",")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected B,T,N (batch,time,neurons), got {text!r}")
+    return tuple(POSITIVE_INT(p.strip()) for p in parts)
+
+
+_size_triple.__name__ = "B,T,N"
+
+
 def _existing_file(text: str) -> str:
     if os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text!r} is a folder; expected a file")
@@ -491,6 +518,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", help="also write the results as JSON to this file")
     bench.add_argument("--torch", action="store_true",
                        help="also time the PyTorch SpikingLayer against a PyTorch BPTT loop (CPU, and GPU if present)")
+    bench.add_argument("--peers", action="store_true",
+                       help="instead: one LIF layer (float32, CPU, 2 threads) against snnTorch, SpikingJelly and "
+                            "Norse: forward, backward, peak memory, gradient agreement, memory floor, ratios "
+                            "(needs pip install 'ift-snn[bench]')")
+    bench.add_argument("--sizes", type=_size_triple, nargs="+", metavar="B,T,N", default=None,
+                       help="with --peers: batch,time,neurons of each run "
+                            "(default 64,300,256 16,500,4096 16,2000,1024)")
+    bench.add_argument("--rounds", type=POSITIVE_INT, default=5,
+                       help="with --peers: interleaved rounds per size (the median is reported)")
+    bench.add_argument("--with-sinabs", action="store_true",
+                       help="with --peers: also sinabs' LIF (slow: its CPU backward takes 7-83 s)")
     bench.set_defaults(func=_bench)
 
     train = sub.add_parser("train", help="train a dense SNN (randman, digits or SHD) with exodus, slayer or bptt",

@@ -37,6 +37,7 @@ from .backends import cpu, reference, scan
 from .backends import cupy as cupy_backend
 from .backends.lowered import lower
 from .models import NeuronModel
+from .symbolic.recurrence import DIAGNOSTIC, PARAMETER
 
 __all__ = [
     "Trace",
@@ -281,6 +282,18 @@ def _unstable_runs(magnitude, truncation: int | None = None):
     return best, best_growth
 
 
+def _diagnose(factors, truncation: int | None) -> tuple[float, int, float, int]:
+    """(max |c|, longest run above 1, largest product over a run, its neuron) from the step factors
+    of the NumPy scan and the reference (the compiled kernels compute the same in the scan)."""
+    magnitude = np.abs(factors)
+    max_factor = float(np.max(magnitude)) if magnitude.size else 0.0
+    if max_factor <= 1:
+        return max_factor, 0, 1.0, 0
+    runs, log_growth = _unstable_runs(magnitude, truncation)
+    worst = int(np.argmax(log_growth))
+    return max_factor, int(np.max(runs)), math.exp(min(float(np.max(log_growth)), math.log(1e30))), worst
+
+
 def backward(
     model: NeuronModel,
     record: Trace,
@@ -339,37 +352,32 @@ def backward(
     low = lower(model)
     with np.errstate(over="ignore", invalid="ignore"):
         sigma = model.sigma(u2) if record.sigma is None else flat(record.sigma)
-        if method == "bptt":
-            if xp is not np:
-                raise TypeError("method='bptt' is the float64 CPU reference: pass numpy arrays")
-            ref = reference.bptt(model, a2, g2, u0, truncation=truncation)
-            grad_a, params, grad_u0 = ref.a.astype(dtype), ref.params, ref.u0.astype(dtype)
-            factors = scan.step_factors(low, u2, s2, sigma, "exodus")
+        if method != "bptt" and record.backend in ("cpu", "cupy"):
+            # One generated reverse scan: dL/da, and per neuron dL/du0, the parameter sums and the
+            # stability diagnostics (derived in symbolic/recurrence.py, proved against the IFT).
+            run = cpu.backward if record.backend == "cpu" else cupy_backend.backward
+            grad_a, fins = run(model, method, g2, u2, s2, sigma, mask, truncation, a2, u0)
+            grad_u0 = fins["grad_u_init"]
+            params = {k: float(xp.sum(fins[PARAMETER + k], dtype=xp.float64))
+                      for k in model.parameter_names} if parameters else {}
+            max_factor = float(xp.max(fins[DIAGNOSTIC + "max_factor"])) if M else 0.0
+            longest = int(xp.max(fins[DIAGNOSTIC + "longest_run"])) if M else 0
+            per_neuron = fins[DIAGNOSTIC + "max_growth"]
+            worst = int(xp.argmax(per_neuron)) if M else 0
+            growth = float(per_neuron[worst]) if M else 1.0
         else:
-            if record.backend == "cpu":
-                d, dl_ds, grad_a, grad_u0 = cpu.backward(model, method, g2, u2, s2, sigma, mask, truncation)
-                factors = scan.step_factors(low, u2, s2, sigma, method)
-            elif record.backend == "cupy":
-                d, dl_ds, grad_a, grad_u0 = cupy_backend.backward(model, method, g2, u2, s2, sigma, mask,
-                                                                  truncation)
-                factors = scan.step_factors(low, u2, s2, sigma, method)
+            if method == "bptt":
+                if xp is not np:
+                    raise TypeError("method='bptt' is the float64 CPU reference: pass numpy arrays")
+                ref = reference.bptt(model, a2, g2, u0, truncation=truncation)
+                grad_a, params, grad_u0 = ref.a.astype(dtype), ref.params, ref.u0.astype(dtype)
+                factors = scan.step_factors(low, u2, s2, sigma, "exodus")
             else:
                 d, dl_ds, grad_a, grad_u0, factors = scan.backward(
                     low, a2, u0, u2, s2, mask, g2, method, truncation, sigma
                 )
-            params = scan.parameter_gradients(
-                low, a2, u0, u2, s2, sigma, d, dl_ds, xp=xp,
-                filt=cupy_backend.causal_filter if xp is not np else None,
-            ) if parameters else {}
-    magnitude = xp.abs(factors)
-    max_factor = float(xp.max(magnitude)) if magnitude.size else 0.0
-    if max_factor > 1:
-        runs, log_growth = _unstable_runs(magnitude, truncation)
-        longest, worst = int(xp.max(runs)), int(xp.argmax(log_growth))
-        max_log_growth = float(xp.max(log_growth))
-    else:
-        longest, worst, max_log_growth = 0, 0, 0.0
-    growth = math.exp(min(max_log_growth, 700.0))
+                params = scan.parameter_gradients(low, a2, u0, u2, s2, sigma, d, dl_ds) if parameters else {}
+            max_factor, longest, growth, worst = _diagnose(factors, truncation)
     diagnostic = (
         f"largest |step factor| {max_factor:.3g}, {longest} consecutive steps above 1, "
         f"factors multiplying to {growth:.3g} over one run (neuron {worst})"

@@ -41,7 +41,7 @@ from ift_snn.backends import cpu as cpu_backend
 from ift_snn.backends import reference
 from ift_snn.codegen.cpu import compile_numba, python_source
 from ift_snn.codegen.cuda import compile_ptx, generate_cuda, nvrtc_available
-from ift_snn.codegen.ir import CodegenError, build_kernel
+from ift_snn.codegen.ir import CodegenError, argument_values, build_kernel
 from ift_snn.symbolic.report import derive
 
 FIGURES = Path(os.environ.get("IFT_SNN_FIGURE_DIR", "figures"))
@@ -157,17 +157,21 @@ rng = np.random.default_rng(0)
 a = rng.normal(0.3, 0.5, (T, M))
 g = rng.normal(size=(T, M))
 u0 = rng.normal(0.0, 0.3, M)
-params = [v for _, v in model.params]  # (alpha, theta), in the model's order
+params = argument_values(model)  # alpha, theta, then the surrogate's scale and width: all kernel arguments
 print("forward arguments :", [f"in_{s}" for s in ir_fwd64.inputs] + ["in_u_init"]
       + [f"out_{s}" for s in ir_fwd64.outputs] + [p.name for p in ir_fwd64.params])
-print("backward arguments:", [f"in_{s}" for s in ir_bwd64.inputs] + [f"out_{s}" for s in ir_bwd64.outputs]
-      + [f"fin_{s}" for s, _ in ir_bwd64.finals] + [p.name for p in ir_bwd64.params])
+print("backward arguments:", [f"in_{s}" for s in ir_bwd64.inputs] + ["in_u_init"] * ir_bwd64.uses_u_init
+      + [f"out_{s}" for s in ir_bwd64.outputs] + [f"fin_{s}" for s, _ in ir_bwd64.finals]
+      + [p.name for p in ir_bwd64.params])
 
 out = {s.name: np.empty((T, M)) for s in ir_fwd64.outputs}  # u, s, sigma
 fwd_kernel(a, u0, out["u"], out["s"], out["sigma"], *params, T, M, 0, 1024)
-back = {s.name: np.empty((T, M)) for s in ir_bwd64.outputs}  # d, grad_a, dl_ds
-grad_u0 = np.empty(M)
-bwd_kernel(g, out["sigma"], back["d"], back["grad_a"], back["dl_ds"], grad_u0, *params, T, M, 0, 1024)
+named = {"g": g, "a": a, **out}
+back = {s.name: np.empty((T, M)) for s in ir_bwd64.outputs}  # grad_a: the only full-size output
+fins = {s.name: np.empty(M) for s, _ in ir_bwd64.finals}  # per neuron: dL/du0, parameter sums, diagnostics
+bwd_kernel(*[named[s.name] for s in ir_bwd64.inputs], *([u0] if ir_bwd64.uses_u_init else []),
+           *back.values(), *fins.values(), *params, T, M, 0, 1024)
+grad_u0 = fins["grad_u_init"]
 
 oracle = reference.bptt(model, a, g, u0)
 print(f"u      vs oracle: {rel(out['u'], oracle.u):.1e}")
@@ -177,6 +181,9 @@ assert np.array_equal(out["s"], oracle.s)
 assert rel(out["u"], oracle.u) < 1e-10
 assert rel(back["grad_a"], oracle.a) < 1e-10
 assert rel(grad_u0, oracle.u0) < 1e-10
+for k, v in oracle.params.items():  # dL/dp: the per-neuron sums the kernel carries, summed over neurons
+    print(f"dL/d{k}: kernel {fins['acc_' + k].sum():.12g}, oracle {v:.12g}")
+    assert abs(fins["acc_" + k].sum() - v) < 1e-10 * max(1.0, abs(v))
 
 # %% [markdown]
 # That is what `ift_snn.forward(..., backend="cpu")` and `ift_snn.backward`

@@ -105,7 +105,7 @@ print()
 print(d.recurrence.backward)
 print()
 for p in d.proofs:
-    print(f"T = {p.T}: {'proved' if p.ok else 'FAILED'}: {p.detail}")
+    print(f"{p.label}: {'proved' if p.ok else 'FAILED'}: {p.detail}")
 assert d.proved
 assert [k.order for k in d.recurrence.kernels] == [2, 1]
 assert d.recurrence.backward.direction == "reverse" and d.recurrence.state_size == 4  # d_next + 1 (nu) + 2 (eps)

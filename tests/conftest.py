@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-import numpy as np
+# Compiled kernels of the test suite go to a git-ignored folder of the checkout, not the user's cache:
+# a second run (or a CI cache of the folder) loads them instead of compiling (2-5 s each).
+os.environ.setdefault("IFT_SNN_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".kernel_cache"))
+
+import numpy as np  # noqa: E402
 import pytest
-from hypothesis import settings
+from hypothesis import settings  # noqa: E402
 from hypothesis import strategies as st
 
 import ift_snn

@@ -57,7 +57,7 @@ def test_derive_default_is_lif_and_verifies(capsys):
     assert main(["derive"]) == 0
     out = capsys.readouterr().out
     assert "NeuronModel(lif" in out
-    assert "recurrence == IFT adjoint" in out and "passed" in out
+    assert "scans == IFT adjoint" in out and "passed" in out
     assert "G[3,0] = sigma_3*(alpha - sigma_0*theta)*(alpha - sigma_1*theta)*(alpha - sigma_2*theta)" in out
 
 

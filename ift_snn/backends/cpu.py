@@ -83,18 +83,25 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None):
 
 
 def backward(model: NeuronModel, method: str, g: np.ndarray, u: np.ndarray, s: np.ndarray,
-             sigma: np.ndarray, mask: np.ndarray | None, truncation: int | None):
-    """(d, dL/ds, dL/da, dL/du0) by the compiled exodus or slayer scan."""
+             sigma: np.ndarray, mask: np.ndarray | None, truncation: int | None,
+             a: np.ndarray | None = None, u0: np.ndarray | None = None):
+    """(dL/da, finals) by the compiled exodus or slayer scan.
+
+    finals maps the kernel's per-neuron results by name: ``grad_u_init``, the parameter sums
+    ``acc_<name>`` and the diagnostics ``dg_max_factor``, ``dg_longest_run``, ``dg_max_growth``.
+    """
     quantity = "backward" if method == "exodus" else "slayer"
     kernel, fn = get_kernel(model, quantity, g.dtype)
     T, M = g.shape
-    named = {"g": g, "sigma": sigma, "s": s, "u": u}
+    named = {"g": g, "sigma": sigma, "s": s, "u": u, "a": a}
     if mask is not None:
         named["m"] = mask.astype(g.dtype)
     outs = {o.name: np.empty_like(g) for o in kernel.outputs}
     fins = {lhs.name: np.empty(M, g.dtype) for lhs, _ in kernel.finals}
     args = [named[i.name] for i in kernel.inputs]
+    if kernel.uses_u_init:
+        args.append(np.zeros(M, g.dtype) if u0 is None else u0)
     args += [outs[o.name] for o in kernel.outputs] + [fins[f] for f in fins]
     args += _params(model, g.dtype) + [T, M, truncation or 0, CHUNK]
     fn(*args)
-    return outs["d"], outs["dl_ds"], outs["grad_a"], fins["grad_u_init"]
+    return outs["grad_a"], fins

@@ -86,23 +86,26 @@ def forward(model: NeuronModel, a, u0):
     return outs["u"], outs["s"], outs["sigma"], mask
 
 
-def backward(model: NeuronModel, method: str, g, u, s, sigma, mask, truncation):
+def backward(model: NeuronModel, method: str, g, u, s, sigma, mask, truncation, a=None, u0=None):
+    """(dL/da, finals by name) on the device; see :func:`ift_snn.backends.cpu.backward`."""
     cupy = require_cupy()
     import numpy as np
 
     quantity = "backward" if method == "exodus" else "slayer"
     kernel, fn = get_kernel(model, quantity, g.dtype)
     T, M = g.shape
-    named = {"g": g, "sigma": sigma, "s": s, "u": u}
+    named = {"g": g, "sigma": sigma, "s": s, "u": u, "a": a}
     if mask is not None:
         named["m"] = mask.astype(g.dtype)
     outs = {o.name: cupy.empty_like(g) for o in kernel.outputs}
     fins = {lhs.name: cupy.empty(M, g.dtype) for lhs, _ in kernel.finals}
     args = [named[i.name] for i in kernel.inputs]
+    if kernel.uses_u_init:
+        args.append(cupy.zeros(M, g.dtype) if u0 is None else u0)
     args += [outs[o.name] for o in kernel.outputs] + [fins[f] for f in fins]
     args += _scalars(model, np.dtype(g.dtype)) + [np.int32(T), np.int32(M), np.int32(truncation or 0)]
     _launch(fn, M, args)
-    return outs["d"], outs["dl_ds"], outs["grad_a"], fins["grad_u_init"]
+    return outs["grad_a"], fins
 
 
 def causal_filter(f, x):

@@ -75,8 +75,9 @@ def lower(model: NeuronModel) -> Lowered:
     eps = _filter(model.eps, model)
     nu = _filter(model.nu, model) if model.nu is not None else None
     if nu is not None:
-        roots = np.roots(nu[1]) if len(nu[1]) > 1 else np.zeros(0)
-        nu_pole = float(np.max(np.abs(roots))) if roots.size else 0.0
+        from ..symbolic.recurrence import pole
+
+        nu_pole = _value(pole(model.nu.den), model)  # the same decay the generated kernels use
         nu0 = float(nu[0][0] / nu[1][0])
     else:
         nu_pole, nu0 = 0.0, 0.0

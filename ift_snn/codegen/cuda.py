@@ -85,7 +85,7 @@ def cuda_source(kernel: ScanKernel, *, header: str = "", fast_math: bool = False
         lines.append("    for (int t = 0; t < n_steps; ++t) {")
     else:
         lines.append("    for (int t = n_steps - 1; t >= 0; --t) {")
-        resets = " ".join(f"{s.name} = {code(i)};" for s, i in zip(kernel.state, kernel.init))
+        resets = " ".join(f"{s.name} = {code(i)};" for s, i in kernel.restarted)
         lines.append(f"        if (truncation > 0 && (t + 1) % truncation == 0) {{ {resets} }}")
     lines.append("        const long long i = (long long)t * n_neurons + j;")
     for s in kernel.inputs:
@@ -105,6 +105,7 @@ def cuda_source(kernel: ScanKernel, *, header: str = "", fast_math: bool = False
         lines.append(f"        {s.name} = next_{s.name};")
     lines.append("    }")
     for lhs, rhs in kernel.finals:
+        rhs = sp.sympify(rhs).xreplace({U_INIT: sp.Symbol("in_u_init[j]")})
         lines.append(f"    fin_{lhs.name}[j] = {code(rhs)};")
     lines.append("}")
     options = ("--std=c++14",) + (("--use_fast_math",) if fast_math else ())

@@ -80,6 +80,12 @@ class ScanKernel:
     update: tuple[sp.Expr, ...]
     uses_u_init: bool
     fingerprint: str  # sha256 of the structure (not of parameter values)
+    persistent: tuple[sp.Symbol, ...] = ()  # state that truncation does not restart
+
+    @property
+    def restarted(self) -> tuple[tuple[sp.Symbol, sp.Expr], ...]:
+        """(state, init) of the state a truncation boundary restarts."""
+        return tuple((s, i) for s, i in zip(self.state, self.init) if s not in self.persistent)
 
     @property
     def truncatable(self) -> bool:
@@ -112,6 +118,7 @@ def _structure_fingerprint(model: NeuronModel, scan: Scan, dtype: str) -> str:
     parts += [f"{sp.srepr(l)}={sp.srepr(r)}" for l, r in scan.assignments]
     parts += [sp.srepr(e) for e in scan.update] + [sp.srepr(e) for e in scan.init]
     parts += [f"{sp.srepr(l)}={sp.srepr(r)}" for l, r in scan.finals]
+    parts += ["persistent:" + ",".join(p.name for p in scan.persistent)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -212,7 +219,9 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
         direction=scan.direction,
         dtype=dtype,
         inputs=inputs,
-        outputs=scan.outputs,
+        # A reverse scan hands on dL/da only: the parameter sums and the diagnostics are finals,
+        # so d and dL/ds are never written (two full-size stores saved).
+        outputs=scan.outputs if scan.direction == "forward" else tuple(o for o in scan.outputs if o.name == "grad_a"),
         finals=tuple(finals),
         params=params,
         state=scan.state,
@@ -220,8 +229,9 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
         invariants=invariants,
         body=tuple(body),
         update=tuple(upd),
-        uses_u_init=any(e.has(U_INIT) for e in init),
+        uses_u_init=any(e.has(U_INIT) for e in init) or any(sp.sympify(e).has(U_INIT) for _, e in finals),
         fingerprint=_structure_fingerprint(model, scan, dtype),
+        persistent=tuple(scan.persistent),
     )
 
 

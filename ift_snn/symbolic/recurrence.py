@@ -56,6 +56,19 @@ class Scan:
     outputs: tuple[sp.Symbol, ...]
     update: tuple[sp.Expr, ...]
     finals: tuple[tuple[sp.Symbol, sp.Expr], ...] = ()
+    #: State that truncation does not restart: parameter-gradient sums, the filters of the
+    #: full-history explicit partials, and the diagnostics' running maxima.
+    persistent: tuple[sp.Symbol, ...] = ()
+
+    def without(self, prefix: str) -> Scan:
+        """This scan without the state, assignments and finals whose names start with ``prefix``."""
+        keep = [i for i, st in enumerate(self.state) if not st.name.startswith(prefix)]
+        return Scan(self.name, self.direction, self.inputs, tuple(self.state[i] for i in keep),
+                    tuple(self.init[i] for i in keep),
+                    tuple((l, r) for l, r in self.assignments if not l.name.startswith(prefix)), self.outputs,
+                    tuple(self.update[i] for i in keep),
+                    tuple((l, r) for l, r in self.finals if not l.name.startswith(prefix)),
+                    tuple(p for p in self.persistent if not p.name.startswith(prefix)))
 
     def __str__(self) -> str:
         lines = [f"{self.name} scan ({self.direction} in time)"]
@@ -107,7 +120,10 @@ class Recurrence:
 
     @property
     def state_size(self) -> int:
-        return len(self.backward.state)
+        """Values the carried adjoint needs per neuron (d_next and the reverse filters of eps and nu),
+        not counting the parameter sums, their filters and the diagnostics."""
+        scan = self.backward
+        return sum(1 for st in scan.state if st not in scan.persistent and not st.name.startswith(DIAGNOSTIC))
 
 
 # ------------------------------------------------------------------ pieces
@@ -142,12 +158,131 @@ def _is_identity(k: KernelRecurrence) -> bool:
     return k.num == (1,) and k.den == (1,)
 
 
+#: Cap of the diagnostic's running product of |step factors| (finite in float32).
+GROWTH_CAP = sp.Float(1e30)
+#: Prefix of the diagnostic state and finals; of the parameter-gradient sums.
+DIAGNOSTIC, PARAMETER = "dg_", "acc_"
+
+
+def pole(den: tuple[sp.Expr, ...]) -> sp.Expr:
+    """The decay of a kernel's recurrence that multiplies the carried adjoint (for the diagnostics).
+
+    0 for finite taps; the pole -a_1 for one pole; the spectral radius max |root| of
+    x^2 + a_1 x + a_2 for two (real or complex pair); sum |a_i|, a bound on it, for more.
+    """
+    if len(den) == 1:
+        return sp.Integer(0)
+    if len(den) == 2:
+        return -den[1]
+    if len(den) == 3:
+        a1, a2 = den[1], den[2]
+        disc = a1**2 - 4 * a2
+        real = sp.Max(sp.Abs(-a1 + sp.sqrt(sp.Max(disc, 0))), sp.Abs(-a1 - sp.sqrt(sp.Max(disc, 0)))) / 2
+        return sp.Piecewise((real, disc >= 0), (sp.sqrt(sp.Abs(a2)), True))
+    return sum((sp.Abs(c) for c in den[1:]), sp.Integer(0))
+
+
+def _extend(scan: Scan, states, inits, assigns, updates, finals, persistent) -> Scan:
+    return Scan(scan.name, scan.direction, scan.inputs + tuple(i for i in _extra_inputs(assigns, updates, finals)
+                                                               if i not in scan.inputs),
+                scan.state + tuple(states), scan.init + tuple(inits), scan.assignments + tuple(assigns),
+                scan.outputs, scan.update + tuple(updates), scan.finals + tuple(finals),
+                scan.persistent + tuple(persistent))
+
+
+def _extra_inputs(assigns, updates, finals):
+    """Per-step inputs the gradient terms read beyond the scan's own (a, s, u, in this order)."""
+    used = set().union(*(sp.sympify(e).free_symbols for _, e in assigns), *(sp.sympify(e).free_symbols for e in updates))
+    return tuple(x for x in (sp.Symbol(n, real=True) for n in ("a", "s", "u")) if x in used)
+
+
+def _diagnostics(c: sp.Expr, S: Mapping[str, sp.Symbol]):
+    """Per neuron: max |c|, the longest run of |c| > 1 and the largest product of |c| over a run.
+
+    The run and the product restart at truncation boundaries (what the adjoint carries); the
+    product is Kadane's maximum in the linear domain, max(growth |c|, 1), capped at GROWTH_CAP.
+    """
+    mag = sp.Symbol(f"{DIAGNOSTIC}abs_c", real=True)
+    run_now, growth_now = sp.Symbol(f"{DIAGNOSTIC}run_now", real=True), sp.Symbol(f"{DIAGNOSTIC}growth_now", real=True)
+    st = {k: sp.Symbol(f"{DIAGNOSTIC}{k}", real=True) for k in ("max", "run", "best_run", "growth", "best_growth")}
+    assigns = [(mag, sp.Abs(c)), (run_now, (st["run"] + 1) * sp.Heaviside(mag - 1, 0)),
+               (growth_now, sp.Min(sp.Max(st["growth"] * mag, 1), GROWTH_CAP))]
+    states = [st["max"], st["run"], st["best_run"], st["growth"], st["best_growth"]]
+    inits = [sp.Integer(0), sp.Integer(0), sp.Integer(0), sp.Integer(1), sp.Integer(1)]
+    updates = [sp.Max(st["max"], mag), run_now, sp.Max(st["best_run"], run_now), growth_now,
+               sp.Max(st["best_growth"], growth_now)]
+    finals = [(sp.Symbol(f"{DIAGNOSTIC}max_factor"), st["max"]), (sp.Symbol(f"{DIAGNOSTIC}longest_run"), st["best_run"]),
+              (sp.Symbol(f"{DIAGNOSTIC}max_growth"), st["best_growth"])]
+    return states, inits, assigns, updates, finals, [st["max"], st["best_run"], st["best_growth"]]
+
+
+def _parameter_sums(model: NeuronModel, S: Mapping[str, sp.Symbol], explicit: Mapping[sp.Symbol, sp.Expr],
+                    filters, boundary: Mapping[sp.Symbol, sp.Expr]):
+    """Per-neuron sums acc_p with dL/dp = sum over neurons of acc_p (MATH section 5: the IFT with p
+    as an extra independent variable, dL/dp = -lambda^T d phi/dp).
+
+    ``explicit[p]`` is the per-step term contracting the adjoint with d phi_u/dp in the symbols of
+    step n; ``filters`` lists (p, kernel, x, weight, w0_weight): the correlation y of the input x
+    with the derivative kernel d kernel/dp, run as a persistent reverse filter, each step adding
+    weight * y, and w0_weight times the filter's first state after the last step (the correlation
+    at n = -1); ``boundary[p]`` the term at n = -1 (initial state). The spike path of theta adds
+    -dL/ds_n kappa_n sigma_n (df/dtheta = -kappa sigma).
+    """
+    states, inits, assigns, updates, finals, persistent = [], [], [], [], [], []
+    kappa = sp.Integer(1) if model.spike in ("single", "smooth") else S["u"] / THETA
+    for idx, (name, p) in enumerate(zip(model.parameter_names, model.symbols)):
+        acc = sp.Symbol(f"{PARAMETER}{name}", real=True)
+        term = explicit.get(p, sp.Integer(0))
+        last = boundary.get(p, sp.Integer(0))
+        for j, (q, kernel, x, weight, w0_weight) in enumerate(filters):
+            if q != p:
+                continue
+            dk = kernel.diff(p)
+            if all(c == 0 for c in dk.num):
+                continue
+            w, y_expr, w_update = _df2t(f"vd{idx}_{j}_", dk.num, dk.den, x, sp.Symbol(f"yd{idx}_{j}", real=True))
+            y = sp.Symbol(f"yd{idx}_{j}", real=True)
+            assigns.append((y, y_expr))
+            states += list(w)
+            inits += [sp.Integer(0)] * len(w)
+            updates += list(w_update)
+            persistent += list(w)
+            term = term + weight * y
+            if w:
+                last = last + w0_weight * w[0]
+        if p == THETA:
+            term = term - S["dl_ds"] * kappa * S["sigma"]
+        states.append(acc)
+        inits.append(sp.Integer(0))
+        updates.append(acc + term)
+        persistent.append(acc)
+        finals.append((acc, acc + last))
+    return states, inits, assigns, updates, finals, persistent
+
+
+def _with_gradients(scan: Scan, model: NeuronModel, S, explicit, filters, boundary, c: sp.Expr,
+                    raw: bool) -> Scan:
+    """Add the parameter sums and the diagnostics to a reverse scan (``raw``: carry d_n un-truncated)."""
+    parts = [_parameter_sums(model, S, explicit, filters, boundary), _diagnostics(c, S)]
+    states, inits, assigns, updates, finals, persistent = ([] for _ in range(6))
+    if raw:  # d_{n+1} regardless of truncation: the full-history explicit partials contract with it
+        states.append(S["d_raw"])
+        inits.append(sp.Integer(0))
+        updates.append(S["d"])
+        persistent.append(S["d_raw"])
+    for part in parts:
+        for acc, new in zip((states, inits, assigns, updates, finals, persistent), part):
+            acc.extend(new)
+    # the assignments of the filters read d, which the scan assigns: they go after the scan's own
+    return _extend(scan, states, inits, assigns, updates, finals, persistent)
+
+
 # --------------------------------------------------------------- the scans
 def derive_recurrence(model: NeuronModel) -> Recurrence:
     """The scans of ``model`` (symbolic parameters; numbers enter at evaluation)."""
     sym = {name: sp.Symbol(name, real=True) for name in
            ("a", "g", "sigma", "s", "u", "m", "I", "pre", "z", "r", "q", "d", "dl_ds", "grad_a", "c",
-            "u_prev", "s_prev", "d_next")}
+            "u_prev", "s_prev", "d_next", "d_raw")}
     S = sym
     zero = sp.Integer(0)
     sigma_u = model.surrogate.expr
@@ -188,14 +323,22 @@ def derive_recurrence(model: NeuronModel) -> Recurrence:
             loose = mem.alpha
             dropped = -mem.rho * S["d_next"]
         inputs = (S["g"], S["sigma"], S["s"], S["u"]) + ((S["m"],) if model.u_min is not None else ())
+        # Parameter gradients: sum_n d_n d pre_n/dp. The explicit partial of pre_{n+1} reads u_n, s_n:
+        # at step n it contracts with d_{n+1} (d_raw, not truncated); pre_0 reads u_init, s_{-1} = 0.
+        shift = {S["u_prev"]: S["u"], S["s_prev"]: S["s"]}
+        explicit = {p: sp.diff(pre, p).xreplace(shift) * S["d_raw"] for p in model.symbols}
+        boundary = {p: sp.diff(pre, p).xreplace({S["u_prev"]: U_INIT, S["s_prev"]: zero}) * S["d_raw"]
+                    for p in model.symbols}
+        syn_filters = [(p, mem.syn, S["d"], S["a"], zero) for p in model.symbols if p in mem.syn.parameters]
         scans = []
         for name, factor, ds in (("backward", exact, S["g"] + dropped), ("slayer", loose, S["g"])):
             v, grad_a, v_update = _df2t("v_syn", syn.num, syn.den, S["d"], S["grad_a"])
             assigns = ((S["c"], factor), (S["dl_ds"], ds),
                        (S["d"], mask * (S["sigma"] * S["g"] + S["c"] * S["d_next"])), (S["grad_a"], grad_a))
-            scans.append(Scan(name, "reverse", inputs, (S["d_next"],) + v, (zero,) * (1 + len(v)), assigns,
-                              (S["d"], S["grad_a"], S["dl_ds"]), (S["d"],) + v_update,
-                              ((sp.Symbol("grad_u_init"), mem.alpha * S["d_next"]),)))
+            scan = Scan(name, "reverse", inputs, (S["d_next"],) + v, (zero,) * (1 + len(v)), assigns,
+                        (S["d"], S["grad_a"], S["dl_ds"]), (S["d"],) + v_update,
+                        ((sp.Symbol("grad_u_init"), mem.alpha * S["d_next"]),))
+            scans.append(_with_gradients(scan, model, S, explicit, syn_filters, boundary, S["c"], raw=True))
         return Recurrence(model, "membrane", kernels, forward, scans[0], scans[1], exact, dropped)
 
     eps = KernelRecurrence("eps", model.eps, model.eps.num, model.eps.den)
@@ -218,9 +361,18 @@ def derive_recurrence(model: NeuronModel) -> Recurrence:
             assigns = assigns[1:]
             vn, vn_update = (), ()
         grad_u = ve[0] if ve else zero
-        scans.append(Scan(name, "reverse", (S["g"], S["sigma"]), (S["d_next"],) + vn + ve,
-                          (zero,) * (1 + len(vn) + len(ve)), assigns, (S["d"], S["grad_a"], S["dl_ds"]),
-                          (S["d"],) + vn_update + ve_update, ((sp.Symbol("grad_u_init"), grad_u),)))
+        decay = pole(nu.den)
+        factor = decay - nu.num[0] * S["sigma"] if name == "backward" else decay
+        scan = Scan(name, "reverse", (S["g"], S["sigma"]), (S["d_next"],) + vn + ve,
+                    (zero,) * (1 + len(vn) + len(ve)), assigns + ((S["c"], factor),),
+                    (S["d"], S["grad_a"], S["dl_ds"]),
+                    (S["d"],) + vn_update + ve_update, ((sp.Symbol("grad_u_init"), grad_u),))
+        # Parameter gradients: sum_n d_n [(deps/dp * a)[n] + deps/dp[n+1] u_init - (dnu/dp * s_prev)[n]],
+        # as correlations of the adjoint with the derivative kernels (persistent reverse filters).
+        # u_init enters at time -1: dL/dp gains u_init sum_k deps/dp[k+1] d_k, the state w_0 after the last step.
+        filters = [(p, model.eps, S["d"], S["a"], U_INIT) for p in model.symbols if p in model.eps.parameters]
+        filters += [(p, model.nu, S["d_raw"], -S["s"], zero) for p in model.symbols if p in model.nu.parameters]
+        scans.append(_with_gradients(scan, model, S, {}, filters, {}, S["c"], raw=True))
     return Recurrence(model, "srm", (eps, nu), forward, scans[0], scans[1], None, -S["q"])
 
 
@@ -233,16 +385,21 @@ def _filter_state_after(k: KernelRecurrence, x: sp.Expr) -> tuple[sp.Expr, ...]:
 
 
 # --------------------------------------------------------------- unrolling
-def unroll(scan: Scan, T: int, inputs: Mapping[sp.Symbol, list]) -> tuple[dict[sp.Symbol, list], dict]:
+def unroll(scan: Scan, T: int, inputs: Mapping[sp.Symbol, list],
+           truncation: int | None = None) -> tuple[dict[sp.Symbol, list], dict]:
     """Run ``scan`` symbolically (or on numbers) for T steps.
 
     ``inputs`` maps each input symbol to a list of T values (symbols or
-    arrays). Returns ({output: values per step}, {final: value}).
+    arrays). A reverse scan with ``truncation=K`` restarts its non-persistent
+    state at the end of every chunk of K steps, as the generated kernels do.
+    Returns ({output: values per step}, {final: value}).
     """
     state = dict(zip(scan.state, scan.init))
     out: dict[sp.Symbol, list] = {o: [None] * T for o in scan.outputs}
     steps = range(T) if scan.direction == "forward" else range(T - 1, -1, -1)
     for n in steps:
+        if truncation and scan.direction == "reverse" and (n + 1) % truncation == 0:
+            state.update({st: init for st, init in zip(scan.state, scan.init) if st not in scan.persistent})
         env = dict(state)
         for sym, values in inputs.items():
             env[sym] = values[n]
@@ -262,6 +419,12 @@ class Proof:
     T: int
     ok: bool
     detail: str
+    method: str = "exodus"  # exodus | slayer
+    truncation: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} T={self.T}" + (f" K={self.truncation}" if self.truncation else "")
 
 
 def _rational(expr):
@@ -288,6 +451,9 @@ def exact_model(model: NeuronModel) -> NeuronModel:
     def kernel(k):
         if k is None:
             return None
+        if k.expr is not None and k.expr.atoms(sp.Float):
+            # re-derive the recurrence from the exact closed form (the float coefficients carry rounding)
+            return Kernel.closed_form(_rational(k.expr))
         num = tuple(_rational(c) for c in k.num)
         den = tuple(_rational(c) for c in k.den)
         expr = _rational(k.expr)
@@ -305,38 +471,75 @@ def exact_model(model: NeuronModel) -> NeuronModel:
     return dataclasses.replace(model, eps=eps, nu=nu, membrane=membrane)
 
 
-def prove(model: NeuronModel, T: int, recurrence: Recurrence | None = None) -> Proof:
-    """Unroll the exodus backward scan for T steps; check dL/da and dL/du_init against the IFT adjoint.
+def _cut(jac, T: int, detach: bool, truncation: int | None):
+    """The Jacobians of what SLAYER (reset detached) or truncated BPTT differentiate (MATH section 5):
+    d phi_u/ds set to 0 (detach); couplings between chunks of K steps removed, in d phi/d(u, s),
+    d phi/da and d phi/du_init (truncation). d phi/dp stays whole: parameter gradients contract the
+    truncated adjoint with the full explicit partials."""
+    import dataclasses
 
+    J, Ja, Ju = jac.dependent.copy(), jac.inputs.copy(), jac.u_init.copy()
+    chunk = (lambda n: n // truncation) if truncation else (lambda n: 0)
+    for i in range(T):
+        for j in range(T):
+            if detach:
+                J[2 * i, 2 * j + 1] = 0
+            if chunk(i) != chunk(j):
+                J[2 * i, 2 * j] = J[2 * i, 2 * j + 1] = Ja[2 * i, j] = 0
+        if chunk(i) != 0:
+            Ju[2 * i, 0] = 0
+    return dataclasses.replace(jac, dependent=J, inputs=Ja, u_init=Ju)
+
+
+def prove(model: NeuronModel, T: int, recurrence: Recurrence | None = None, *, method: str = "exodus",
+          truncation: int | None = None) -> Proof:
+    """Unroll a backward scan for T steps and check it against the IFT adjoint, symbolically.
+
+    Checked: dL/da_n, dL/ds_n (the adjoint lambda_s), dL/du_init and the per-neuron sum of every
+    parameter gradient. ``method="slayer"`` checks the SLAYER scan against the adjoint with the reset
+    detached; ``truncation=K`` the truncated scan against the adjoint without cross-chunk couplings.
     Decimal literals are proved as the exact rationals they denote (:func:`exact_model`).
     """
     from . import ift
     from .system import build_system
 
+    if method not in ("exodus", "slayer"):
+        raise ValueError(f"method={method!r}: expected 'exodus' or 'slayer'")
     exact = exact_model(model)
     if exact is not model:
         model, recurrence = exact, None
     rec = recurrence or derive_recurrence(model)
     system = build_system(model, T)
-    adj = ift.adjoint(system)
-    names = {s.name: s for s in rec.backward.inputs}
-    inputs = {names["g"]: list(system.g), names["sigma"]: list(system.sigma)}
-    if "s" in names:
-        inputs[names["s"]] = list(system.s)
-        inputs[names["u"]] = list(system.u)
-    if "m" in names:
-        inputs[names["m"]] = list(system.mask)
-    out, finals = unroll(rec.backward, T, inputs)
-    grad_a = out[next(o for o in rec.backward.outputs if o.name == "grad_a")]
+    jac = ift.jacobians(system)
+    if method == "slayer" or truncation:
+        jac = _cut(jac, T, method == "slayer", truncation)
+    adj = ift.adjoint(system, jac)
+    scan = (rec.backward if method == "exodus" else rec.slayer).without(DIAGNOSTIC)  # diagnostics: not a gradient
+    names = {s.name: s for s in scan.inputs}
+    available = {"g": system.g, "sigma": system.sigma, "s": system.s, "u": system.u, "m": system.mask, "a": system.a}
+    inputs = {sym: list(available[name]) for name, sym in names.items()}
+    out, finals = unroll(scan, T, inputs, truncation)
+    fail = lambda detail: Proof(T, False, detail, method, truncation)  # noqa: E731
+    dl_ds = next((o for o in scan.outputs if o.name == "dl_ds"), None)
+    for n in range(T if dl_ds is not None else 0):
+        diff = sp.expand(out[dl_ds][n] - adj.lam[2 * n + 1])
+        if diff != 0 and sp.simplify(diff) != 0:
+            return fail(f"dL/ds_{n}: recurrence and IFT adjoint differ by {diff}")
+    grad_a = out[next(o for o in scan.outputs if o.name == "grad_a")]
     for n in range(T):
         diff = sp.expand(grad_a[n] - adj.grad_a[n])
         if diff != 0 and sp.simplify(diff) != 0:
-            return Proof(T, False, f"dL/da_{n}: recurrence and IFT adjoint differ by {diff}")
-    grad_u = next(iter(finals.values()))
-    diff = sp.expand(grad_u - adj.grad_u_init)
+            return fail(f"dL/da_{n}: recurrence and IFT adjoint differ by {diff}")
+    by_name = {lhs.name: value for lhs, value in finals.items()}
+    diff = sp.expand(by_name["grad_u_init"] - adj.grad_u_init)
     if diff != 0 and sp.simplify(diff) != 0:
-        return Proof(T, False, f"dL/du_init: recurrence and IFT adjoint differ by {diff}")
-    return Proof(T, True, f"dL/da_0..{T - 1} and dL/du_init equal the IFT adjoint")
+        return fail(f"dL/du_init: recurrence and IFT adjoint differ by {diff}")
+    for name in model.parameter_names:
+        diff = sp.expand(by_name[PARAMETER + name] - adj.grad_params[name])
+        if diff != 0 and sp.simplify(diff) != 0:
+            return fail(f"dL/d{name}: the scan's sum and the IFT adjoint differ by {diff}")
+    return Proof(T, True, f"dL/da_0..{T - 1}, dL/ds, dL/du_init and dL/d({', '.join(model.parameter_names)}) "
+                          "equal the IFT adjoint", method, truncation)
 
 
 # -------------------------------------------------------------- numerics
@@ -372,7 +575,7 @@ def evaluate(scan: Scan, model: NeuronModel, arrays: Mapping[str, np.ndarray],
         state = [np.broadcast_to(np.asarray(v, dtype=float), (M,)).copy() for v in upd(*env)]
     fin = {}
     for lhs, rhs in scan.finals:
-        fn = sp.lambdify(list(scan.state), sp.sympify(rhs).subs(values), modules="numpy")
-        fin[lhs.name] = np.broadcast_to(np.asarray(fn(*state), dtype=float), (M,))
+        fn = sp.lambdify(list(scan.state) + [U_INIT], sp.sympify(rhs).subs(values), modules="numpy")
+        fin[lhs.name] = np.broadcast_to(np.asarray(fn(*state, u0), dtype=float), (M,))
     outs.update(fin)
     return outs

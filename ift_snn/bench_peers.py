@@ -1,0 +1,676 @@
+"""``ift-snn bench --peers``: one LIF layer against the libraries users run, measured in one process.
+
+Contestants (float32, CPU, ``torch.set_num_threads(2)``), every one on the same
+input currents x ~ N(0.3, 0.5^2) and the same incoming gradient g ~ N(0, 1),
+each in its own native layout (prepared outside the timed region):
+
+==========================  ====================================================  ==========================
+contestant                  configured as                                          gradient
+==========================  ====================================================  ==========================
+ift_snn exodus              ``integrations.torch.LIF(0.9, method="exodus",         exact (= BPTT)
+                            train_alpha=True)``, (batch, time, N)
+ift_snn slayer              the same with ``method="slayer"``                      reset detached
+snnTorch                    ``snn.Leaky(beta=0.9, threshold=1, reset_mechanism=    reset detached
+                            "subtract")`` looped over ``x.unbind(0)``, spike_grad  (= ift_snn slayer)
+                            an autograd Function with ift_snn's surrogate
+SpikingJelly                ``neuron.LIFNode(tau=1/(1-0.9), decay_input=False,    exact (= ift_snn exodus)
+                            v_reset=None, detach_reset=False, step_mode="m",
+                            surrogate_function=PiecewiseExp(alpha=2))``, (T, B, N)
+Norse                       ``LIFBoxCell(LIFBoxParameters(tau_mem_inv=0.1,         exact (= ift_snn exodus)
+                            reset_method=reset_subtract, method="super"), dt=1)``
+                            looped over ``(x / 0.1).unbind(0)``
+sinabs (``--with-sinabs``)  ``layers.LIF(tau_mem=-1/ln 0.9, norm_input=False,      exact (= ift_snn exodus)
+                            spike_fn=SingleSpike, SingleExponential(0.5, 0.5))``
+==========================  ====================================================  ==========================
+
+Dynamics. ift_snn's ``lif`` resets after the decay, u[n] = alpha u[n-1] + x[n]
+- theta s[n-1] (snnTorch's ``Leaky``); SpikingJelly, Norse and sinabs reset
+before it, u[n] = alpha (u[n-1] - theta s[n-1]) + x[n] (ift_snn
+``lif(reset_before_decay=True)``). The timings use the ift_snn default; the
+agreement checks use, for each peer, the ift_snn model with its convention
+(the cost of the scans does not depend on it). Surrogate: sigma(u) =
+exp(-2 |u - theta|), i.e. ift_snn ``exponential(scale=0.5, width=0.5)`` =
+SpikingJelly ``PiecewiseExp(alpha=2)`` = sinabs ``SingleExponential(0.5, 0.5)``
+= snnTorch with that function as ``spike_grad``. Norse offers no exponential
+surrogate: it runs ``"super"``, whose backward in Norse 1.1 is 1/(1 + |x|)^2
+whatever its alpha (ift_snn ``fast_sigmoid(scale=1, slope=1)``, used for its
+agreement check). With scale 0.5 the exact gradient's step factor
+|alpha - theta sigma| stays below 1 (MATH.md section 6) at every length.
+
+Measurements. Each size runs one warm-up call per contestant (compilation,
+first touch), one memory call, then ``rounds`` rounds; each round runs every
+contestant once, in an order shuffled per round (seeded), so machine noise
+hits all of them alike. Forward = the call building the autograd graph,
+backward = ``out.backward(g)``; fwd+bwd is their sum in the same round; each is
+the median over rounds. Peak memory over the inputs: before the memory call,
+``gc.collect(1)`` and glibc ``malloc_trim(0)`` hand freed memory back, the
+kernel's peak-RSS counter is reset (``echo 5 > /proc/self/clear_refs``), then
+the peak (``VmHWM``) after the call minus the resident size (``VmRSS``) before
+it is reported: every byte the call touched beyond the inputs, outputs and
+gradients included (PyTorch has no allocator statistics on the CPU, and
+tracemalloc does not see its allocations). Where ``clear_refs`` cannot be
+written, /proc/self/statm is sampled every millisecond in a thread instead (a
+lower bound).
+
+Also per size: the bare ift_snn kernels (``ift_snn.forward`` / ``backward`` on
+NumPy (T, B*N) arrays, EXODUS) and the memory floor (the 9 arrays of B*T*N
+floats the two scans must move, :mod:`ift_snn.bench`, over the measured copy
+bandwidth). Ratios: ift_snn exodus fwd+bwd over the fastest peer's, exodus
+backward over slayer backward, kernels fwd+bwd over the floor.
+
+Agreement (float64 and float32, B=4, T=200, N=32): spikes that differ and
+max |dL/dx_peer - dL/dx_ift| / max |dL/dx_ift| against the matching ift_snn
+layer (exodus for SpikingJelly, Norse, sinabs; slayer for snnTorch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import importlib
+import json
+import math
+import os
+import platform
+import random
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["DEFAULT_SIZES", "INSTALL_HINT", "Contestant", "run_peers", "format_peers_table", "agreement",
+           "peak_rss_delta", "available_peers"]
+
+#: (batch, T, neurons) of the default run.
+DEFAULT_SIZES = ((64, 300, 256), (16, 500, 4096), (16, 2000, 1024))
+INSTALL_HINT = "pip install 'ift-snn[bench]'"
+ALPHA, THETA = 0.9, 1.0
+#: ift_snn exponential surrogate: scale / (width theta) exp(-|u - theta| / (width theta)) = exp(-2 |u - 1|).
+SG_SCALE, SG_WIDTH = 0.5, 0.5
+PEERS = ("snntorch", "spikingjelly", "norse")
+#: Module each peer is imported from (lazily).
+_PEER_MODULES = {"snntorch": "snntorch", "spikingjelly": "spikingjelly.activation_based.neuron",
+                 "norse": "norse.torch", "sinabs": "sinabs.layers"}
+AGREE_SIZE = (4, 200, 32)
+
+
+# ------------------------------------------------------------------ memory
+def _status_kb(*keys: str) -> dict:
+    out = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            k, _, v = line.partition(":")
+            if k in keys:
+                out[k] = int(v.split()[0])
+    return out
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _trim() -> None:
+    gc.collect(1)  # the young generations: a full collection costs ~1 s with SymPy and PyTorch loaded
+    with contextlib.suppress(Exception):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _clear_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_delta(fn: Callable[[], object]) -> tuple[int, str]:
+    """(bytes, method): peak resident memory during ``fn()`` above the resident size before it."""
+    _trim()
+    if sys.platform.startswith("linux") and _clear_peak():
+        before = _status_kb("VmRSS")["VmRSS"]
+        fn()
+        peak = _status_kb("VmHWM")["VmHWM"]
+        return max(0, peak - before) * 1024, "VmHWM after clear_refs - VmRSS before"
+    before = _rss_bytes()
+    peak = [before]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(1e-3)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        th.join()
+    peak[0] = max(peak[0], _rss_bytes())
+    return max(0, peak[0] - before), "statm sampled every 1 ms (lower bound)"
+
+
+# ------------------------------------------------------------- contestants
+@dataclass
+class Contestant:
+    """One timed implementation. ``prepare(x_bt, g_bt)`` -> (input, grad) in its layout (untimed);
+    ``run(inp, grad)`` -> (forward ms, backward ms)."""
+
+    name: str
+    library: str
+    config: str
+    surrogate: str
+    gradient: str
+    is_peer: bool
+    prepare: Callable
+    run: Callable
+    version: str = ""
+    notes: list = field(default_factory=list)
+
+
+def _import(name: str):
+    """The peer's module, or None if it is not installed (other import failures are reported)."""
+    try:
+        return importlib.import_module(_PEER_MODULES[name])
+    except ImportError:
+        return None
+
+
+def available_peers(with_sinabs: bool = False) -> tuple[list[str], dict]:
+    """(installed peer names, {name: why not} for the rest)."""
+    names = PEERS + (("sinabs",) if with_sinabs else ())
+    found, missing = [], {}
+    for name in names:
+        try:
+            mod = _import(name)
+        except Exception as exc:  # noqa: BLE001 - a broken install is reported, not fatal
+            missing[name] = f"import failed: {type(exc).__name__}: {exc}"
+            continue
+        if mod is None:
+            missing[name] = "not installed"
+        else:
+            found.append(name)
+    return found, missing
+
+
+def _version(dist: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(dist)
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+def _torch_timer(torch, fn):
+    """(forward ms, backward ms) of fn(x) then out.backward(g) on a fresh leaf copy of x."""
+
+    def run(inp, grad):
+        x = inp.detach().requires_grad_(True)
+        t0 = time.perf_counter()
+        out = fn(x)
+        t1 = time.perf_counter()
+        out.backward(grad)
+        t2 = time.perf_counter()
+        return 1e3 * (t1 - t0), 1e3 * (t2 - t1)
+
+    return run
+
+
+def _exp_spike(torch, scale: float = SG_SCALE, width: float = SG_WIDTH, theta: float = THETA):
+    """snnTorch ``spike_grad``: H(x) forward (x = mem - threshold), ift_snn's exponential surrogate backward."""
+    w = width * theta
+    c = scale / w
+
+    class ExpSpike(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return (x >= 0).to(x.dtype)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return grad * c * torch.exp(-x.abs() / w)
+
+    return ExpSpike.apply
+
+
+def _ift_layer(torch, method: str, reset_before_decay: bool = False, surrogate=None, alpha: float = ALPHA,
+               train_alpha: bool = True, dtype=None):
+    from .integrations.torch import LIF
+    from .surrogates import exponential
+
+    layer = LIF(alpha, THETA, method=method, train_alpha=train_alpha, reset_before_decay=reset_before_decay,
+                surrogate=surrogate or exponential(SG_SCALE, SG_WIDTH))
+    if dtype is not None:
+        layer.to(dtype)
+    return layer
+
+
+def _snntorch_fn(torch, dtype):
+    import snntorch as snn
+
+    lif = snn.Leaky(beta=torch.tensor(ALPHA, dtype=dtype), threshold=THETA, spike_grad=_exp_spike(torch),
+                    reset_mechanism="subtract")
+
+    def f(x):  # (T, B, N)
+        mem = lif.init_leaky()
+        out = []
+        for xt in x.unbind(0):
+            spk, mem = lif(xt, mem)
+            out.append(spk)
+        return torch.stack(out)
+
+    return f
+
+
+def _spikingjelly_fn(torch, dtype):
+    from spikingjelly.activation_based import neuron, surrogate
+
+    node = neuron.LIFNode(tau=1.0 / (1.0 - ALPHA), decay_input=False, v_threshold=THETA, v_reset=None,
+                          surrogate_function=surrogate.PiecewiseExp(alpha=1.0 / SG_WIDTH), detach_reset=False,
+                          step_mode="m")
+
+    def f(x):  # (T, B, N)
+        node.reset()
+        return node(x)
+
+    return f
+
+
+NORSE_GAIN = 1.0 / (1.0 - ALPHA)  # Norse integrates dt tau_mem_inv (i - v): input i = x / (1 - alpha)
+
+
+def _norse_fn(torch, dtype):
+    from norse.torch import LIFBoxCell, LIFBoxParameters
+    from norse.torch.functional.reset import reset_subtract
+
+    def t(v):
+        return torch.tensor(v, dtype=dtype)
+
+    p = LIFBoxParameters(tau_mem_inv=t(1.0 - ALPHA), v_leak=t(0.0), v_th=t(THETA), v_reset=t(0.0), method="super",
+                         alpha=t(100.0), reset_method=reset_subtract)
+    cell = LIFBoxCell(p, dt=1.0)
+
+    def f(x):  # (T, B, N), already multiplied by NORSE_GAIN
+        state = None
+        out = []
+        for xt in x.unbind(0):
+            z, state = cell(xt, state)
+            out.append(z)
+        return torch.stack(out)
+
+    return f
+
+
+def _sinabs_layer(torch, dtype):
+    import sinabs.layers as sl
+    from sinabs.activation import MembraneSubtract, SingleExponential, SingleSpike
+
+    layer = sl.LIF(tau_mem=-1.0 / math.log(ALPHA), spike_threshold=torch.tensor(THETA), spike_fn=SingleSpike,
+                   reset_fn=MembraneSubtract(), surrogate_grad_fn=SingleExponential(SG_WIDTH, SG_SCALE),
+                   norm_input=False)
+
+    def f(x):  # (B, T, N)
+        layer.reset_states()
+        return layer(x)
+
+    f.alpha = float(layer.alpha_mem_calculated.detach())
+    return f
+
+
+SURROGATE_EXP = "exp(-2|u-1|) (= ift_snn exponential(0.5, 0.5))"
+
+
+def _contestants(torch, peers: list[str]) -> list[Contestant]:
+    bt = lambda x, g: (x, g)  # noqa: E731
+    tb = lambda x, g: (x.transpose(0, 1).contiguous(), g.transpose(0, 1).contiguous())  # noqa: E731
+    f32 = torch.float32
+    out = []
+    for method, gradient in (("exodus", "exact (= BPTT)"), ("slayer", "reset detached")):
+        layer = _ift_layer(torch, method)
+        out.append(Contestant(
+            f"ift_snn {method}", "ift_snn", f"integrations.torch.LIF(0.9, method={method!r}, train_alpha=True), "
+            "reset after decay, (B, T, N)", SURROGATE_EXP, gradient, False, bt, _torch_timer(torch, layer),
+            version=_version("ift-snn")))
+    if "snntorch" in peers:
+        out.append(Contestant(
+            "snnTorch", "snntorch", "snn.Leaky(beta=0.9, threshold=1, reset_mechanism='subtract') over "
+            "x.unbind(0), reset after decay, (T, B, N)", SURROGATE_EXP + " as spike_grad",
+            "reset detached (= slayer)", True, tb, _torch_timer(torch, _snntorch_fn(torch, f32)),
+            version=_version("snntorch")))
+    if "spikingjelly" in peers:
+        out.append(Contestant(
+            "SpikingJelly", "spikingjelly", "neuron.LIFNode(tau=10, decay_input=False, v_reset=None, "
+            "detach_reset=False, step_mode='m'), reset before decay, (T, B, N), registered CPU op",
+            "PiecewiseExp(alpha=2) = " + SURROGATE_EXP, "exact (= exodus)", True, tb,
+            _torch_timer(torch, _spikingjelly_fn(torch, f32)), version=_version("spikingjelly")))
+    if "norse" in peers:
+        out.append(Contestant(
+            "Norse", "norse", "LIFBoxCell(tau_mem_inv=0.1, dt=1, reset_subtract) over (10 x).unbind(0), "
+            "reset before decay, (T, B, N)", "SuperSpike 1/(1+|u-1|)^2 (no exponential in Norse)",
+            "exact (= exodus)", True, _norse_prepare(tb),
+            _torch_timer(torch, _norse_fn(torch, f32)), version=_version("norse")))
+    if "sinabs" in peers:
+        out.append(Contestant(
+            "sinabs", "sinabs", "layers.LIF(tau_mem=-1/ln 0.9, norm_input=False, SingleSpike, MembraneSubtract), "
+            "reset before decay, (B, T, N)", "SingleExponential(0.5, 0.5) = " + SURROGATE_EXP,
+            "exact (= exodus)", True, bt, _torch_timer(torch, _sinabs_layer(torch, f32)),
+            version=_version("sinabs")))
+    out.append(_kernels_contestant())
+    return out
+
+
+def _norse_prepare(tb):
+    def prepare(x, g):
+        xt, gt = tb(x, g)
+        return xt * NORSE_GAIN, gt
+
+    return prepare
+
+
+def _kernels_contestant() -> Contestant:
+    from . import ops
+    from .models import lif
+    from .surrogates import exponential
+
+    model = lif(ALPHA, THETA, surrogate=exponential(SG_SCALE, SG_WIDTH))
+
+    def prepare(x, g):
+        T = x.shape[1]
+        return (np.ascontiguousarray(x.transpose(0, 1).reshape(T, -1).numpy()),
+                np.ascontiguousarray(g.transpose(0, 1).reshape(T, -1).numpy()))
+
+    def run(a, g):
+        t0 = time.perf_counter()
+        trace = ops.forward(model, a)
+        t1 = time.perf_counter()
+        ops.backward(model, trace, g, method="exodus")
+        t2 = time.perf_counter()
+        return 1e3 * (t1 - t0), 1e3 * (t2 - t1)
+
+    return Contestant("ift_snn kernels", "ift_snn", "ift_snn.forward / backward on NumPy (T, B*N), exodus",
+                      SURROGATE_EXP, "exact (= BPTT)", False, prepare, run, version=_version("ift-snn"))
+
+
+# --------------------------------------------------------------- agreement
+def _rel(got, want) -> float:
+    got, want = got.detach().double(), want.detach().double()
+    scale = float(want.abs().max()) or 1.0
+    return float((got - want).abs().max()) / scale
+
+
+def agreement(peers: list[str], dtype: str = "f64", size=None, seed: int = 0) -> list[dict]:
+    """Spikes and dL/dx of each installed peer against the matching ift_snn layer on one small problem
+    (``size`` (batch, T, neurons), default :data:`AGREE_SIZE`)."""
+    import torch
+
+    size = tuple(size or AGREE_SIZE)
+
+    from .surrogates import fast_sigmoid
+
+    tdt = torch.float64 if dtype == "f64" else torch.float32
+    B, T, N = size
+    gen = torch.Generator().manual_seed(seed)
+    x = (0.3 + 0.5 * torch.randn(B, T, N, generator=gen, dtype=torch.float64)).to(tdt)
+    g = torch.randn(B, T, N, generator=gen, dtype=torch.float64).to(tdt)
+
+    def grad_of(fn, inp, gin):
+        xi = inp.detach().clone().requires_grad_(True)
+        out = fn(xi)
+        out.backward(gin)
+        return out.detach(), xi.grad
+
+    def ift(method, reset_before_decay, surrogate=None, alpha=ALPHA):
+        layer = _ift_layer(torch, method, reset_before_decay, surrogate, alpha, train_alpha=False)
+        return grad_of(layer, x, g)
+
+    def tm(t):
+        return t.transpose(0, 1).contiguous()
+
+    rows = []
+    for name in peers:
+        if name == "snntorch":
+            ref = ift("slayer", False)
+            s, gx = grad_of(_snntorch_fn(torch, tdt), tm(x), tm(g))
+            s, gx, vs = tm(s), tm(gx), "ift_snn slayer (reset after decay)"
+        elif name == "spikingjelly":
+            ref = ift("exodus", True)
+            s, gx = grad_of(_spikingjelly_fn(torch, tdt), tm(x), tm(g))
+            s, gx, vs = tm(s), tm(gx), "ift_snn exodus (reset before decay)"
+        elif name == "norse":
+            ref = ift("exodus", True, fast_sigmoid(scale=1.0, slope=1.0))
+            s, gx = grad_of(_norse_fn(torch, tdt), tm(x) * NORSE_GAIN, tm(g))
+            s, gx = tm(s), tm(gx) * NORSE_GAIN  # dL/dx = dL/di * di/dx
+            vs = "ift_snn exodus (reset before decay, fast_sigmoid(1, 1))"
+        elif name == "sinabs":
+            fn = _sinabs_layer(torch, tdt)
+            ref = ift("exodus", True, alpha=fn.alpha)
+            s, gx = grad_of(fn, x, g)
+            vs = f"ift_snn exodus (reset before decay, alpha={fn.alpha:.9g} as sinabs computes it)"
+        else:
+            continue
+        s_ref, g_ref = ref
+        rows.append({"peer": name, "dtype": dtype, "versus": vs, "size": list(size),
+                     "spikes_differ": int((s.to(s_ref.dtype) != s_ref).sum()), "spikes": int(s_ref.sum()),
+                     "grad_rel_diff": _rel(gx, g_ref)})
+    return rows
+
+
+# ------------------------------------------------------------------- run
+def _median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def _write_json(path, result: dict) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+class _Progress:
+    """tqdm on stderr when installed, else one line per step."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.bar = None
+        self.enabled = enabled
+        if enabled:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, file=sys.stderr, unit="call", dynamic_ncols=True)
+            except ImportError:
+                pass
+
+    def step(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description(text[:60])
+            self.bar.update(1)
+
+    def line(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def check_sizes(sizes) -> list[tuple[int, int, int]]:
+    out = []
+    for s in sizes:
+        if len(s) != 3 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in s):
+            raise ValueError(f"size {s!r}: expected (batch, T, neurons), positive ints")
+        out.append(tuple(int(v) for v in s))
+    if not out:
+        raise ValueError("no sizes given")
+    return out
+
+
+def run_peers(sizes=DEFAULT_SIZES, rounds: int = 5, *, with_sinabs: bool = False, json_path=None,
+              threads: int = 2, seed: int = 0, progress: bool = True, agree: bool = True) -> dict:
+    """Run the peer benchmark; returns (and, with ``json_path``, rewrites after every step) the results."""
+    sizes = check_sizes(sizes)
+    if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 1:
+        raise ValueError(f"rounds={rounds!r}: expected a positive int")
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(f"the peer benchmark needs PyTorch and a peer library: {INSTALL_HINT}") from None
+    peers, missing = available_peers(with_sinabs)
+    if not peers:
+        raise ImportError(f"no peer library is installed ({', '.join(missing)}): {INSTALL_HINT}")
+    from .bench import _copy_bandwidth
+
+    torch.set_num_threads(threads)
+    contestants = _contestants(torch, peers)
+    # a copy larger than the caches: 256 MiB, less for small runs (tests), at least 32 MiB
+    bandwidth = _copy_bandwidth(np, int(min(256 * 2**20, max(32 * 2**20, 9 * 4 * max(math.prod(s) for s in sizes)))), 5)
+    result = {
+        "device": f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "config": {"torch": torch.__version__, "threads": torch.get_num_threads(), "dtype": "float32",
+                   "alpha": ALPHA, "theta": THETA, "rounds": rounds, "seed": seed, "sizes": [list(s) for s in sizes],
+                   "copy_bandwidth_GBps": bandwidth / 1e9, "memory_method": None,
+                   "timing": "median over rounds; order shuffled per round; fwd+bwd = forward + backward of one call"},
+        "contestants": [{"name": c.name, "library": c.library, "version": c.version, "config": c.config,
+                         "surrogate": c.surrogate, "gradient": c.gradient, "peer": c.is_peer} for c in contestants],
+        "missing": missing,
+        "agreement": [],
+        "rows": [],
+        "summary": [],
+        "notes": [f"{k}: {v}" for k, v in missing.items()],
+    }
+    if json_path:
+        _write_json(json_path, result)
+    prog = _Progress(len(sizes) * (rounds + 2) * len(contestants), progress)
+    try:
+        if agree:
+            for dt in ("f64", "f32"):
+                result["agreement"] += agreement(peers, dt)
+            for a in result["agreement"]:
+                prog.line(f"agreement {a['dtype']} {a['peer']:<13} vs {a['versus']}: spikes differ "
+                          f"{a['spikes_differ']}/{a['spikes']}, dL/dx max rel diff {a['grad_rel_diff']:.2e}")
+            if json_path:
+                _write_json(json_path, result)
+        rng = random.Random(seed)
+        for B, T, N in sizes:
+            _one_size(torch, contestants, (B, T, N), rounds, rng, seed, bandwidth, result, prog)
+            if json_path:
+                _write_json(json_path, result)
+    finally:
+        prog.close()
+    return result
+
+
+def _one_size(torch, contestants, size, rounds, rng, seed, bandwidth, result, prog) -> None:
+    B, T, N = size
+    gen = torch.Generator().manual_seed(seed)
+    x = (0.3 + 0.5 * torch.randn(B, T, N, generator=gen)).contiguous()
+    g = torch.randn(B, T, N, generator=gen).contiguous()
+    label = f"{B}x{T}x{N}"
+    prepared = {c.name: c.prepare(x, g) for c in contestants}
+    times = {c.name: [] for c in contestants}
+    peak = {}
+    for c in contestants:  # warm-up: compilation, first touch
+        prog.step(f"{label} warm-up {c.name}")
+        c.run(*prepared[c.name])
+    for c in contestants:
+        prog.step(f"{label} memory {c.name}")
+        nbytes, method = peak_rss_delta(lambda c=c: c.run(*prepared[c.name]))
+        peak[c.name] = nbytes
+        result["config"]["memory_method"] = method
+    for r in range(rounds):
+        order = list(contestants)
+        rng.shuffle(order)
+        for c in order:
+            prog.step(f"{label} round {r + 1}/{rounds} {c.name}")
+            times[c.name].append(c.run(*prepared[c.name]))
+    rows = []
+    for c in contestants:
+        fw = [t[0] for t in times[c.name]]
+        bw = [t[1] for t in times[c.name]]
+        rows.append({"size": [B, T, N], "contestant": c.name, "peer": c.is_peer,
+                     "forward_ms": _median(fw), "backward_ms": _median(bw),
+                     "fwd_bwd_ms": _median([f + b for f, b in zip(fw, bw)]),
+                     "peak_mb": peak[c.name] / 1e6, "surrogate": c.surrogate, "gradient": c.gradient,
+                     "times_ms": times[c.name]})
+    by = {r["contestant"]: r for r in rows}
+    peers = [r for r in rows if r["peer"]]
+    fastest = min(peers, key=lambda r: r["fwd_bwd_ms"])
+    moved = 9 * B * T * N * 4
+    floor_ms = 1e3 * moved / bandwidth
+    kern = by["ift_snn kernels"]
+    agree = {(a["peer"], a["dtype"]): a["grad_rel_diff"] for a in result["agreement"]}
+    for r in rows:
+        lib = next(c.library for c in contestants if c.name == r["contestant"])
+        r["agreement_f64"] = agree.get((lib, "f64"))
+        r["agreement_f32"] = agree.get((lib, "f32"))
+        r["over_fastest_peer"] = r["fwd_bwd_ms"] / fastest["fwd_bwd_ms"]
+    summary = {
+        "size": [B, T, N], "fastest_peer": fastest["contestant"], "fastest_peer_fwd_bwd_ms": fastest["fwd_bwd_ms"],
+        "exodus_over_fastest_peer": by["ift_snn exodus"]["fwd_bwd_ms"] / fastest["fwd_bwd_ms"],
+        "slayer_over_fastest_peer": by["ift_snn slayer"]["fwd_bwd_ms"] / fastest["fwd_bwd_ms"],
+        "exodus_over_slayer_backward": by["ift_snn exodus"]["backward_ms"] / by["ift_snn slayer"]["backward_ms"],
+        "memory_floor_ms": floor_ms, "bytes_moved_MB": moved / 1e6,
+        "kernels_fwd_bwd_ms": kern["fwd_bwd_ms"], "kernels_over_memory_floor": kern["fwd_bwd_ms"] / floor_ms,
+        "layer_exodus_over_kernels": by["ift_snn exodus"]["fwd_bwd_ms"] / kern["fwd_bwd_ms"],
+    }
+    result["rows"] += rows
+    result["summary"].append(summary)
+    prog.line(f"{label}: ift_snn exodus {by['ift_snn exodus']['fwd_bwd_ms']:.1f} ms fwd+bwd, fastest peer "
+              f"{fastest['contestant']} {fastest['fwd_bwd_ms']:.1f} ms, ratio {summary['exodus_over_fastest_peer']:.3f}")
+
+
+def _fmt(v, spec):
+    return format("-", ">9") if v is None else format(v, spec)
+
+
+def format_peers_table(result: dict) -> str:
+    cfg = result["config"]
+    lines = [f"== one LIF layer (alpha {cfg['alpha']}, theta {cfg['theta']}), {cfg['dtype']}, {result['device']}, "
+             f"torch {cfg['torch']} on {cfg['threads']} threads; median of {cfg['rounds']} interleaved rounds",
+             f"   copy bandwidth {cfg['copy_bandwidth_GBps']:.2f} GB/s; peak memory: {cfg['memory_method']}"]
+    if result["agreement"]:
+        lines.append(f"   agreement (B, T, N = {tuple(result['agreement'][0]['size'])}): spikes differing, "
+                     "max |dL/dx - ift_snn| / max |ift_snn|")
+        for a in result["agreement"]:
+            lines.append(f"     {a['dtype']} {a['peer']:<13} vs {a['versus']:<58} spikes differ "
+                         f"{a['spikes_differ']}/{a['spikes']:<6} dL/dx {a['grad_rel_diff']:.1e}")
+    head = (f"   {'contestant':<16} {'fwd ms':>10} {'bwd ms':>10} {'fwd+bwd ms':>11} {'x fastest':>9} "
+            f"{'peak MB':>9} {'agree f64':>9} {'agree f32':>9}  {'gradient':<20} surrogate")
+    for s in result["summary"]:
+        B, T, N = s["size"]
+        lines.append(f"-- batch {B}, T {T}, neurons {N}")
+        lines.append(head)
+        for r in result["rows"]:
+            if r["size"] != s["size"]:
+                continue
+            lines.append(f"   {r['contestant']:<16} {r['forward_ms']:>10.1f} {r['backward_ms']:>10.1f} "
+                         f"{r['fwd_bwd_ms']:>11.1f} {r['over_fastest_peer']:>9.3f} {r['peak_mb']:>9.0f} "
+                         f"{_fmt(r['agreement_f64'], '>9.1e')} {_fmt(r['agreement_f32'], '>9.1e')}  "
+                         f"{r['gradient']:<20} {r['surrogate']}")
+        lines.append(f"   ift_snn exodus fwd+bwd / fastest peer ({s['fastest_peer']}): "
+                     f"{s['exodus_over_fastest_peer']:.3f}; slayer {s['slayer_over_fastest_peer']:.3f}; "
+                     f"exodus / slayer backward: {s['exodus_over_slayer_backward']:.2f}")
+        lines.append(f"   memory floor {s['memory_floor_ms']:.1f} ms ({s['bytes_moved_MB']:.0f} MB); kernels fwd+bwd "
+                     f"{s['kernels_fwd_bwd_ms']:.1f} ms = {s['kernels_over_memory_floor']:.2f}x floor; "
+                     f"layer exodus / kernels {s['layer_exodus_over_kernels']:.2f}")
+    for c in result["contestants"]:
+        lines.append(f"   {c['name']:<16} {c['library']} {c['version']}: {c['config']}")
+    lines += [f"   note: {n}" for n in result["notes"]]
+    return "\n".join(lines)

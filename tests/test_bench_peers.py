@@ -1,0 +1,93 @@
+"""``ift-snn bench --peers``: agreement with snnTorch / SpikingJelly / Norse, the JSON, the missing-peer error."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.torch
+torch = pytest.importorskip("torch")
+
+from ift_snn import bench_peers  # noqa: E402
+from ift_snn.cli import main  # noqa: E402
+
+TINY = (2, 20, 8)
+SMALL = (2, 60, 8)
+
+
+def _agree(peer: str, dtype: str) -> dict:
+    (row,) = bench_peers.agreement([peer], dtype, size=SMALL)
+    assert row["peer"] == peer and row["spikes"] > 0
+    return row
+
+
+@pytest.mark.parametrize("dtype, tol", [("f64", 1e-12), ("f32", 1e-5)])
+def test_spikingjelly_equals_exodus(dtype, tol):
+    pytest.importorskip("spikingjelly")
+    row = _agree("spikingjelly", dtype)
+    assert "exodus" in row["versus"]
+    assert row["spikes_differ"] == 0
+    assert row["grad_rel_diff"] < tol
+
+
+@pytest.mark.parametrize("dtype, tol", [("f64", 1e-12), ("f32", 1e-5)])
+def test_snntorch_equals_slayer(dtype, tol):
+    pytest.importorskip("snntorch")
+    row = _agree("snntorch", dtype)
+    assert "slayer" in row["versus"]
+    assert row["spikes_differ"] == 0
+    assert row["grad_rel_diff"] < tol
+
+
+def test_norse_equals_exodus():
+    pytest.importorskip("norse")
+    row = _agree("norse", "f64")
+    assert row["spikes_differ"] == 0
+    assert row["grad_rel_diff"] < 1e-12
+
+
+def test_cli_peers_writes_json(tmp_path, capsys, monkeypatch):
+    peers, _ = bench_peers.available_peers()
+    if not peers:
+        pytest.skip("no peer library installed")
+    monkeypatch.setattr(bench_peers, "AGREE_SIZE", (2, 30, 4))
+    out = tmp_path / "peers.json"
+    assert main(["bench", "--peers", "--sizes", "2,20,8", "--rounds", "1", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "fwd+bwd" in printed and "ift_snn exodus fwd+bwd / fastest peer" in printed
+    data = json.loads(out.read_text())
+    assert data["config"]["sizes"] == [list(TINY)] and data["config"]["threads"] == 2
+    names = {r["contestant"] for r in data["rows"]}
+    assert {"ift_snn exodus", "ift_snn slayer", "ift_snn kernels"} <= names
+    assert len(names) == 3 + len(peers)
+    for r in data["rows"]:
+        assert r["fwd_bwd_ms"] > 0 and r["forward_ms"] > 0 and r["peak_mb"] >= 0 and len(r["times_ms"]) == 1
+    (s,) = data["summary"]
+    assert s["exodus_over_fastest_peer"] > 0 and s["memory_floor_ms"] > 0 and s["exodus_over_slayer_backward"] > 0
+    assert {a["peer"] for a in data["agreement"]} == set(peers)
+    assert all(a["grad_rel_diff"] < 1e-5 for a in data["agreement"])
+
+
+def test_missing_peers_error(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(bench_peers, "_import", lambda name: None)
+    with pytest.raises(ImportError, match=r"pip install 'ift-snn\[bench\]'"):
+        bench_peers.run_peers([TINY], 1, progress=False)
+    assert main(["bench", "--peers", "--sizes", "2,20,8", "--json", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("ift-snn: error:") and "pip install 'ift-snn[bench]'" in err
+
+
+@pytest.mark.parametrize("bad", ["2,20", "2,0,8", "a,b,c"])
+def test_bad_sizes(bad, capsys):
+    assert main(["bench", "--peers", "--sizes", bad]) == 2
+    err = capsys.readouterr().err
+    assert "--sizes" in err and len(err.strip().splitlines()) == 1
+
+
+def test_peak_rss_delta_sees_an_allocation():
+    import numpy as np
+
+    nbytes, method = bench_peers.peak_rss_delta(lambda: np.ones(8_000_000).sum())  # 64 MB
+    assert 40e6 < nbytes < 200e6, (nbytes, method)
