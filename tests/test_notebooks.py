@@ -9,7 +9,7 @@ as PNG to ``IFT_SNN_FIGURE_DIR`` (the same temporary folder). A failing
 test. The executed notebook is written next to the figures as ``.ipynb`` so
 a failure can be inspected.
 
-Marked ``slow``: the six notebooks take about a minute together on two cores.
+Marked ``slow``: the seven notebooks take about a minute together on two cores.
 They still run in CI.
 """
 
@@ -39,6 +39,7 @@ EXPECTED = (
     "04_code_generation.py",
     "05_training.py",
     "06_your_own_neuron.py",
+    "07_continuous_time.py",
 )
 KERNEL = "python3"
 #: Seconds any one cell may take before nbclient gives up.
