@@ -315,14 +315,19 @@ def _train(args: argparse.Namespace) -> int:
     if args.method == "events":  # continuous-time exact spike-time gradients; --task digits only
         from .events.commands import train_command
 
-        return train_command(args)
-    from .train import train
+        if args.task != "digits":
+            raise ValueError(f"--method events supports --task digits only; got --task {args.task!r}")
+        out = _prepare_out_dir(args.out, "--out")
+        args.kept = lambda: _kept_training(out)
+        metrics = train_command(args, out)
+    else:
+        from .train import train
 
-    cfg = _train_config(args)
-    cfg.validate()
-    out = _prepare_out_dir(args.out, "--out")
-    args.kept = lambda: _kept_training(out)
-    metrics = train(cfg, out)
+        cfg = _train_config(args)
+        cfg.validate()
+        out = _prepare_out_dir(args.out, "--out")
+        args.kept = lambda: _kept_training(out)
+        metrics = train(cfg, out)
     last = metrics["epochs"][-1] if metrics["epochs"] else None
     if last:
         print(f"final: loss {last['loss']:.4f}, train accuracy {last['train_acc']:.3f}, "

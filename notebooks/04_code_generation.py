@@ -165,12 +165,12 @@ print("backward arguments:", [f"in_{s}" for s in ir_bwd64.inputs] + ["in_u_init"
       + [p.name for p in ir_bwd64.params])
 
 out = {s.name: np.empty((T, M)) for s in ir_fwd64.outputs}  # u, s, sigma
-fwd_kernel(a, u0, out["u"], out["s"], out["sigma"], *params, T, M, 0, 1024)
+fwd_kernel(a, u0, out["u"], out["s"], out["sigma"], *params, T, M, 0, 1024, 0, M)
 named = {"g": g, "a": a, **out}
 back = {s.name: np.empty((T, M)) for s in ir_bwd64.outputs}  # grad_a: the only full-size output
 fins = {s.name: np.empty(M) for s, _ in ir_bwd64.finals}  # per neuron: dL/du0, parameter sums, diagnostics
 bwd_kernel(*[named[s.name] for s in ir_bwd64.inputs], *([u0] if ir_bwd64.uses_u_init else []),
-           *back.values(), *fins.values(), *params, T, M, 0, 1024)
+           *back.values(), *fins.values(), *params, T, M, 0, 1024, 0, M)
 grad_u0 = fins["grad_u_init"]
 
 oracle = reference.bptt(model, a, g, u0)

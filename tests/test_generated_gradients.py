@@ -121,3 +121,25 @@ def test_property_lif_parameters_equal_the_oracle(seed, alpha, theta, scale, K):
     want = reference.bptt(model, a, g, u0, truncation=K)
     for k, v in want.params.items():
         assert abs(got.params[k] - v) <= 1e-10 * max(1.0, abs(v), np.abs(want.a).max())
+
+
+def test_threaded_launch_splits_neurons_without_changing_results(monkeypatch):
+    """Ranges of whole chunks run on threads (the kernels release the GIL); the split is invisible."""
+    from ift_snn.backends import cpu
+
+    model = ift_snn.cuba_lif(0.9, 0.7)
+    rng = np.random.default_rng(3)
+    a = rng.normal(0.4, 0.6, size=(30, 3 * cpu.CHUNK + 17))
+    g = rng.normal(size=a.shape)
+    results = []
+    for n in ("1", "2", "3"):
+        monkeypatch.setenv("IFT_SNN_NUM_THREADS", n)
+        trace = ops.forward(model, a)
+        results.append((trace.u, ops.backward(model, trace, g)))
+    for u, grads in results[1:]:
+        np.testing.assert_array_equal(u, results[0][0])
+        np.testing.assert_array_equal(grads.a, results[0][1].a)
+        assert grads.params == pytest.approx(results[0][1].params, rel=1e-12)
+    monkeypatch.setenv("IFT_SNN_NUM_THREADS", "zero")
+    with pytest.raises(ValueError, match="IFT_SNN_NUM_THREADS"):
+        ops.forward(model, a)

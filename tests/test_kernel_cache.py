@@ -105,7 +105,7 @@ def _run_forward(fn, kernel, a):
     args = [a] + ([np.zeros(M, a.dtype)] if kernel.uses_u_init else [])
     args += [outs[o.name] for o in kernel.outputs]
     args += cpu._params(ift_snn.if_neuron(), a.dtype) + [T, M, 0, codegen_cpu.CHUNK]
-    fn(*args)
+    cpu.launch(fn, args, M)
     return outs
 
 

@@ -7,8 +7,10 @@ arguments) and dtype, so a trained alpha never triggers a recompile.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -59,8 +61,48 @@ def _warm_up(kernel: ScanKernel, fn, dtype: np.dtype) -> None:
     if kernel.uses_u_init:
         args.append(np.zeros(1, dtype))
     args += [one() for _ in kernel.outputs] + [np.zeros(1, dtype) for _ in kernel.finals]
-    args += [dtype.type(0.5) for _ in kernel.params] + [1, 1, 0, CHUNK]
+    args += [dtype.type(0.5) for _ in kernel.params] + [1, 1, 0, CHUNK, 0, 1]
     fn(*args)
+
+
+def threads() -> int:
+    """Threads the kernels run on: $IFT_SNN_NUM_THREADS, else Numba's NUMBA_NUM_THREADS (the cores)."""
+    env = os.environ.get("IFT_SNN_NUM_THREADS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ValueError(f"IFT_SNN_NUM_THREADS={env!r}: expected a positive integer") from None
+    import numba
+
+    return max(1, int(numba.config.NUMBA_NUM_THREADS))
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def launch(fn, args: list, M: int) -> None:
+    """Run a compiled kernel over neurons 0..M-1, split into ranges of whole chunks, one per thread.
+
+    The kernels release the GIL (``nogil=True``), so the ranges run in parallel; neurons are
+    independent, so the split changes nothing in the result.
+    """
+    global _pool, _pool_size
+    n = min(threads(), max(1, -(-M // CHUNK)))
+    if n == 1:
+        fn(*args, 0, M)
+        return
+    chunks = -(-M // CHUNK)
+    bounds = [min(M, (chunks * i // n) * CHUNK) for i in range(n + 1)]
+    with _lock:
+        if _pool is None or _pool_size < n:
+            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="ift_snn")
+            _pool_size = n
+        pool = _pool
+    futures = [pool.submit(fn, *args, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    for f in futures:
+        f.result()
 
 
 def _params(model: NeuronModel, dtype: np.dtype) -> list:
@@ -77,7 +119,7 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None):
         args.append(np.zeros(M, a.dtype) if u0 is None else u0)
     args += [outs[o.name] for o in kernel.outputs]
     args += _params(model, a.dtype) + [T, M, 0, CHUNK]
-    fn(*args)
+    launch(fn, args, M)
     mask = outs["m"].astype(bool) if "m" in outs else None
     return outs["u"], outs["s"], outs["sigma"], mask
 
@@ -103,5 +145,5 @@ def backward(model: NeuronModel, method: str, g: np.ndarray, u: np.ndarray, s: n
         args.append(np.zeros(M, g.dtype) if u0 is None else u0)
     args += [outs[o.name] for o in kernel.outputs] + [fins[f] for f in fins]
     args += _params(model, g.dtype) + [T, M, truncation or 0, CHUNK]
-    fn(*args)
+    launch(fn, args, M)
     return outs["grad_a"], fins

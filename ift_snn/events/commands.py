@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 
@@ -19,20 +18,12 @@ def derive_command(args: argparse.Namespace | None = None) -> int:
     return 0 if d.proved and d.numeric_ok else 1
 
 
-def train_command(args: argparse.Namespace) -> int:
-    """Train the event network on digits with the CLI's epochs, seed, hidden sizes, batch size, lr and out."""
+def train_command(args: argparse.Namespace, out) -> dict:
+    """Train the event network on digits with the CLI's epochs, seed, hidden sizes, batch size and lr;
+    writes ``out``/metrics.json every epoch and returns the metrics (the CLI prints the summary)."""
     from .train import train_digits
 
     if args.task != "digits":
         raise ValueError(f"--method events supports --task digits only; got --task {args.task!r}")
-    metrics = train_digits(epochs=args.epochs, seed=args.seed, out=args.out, hidden=tuple(args.hidden),
-                           batch_size=args.batch_size, lr=args.lr)
-    last = metrics["epochs"][-1] if metrics["epochs"] else None
-    if last:
-        print(f"final: loss {last['loss']:.4f}, train accuracy {last['train_acc']:.3f}, "
-              f"test accuracy {last['test_acc']:.3f}")
-    print(f"wrote {args.out}/metrics.json and {args.out}/weights.npz")
-    if metrics["stopped"]:
-        print(f"ift-snn: training stopped: {metrics['stopped']}", file=sys.stderr)
-        return 3
-    return 0
+    return train_digits(epochs=args.epochs, seed=args.seed, out=out, hidden=tuple(args.hidden),
+                        batch_size=args.batch_size, lr=args.lr)
