@@ -137,7 +137,7 @@ def test_codegen_cli_prints_both_targets(capsys):
     assert "__global__ void ift_snn_cuba_lif_backward_f64_" in out and "double" in out
     assert main(["codegen", "lif", "--target", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert out.count("\ndef ift_snn_lif_") == 3 and "prange" in out
+    assert out.count("\ndef ift_snn_lif_") == 3 and "j_begin, j_end" in out
 
 
 # ------------------------------------------------------------------ bad input
