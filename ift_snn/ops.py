@@ -116,6 +116,17 @@ class Gradients:
 
 
 # ----------------------------------------------------------------- checks
+def _all_finite(x) -> bool:
+    """True when every entry of ``x`` is finite: its max and min are (NaN and inf propagate to them).
+
+    Two reductions and no full-size temporary (0.6 ms for 4.9M float32 values on the 2-core machine,
+    against 0.75 ms for isfinite().all() and 2.3 ms for a float64 sum).
+    """
+    if x.size == 0:
+        return True
+    return math.isfinite(float(x.max())) and math.isfinite(float(x.min()))
+
+
 def _check_array(name: str, x: object, *, dtype: np.dtype | None = None):
     if cupy_backend.is_cupy_array(x):
         xp = cupy_backend.require_cupy()
@@ -123,7 +134,7 @@ def _check_array(name: str, x: object, *, dtype: np.dtype | None = None):
             raise TypeError(f"{name} has dtype {x.dtype}; expected float32 or float64 (cast it first)")
         if dtype is not None and x.dtype != dtype:
             x = x.astype(dtype)
-        if not bool(xp.all(xp.isfinite(x))):
+        if not _all_finite(x):
             raise ValueError(f"{name} contains NaN or inf; expected finite values")
         return x
     if not isinstance(x, np.ndarray):
@@ -142,7 +153,7 @@ def _check_array(name: str, x: object, *, dtype: np.dtype | None = None):
         raise TypeError(f"{name} has dtype {x.dtype}; expected float32 or float64 (cast it first)")
     if dtype is not None and x.dtype != dtype:
         x = x.astype(dtype)
-    if not np.all(np.isfinite(x)):
+    if not _all_finite(x):
         bad = np.argwhere(~np.isfinite(x))[0]
         raise ValueError(f"{name} contains NaN or inf (first at index {tuple(int(i) for i in bad)}); "
                          "expected finite values")
@@ -174,14 +185,18 @@ def _resolve_backend(backend: str, x) -> str:
     return backend
 
 
-def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, backend: str = "auto") -> Trace:
+def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, backend: str = "auto",
+            copy: bool = True) -> Trace:
     """Simulate one layer of neurons over time.
 
     u[n] = sum_k eps[k] a[n-k] - sum_k nu[k] s[n-1-k], s[n] = f(u[n]) (or the
     membrane form with clip and reset to zero, see :mod:`ift_snn.models`).
     Cost O(T) per neuron: the linear part is one IIR filter, the reset one
     scan. ``a``: (T, *neurons) float32/float64, finite. ``u0``: initial
-    membrane, shape ``neurons`` (default 0).
+    membrane, shape ``neurons`` (default 0). The returned Trace keeps its own
+    read-only copy of ``a`` (changing ``a`` later cannot change gradients);
+    ``copy=False`` skips that copy for callers whose ``a`` is private and never
+    modified (the PyTorch layer passes its own transposed copy).
     """
     model = _check_model(model)
     a_in = a
@@ -193,7 +208,7 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, 
     neurons = a.shape[1:]
     M = math.prod(neurons)
     a2 = xp.ascontiguousarray(a.reshape(a.shape[0], M))
-    if xp.may_share_memory(a2, a_in):
+    if copy and xp.may_share_memory(a2, a_in):
         # the Trace keeps its own copy: the caller may change a after forward (a *= 3)
         a2 = a2.copy()
     u0_2 = None
@@ -237,6 +252,8 @@ def _check_forward_finite(model: NeuronModel, u, sigma, neurons):
     inf or NaN. Cost: one pass over u and sigma.
     """
     xp = _xp_of(u)
+    if sigma is not None and _all_finite(u) and _all_finite(sigma):
+        return sigma
     where = lambda j: tuple(int(i) for i in np.unravel_index(j, neurons)) if neurons else ()  # noqa: E731
     if not bool(xp.isfinite(u).all()):
         n, j = _first_bad(u)

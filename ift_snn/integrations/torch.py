@@ -224,7 +224,8 @@ class SpikeScan(torch.autograd.Function):
     def forward(ctx, a, u0, model, method, truncation, names, *params):
         with _on_device(a):
             a_tm = a.detach().transpose(0, 1).contiguous()  # (T, batch, *neurons), the one layout copy
-            trace = ops.forward(model, _as_array(a_tm), None if u0 is None else _as_array(u0))
+            # a_tm is this Function's own copy, saved below with PyTorch's version check: no second copy
+            trace = ops.forward(model, _as_array(a_tm), None if u0 is None else _as_array(u0), copy=False)
             s_tm = _as_tensor(trace.s)
             u_last = _as_tensor(trace.u[-1]).clone()
         ctx.trace, ctx.model, ctx.method, ctx.truncation = trace, model, method, truncation
