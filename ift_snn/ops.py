@@ -366,7 +366,6 @@ def backward(
     a2, u2, s2, g2 = flat(record.a), flat(record.u), flat(record.s), flat(g)
     mask = flat(record.mask)
     u0 = None if record.u0 is None else record.u0.reshape(M)
-    low = lower(model)
     with np.errstate(over="ignore", invalid="ignore"):
         sigma = model.sigma(u2) if record.sigma is None else flat(record.sigma)
         if method != "bptt" and record.backend in ("cpu", "cupy"):
@@ -383,6 +382,7 @@ def backward(
             worst = int(xp.argmax(per_neuron)) if M else 0
             growth = float(per_neuron[worst]) if M else 1.0
         else:
+            low = lower(model)  # numbers for the NumPy scan (a new model per training step: not on the hot path)
             if method == "bptt":
                 if xp is not np:
                     raise TypeError("method='bptt' is the float64 CPU reference: pass numpy arrays")
@@ -399,9 +399,8 @@ def backward(
         f"largest |step factor| {max_factor:.3g}, {longest} consecutive steps above 1, "
         f"factors multiplying to {growth:.3g} over one run (neuron {worst})"
     )
-    if not (bool(xp.all(xp.isfinite(grad_a))) and bool(xp.all(xp.isfinite(grad_u0)))
-            and all(math.isfinite(v) for v in params.values())):  # noqa: E129
-        bad = [k for k, v in (("dL/da", grad_a), ("dL/du0", grad_u0)) if not bool(xp.all(xp.isfinite(v)))]
+    if not (_all_finite(grad_a) and _all_finite(grad_u0) and all(math.isfinite(v) for v in params.values())):
+        bad = [k for k, v in (("dL/da", grad_a), ("dL/du0", grad_u0)) if not _all_finite(v)]
         bad += [f"dL/d{k}" for k, v in params.items() if not math.isfinite(v)]
         if growth > GROWTH_LIMIT or longest >= STABILITY_RUN:
             cause = (f"{diagnostic}. The exact gradient grows like the product of step factors (MATH section 6); "

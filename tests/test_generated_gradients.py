@@ -47,15 +47,12 @@ def test_proof_covers_parameters_dl_ds_slayer_and_truncation(name, method):
 def test_a_wrong_parameter_sum_fails_the_proof():
     import dataclasses
 
-    import sympy as sp
-
     model = ift_snn.lif(0.9)
     rec = derive_recurrence(model)
     finals = tuple((lhs, rhs * 2 if lhs.name == PARAMETER + "alpha" else rhs) for lhs, rhs in rec.backward.finals)
     wrong = dataclasses.replace(rec, backward=dataclasses.replace(rec.backward, finals=finals))
     proof = prove(model, 3, wrong)
     assert not proof.ok and "dL/dalpha" in proof.detail
-    assert isinstance(sp.Symbol("x"), sp.Symbol)
 
 
 def test_backward_kernels_write_only_dl_da():
@@ -114,10 +111,7 @@ def test_property_lif_parameters_equal_the_oracle(seed, alpha, theta, scale, K):
     g, u0 = rng.normal(size=a.shape), rng.normal(0, 0.3, size=4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ops.StabilityWarning)
-        try:
-            got = ops.backward(model, ops.forward(model, a, u0), g, truncation=K)
-        except ops.GradientOverflowError:
-            return
+        got = ops.backward(model, ops.forward(model, a, u0), g, truncation=K)  # float64, 60 steps: no overflow
     want = reference.bptt(model, a, g, u0, truncation=K)
     for k, v in want.params.items():
         assert abs(got.params[k] - v) <= 1e-10 * max(1.0, abs(v), np.abs(want.a).max())

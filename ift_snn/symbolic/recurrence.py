@@ -196,7 +196,7 @@ def _extra_inputs(assigns, updates, finals):
     return tuple(x for x in (sp.Symbol(n, real=True) for n in ("a", "s", "u")) if x in used)
 
 
-def _diagnostics(c: sp.Expr, S: Mapping[str, sp.Symbol]):
+def _diagnostics(c: sp.Expr):
     """Per neuron: max |c|, the longest run of |c| > 1 and the largest product of |c| over a run.
 
     The run and the product restart at truncation boundaries (what the adjoint carries); the
@@ -263,7 +263,7 @@ def _parameter_sums(model: NeuronModel, S: Mapping[str, sp.Symbol], explicit: Ma
 def _with_gradients(scan: Scan, model: NeuronModel, S, explicit, filters, boundary, c: sp.Expr,
                     raw: bool) -> Scan:
     """Add the parameter sums and the diagnostics to a reverse scan (``raw``: carry d_n un-truncated)."""
-    parts = [_parameter_sums(model, S, explicit, filters, boundary), _diagnostics(c, S)]
+    parts = [_parameter_sums(model, S, explicit, filters, boundary), _diagnostics(c)]
     states, inits, assigns, updates, finals, persistent = ([] for _ in range(6))
     if raw:  # d_{n+1} regardless of truncation: the full-history explicit partials contract with it
         states.append(S["d_raw"])
