@@ -222,7 +222,8 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, 
         u0 = u0_2.reshape(neurons)
     sigma = None
     if backend == "numpy":
-        u, s, mask = scan.forward(lower(model), a2, u0_2)
+        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite membrane is reported just below
+            u, s, mask = scan.forward(lower(model), a2, u0_2)
     elif backend == "cpu":
         u, s, sigma, mask = cpu.forward(model, a2, u0_2)
     else:
