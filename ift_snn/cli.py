@@ -232,8 +232,8 @@ def _derive(args: argparse.Namespace) -> int:
 
 
 def _codegen(args: argparse.Namespace) -> int:
+    from .codegen.cpu import numpy_source, python_source
     from .codegen.cuda import compile_ptx, cuda_source
-    from .codegen.cpu import python_source
     from .codegen.ir import QUANTITIES, build_kernel
 
     model = get_model(args.model)
@@ -246,6 +246,8 @@ def _codegen(args: argparse.Namespace) -> int:
                 for arch in ("sm_80", "sm_90"):
                     compile_ptx(source, arch)
                 print(f"// compiled to PTX for sm_80 and sm_90: ok", file=sys.stderr)
+        elif args.target == "numpy":
+            source = numpy_source(kernel, header=f"model: {model!r}")
         else:
             source = python_source(kernel, header=f"model: {model!r}")
         print(source.code)
@@ -503,9 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
     derive.add_argument("--all", action="store_true", help="every built-in model into --out DIR/<model>/")
     derive.set_defaults(func=_derive)
 
-    codegen = sub.add_parser("codegen", help="print the generated CUDA or CPU (Numba) kernels of a model")
+    codegen = sub.add_parser("codegen", help="print the generated CUDA, CPU (Numba) or NumPy kernels of a model")
     codegen.add_argument("model", nargs="?", default="lif", choices=sorted(BUILTIN_MODELS))
-    codegen.add_argument("--target", choices=("cuda", "cpu"), default="cuda")
+    codegen.add_argument("--target", choices=("cuda", "cpu", "numpy"), default="cuda",
+                         help="CUDA C (default), Python for Numba (cpu) or vectorised NumPy Python")
     codegen.add_argument("--dtype", choices=("f32", "f64"), default="f32")
     codegen.add_argument("--quantity", choices=("forward", "backward", "slayer", "all"), default="all",
                          help="which scan (default all): forward, backward (exodus) or slayer")

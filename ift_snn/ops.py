@@ -21,8 +21,11 @@ steps, its gradient does not (MATH section 8, truncated BPTT).
 
 Backends, chosen by the array type (``backend="auto"``): NumPy arrays run
 the compiled CPU kernels generated from the derivation (Numba); CuPy arrays
-the generated CUDA kernels; ``backend="numpy"`` forces the NumPy scan
-(``backends/scan.py``), the fallback and reference for the compiled ones.
+the generated CUDA kernels; ``backend="numpy"`` (also the fallback without
+Numba) the same generated kernels printed as vectorised NumPy. Every backend
+runs one launcher (``backends/compiled.py``) and gets the same per-neuron
+finals from the backward kernel: dL/du0, the parameter sums and the
+stability diagnostics.
 """
 
 from __future__ import annotations
@@ -33,9 +36,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backends import cpu, reference, scan
+from .backends import compiled, cpu, reference
 from .backends import cupy as cupy_backend
-from .backends.lowered import lower
 from .models import NeuronModel
 from .symbolic.recurrence import DIAGNOSTIC, PARAMETER
 
@@ -220,14 +222,7 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, 
             raise ValueError(f"u0 has shape {u0.shape}; expected the neuron shape {neurons} of a {a.shape}")
         u0_2 = xp.array(u0.reshape(M), copy=True)
         u0 = u0_2.reshape(neurons)
-    sigma = None
-    if backend == "numpy":
-        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite membrane is reported just below
-            u, s, mask = scan.forward(lower(model), a2, u0_2)
-    elif backend == "cpu":
-        u, s, sigma, mask = cpu.forward(model, a2, u0_2)
-    else:
-        u, s, sigma, mask = cupy_backend.forward(model, a2, u0_2)
+    u, s, sigma, mask = compiled.forward(model, a2, u0_2, backend)
     sigma = _check_forward_finite(model, u, sigma, neurons)
     shape = lambda x: None if x is None else x.reshape(a.shape)  # noqa: E731
     record_a = a2.reshape(a.shape)
@@ -276,42 +271,6 @@ def _check_forward_finite(model: NeuronModel, u, sigma, neurons):
 
 
 # --------------------------------------------------------------- backward
-def _unstable_runs(magnitude, truncation: int | None = None):
-    """Per column: the longest run of |c| > 1 and the largest log-product of |c| over a run (Kadane).
-
-    Only what the adjoint actually carries counts: with ``truncation=K`` the
-    carried adjoint restarts every K steps, so runs and products restart at
-    chunk boundaries too.
-    """
-    xp = _xp_of(magnitude)
-    run = xp.zeros(magnitude.shape[1:], dtype=xp.int64)
-    best = xp.zeros_like(run)
-    growth = xp.zeros(magnitude.shape[1:], dtype=xp.float64)
-    best_growth = xp.zeros_like(growth)
-    with np.errstate(divide="ignore"):
-        for n, row in enumerate(magnitude):
-            if truncation and n % truncation == 0:
-                run[...] = 0
-                growth[...] = 0
-            run = xp.where(row > 1, run + 1, 0)
-            xp.maximum(best, run, out=best)
-            growth = xp.maximum(growth + xp.log(row.astype(xp.float64)), 0.0)
-            xp.maximum(best_growth, growth, out=best_growth)
-    return best, best_growth
-
-
-def _diagnose(factors, truncation: int | None) -> tuple[float, int, float, int]:
-    """(max |c|, longest run above 1, largest product over a run, its neuron) from the step factors
-    of the NumPy scan and the reference (the compiled kernels compute the same in the scan)."""
-    magnitude = np.abs(factors)
-    max_factor = float(np.max(magnitude)) if magnitude.size else 0.0
-    if max_factor <= 1:
-        return max_factor, 0, 1.0, 0
-    runs, log_growth = _unstable_runs(magnitude, truncation)
-    worst = int(np.argmax(log_growth))
-    return max_factor, int(np.max(runs)), math.exp(min(float(np.max(log_growth)), math.log(1e30))), worst
-
-
 def backward(
     model: NeuronModel,
     record: Trace,
@@ -369,33 +328,26 @@ def backward(
     u0 = None if record.u0 is None else record.u0.reshape(M)
     with np.errstate(over="ignore", invalid="ignore"):
         sigma = model.sigma(u2) if record.sigma is None else flat(record.sigma)
-        if method != "bptt" and record.backend in ("cpu", "cupy"):
+        target = record.backend if record.backend in compiled.TARGETS else "numpy"
+        if method == "bptt":
+            if xp is not np:
+                raise TypeError("method='bptt' is the float64 CPU reference: pass numpy arrays")
+            ref = reference.bptt(model, a2, g2, u0, truncation=truncation)
+            grad_a, params, grad_u0 = ref.a.astype(dtype), ref.params, ref.u0.astype(dtype)
+            # the diagnostics of the exact gradient: the generated exodus kernel's (its gradients unused)
+            _, fins = compiled.backward(model, "exodus", g2, u2, s2, sigma, mask, truncation, a2, u0, target)
+        else:
             # One generated reverse scan: dL/da, and per neuron dL/du0, the parameter sums and the
             # stability diagnostics (derived in symbolic/recurrence.py, proved against the IFT).
-            run = cpu.backward if record.backend == "cpu" else cupy_backend.backward
-            grad_a, fins = run(model, method, g2, u2, s2, sigma, mask, truncation, a2, u0)
+            grad_a, fins = compiled.backward(model, method, g2, u2, s2, sigma, mask, truncation, a2, u0, target)
             grad_u0 = fins["grad_u_init"]
             params = {k: float(xp.sum(fins[PARAMETER + k], dtype=xp.float64))
                       for k in model.parameter_names} if parameters else {}
-            max_factor = float(xp.max(fins[DIAGNOSTIC + "max_factor"])) if M else 0.0
-            longest = int(xp.max(fins[DIAGNOSTIC + "longest_run"])) if M else 0
-            per_neuron = fins[DIAGNOSTIC + "max_growth"]
-            worst = int(xp.argmax(per_neuron)) if M else 0
-            growth = float(per_neuron[worst]) if M else 1.0
-        else:
-            low = lower(model)  # numbers for the NumPy scan (a new model per training step: not on the hot path)
-            if method == "bptt":
-                if xp is not np:
-                    raise TypeError("method='bptt' is the float64 CPU reference: pass numpy arrays")
-                ref = reference.bptt(model, a2, g2, u0, truncation=truncation)
-                grad_a, params, grad_u0 = ref.a.astype(dtype), ref.params, ref.u0.astype(dtype)
-                factors = scan.step_factors(low, u2, s2, sigma, "exodus")
-            else:
-                d, dl_ds, grad_a, grad_u0, factors = scan.backward(
-                    low, a2, u0, u2, s2, mask, g2, method, truncation, sigma
-                )
-                params = scan.parameter_gradients(low, a2, u0, u2, s2, sigma, d, dl_ds) if parameters else {}
-            max_factor, longest, growth, worst = _diagnose(factors, truncation)
+        max_factor = float(xp.max(fins[DIAGNOSTIC + "max_factor"])) if M else 0.0
+        longest = int(xp.max(fins[DIAGNOSTIC + "longest_run"])) if M else 0
+        per_neuron = fins[DIAGNOSTIC + "max_growth"]
+        worst = int(xp.argmax(per_neuron)) if M else 0
+        growth = float(per_neuron[worst]) if M else 1.0
     diagnostic = (
         f"largest |step factor| {max_factor:.3g}, {longest} consecutive steps above 1, "
         f"factors multiplying to {growth:.3g} over one run (neuron {worst})"

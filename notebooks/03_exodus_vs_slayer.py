@@ -157,8 +157,8 @@ save(fig, "03_one_neuron")
 #
 # The sweeps stay where the exact gradient is stable (next section): scale up
 # to 0.9 at width 0.5, and scale 0.5 for the alpha sweep. They use 256 neurons
-# and three input seeds, on the NumPy scan (`backend="numpy"`), which needs no
-# compiling per surrogate.
+# and three input seeds, on the generated kernels printed as NumPy
+# (`backend="numpy"`), which need no compiling per surrogate.
 
 # %%
 T2, M2, seeds = 200, 256, (0, 1, 2)

@@ -39,7 +39,7 @@ import numpy as np
 import ift_snn
 from ift_snn.backends import cpu as cpu_backend
 from ift_snn.backends import reference
-from ift_snn.codegen.cpu import compile_numba, python_source
+from ift_snn.codegen.cpu import compile_numba, numpy_source, python_source
 from ift_snn.codegen.cuda import compile_ptx, generate_cuda, nvrtc_available
 from ift_snn.codegen.ir import CodegenError, argument_values, build_kernel
 from ift_snn.symbolic.report import derive
@@ -133,8 +133,10 @@ else:
 # %% [markdown]
 # ## 4. The CPU kernel: generated Python, compiled by Numba
 #
-# The same IR prints as Python for `numba.njit(parallel=True)`. Time is the
-# outer loop and the contiguous neurons the inner loop, in parallel chunks.
+# The IR is lowered once to a loop tree (`ift_snn.codegen.tree`), which the
+# CUDA printer above, a Numba printer and a NumPy printer only spell out. For
+# Numba (`numba.njit(nogil=True)`) time is the outer loop and the contiguous
+# neurons the inner loop, in chunks that run on threads.
 
 # %%
 ir_fwd64 = build_kernel(model, "forward", "f64")
@@ -158,9 +160,9 @@ a = rng.normal(0.3, 0.5, (T, M))
 g = rng.normal(size=(T, M))
 u0 = rng.normal(0.0, 0.3, M)
 params = argument_values(model)  # alpha, theta, then the surrogate's scale and width: all kernel arguments
-print("forward arguments :", [f"in_{s}" for s in ir_fwd64.inputs] + ["in_u_init"]
+print("forward arguments :", [f"in_{s}" for s in ir_fwd64.inputs] + [f"in_{v}" for v in ir_fwd64.vectors]
       + [f"out_{s}" for s in ir_fwd64.outputs] + [p.name for p in ir_fwd64.params])
-print("backward arguments:", [f"in_{s}" for s in ir_bwd64.inputs] + ["in_u_init"] * ir_bwd64.uses_u_init
+print("backward arguments:", [f"in_{s}" for s in ir_bwd64.inputs] + [f"in_{v}" for v in ir_bwd64.vectors]
       + [f"out_{s}" for s in ir_bwd64.outputs] + [f"fin_{s}" for s, _ in ir_bwd64.finals]
       + [p.name for p in ir_bwd64.params])
 
@@ -184,6 +186,18 @@ assert rel(grad_u0, oracle.u0) < 1e-10
 for k, v in oracle.params.items():  # dL/dp: the per-neuron sums the kernel carries, summed over neurons
     print(f"dL/d{k}: kernel {fins['acc_' + k].sum():.12g}, oracle {v:.12g}")
     assert abs(fins["acc_" + k].sum() - v) < 1e-10 * max(1.0, abs(v))
+
+# %% [markdown]
+# The NumPy printer spells the same tree with whole neuron vectors: the loop
+# over time stays, every statement acts on `[j_begin:j_end]` at once, and no
+# compiler is needed. It is `backend="numpy"` and the fallback without Numba.
+
+# %%
+vec_bwd64 = numpy_source(ir_bwd64)
+print("\n".join(line for line in vec_bwd64.code.splitlines() if not line.startswith("#"))[:1500])
+trace_np = ift_snn.forward(model, a, u0, backend="numpy")
+grads_np = ift_snn.backward(model, trace_np, g)
+assert rel(trace_np.u, oracle.u) < 1e-10 and rel(grads_np.a, oracle.a) < 1e-10
 
 # %% [markdown]
 # That is what `ift_snn.forward(..., backend="cpu")` and `ift_snn.backward`

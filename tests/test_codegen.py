@@ -14,11 +14,14 @@ import pytest
 import sympy as sp
 
 import ift_snn
-from ift_snn.codegen.cpu import compile_numba, python_source
+from ift_snn.backends import reference
+from ift_snn.codegen import tree
+from ift_snn.codegen.cpu import compile_numba, compile_numpy, numpy_source, python_source
 from ift_snn.codegen.cuda import KernelSource, compile_ptx, cuda_source, generate_cuda, nvrtc_available
 from ift_snn.codegen.ir import CodegenError, build_kernel
-from ift_snn.codegen.printers import cuda_code, python_code
-from ift_snn.surrogates import THETA, U
+from ift_snn.codegen.printers import cuda_code, numpy_code, python_code
+from ift_snn.surrogates import SURROGATES, THETA, U
+from ift_snn.symbolic.system import U_INIT
 
 GOLDEN = Path(__file__).resolve().parents[1] / "derivations"
 x = sp.Symbol("x", real=True)
@@ -53,6 +56,35 @@ def test_piecewise_chain_becomes_exclusive_masks():
     code = cuda_code(expr, "f32")
     assert "?" not in code
     assert code == ("(((float)(x < 0))*(1) + ((float)(x >= 0 && x < 1))*(2) + ((float)(x >= 0 && x >= 1))*(3))")
+
+
+y = sp.Symbol("y", real=True)
+
+
+@pytest.mark.parametrize("expr,f32,f64", [
+    (sp.exp(-2 * x) / THETA, "np.exp(-np.float32(2.0)*x)/theta", "np.exp(-2.0*x)/theta"),
+    (sp.Max(x, 0, y), "np.maximum(np.maximum(np.float32(0.0), x), y)", "np.maximum(np.maximum(0.0, x), y)"),
+    (sp.Min(sp.Abs(x), 1), "np.minimum(np.float32(1.0), np.abs(x))", "np.minimum(1.0, np.abs(x))"),
+    (sp.Heaviside(x - THETA, 1), "((-theta + x >= 0) * np.float32(1.0))", "((-theta + x >= 0) * 1.0)"),
+    (sp.floor(x / THETA), "np.floor(x/theta)", "np.floor(x/theta)"),
+    (sp.sqrt(x) * sp.pi, "np.float32(3.141592653589793)*np.sqrt(x)", "3.141592653589793*np.sqrt(x)"),
+    (sp.erf(x) + sp.atan(x), "np.arctan(x) + scipy.special.erf(x)", "np.arctan(x) + scipy.special.erf(x)"),
+])
+def test_numpy_printer_snapshots(expr, f32, f64):
+    assert numpy_code(expr, "f32") == f32
+    assert numpy_code(expr, "f64") == f64
+
+
+def test_numpy_printer_evaluates_piecewise_and_conditions_on_arrays():
+    import scipy.special
+
+    expr = sp.Piecewise((1, x < 0), (2, sp.And(x < 1, y > 0)), (3, True)) + sp.erf(x) * sp.Heaviside(-x, 0)
+    code = numpy_code(expr)
+    assert " and " not in code and " or " not in code and "&" in code
+    xs, ys = np.linspace(-1.5, 1.5, 7), np.array([1.0, -1.0, 1.0, 1.0, -1.0, 1.0, -1.0])
+    got = eval(code, {"np": np, "scipy": scipy}, {"x": xs, "y": ys})  # noqa: S307
+    want = [float(expr.subs({x: xv, y: yv})) for xv, yv in zip(xs, ys)]
+    np.testing.assert_allclose(got, want, rtol=1e-14)
 
 
 def test_kernel_names_are_deterministic_sha256():
@@ -121,15 +153,20 @@ def test_dump_dir_receives_every_source(tmp_path, monkeypatch):
     py = python_source(kernel)
     compile_numba(py)
     assert (tmp_path / f"{py.name}.py").read_text() == py.code
+    vec = numpy_source(kernel)
+    compile_numpy(vec)
+    assert (tmp_path / f"{vec.name}.numpy.py").read_text() == vec.code
 
 
 def test_compiled_cpu_kernel_source_is_inspectable():
     py = python_source(build_kernel(ift_snn.lif(0.9), "backward", "f64"))
     fn = compile_numba(py)
     assert inspect.getsource(fn.py_func).startswith(f"def {py.name}(")
+    vec = numpy_source(py.kernel)
+    assert inspect.getsource(compile_numpy(vec)).startswith(f"def {vec.name}(")
 
 
-def test_codegen_cli_prints_both_targets(capsys):
+def test_codegen_cli_prints_every_target(capsys):
     from ift_snn.cli import main
 
     assert main(["codegen", "cuba_lif", "--target", "cuda", "--dtype", "f64", "--quantity", "backward"]) == 0
@@ -138,6 +175,83 @@ def test_codegen_cli_prints_both_targets(capsys):
     assert main(["codegen", "lif", "--target", "cpu"]) == 0
     out = capsys.readouterr().out
     assert out.count("\ndef ift_snn_lif_") == 3 and "j_begin, j_end" in out
+    assert main(["codegen", "lif", "--target", "numpy", "--quantity", "backward"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\ndef ift_snn_lif_backward_f32_") == 1 and "[j_begin:j_end]" in out
+    assert "regenerate with `ift-snn codegen --target numpy`" in out
+
+
+# ------------------------------------------------------------------ the loop tree
+def test_one_tree_decides_the_structure_every_printer_follows():
+    kernel = build_kernel(ift_snn.cuba_lif(0.9, 0.8), "backward", "f64")
+    fn = tree.lower(kernel)
+    kinds = [type(st).__name__ for st in fn.body]
+    assert kinds == (["Invariant"] * len(kernel.invariants) + ["InitState"] * len(kernel.state) + ["TimeLoop"]
+                     + ["Final"] * len(kernel.finals))
+    (loop,) = [st for st in fn.body if isinstance(st, tree.TimeLoop)]
+    assert loop.direction == "reverse" and [st.state for st in loop.restart] == [s for s, _ in kernel.restarted]
+    order = [type(st).__name__ for st in loop.body]
+    assert order == ["Load"] * len(kernel.inputs) + ["Assign"] * len(kernel.body) + ["Store", "UpdateState"]
+    assert [a.name for a in fn.args][-3:] == ["n_steps", "n_neurons", "truncation"]
+    assert [a.name for a in fn.vectors] == ["in_u_init"]
+    forward = tree.lower(build_kernel(ift_snn.lif(0.9), "forward", "f64"))
+    assert next(st for st in forward.body if isinstance(st, tree.TimeLoop)).restart is None
+    import dataclasses
+
+    twice = dataclasses.replace(kernel, body=kernel.body + kernel.body[:1])
+    with pytest.raises(CodegenError, match="assigned twice"):
+        tree.lower(twice)
+    for name in ("max", "j", "next_d", "in_a", "float", "lambda"):
+        clash = dataclasses.replace(kernel, body=kernel.body + ((sp.Symbol(name, real=True), sp.Integer(1)),))
+        with pytest.raises(CodegenError, match="cannot be a local of generated code"):
+            tree.lower(clash)
+
+
+def test_a_new_vector_needs_no_printer_or_launcher_change(monkeypatch):
+    """A kernel whose initial state reads a second per-neuron vector: every printer takes it as in_<name>
+    right after the per-step inputs and in_u_init, and the launcher binds it by name."""
+    import dataclasses
+
+    from ift_snn.backends import compiled
+
+    model = ift_snn.lif(0.9)
+    base = build_kernel(model, "forward", "f64")
+    extra = sp.Symbol("x0_shift", real=True)
+    init = tuple(i + extra if i == U_INIT else i for i in base.init)
+    kernel = dataclasses.replace(base, init=init, vectors=(U_INIT, extra), fingerprint="f" * 64)
+    assert kernel.uses_u_init and kernel.name.endswith("_ffffffff")
+    cu, py, vec = cuda_source(kernel).code, python_source(kernel).code, numpy_source(kernel).code
+    assert "in_u_init,\n    const double* __restrict__ in_x0_shift," in cu and "in_x0_shift[j]" in cu
+    assert "in_u_init, in_x0_shift, out_u" in py and "in_x0_shift[_j0 + _jj]" in py
+    assert "in_u_init, in_x0_shift, out_u" in vec and "in_x0_shift[j_begin:j_end]" in vec
+    if HAVE_COMPILER:
+        compile_ptx(cuda_source(kernel), "sm_80")
+    rng = np.random.default_rng(0)
+    a, u0, shift = rng.normal(0.3, 0.5, (25, 4)), rng.normal(0, 0.3, 4), rng.normal(0, 0.3, 4)
+    key = (model.structure, "forward", "f64")
+    monkeypatch.setattr(compiled, "_ir", compiled.LRU())
+    compiled._ir[key] = kernel
+    u, s, _, _ = compiled.forward(model, a, u0, "numpy", vectors={"x0_shift": shift})
+    want_u, want_s, _ = reference.simulate(model, a, u0 + shift)
+    np.testing.assert_allclose(u, want_u, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(s, want_s)
+
+
+@pytest.mark.parametrize("name", sorted(SURROGATES))
+def test_every_surrogate_prints_as_numpy(name):
+    """The catalogue through the NumPy printer: sigma as the kernel computes it equals the lambdified
+    expression, and the smooth spike's primitive (sigmoid, arctan, gaussian) equals the oracle's."""
+    surrogate = SURROGATES[name]()
+    a = np.random.default_rng(1).normal(0.4, 0.6, (30, 5))
+    model = ift_snn.lif(0.8, surrogate=surrogate)
+    trace = ift_snn.forward(model, a, backend="numpy")
+    np.testing.assert_allclose(trace.sigma, model.sigma(trace.u), rtol=1e-12, atol=1e-14)
+    if surrogate.primitive is not None:
+        smooth = ift_snn.lif(0.8, spike="smooth", surrogate=surrogate)
+        trace = ift_snn.forward(smooth, a, backend="numpy")
+        u, s, _ = reference.simulate(smooth, a)
+        np.testing.assert_allclose(trace.s, s, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(trace.u, u, rtol=1e-12, atol=1e-14)
 
 
 # ------------------------------------------------------------------ bad input

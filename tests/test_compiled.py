@@ -1,6 +1,10 @@
-"""The generated kernels (Numba on the CPU) against the float64 oracle, every model, every method."""
+"""The generated kernels of every target (NumPy, Numba on the CPU, CUDA through CuPy) against the
+float64 oracle, every model, every method; the NumPy-printed kernels keep float32."""
 
 from __future__ import annotations
+
+import dataclasses
+import sys
 
 import numpy as np
 import pytest
@@ -8,14 +12,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ift_snn
-from ift_snn.backends import cpu, reference
+from ift_snn.backends import compiled, cpu, reference
+from ift_snn.surrogates import exponential
 
 from .conftest import assert_close, assert_params_close, rel_err
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::ift_snn.StabilityWarning"),
-    pytest.mark.skipif(not cpu.available(), reason="Numba is not installed"),
-]
+pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.StabilityWarning")
+needs_numba = pytest.mark.skipif(not cpu.available(), reason="Numba is not installed")
+#: Every target of backends/compiled.py, as ops' backend names (cupy needs a GPU).
+TARGETS = ["numpy", pytest.param("cpu", marks=needs_numba), pytest.param("cupy", marks=pytest.mark.gpu)]
 
 CUSTOM = {
     "custom_double_exp": lambda: ift_snn.srm("alpha**n - beta**n", "theta*gamma**(n+1)", 1.0,
@@ -31,55 +36,140 @@ def _problem(seed, T=80, M=37):
     return rng.normal(0.35, 0.5, (T, M)), rng.normal(size=(T, M)), rng.normal(0, 0.3, M)
 
 
+def _device(target: str, *arrays):
+    """The arrays as the target takes them (CuPy arrays for "cupy"); None stays None."""
+    if target != "cupy":
+        return arrays
+    cupy = pytest.importorskip("cupy")
+    return tuple(None if x is None else cupy.asarray(x) for x in arrays)
+
+
+def _host(x):
+    return x.get() if type(x).__module__.startswith("cupy") else x
+
+
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_compiled_kernels_equal_the_oracle(name):
+def test_generated_kernels_equal_the_oracle(name, target):
     model = MODELS[name]()
     a, g, u0 = _problem(0)
-    trace = ift_snn.forward(model, a, u0, backend="cpu")
-    assert trace.backend == "cpu"
+    a_t, g_t, u0_t = _device(target, a, g, u0)
+    trace = ift_snn.forward(model, a_t, u0_t, backend=target)
+    assert trace.backend == target
     u, s, _ = reference.simulate(model, a, u0)
-    assert_close(trace.u, u, what="u")
-    np.testing.assert_array_equal(trace.s, s)
+    assert_close(_host(trace.u), u, what="u")
+    np.testing.assert_array_equal(_host(trace.s), s)
     for method, K in CASES:
-        got = ift_snn.backward(model, trace, g, method=method, truncation=K)
+        if method == "bptt" and target == "cupy":
+            continue  # the float64 CPU reference
+        got = ift_snn.backward(model, trace, g_t, method=method, truncation=K)
         want = reference.bptt(model, a, g, u0, truncation=K, detach_reset=method == "slayer")
-        assert_close(got.a, want.a, what=f"{method} K={K} dL/da")
-        assert_close(got.u0, want.u0, what=f"{method} K={K} dL/du0")
+        assert_close(_host(got.a), want.a, what=f"{method} K={K} dL/da")
+        assert_close(_host(got.u0), want.u0, what=f"{method} K={K} dL/du0")
         assert_params_close(got.params, want.params)
 
 
+@needs_numba
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_compiled_equals_numpy_scan_in_float32(name):
+def test_cpu_equals_numpy_in_float32(name):
     model = MODELS[name]()
     a, g, u0 = (x.astype(np.float32) for x in _problem(1))
-    compiled = ift_snn.forward(model, a, u0, backend="cpu")
+    compiled_ = ift_snn.forward(model, a, u0, backend="cpu")
     plain = ift_snn.forward(model, a, u0, backend="numpy")
-    assert compiled.u.dtype == np.float32
-    assert rel_err(compiled.u, plain.u) < 1e-5  # float32 rounding, relative to the largest |u|
-    if not np.array_equal(compiled.s, plain.s):
+    assert compiled_.u.dtype == plain.u.dtype == np.float32
+    assert rel_err(compiled_.u, plain.u) < 1e-5  # float32 rounding, relative to the largest |u|
+    if not np.array_equal(compiled_.s, plain.s):
         pytest.skip("a float32 spike flipped at threshold between the two evaluation orders")
     for method in ("exodus", "slayer"):
-        gc = ift_snn.backward(model, compiled, g, method=method)
+        gc = ift_snn.backward(model, compiled_, g, method=method)
         gp = ift_snn.backward(model, plain, g, method=method)
-        assert gc.a.dtype == np.float32
+        assert gc.a.dtype == gp.a.dtype == np.float32
         assert rel_err(gc.a, gp.a) < 1e-4
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(["lif", "lif_before_decay", "cuba_lif", "alpha_srm", "lif_reset_zero", "lif_clip"]),
-       st.floats(0.5, 0.99), st.floats(0.5, 1.5), st.integers(0, 2**31 - 1), st.sampled_from([None, 3, 16]))
-def test_compiled_kernels_over_parameter_values(name, alpha, theta, seed, K):
-    """Parameters are kernel arguments: new values reuse the compiled kernel and stay exact."""
+#: Built-in structures the property test draws from: a membrane (LIF), integrate-and-fire, a synaptic
+#: current (CUBA), an SRM with an alpha kernel, reset to zero, a clip at u_min, several spikes per step.
+PROPERTY_MODELS = ("lif", "if", "cuba_lif", "alpha_srm", "lif_reset_zero", "lif_clip", "lif_multi")
+
+
+def _drawn_model(name: str, data) -> ift_snn.NeuronModel:
+    """A built-in structure with drawn parameter values and surrogate constants (kernel arguments: no compile)."""
     model = ift_snn.get_model(name)
-    key = next(k for k, _ in model.params if k.startswith("alpha"))
-    model = model.with_params(**{key: alpha, "theta": theta})
-    a, g, u0 = _problem(seed, T=40, M=5)
-    got = ift_snn.backward(model, ift_snn.forward(model, a, u0, backend="cpu"), g, truncation=K)
-    want = reference.bptt(model, a, g, u0, truncation=K)
-    assert_close(got.a, want.a)
+    draw = lambda lo, hi: data.draw(st.floats(lo, hi))  # noqa: E731
+    values = {"theta": draw(0.5, 1.5)}
+    if name == "cuba_lif":
+        values["alpha_mem"] = draw(0.6, 0.97)
+        values["alpha_syn"] = draw(0.3, values["alpha_mem"] - 0.05)
+    elif name == "alpha_srm":
+        values.update(alpha=draw(0.3, 0.9), beta=draw(0.5, 0.97))
+    elif "alpha" in dict(model.params):
+        values["alpha"] = draw(0.5, 0.99)
+    model = model.with_params(**values)
+    return dataclasses.replace(model, surrogate=exponential(scale=draw(0.2, 1.0), width=draw(0.3, 1.0)))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(PROPERTY_MODELS), data=st.data(), seed=st.integers(0, 2**31 - 1),
+       T=st.integers(1, 40), M=st.integers(1, 6), K=st.sampled_from([None, 1, 3, 16]),
+       method=st.sampled_from(["exodus", "slayer"]), with_u0=st.booleans())
+def test_property_every_target_equals_the_oracle(target, name, data, seed, T, M, K, method, with_u0):
+    """Forward, dL/da, dL/du0 and every dL/dp at 1e-10 of the float64 oracle; the diagnostics equal the NumPy
+    target's. Parameters and surrogate constants are kernel arguments: new values reuse the kernels."""
+    model = _drawn_model(name, data)
+    rng = np.random.default_rng(seed)
+    a, g = rng.normal(0.35, 0.5, (T, M)), rng.normal(size=(T, M))
+    u0 = rng.normal(0, 0.3, M) if with_u0 else None
+    a_t, g_t, u0_t = _device(target, a, g, u0)
+    builds = compiled.CACHE_STATS["builds"]
+    trace = ift_snn.forward(model, a_t, u0_t, backend=target)
+    u, s, _ = reference.simulate(model, a, u0)
+    assert_close(_host(trace.u), u, what="u")
+    np.testing.assert_array_equal(_host(trace.s), s)
+    got = ift_snn.backward(model, trace, g_t, method=method, truncation=K)
+    want = reference.bptt(model, a, g, u0, truncation=K, detach_reset=method == "slayer")
+    assert_close(_host(got.a), want.a, what="dL/da")
+    assert_close(_host(got.u0), want.u0, what="dL/du0")
     assert_params_close(got.params, want.params)
+    assert compiled.CACHE_STATS["builds"] <= builds + 2  # this structure's first forward and backward only
+    if target != "numpy":
+        plain = ift_snn.backward(model, ift_snn.forward(model, a, u0, backend="numpy"), g, method=method,
+                                 truncation=K)
+        assert got.max_step_factor == pytest.approx(plain.max_step_factor, rel=1e-12)
+        assert got.longest_unstable_run == plain.longest_unstable_run
+        assert got.max_growth == pytest.approx(plain.max_growth, rel=1e-9)
 
 
+@pytest.mark.parametrize("name", ["lif", "cuba_lif", "alpha_srm", "lif_clip", "lif_multi", "taps4_srm"])
+def test_numpy_kernels_keep_float32(name):
+    """Every float the NumPy-printed kernels hold (locals, state, literals) is float32 in a float32 kernel."""
+    model = ift_snn.get_model(name)
+    a, g, u0 = (x.astype(np.float32) for x in _problem(2, T=30, M=6))
+    seen: dict[str, set] = {}
+
+    def lines(frame, event, arg):
+        for k, v in frame.f_locals.items():
+            if isinstance(v, (float, np.floating, np.ndarray)):
+                seen.setdefault(k, set()).add(v.dtype if isinstance(v, (np.floating, np.ndarray)) else type(v))
+        return lines
+
+    previous = sys.gettrace()
+    sys.settrace(lambda frame, event, arg: lines if frame.f_code.co_name.startswith("ift_snn_") else None)
+    try:
+        trace = ift_snn.forward(model, a, u0, backend="numpy")
+        grads = [ift_snn.backward(model, trace, g, method=m, truncation=7) for m in ("exodus", "slayer")]
+    finally:
+        sys.settrace(previous)
+    assert len(seen) > 10
+    assert {k: v for k, v in seen.items() if v != {np.dtype(np.float32)}} == {}
+    assert trace.u.dtype == trace.s.dtype == trace.sigma.dtype == np.float32
+    assert all(gr.a.dtype == gr.u0.dtype == np.float32 for gr in grads)
+    t64 = ift_snn.forward(model, a.astype(np.float64), u0.astype(np.float64), backend="numpy")
+    if np.array_equal(trace.s, t64.s):  # else a float32 spike flipped at threshold
+        assert rel_err(grads[0].a, ift_snn.backward(model, t64, g.astype(np.float64), truncation=7).a) < 1e-4
+
+
+@needs_numba
 def test_kernel_cache_hits_for_new_parameter_values():
     model = ift_snn.lif(0.9)
     a = np.random.default_rng(0).normal(0.3, 0.5, (20, 4))

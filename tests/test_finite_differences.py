@@ -17,8 +17,8 @@ import ift_snn
 from .conftest import models, problems
 
 pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.StabilityWarning")
-# Random model structures: the NumPy scan (compiling a kernel per random structure would take
-# most of the suite's time). The compiled kernels are checked in test_compiled.py.
+# Random model structures: the generated kernels printed as NumPy (a Numba compile per random
+# structure would take most of the suite's time). The Numba and CUDA printings are checked in test_compiled.py.
 BACKEND = "numpy"
 H = 1e-6
 FD_RTOL = 1e-6

@@ -3,8 +3,8 @@
 dL/dp = -lambda^T d phi/dp is a per-neuron sum carried by the reverse scan
 (symbolic/recurrence.py); the proof checks it, dL/ds, SLAYER (reset detached)
 and truncation against the symbolic IFT adjoint; the compiled kernels then
-equal the independent float64 oracle, and their in-kernel diagnostics equal
-those of the NumPy scan.
+equal the independent float64 oracle, their in-kernel diagnostics are equal
+on every target and equal a by-hand count for LIF.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import ift_snn
 from ift_snn import ops
-from ift_snn.backends import reference
+from ift_snn.backends import cpu, reference
 from ift_snn.codegen.cpu import python_source
 from ift_snn.codegen.ir import build_kernel
 from ift_snn.symbolic.recurrence import DIAGNOSTIC, PARAMETER, derive_recurrence, prove
@@ -89,16 +89,60 @@ def test_compiled_parameter_gradients_equal_the_oracle(name, method, K):
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("method,K", [("exodus", None), ("exodus", 5), ("slayer", None)])
-def test_in_kernel_diagnostics_equal_the_numpy_scan(name, method, K):
+def test_in_kernel_diagnostics_equal_across_targets(name, method, K):
+    """The Numba and the NumPy printing of one loop tree report the same diagnostics (bptt: the exodus kernel's)."""
     model, a, g, u0 = _case(name, 2)
     a = 1.5 * a  # more spikes, longer unstable runs
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ops.StabilityWarning)
         got = ops.backward(model, ops.forward(model, a, u0, backend="cpu"), g, method=method, truncation=K)
-        want = ops.backward(model, ops.forward(model, a, u0, backend="numpy"), g, method=method, truncation=K)
+        numpy_trace = ops.forward(model, a, u0, backend="numpy")
+        want = ops.backward(model, numpy_trace, g, method=method, truncation=K)
+        if method == "exodus":
+            bptt = ops.backward(model, numpy_trace, g, method="bptt", truncation=K)
+            assert (bptt.max_step_factor, bptt.longest_unstable_run, bptt.max_growth) == (
+                want.max_step_factor, want.longest_unstable_run, want.max_growth)
     assert got.max_step_factor == pytest.approx(want.max_step_factor, rel=1e-12)
     assert got.longest_unstable_run == want.longest_unstable_run
     assert got.max_growth == pytest.approx(want.max_growth, rel=1e-9)
+
+
+def _lif_diagnostics_by_hand(c: np.ndarray, K: int | None) -> tuple[float, int, float]:
+    """max |c|, the longest run of |c| > 1 and the largest product of |c| over consecutive steps, restarting
+    at the chunk boundaries of K steps (what the adjoint carries); the product capped at 1e30."""
+    T, M = c.shape
+    mag = np.abs(c)
+    longest, growth = 0, 1.0
+    for j in range(M):
+        run, prod = 0, 1.0
+        for n in range(T):
+            if K and n % K == 0:
+                run, prod = 0, 1.0
+            run = run + 1 if mag[n, j] > 1 else 0
+            prod = min(max(prod * mag[n, j], 1.0), 1e30)
+            longest, growth = max(longest, run), max(growth, prod)
+    return float(mag.max()), longest, growth
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("cpu", marks=pytest.mark.skipif(
+    not cpu.available(), reason="Numba is not installed"))])
+@pytest.mark.parametrize("method,K", [("exodus", None), ("exodus", 6), ("slayer", None)])
+def test_in_kernel_diagnostics_equal_a_count_by_hand(backend, method, K):
+    """LIF: c = alpha - theta_r sigma (exodus) or alpha (slayer), counted here from the surrogate of u."""
+    model = ift_snn.lif(0.9, 1.0, theta_r=0.8, surrogate=ift_snn.surrogates.exponential(scale=2.0, width=0.5))
+    rng = np.random.default_rng(4)
+    a = rng.normal(0.1, 0.3, size=(120, 5))
+    trace = ops.forward(model, a, backend=backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ops.StabilityWarning)
+        got = ops.backward(model, trace, rng.normal(size=a.shape), method=method, truncation=K)
+    c = 0.9 - 0.8 * model.sigma(trace.u) if method == "exodus" else np.full(a.shape, 0.9)
+    max_factor, longest, growth = _lif_diagnostics_by_hand(c, K)
+    assert got.max_step_factor == pytest.approx(max_factor, rel=1e-12)
+    assert got.longest_unstable_run == longest
+    assert got.max_growth == pytest.approx(growth, rel=1e-9)
+    if method == "exodus":
+        assert longest > 3 and growth > 10  # the case has teeth
 
 
 @settings(max_examples=15, deadline=None)
@@ -119,8 +163,6 @@ def test_property_lif_parameters_equal_the_oracle(seed, alpha, theta, scale, K):
 
 def test_threaded_launch_splits_neurons_without_changing_results(monkeypatch):
     """Ranges of whole chunks run on threads (the kernels release the GIL); the split is invisible."""
-    from ift_snn.backends import cpu
-
     model = ift_snn.cuba_lif(0.9, 0.7)
     rng = np.random.default_rng(3)
     a = rng.normal(0.4, 0.6, size=(30, 3 * cpu.CHUNK + 17))

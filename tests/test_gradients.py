@@ -13,8 +13,8 @@ from ift_snn.backends import reference
 from .conftest import assert_close, assert_params_close, models, problems, rel_err
 
 pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.StabilityWarning")
-# Random model structures: the NumPy scan (compiling a kernel per random structure would take
-# most of the suite's time). The compiled kernels are checked in test_compiled.py.
+# Random model structures: the generated kernels printed as NumPy (a Numba compile per random
+# structure would take most of the suite's time). The Numba and CUDA printings are checked in test_compiled.py.
 BACKEND = "numpy"
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

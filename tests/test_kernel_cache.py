@@ -16,7 +16,7 @@ import ift_snn
 from ift_snn.backends import cpu, reference
 from ift_snn.codegen import cpu as codegen_cpu
 from ift_snn.codegen.cpu import PythonSource, clear_disk_cache, compile_numba, kernel_cache_dir, python_source
-from ift_snn.codegen.ir import CodegenError, build_kernel
+from ift_snn.codegen.ir import CodegenError, argument_values, build_kernel
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::ift_snn.StabilityWarning"),
@@ -99,12 +99,12 @@ def test_a_bad_kernel_name_is_refused(cache_dir, name):
 
 
 def _run_forward(fn, kernel, a):
-    """Call a compiled forward kernel the way ift_snn.backends.cpu.forward does."""
+    """Call a compiled forward kernel the way ift_snn.backends.compiled binds it for the "cpu" target."""
     T, M = a.shape
     outs = {o.name: np.empty_like(a) for o in kernel.outputs}
     args = [a] + ([np.zeros(M, a.dtype)] if kernel.uses_u_init else [])
     args += [outs[o.name] for o in kernel.outputs]
-    args += cpu._params(ift_snn.if_neuron(), a.dtype) + [T, M, 0, codegen_cpu.CHUNK]
+    args += [a.dtype.type(v) for v in argument_values(ift_snn.if_neuron())] + [T, M, 0, codegen_cpu.CHUNK]
     cpu.launch(fn, args, M)
     return outs
 

@@ -1,4 +1,4 @@
-"""A bounded least-recently-used map for compiled kernels (CPU and GPU backends)."""
+"""A bounded least-recently-used map for compiled kernels (one per target of backends/compiled.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections import OrderedDict
 
 __all__ = ["LRU", "MAX_KERNELS"]
 
-#: Compiled kernels kept per backend. Parameter values and the built-in surrogates' constants are
+#: Compiled kernels kept per target. Parameter values and the built-in surrogates' constants are
 #: kernel arguments, so this bounds distinct *structures* (models, spike functions, dtypes), not values.
 MAX_KERNELS = 64
 

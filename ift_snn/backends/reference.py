@@ -1,8 +1,9 @@
 """The float64 oracle: hand-written BPTT and the dense IFT solve.
 
-Written independently of the scan code (``backends/scan.py``): kernels enter
-as explicit taps evaluated from their closed forms (no recurrences, no
-filters), the forward is a plain time loop, and the gradients come from
+Written independently of the derived scans and the code generated from them
+(``symbolic/recurrence.py``, ``codegen/``): kernels enter as explicit taps
+evaluated from their closed forms (no recurrences, no filters), the forward
+is a plain time loop, and the gradients come from
 
 * :func:`bptt`: a reverse sweep through the time loop, adjoint by adjoint
   (O(T^2) per neuron for general kernels, O(T) for membrane models);

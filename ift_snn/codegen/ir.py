@@ -13,8 +13,10 @@ neighbouring addresses. Built by :func:`build_kernel`:
 3. common-subexpression elimination over the per-step expressions.
 
 Arguments are kept in a fixed, meaningful order (never sorted by name):
-per-step inputs, ``u_init`` (forward), per-step outputs, finals, parameters,
-then the sizes T, M and the truncation K (0 = none).
+per-step inputs, per-neuron vectors (``u_init``), per-step outputs, finals,
+parameters, then the sizes T, M and the truncation K (0 = none). The loop
+tree that every target prints is made from a ScanKernel by
+:func:`ift_snn.codegen.tree.lower`.
 """
 
 from __future__ import annotations
@@ -78,7 +80,9 @@ class ScanKernel:
     invariants: tuple[tuple[sp.Symbol, sp.Expr], ...]
     body: tuple[tuple[sp.Symbol, sp.Expr], ...]
     update: tuple[sp.Expr, ...]
-    uses_u_init: bool
+    #: Per-neuron input vectors, shape (M,), that ``init`` and ``finals`` read (today U_INIT, the initial
+    #: membrane); each is the argument ``in_<name>`` right after the per-step inputs.
+    vectors: tuple[sp.Symbol, ...]
     fingerprint: str  # sha256 of the structure (not of parameter values)
     persistent: tuple[sp.Symbol, ...] = ()  # state that truncation does not restart
 
@@ -86,6 +90,11 @@ class ScanKernel:
     def restarted(self) -> tuple[tuple[sp.Symbol, sp.Expr], ...]:
         """(state, init) of the state a truncation boundary restarts."""
         return tuple((s, i) for s, i in zip(self.state, self.init) if s not in self.persistent)
+
+    @property
+    def uses_u_init(self) -> bool:
+        """Whether ``u_init`` is one of the kernel's vectors (kept for callers of the older IR)."""
+        return U_INIT in self.vectors
 
     @property
     def truncatable(self) -> bool:
@@ -229,10 +238,21 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
         invariants=invariants,
         body=tuple(body),
         update=tuple(upd),
-        uses_u_init=any(e.has(U_INIT) for e in init) or any(sp.sympify(e).has(U_INIT) for _, e in finals),
+        vectors=_vectors(init, finals, set(scan.state) | constant),
         fingerprint=_structure_fingerprint(model, scan, dtype),
         persistent=tuple(scan.persistent),
     )
+
+
+def _vectors(init, finals, known: set) -> tuple[sp.Symbol, ...]:
+    """The per-neuron vectors ``init`` and ``finals`` read: every free symbol that is neither state,
+    parameter nor invariant, in the order of first appearance (U_INIT today)."""
+    out: list[sp.Symbol] = []
+    for expr in list(init) + [rhs for _, rhs in finals]:
+        for sym in sorted(sp.sympify(expr).free_symbols, key=lambda x: x.name):
+            if sym not in known and sym not in out:
+                out.append(sym)
+    return tuple(out)
 
 
 def structure_header(model: NeuronModel) -> str:

@@ -1,24 +1,44 @@
-"""Printers from SymPy expressions to CUDA C and to Python for Numba.
+"""Printers: SymPy expressions to CUDA C, scalar Python for Numba and vectorised NumPy;
+the loop tree of :mod:`ift_snn.codegen.tree` to a CUDA, Numba or NumPy function.
 
-Both are configured by attributes (float32 vs float64) and override one
-construct at a time:
+Expression printers are configured by attributes (float32 vs float64) and
+override one construct at a time:
 
-- literals carry the dtype (``2.0F`` / ``2.0``; Python literals are cast by
-  the kernel's store), math functions their suffix (``expf`` / ``exp``);
+- literals carry the dtype (``2.0F`` / ``2.0`` / ``np.float32(2.0)``: a bare
+  Python literal would promote float32 arithmetic to float64), math functions
+  their suffix (``expf`` / ``exp``);
 - small integer powers are expanded to products (``x*x``, ``1.0F/(x*x)``);
 - Heaviside and Piecewise become masks (``(float)(x >= 0)``, a sum of
   mutually exclusive masked terms), never a chain of ternaries;
 - no fast-math: nothing here reassociates or approximates.
+
+Tree printers (:func:`print_cuda`, :func:`print_numba`, :func:`print_numpy`)
+only choose syntax; what is loaded, computed, stored, restarted and returned
+is decided by :func:`ift_snn.codegen.tree.lower`. CUDA runs one thread per
+neuron; Numba a time loop over chunks of neurons with the state of a chunk in
+small arrays; NumPy a Python time loop whose every statement acts on the
+whole neuron vector ``[j_begin:j_end]``.
 """
 
 from __future__ import annotations
 
+import math
+from itertools import groupby
+
 import sympy as sp
 from sympy.codegen.ast import float32, float64, real
 from sympy.printing.c import C99CodePrinter
+from sympy.printing.numpy import _known_functions_numpy
 from sympy.printing.pycode import PythonCodePrinter
 
-__all__ = ["CudaPrinter", "NumbaPrinter", "cuda_code", "python_code"]
+from .tree import (FINAL, INPUT, OUTPUT, PARAM, SIZE, VECTOR, Assign, Final, Function, InitState, Invariant, Load,
+                   Store, TimeLoop, UpdateState)
+
+__all__ = ["CudaPrinter", "NumbaPrinter", "NumpyPrinter", "cuda_code", "python_code", "numpy_code",
+           "print_cuda", "print_numba", "print_numpy", "HOST_ARGS"]
+
+#: The arguments the CPU targets (Numba, NumPy) take after the sizes: chunk width and neuron range.
+HOST_ARGS = ("chunk", "j_begin", "j_end")
 
 MAX_EXPANDED_POWER = 4
 
@@ -183,9 +203,296 @@ class NumbaPrinter(_MaskPrinting, PythonCodePrinter):
         return f"math.erf({self._print(expr.args[0])})"
 
 
+class NumpyPrinter(NumbaPrinter):
+    """Python over whole NumPy arrays: np.exp, np.maximum / np.minimum, np.abs, masks as
+    ``(cond) * 1.0`` in the array dtype, ``&`` / ``|`` / ``~`` for conditions. float32 stays float32:
+    literals and constants are np.float32 in f32 kernels, and every function keeps its input's dtype."""
+
+    def __init__(self, dtype: str = "f64", settings=None):
+        super().__init__(dtype, settings)
+        self.known_functions = {k: "np." + v for k, v in _known_functions_numpy.items()}
+        self.known_functions["erf"] = "scipy.special.erf"
+
+    def _print_Pi(self, expr):
+        return self._literal(repr(math.pi))
+
+    def _print_Exp1(self, expr):
+        return self._literal(repr(math.e))
+
+    def _print_Pow(self, expr):
+        if expr.exp == sp.Rational(1, 2):
+            return f"np.sqrt({self._print(expr.base)})"
+        if expr.exp == sp.Rational(-1, 2):
+            return f"({self._literal('1.0')}/np.sqrt({self._print(expr.base)}))"
+        return super()._print_Pow(expr)
+
+    def _nested(self, fn: str, expr) -> str:
+        args = [self._print(a) for a in expr.args]
+        out = args[0]
+        for a in args[1:]:
+            out = f"{fn}({out}, {a})"
+        return out
+
+    def _print_Max(self, expr):
+        return self._nested("np.maximum", expr)
+
+    def _print_Min(self, expr):
+        return self._nested("np.minimum", expr)
+
+    def _print_Abs(self, expr):
+        return f"np.abs({self._print(expr.args[0])})"
+
+    def _print_sign(self, expr):
+        return f"np.sign({self._print(expr.args[0])})"
+
+    def _print_erf(self, expr):
+        return f"scipy.special.erf({self._print(expr.args[0])})"
+
+    def _print_And(self, expr):
+        return "(" + " & ".join(f"({self._print(a)})" for a in expr.args) + ")"
+
+    def _print_Or(self, expr):
+        return "(" + " | ".join(f"({self._print(a)})" for a in expr.args) + ")"
+
+    def _print_Not(self, expr):
+        return f"(~({self._print(expr.args[0])}))"
+
+
 def cuda_code(expr: sp.Expr, dtype: str = "f32") -> str:
     return CudaPrinter(dtype).doprint(expr)
 
 
 def python_code(expr: sp.Expr, dtype: str = "f64") -> str:
     return NumbaPrinter(dtype).doprint(expr)
+
+
+def numpy_code(expr: sp.Expr, dtype: str = "f64") -> str:
+    return NumpyPrinter(dtype).doprint(expr)
+
+
+# ------------------------------------------------------------------ tree printers
+class _TreePrinter:
+    """Walks a :class:`~ift_snn.codegen.tree.Function`; subclasses print each kind of statement."""
+
+    def __init__(self, fn: Function, printer):
+        self.fn = fn
+        self.pr = printer
+        self.lines: list[str] = []
+
+    def code(self, expr, index: str) -> str:
+        """``expr`` printed, each vector read at ``index`` (the neuron, in the target's syntax)."""
+        expr = sp.sympify(expr)
+        repl = {a.symbol: sp.Symbol(f"{a.name}[{index}]", real=True) for a in self.fn.vectors if expr.has(a.symbol)}
+        return self.pr.doprint(expr.xreplace(repl) if repl else expr)
+
+    def emit(self, depth: int, text: str) -> None:
+        self.lines.append("    " * depth + text)
+
+    def statements(self, body) -> None:
+        """Top-level statements, grouped by kind (a group of InitStates or Finals is one block)."""
+        for kind, group in groupby(body, key=type):
+            getattr(self, f"top_{kind.__name__}")(list(group))
+
+
+def _check_update(st) -> None:
+    if not isinstance(st, UpdateState):
+        raise TypeError(f"a time loop holds Load, Assign, Store and UpdateState statements, not {type(st).__name__}")
+
+
+class _CudaTree(_TreePrinter):
+    def print(self) -> str:
+        ct = self.pr.ctype
+        fn = self.fn
+        read, write = f"const {ct}* __restrict__ ", f"{ct}* __restrict__ "
+        decl = {INPUT: read, VECTOR: read, OUTPUT: write, FINAL: write, PARAM: f"const {ct} ", SIZE: "const int "}
+        args = [decl[a.kind] + a.name for a in fn.args]
+        self.lines = ["// Generated by ift_snn. Do not edit: regenerate with `ift-snn codegen`."]
+        self.lines += [f"// {line}" for line in fn.comments]
+        self.lines += [f'extern "C" __global__ void {fn.name}(']
+        self.lines += ["    " + a + ("," if i < len(args) - 1 else ")") for i, a in enumerate(args)]
+        self.lines += ["{", "    const int j = blockIdx.x * blockDim.x + threadIdx.x;",
+                       "    if (j >= n_neurons) return;"]
+        self.statements(fn.body)
+        self.lines.append("}")
+        return "\n".join(self.lines) + "\n"
+
+    def top_Invariant(self, group: list[Invariant]) -> None:
+        for st in group:
+            self.emit(1, f"const {self.pr.ctype} {st.target.name} = {self.code(st.expr, 'j')};")
+
+    def top_InitState(self, group: list[InitState]) -> None:
+        for st in group:
+            self.emit(1, f"{self.pr.ctype} {st.state.name} = {self.code(st.expr, 'j')};")
+
+    def top_TimeLoop(self, group: list[TimeLoop]) -> None:
+        ct = self.pr.ctype
+        for loop in group:
+            if loop.direction == "forward":
+                self.emit(1, "for (int t = 0; t < n_steps; ++t) {")
+            else:
+                self.emit(1, "for (int t = n_steps - 1; t >= 0; --t) {")
+            if loop.restart is not None:
+                resets = " ".join(f"{st.state.name} = {self.code(st.expr, 'j')};" for st in loop.restart)
+                self.emit(2, f"if (truncation > 0 && (t + 1) % truncation == 0) {{ {resets} }}")
+            self.emit(2, "const long long i = (long long)t * n_neurons + j;")
+            for st in loop.body:
+                if isinstance(st, Load):
+                    self.emit(2, f"const {ct} {st.target.name} = {st.arg.name}[i];")
+                elif isinstance(st, Assign):
+                    self.emit(2, f"const {ct} {st.target.name} = {self.code(st.expr, 'j')};")
+                elif isinstance(st, Store):
+                    self.emit(2, f"{st.arg.name}[i] = {st.value.name};")
+                else:
+                    _check_update(st)
+                    for s, e in st.pairs:
+                        self.emit(2, f"const {ct} next_{s.name} = {self.code(e, 'j')};")
+                    for s, _ in st.pairs:
+                        self.emit(2, f"{s.name} = next_{s.name};")
+            self.emit(1, "}")
+
+    def top_Final(self, group: list[Final]) -> None:
+        for st in group:
+            self.emit(1, f"{st.arg.name}[j] = {self.code(st.expr, 'j')};")
+
+
+class _NumbaTree(_TreePrinter):
+    """Time loop outside, contiguous neurons inside in chunks of ``chunk``; the state of a chunk in arrays."""
+
+    def print(self) -> str:
+        fn = self.fn
+        self.np_dtype = "np.float32" if fn.dtype == "f32" else "np.float64"
+        self.lines = ["# Generated by ift_snn. Do not edit: regenerate with `ift-snn codegen --target cpu`."]
+        self.lines += [f"# {line}" for line in fn.comments]
+        self.lines += ["import math", "import numpy as np", ""]
+        self.lines += [f"def {fn.name}({', '.join([a.name for a in fn.args] + list(HOST_ARGS))}):"]
+        self.lines += ["    _nchunks = (j_end - j_begin + chunk - 1) // chunk", "    for _c in range(_nchunks):",
+                       "        _j0 = j_begin + _c * chunk", "        _w = min(j_end, _j0 + chunk) - _j0"]
+        self.statements(fn.body)
+        self.lines.append("")
+        return "\n".join(self.lines) + "\n"
+
+    def load_states(self, depth: int) -> None:
+        for s in self.fn.states:
+            self.emit(depth, f"{s.name} = st_{s.name}[_jj]")
+
+    def top_Invariant(self, group: list[Invariant]) -> None:
+        for st in group:
+            self.emit(2, f"{st.target.name} = {self.code(st.expr, '_j0 + _jj')}")
+
+    def top_InitState(self, group: list[InitState]) -> None:
+        for st in group:
+            self.emit(2, f"st_{st.state.name} = np.empty(_w, dtype={self.np_dtype})")
+        self.emit(2, "for _jj in range(_w):")
+        for st in group:
+            self.emit(3, f"st_{st.state.name}[_jj] = {self.code(st.expr, '_j0 + _jj')}")
+
+    def top_TimeLoop(self, group: list[TimeLoop]) -> None:
+        for loop in group:
+            if loop.direction == "forward":
+                self.emit(2, "for _t in range(n_steps):")
+            else:
+                self.emit(2, "for _t in range(n_steps - 1, -1, -1):")
+            if loop.restart is not None:
+                self.emit(3, "if truncation > 0 and (_t + 1) % truncation == 0:")
+                self.emit(4, "for _jj in range(_w):")
+                for st in loop.restart:
+                    self.emit(5, f"st_{st.state.name}[_jj] = {self.code(st.expr, '_j0 + _jj')}")
+                if not loop.restart:
+                    self.emit(5, "pass")
+            self.emit(3, "for _jj in range(_w):")
+            self.emit(4, "_j = _j0 + _jj")
+            loaded = False
+            for st in loop.body:
+                if not isinstance(st, Load) and not loaded:
+                    self.load_states(4)
+                    loaded = True
+                if isinstance(st, Load):
+                    self.emit(4, f"{st.target.name} = {st.arg.name}[_t, _j]")
+                elif isinstance(st, Assign):
+                    self.emit(4, f"{st.target.name} = {self.code(st.expr, '_j0 + _jj')}")
+                elif isinstance(st, Store):
+                    self.emit(4, f"{st.arg.name}[_t, _j] = {st.value.name}")
+                else:  # the right-hand sides read the locals loaded above: writing the arrays in turn is simultaneous
+                    _check_update(st)
+                    for s, e in st.pairs:
+                        self.emit(4, f"st_{s.name}[_jj] = {self.code(e, '_j0 + _jj')}")
+
+    def top_Final(self, group: list[Final]) -> None:
+        self.emit(2, "for _jj in range(_w):")
+        self.load_states(3)
+        for st in group:
+            self.emit(3, f"{st.arg.name}[_j0 + _jj] = {self.code(st.expr, '_j0 + _jj')}")
+
+
+class _NumpyTree(_TreePrinter):
+    """A Python time loop; every statement acts on the neuron vector ``[j_begin:j_end]`` at once."""
+
+    SLICE = "j_begin:j_end"
+
+    def print(self) -> str:
+        fn = self.fn
+        self.lines = []
+        self.statements(fn.body)
+        body = self.lines
+        imports = ["import numpy as np"]
+        if any("scipy.special." in line for line in body):
+            imports.append("import scipy.special")
+        self.lines = ["# Generated by ift_snn. Do not edit: regenerate with `ift-snn codegen --target numpy`."]
+        self.lines += [f"# {line}" for line in fn.comments]
+        self.lines += imports + [""]
+        self.lines += [f"def {fn.name}({', '.join([a.name for a in fn.args] + list(HOST_ARGS))}):"]
+        self.lines += body + [""]
+        return "\n".join(self.lines) + "\n"
+
+    def top_Invariant(self, group: list[Invariant]) -> None:
+        for st in group:
+            self.emit(1, f"{st.target.name} = {self.code(st.expr, self.SLICE)}")
+
+    def top_InitState(self, group: list[InitState]) -> None:
+        for st in group:
+            self.emit(1, f"{st.state.name} = {self.code(st.expr, self.SLICE)}")
+
+    def top_TimeLoop(self, group: list[TimeLoop]) -> None:
+        for loop in group:
+            if loop.direction == "forward":
+                self.emit(1, "for _t in range(n_steps):")
+            else:
+                self.emit(1, "for _t in range(n_steps - 1, -1, -1):")
+            if loop.restart is not None:
+                self.emit(2, "if truncation > 0 and (_t + 1) % truncation == 0:")
+                for st in loop.restart:
+                    self.emit(3, f"{st.state.name} = {self.code(st.expr, self.SLICE)}")
+                if not loop.restart:
+                    self.emit(3, "pass")
+            for st in loop.body:
+                if isinstance(st, Load):
+                    self.emit(2, f"{st.target.name} = {st.arg.name}[_t, {self.SLICE}]")
+                elif isinstance(st, Assign):
+                    self.emit(2, f"{st.target.name} = {self.code(st.expr, self.SLICE)}")
+                elif isinstance(st, Store):
+                    self.emit(2, f"{st.arg.name}[_t, {self.SLICE}] = {st.value.name}")
+                else:
+                    _check_update(st)
+                    for s, e in st.pairs:
+                        self.emit(2, f"next_{s.name} = {self.code(e, self.SLICE)}")
+                    for s, _ in st.pairs:
+                        self.emit(2, f"{s.name} = next_{s.name}")
+
+    def top_Final(self, group: list[Final]) -> None:
+        for st in group:
+            self.emit(1, f"{st.arg.name}[{self.SLICE}] = {self.code(st.expr, self.SLICE)}")
+
+
+def print_cuda(fn: Function) -> str:
+    """``fn`` as a CUDA C ``extern "C" __global__`` function: one thread per neuron j."""
+    return _CudaTree(fn, CudaPrinter(fn.dtype)).print()
+
+
+def print_numba(fn: Function) -> str:
+    """``fn`` as a Python function for ``numba.njit(nogil=True)`` over neurons j_begin..j_end-1, in chunks."""
+    return _NumbaTree(fn, NumbaPrinter(fn.dtype)).print()
+
+
+def print_numpy(fn: Function) -> str:
+    """``fn`` as a plain Python function over the NumPy vectors of neurons j_begin..j_end-1."""
+    return _NumpyTree(fn, NumpyPrinter(fn.dtype)).print()

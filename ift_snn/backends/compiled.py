@@ -1,0 +1,279 @@
+"""One launcher for every generated target: arguments bound in one place, kernels memoised.
+
+A kernel is one scan of a model (``forward``, ``backward`` = exodus, ``slayer``)
+printed from its loop tree (:mod:`ift_snn.codegen.tree`) for a target:
+
+``"cpu"``    Numba (:func:`~ift_snn.codegen.cpu.python_source`), compiled with a disk
+             cache, run on threads over ranges of whole chunks of neurons (the
+             kernels release the GIL);
+``"numpy"``  vectorised NumPy (:func:`~ift_snn.codegen.cpu.numpy_source`), defined by
+             ``exec``, called once over all neurons: no compiler, the fallback;
+``"cupy"``   CUDA C (:func:`~ift_snn.codegen.cuda.cuda_source`) as a ``cupy.RawKernel``,
+             one thread per neuron, 256 a block, on CuPy's current stream.
+
+Every target takes the same arguments (:func:`_bind`): the per-step inputs by
+name, the per-neuron vectors by name (zeros when not given), freshly
+allocated outputs (T, M) and finals (M,), the parameter values of
+:func:`~ift_snn.codegen.ir.argument_values` in the array dtype, then T, M and
+the truncation K (0 = none); the CPU targets add the chunk width and the
+neuron range. Kernels are memoised per (model structure, quantity, dtype) for
+the IR and, per target, per (structure fingerprint, device) for the compiled
+function, in bounded LRU maps: parameter values are arguments, so a trained
+alpha never compiles again.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..codegen.cpu import CHUNK, compile_numba, compile_numpy, numba_available, numpy_source, python_source
+from ..codegen.ir import ScanKernel, argument_values, build_kernel, structure_header
+from ..models import NeuronModel
+from ..symbolic.recurrence import derive_recurrence
+from .cache import LRU, MAX_KERNELS
+
+__all__ = ["TARGETS", "forward", "backward", "get_kernel", "available", "threads", "launch", "clear",
+           "require_cupy", "is_cupy_array", "CACHE_STATS", "CHUNK", "THREADS"]
+
+TARGETS = ("cpu", "numpy", "cupy")
+#: CUDA threads per block.
+THREADS = 256
+_DTYPES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+_lock = threading.Lock()
+#: The IR per (structure, quantity, dtype), shared by the targets; compiled kernels, one bounded map per target.
+_ir = LRU(MAX_KERNELS * len(TARGETS))
+_compiled = {target: LRU() for target in TARGETS}
+#: The derived scans per structure: the forward and the backward kernels of a structure share one derivation.
+_recurrences = LRU()
+#: Counters of the kernel cache (every target): builds (codegen + compile) and hits, with the seconds spent building.
+CACHE_STATS = {"builds": 0, "hits": 0, "build_seconds": 0.0}
+
+
+@dataclass(frozen=True, eq=False)
+class _Launchable:
+    """A compiled kernel and the names of what it reads and writes, in argument order."""
+
+    kernel: ScanKernel
+    fn: object
+    inputs: tuple[str, ...]
+    vectors: tuple[str, ...]
+    outputs: tuple[str, ...]
+    finals: tuple[str, ...]
+
+
+def available() -> bool:
+    """Whether the "cpu" target (Numba) can run here."""
+    return numba_available()
+
+
+def require_cupy():
+    """Import CuPy or say how to install it."""
+    try:
+        import cupy
+    except ImportError as exc:
+        raise ImportError("GPU arrays need CuPy: pip install 'ift-snn[gpu]' (CuPy for CUDA 12)") from exc
+    return cupy
+
+
+def is_cupy_array(x) -> bool:
+    return type(x).__module__.startswith("cupy")
+
+
+def _dtype_name(dtype) -> str:
+    try:
+        return _DTYPES[np.dtype(dtype)]
+    except KeyError:
+        raise TypeError(f"kernels run in float32 or float64, not {np.dtype(dtype)}") from None
+
+
+def _build(kernel: ScanKernel, model: NeuronModel, target: str, dtype: np.dtype):
+    header = structure_header(model)
+    if target == "cpu":
+        fn = compile_numba(python_source(kernel, header=header))
+        _warm_up(kernel, fn, dtype)  # Numba compiles on the first call: do it here
+        return fn
+    if target == "numpy":
+        return compile_numpy(numpy_source(kernel, header=header))
+    from ..codegen.cuda import cuda_source
+
+    source = cuda_source(kernel, header=header)
+    return require_cupy().RawKernel(source.code, source.name, options=source.options)
+
+
+def _get(model: NeuronModel, quantity: str, dtype, target: str) -> _Launchable:
+    """The memoised kernel of one scan of ``model`` for ``target``; built once per structure and dtype."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    dtype = np.dtype(dtype)
+    key = (model.structure, quantity, _dtype_name(dtype))
+    device = require_cupy().cuda.Device().id if target == "cupy" else None
+    with _lock:
+        hit = _ir.get(key)
+        if hit is not None:
+            found = _compiled[target].get((hit.fingerprint, device))
+            if found is not None:
+                CACHE_STATS["hits"] += 1
+                return found
+        start = time.perf_counter()
+        kernel = hit
+        if kernel is None:
+            recurrence = _recurrences.get(model.structure)
+            if recurrence is None:
+                recurrence = _recurrences[model.structure] = derive_recurrence(model)
+            kernel = build_kernel(model, quantity, key[2], recurrence)
+        _ir[key] = kernel
+        ckey = (kernel.fingerprint, device)
+        found = _compiled[target].get(ckey)
+        if found is None:
+            found = _Launchable(kernel, _build(kernel, model, target, dtype),
+                                tuple(s.name for s in kernel.inputs), tuple(v.name for v in kernel.vectors),
+                                tuple(s.name for s in kernel.outputs), tuple(f.name for f, _ in kernel.finals))
+            _compiled[target][ckey] = found
+        CACHE_STATS["builds"] += 1
+        CACHE_STATS["build_seconds"] += time.perf_counter() - start
+        return found
+
+
+def get_kernel(model: NeuronModel, quantity: str, dtype, target: str = "cpu") -> tuple[ScanKernel, object]:
+    """(IR, compiled function) for one scan of ``model`` on ``target``; built once per structure and dtype."""
+    found = _get(model, quantity, dtype, target)
+    return found.kernel, found.fn
+
+
+def clear() -> None:
+    """Forget every memoised kernel (the disk cache of Numba stays); for benchmarks of the first build."""
+    with _lock:
+        _ir.clear()
+        _recurrences.clear()
+        for cache in _compiled.values():
+            cache.clear()
+
+
+def _warm_up(kernel: ScanKernel, fn, dtype: np.dtype) -> None:
+    """Call a Numba kernel once on 1 x 1 arrays of the real types, so that the compile is counted here."""
+    one = lambda: np.full((1, 1), 0.5, dtype)  # noqa: E731
+    args = [one() for _ in kernel.inputs] + [np.zeros(1, dtype) for _ in kernel.vectors]
+    args += [one() for _ in kernel.outputs] + [np.zeros(1, dtype) for _ in kernel.finals]
+    args += [dtype.type(0.5) for _ in kernel.params] + [1, 1, 0, CHUNK, 0, 1]
+    fn(*args)
+
+
+def threads() -> int:
+    """Threads the "cpu" kernels run on: $IFT_SNN_NUM_THREADS, else Numba's NUMBA_NUM_THREADS (the cores)."""
+    env = os.environ.get("IFT_SNN_NUM_THREADS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ValueError(f"IFT_SNN_NUM_THREADS={env!r}: expected a positive integer") from None
+    import numba
+
+    return max(1, int(numba.config.NUMBA_NUM_THREADS))
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def launch(fn, args: list, M: int) -> None:
+    """Run a Numba kernel over neurons 0..M-1, split into ranges of whole chunks, one per thread.
+
+    The kernels release the GIL (``nogil=True``), so the ranges run in parallel; neurons are
+    independent, so the split changes nothing in the result.
+    """
+    global _pool, _pool_size
+    n = min(threads(), max(1, -(-M // CHUNK)))
+    if n == 1:
+        fn(*args, 0, M)
+        return
+    chunks = -(-M // CHUNK)
+    bounds = [min(M, (chunks * i // n) * CHUNK) for i in range(n + 1)]
+    with _lock:
+        if _pool is None or _pool_size < n:
+            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="ift_snn")
+            _pool_size = n
+        pool = _pool
+    futures = [pool.submit(fn, *args, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    for f in futures:
+        f.result()
+
+
+def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, inputs: Mapping,
+         vectors: Mapping, truncation: int) -> tuple[dict, dict]:
+    """Bind the arguments of one kernel and run it: ({output: (T, M)}, {final: (M,)}).
+
+    ``inputs`` maps per-step input names to (T, M) C-contiguous arrays of ``dtype``; ``vectors``
+    maps vector names to (M,) arrays or None (zeros). Outputs and finals are allocated here.
+    """
+    k = _get(model, quantity, dtype, target)
+    xp = require_cupy() if target == "cupy" else np
+    args = []
+    for name in k.inputs:
+        x = inputs.get(name)
+        if x is None:
+            raise ValueError(f"kernel {k.kernel.name} reads the per-step input {name!r}, which was not given")
+        args.append(x)
+    for name in k.vectors:
+        v = vectors.get(name)
+        args.append(xp.zeros(M, dtype) if v is None else v)
+    outs = {name: xp.empty((T, M), dtype) for name in k.outputs}
+    fins = {name: xp.empty(M, dtype) for name in k.finals}
+    args += outs.values()
+    args += fins.values()
+    args += [dtype.type(v) for v in argument_values(model)]
+    if target == "cpu":
+        args += [T, M, truncation, CHUNK]
+        launch(k.fn, args, M)
+    elif target == "numpy":
+        args += [T, M, truncation, CHUNK, 0, M]
+        with np.errstate(all="ignore"):  # like the compiled targets: non-finite values are checked by the caller
+            k.fn(*args)
+    else:
+        args += [np.int32(T), np.int32(M), np.int32(truncation)]
+        k.fn(((M + THREADS - 1) // THREADS,), (THREADS,), tuple(args))
+    return outs, fins
+
+
+def _vectors(vectors: Mapping | None, u0) -> Mapping:
+    if vectors is None:
+        return {"u_init": u0}
+    return {**vectors, "u_init": u0} if u0 is not None else vectors
+
+
+def forward(model: NeuronModel, a, u0=None, target: str = "cpu", *, vectors: Mapping | None = None):
+    """(u, s, sigma, mask) of the generated forward scan for (T, M) C-contiguous ``a``.
+
+    ``u0``: the initial membrane (M,) or None (zeros); ``vectors``: further per-neuron vectors by
+    name. ``mask`` (1[not clipped], bool) is None for models without a clip. Arrays of ``target``'s
+    kind (NumPy, or CuPy for "cupy"), in a's dtype.
+    """
+    T, M = a.shape
+    dtype = np.dtype(a.dtype)
+    outs, _ = _run(model, "forward", target, dtype, T, M, {"a": a}, _vectors(vectors, u0), 0)
+    mask = outs["m"].astype(bool) if "m" in outs else None
+    return outs["u"], outs["s"], outs["sigma"], mask
+
+
+def backward(model: NeuronModel, method: str, g, u, s, sigma, mask, truncation: int | None, a=None, u0=None,
+             target: str = "cpu", *, vectors: Mapping | None = None):
+    """(dL/da, finals) by the generated exodus (``method="exodus"``) or slayer reverse scan.
+
+    finals maps the kernel's per-neuron results by name: ``grad_u_init``, the parameter sums
+    ``acc_<name>`` and the diagnostics ``dg_max_factor``, ``dg_longest_run``, ``dg_max_growth``.
+    Inputs are (T, M) C-contiguous arrays of one dtype; ``mask`` is the forward's (bool) or None.
+    """
+    quantity = "backward" if method == "exodus" else "slayer"
+    T, M = g.shape
+    dtype = np.dtype(g.dtype)
+    named = {"g": g, "sigma": sigma, "s": s, "u": u, "a": a}
+    if mask is not None:
+        named["m"] = mask.astype(dtype)
+    outs, fins = _run(model, quantity, target, dtype, T, M, named, _vectors(vectors, u0), truncation or 0)
+    return outs["grad_a"], fins
