@@ -21,6 +21,7 @@ from .ops import (
     Trace,
     backward,
     forward,
+    state_names,
 )
 from .surrogates import Surrogate, get_surrogate
 
@@ -46,5 +47,6 @@ __all__ = [
     "if_neuron",
     "lif",
     "srm",
+    "state_names",
     "surrogates",
 ]

@@ -215,7 +215,7 @@ def _derive(args: argparse.Namespace) -> int:
     proofs = (f"exodus and SLAYER at T={exodus[0].T}..{exodus[-1].T}"
               + (f", both truncated K={cut[0].truncation} at T={cut[0].T}" if cut else "")) if exodus else ""
     print("verification")
-    print(f"  symbolic   scans == IFT adjoint for dL/da, dL/ds, dL/du_init and every dL/dp ({proofs}): "
+    print(f"  symbolic   scans == IFT adjoint for dL/da, dL/ds, dL/d(initial state), dL/du_init and every dL/dp ({proofs}): "
           f"{'passed' if d.proved else 'FAILED'}")
     for p in d.proofs:
         if not p.ok:

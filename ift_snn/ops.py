@@ -39,7 +39,8 @@ import numpy as np
 from .backends import compiled, cpu, reference
 from .backends import cupy as cupy_backend
 from .models import NeuronModel
-from .symbolic.recurrence import DIAGNOSTIC, PARAMETER
+from .symbolic.recurrence import DIAGNOSTIC, PARAMETER, STATE_GRAD, STATE_WHOLE
+from .symbolic.system import STATE_IN, U_INIT
 
 __all__ = [
     "Trace",
@@ -49,6 +50,7 @@ __all__ = [
     "NonFiniteError",
     "forward",
     "backward",
+    "state_names",
     "METHODS",
     "BACKENDS",
     "STABILITY_RUN",
@@ -84,6 +86,9 @@ class Trace:
     ``s`` spikes and ``u`` the membrane the spike function saw, both
     (T, *neurons) in the input dtype; ``a`` and ``u0`` are the inputs;
     ``mask`` is 1[not clipped] for models with ``u_min`` (else None).
+    ``state`` is the forward scan's state after the last step, (n_state, *neurons) in the
+    order of :func:`state_names` (pass it as ``forward(..., state=...)`` to continue the
+    sequence); ``x0`` the state the scan started from (given, or the one u0 stands for).
     """
 
     model: NeuronModel
@@ -94,6 +99,9 @@ class Trace:
     mask: np.ndarray | None = field(repr=False, default=None)
     sigma: np.ndarray | None = field(repr=False, default=None)
     backend: str = "numpy"
+    state: np.ndarray | None = field(repr=False, default=None)
+    x0: np.ndarray | None = field(repr=False, default=None)
+    from_state: bool = False  # x0 was given (held fixed), not derived from u0
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -115,6 +123,8 @@ class Gradients:
     max_step_factor: float
     longest_unstable_run: int
     max_growth: float = 1.0  # largest product of |step factors| over consecutive steps
+    #: dL/dx0, the gradient of the initial state (n_state, *neurons), in the order of :func:`state_names`.
+    state: np.ndarray | None = None
 
 
 # ----------------------------------------------------------------- checks
@@ -187,8 +197,16 @@ def _resolve_backend(backend: str, x) -> str:
     return backend
 
 
+def state_names(model: NeuronModel) -> tuple[str, ...]:
+    """The rows of a state (``Trace.state``, ``forward(state=...)``, ``Gradients.state``): the forward
+    scan's state, e.g. ("u_prev", "s_prev") for LIF (the last membrane and spike: the reset is still
+    pending), plus "w_syn0" for cuba_lif (synaptic filter state), ("s_prev", "w_eps0", ..., "w_nu0", ...)
+    for a general SRM (transposed direct form II states of its kernels)."""
+    return tuple(st.name for st in compiled.recurrence(_check_model(model)).forward.state)
+
+
 def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, backend: str = "auto",
-            copy: bool = True) -> Trace:
+            copy: bool = True, state: np.ndarray | None = None) -> Trace:
     """Simulate one layer of neurons over time.
 
     u[n] = sum_k eps[k] a[n-k] - sum_k nu[k] s[n-1-k], s[n] = f(u[n]) (or the
@@ -198,7 +216,9 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, 
     membrane, shape ``neurons`` (default 0). The returned Trace keeps its own
     read-only copy of ``a`` (changing ``a`` later cannot change gradients);
     ``copy=False`` skips that copy for callers whose ``a`` is private and never
-    modified (the PyTorch layer passes its own transposed copy).
+    modified (the PyTorch layer passes its own transposed copy). ``state``: the whole initial
+    state (n_state, *neurons) instead of u0, e.g. the ``state`` of the previous call's Trace
+    (streaming: two calls of T/2 give the spikes of one call of T); see :func:`state_names`.
     """
     model = _check_model(model)
     a_in = a
@@ -222,15 +242,33 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, 
             raise ValueError(f"u0 has shape {u0.shape}; expected the neuron shape {neurons} of a {a.shape}")
         u0_2 = xp.array(u0.reshape(M), copy=True)
         u0 = u0_2.reshape(neurons)
-    u, s, sigma, mask = compiled.forward(model, a2, u0_2, backend)
+    names = state_names(model)
+    if state is not None:
+        if u0 is not None:
+            raise ValueError("give u0 or state, not both: state already holds the initial membrane")
+        if cupy_backend.is_cupy_array(state) != cupy_backend.is_cupy_array(a):
+            raise TypeError("state and a must both be numpy arrays or both cupy arrays")
+        state = _check_array("state", state, dtype=a.dtype)
+        if state.shape != (len(names), *neurons):
+            raise ValueError(f"state has shape {state.shape}; expected {(len(names), *neurons)}: the "
+                             f"{len(names)} state values {names} of {model.name} for the neurons {neurons} of a "
+                             f"{a.shape}")
+        x0 = xp.array(state.reshape(len(names), M), copy=True)
+    else:
+        x0 = compiled.initial_state(model, u0_2, M, a.dtype, xp)
+    vectors = {f"{STATE_IN}{n}": x0[k] for k, n in enumerate(names)}
+    u, s, sigma, mask, final = compiled.forward(model, a2, u0_2, backend, vectors=vectors, with_state=True)
     sigma = _check_forward_finite(model, u, sigma, neurons)
     shape = lambda x: None if x is None else x.reshape(a.shape)  # noqa: E731
     record_a = a2.reshape(a.shape)
     for x in (record_a, u0):
         if isinstance(x, np.ndarray):
             x.flags.writeable = False
+    x0 = x0.reshape(len(names), *neurons)
+    if isinstance(x0, np.ndarray):
+        x0.flags.writeable = False
     return Trace(model=model, a=record_a, s=shape(s), u=shape(u), u0=u0, mask=shape(mask), sigma=shape(sigma),
-                 backend=backend)
+                 backend=backend, state=final.reshape(len(names), *neurons), x0=x0, from_state=state is not None)
 
 
 def _first_bad(x) -> tuple[int, int]:
@@ -271,6 +309,24 @@ def _check_forward_finite(model: NeuronModel, u, sigma, neurons):
 
 
 # --------------------------------------------------------------- backward
+_U_INIT_TERMS: dict = {}
+
+
+def _u_init_terms(model: NeuronModel) -> dict:
+    """{parameter: f(gw_<state>..., u_init, *parameter values)}: the derived extra term of dL/dp when
+    the initial state stands for u0 and depends on p (``Recurrence.from_u_init``), compiled once per
+    structure by lambdify; empty for membrane models."""
+    key = model.structure
+    if key not in _U_INIT_TERMS:
+        import sympy as sp
+
+        rec = compiled.recurrence(model)
+        args = [sp.Symbol(STATE_WHOLE + st.name, real=True) for st in rec.forward.state] + [U_INIT, *model.symbols]
+        _U_INIT_TERMS[key] = {k: sp.lambdify(args, e, modules="numpy") for k, e in rec.from_u_init().items()}
+    return _U_INIT_TERMS[key]
+
+
+
 def backward(
     model: NeuronModel,
     record: Trace,
@@ -326,6 +382,12 @@ def backward(
     a2, u2, s2, g2 = flat(record.a), flat(record.u), flat(record.s), flat(g)
     mask = flat(record.mask)
     u0 = None if record.u0 is None else record.u0.reshape(M)
+    names = state_names(model)
+    x0 = record.x0.reshape(len(names), M) if record.x0 is not None else compiled.initial_state(model, u0, M, dtype, xp)
+    vectors = {f"{STATE_IN}{n}": x0[k] for k, n in enumerate(names)}
+    if method == "bptt" and record.from_state:
+        raise ValueError("method='bptt' (the float64 reference) starts from u0, not from a whole state; "
+                         "use method='exodus' (the same gradient) for a trace started from state=")
     with np.errstate(over="ignore", invalid="ignore"):
         sigma = model.sigma(u2) if record.sigma is None else flat(record.sigma)
         target = record.backend if record.backend in compiled.TARGETS else "numpy"
@@ -335,14 +397,24 @@ def backward(
             ref = reference.bptt(model, a2, g2, u0, truncation=truncation)
             grad_a, params, grad_u0 = ref.a.astype(dtype), ref.params, ref.u0.astype(dtype)
             # the diagnostics of the exact gradient: the generated exodus kernel's (its gradients unused)
-            _, fins = compiled.backward(model, "exodus", g2, u2, s2, sigma, mask, truncation, a2, u0, target)
+            _, fins = compiled.backward(model, "exodus", g2, u2, s2, sigma, mask, truncation, a2, u0, target,
+                                        vectors=vectors)
         else:
             # One generated reverse scan: dL/da, and per neuron dL/du0, the parameter sums and the
             # stability diagnostics (derived in symbolic/recurrence.py, proved against the IFT).
-            grad_a, fins = compiled.backward(model, method, g2, u2, s2, sigma, mask, truncation, a2, u0, target)
+            grad_a, fins = compiled.backward(model, method, g2, u2, s2, sigma, mask, truncation, a2, u0, target,
+                                             vectors=vectors)
             grad_u0 = fins["grad_u_init"]
             params = {k: float(xp.sum(fins[PARAMETER + k], dtype=xp.float64))
                       for k in model.parameter_names} if parameters else {}
+            if parameters and not record.from_state:
+                # x0 stands for u0 and may depend on a parameter (an SRM's eps state): the derived chain term
+                for k, fn in _u_init_terms(model).items():
+                    args = [fins[STATE_WHOLE + n] if STATE_WHOLE + n in fins else xp.zeros(M, dtype) for n in names]
+                    u_init = xp.zeros(M, dtype) if u0 is None else u0
+                    term = fn(*args, u_init, *[v for _, v in model.params])
+                    params[k] += float(xp.sum(xp.asarray(term, dtype=xp.float64)))
+        grad_x0 = xp.stack([fins[STATE_GRAD + n] for n in names]) if names else xp.zeros((0, M), dtype)
         max_factor = float(xp.max(fins[DIAGNOSTIC + "max_factor"])) if M else 0.0
         longest = int(xp.max(fins[DIAGNOSTIC + "longest_run"])) if M else 0
         per_neuron = fins[DIAGNOSTIC + "max_growth"]
@@ -375,6 +447,7 @@ def backward(
         a=grad_a.reshape(record.shape),
         params=params,
         u0=grad_u0.reshape(neurons),
+        state=grad_x0.reshape(len(names), *neurons),
         method=method,
         max_step_factor=max_factor,
         longest_unstable_run=longest,

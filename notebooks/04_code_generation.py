@@ -167,11 +167,15 @@ print("backward arguments:", [f"in_{s}" for s in ir_bwd64.inputs] + [f"in_{v}" f
       + [p.name for p in ir_bwd64.params])
 
 out = {s.name: np.empty((T, M)) for s in ir_fwd64.outputs}  # u, s, sigma
-fwd_kernel(a, u0, out["u"], out["s"], out["sigma"], *params, T, M, 0, 1024, 0, M)
+# per-neuron vectors: the initial state x0 (LIF: u_prev = u0, s_prev = 0); the forward's finals are its last state
+vec = {"u_init": u0, "x0_u_prev": u0}
+vectors = lambda ir: [vec.get(v.name, np.zeros(M)) for v in ir.vectors]  # noqa: E731
+last = {s.name: np.empty(M) for s, _ in ir_fwd64.finals}
+fwd_kernel(a, *vectors(ir_fwd64), out["u"], out["s"], out["sigma"], *last.values(), *params, T, M, 0, 1024, 0, M)
 named = {"g": g, "a": a, **out}
 back = {s.name: np.empty((T, M)) for s in ir_bwd64.outputs}  # grad_a: the only full-size output
 fins = {s.name: np.empty(M) for s, _ in ir_bwd64.finals}  # per neuron: dL/du0, parameter sums, diagnostics
-bwd_kernel(*[named[s.name] for s in ir_bwd64.inputs], *([u0] if ir_bwd64.uses_u_init else []),
+bwd_kernel(*[named[s.name] for s in ir_bwd64.inputs], *vectors(ir_bwd64),
            *back.values(), *fins.values(), *params, T, M, 0, 1024, 0, M)
 grad_u0 = fins["grad_u_init"]
 

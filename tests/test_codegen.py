@@ -102,7 +102,9 @@ def test_arguments_keep_their_meaningful_order():
     source = cuda_source(kernel).code
     signature = source[source.index("__global__"):source.index("{")]
     order = [m.group(1) for m in re.finditer(r"(\w+)[,)]", signature)]
-    assert order == ["in_a", "in_u_init", "out_u", "out_s", "out_sigma", "p_alpha_mem", "p_alpha_syn",
+    # per-step inputs, the initial state, outputs, the final state, parameters, sizes
+    assert order == ["in_a", "in_x0_u_prev", "in_x0_s_prev", "in_x0_w_syn0", "out_u", "out_s", "out_sigma",
+                     "fin_xT_u_prev", "fin_xT_s_prev", "fin_xT_w_syn0", "p_alpha_mem", "p_alpha_syn",
                      "p_theta", "p_sg_scale", "p_sg_width", "n_steps", "n_neurons", "truncation"]
 
 
@@ -193,7 +195,7 @@ def test_one_tree_decides_the_structure_every_printer_follows():
     order = [type(st).__name__ for st in loop.body]
     assert order == ["Load"] * len(kernel.inputs) + ["Assign"] * len(kernel.body) + ["Store", "UpdateState"]
     assert [a.name for a in fn.args][-3:] == ["n_steps", "n_neurons", "truncation"]
-    assert [a.name for a in fn.vectors] == ["in_u_init"]
+    assert sorted(a.name for a in fn.vectors) == ["in_x0_s_prev", "in_x0_u_prev", "in_x0_w_syn0"]
     forward = tree.lower(build_kernel(ift_snn.lif(0.9), "forward", "f64"))
     assert next(st for st in forward.body if isinstance(st, tree.TimeLoop)).restart is None
     import dataclasses
@@ -209,7 +211,7 @@ def test_one_tree_decides_the_structure_every_printer_follows():
 
 def test_a_new_vector_needs_no_printer_or_launcher_change(monkeypatch):
     """A kernel whose initial state reads a second per-neuron vector: every printer takes it as in_<name>
-    right after the per-step inputs and in_u_init, and the launcher binds it by name."""
+    right after the per-step inputs and the initial state, and the launcher binds it by name."""
     import dataclasses
 
     from ift_snn.backends import compiled
@@ -217,13 +219,14 @@ def test_a_new_vector_needs_no_printer_or_launcher_change(monkeypatch):
     model = ift_snn.lif(0.9)
     base = build_kernel(model, "forward", "f64")
     extra = sp.Symbol("x0_shift", real=True)
-    init = tuple(i + extra if i == U_INIT else i for i in base.init)
-    kernel = dataclasses.replace(base, init=init, vectors=(U_INIT, extra), fingerprint="f" * 64)
-    assert kernel.uses_u_init and kernel.name.endswith("_ffffffff")
+    u_prev = sp.Symbol("x0_u_prev", real=True)
+    init = tuple(i + extra if i == u_prev else i for i in base.init)
+    kernel = dataclasses.replace(base, init=init, vectors=base.vectors + (extra,), fingerprint="f" * 64)
+    assert not kernel.uses_u_init and kernel.name.endswith("_ffffffff")
     cu, py, vec = cuda_source(kernel).code, python_source(kernel).code, numpy_source(kernel).code
-    assert "in_u_init,\n    const double* __restrict__ in_x0_shift," in cu and "in_x0_shift[j]" in cu
-    assert "in_u_init, in_x0_shift, out_u" in py and "in_x0_shift[_j0 + _jj]" in py
-    assert "in_u_init, in_x0_shift, out_u" in vec and "in_x0_shift[j_begin:j_end]" in vec
+    assert "in_x0_s_prev,\n    const double* __restrict__ in_x0_shift," in cu and "in_x0_shift[j]" in cu
+    assert "in_x0_s_prev, in_x0_shift, out_u" in py and "in_x0_shift[_j0 + _jj]" in py
+    assert "in_x0_s_prev, in_x0_shift, out_u" in vec and "in_x0_shift[j_begin:j_end]" in vec
     if HAVE_COMPILER:
         compile_ptx(cuda_source(kernel), "sm_80")
     rng = np.random.default_rng(0)
@@ -231,7 +234,7 @@ def test_a_new_vector_needs_no_printer_or_launcher_change(monkeypatch):
     key = (model.structure, "forward", "f64")
     monkeypatch.setattr(compiled, "_ir", compiled.LRU())
     compiled._ir[key] = kernel
-    u, s, _, _ = compiled.forward(model, a, u0, "numpy", vectors={"x0_shift": shift})
+    u, s, _, _ = compiled.forward(model, a, None, "numpy", vectors={"x0_u_prev": u0, "x0_shift": shift})
     want_u, want_s, _ = reference.simulate(model, a, u0 + shift)
     np.testing.assert_allclose(u, want_u, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(s, want_s)

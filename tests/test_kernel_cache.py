@@ -102,8 +102,8 @@ def _run_forward(fn, kernel, a):
     """Call a compiled forward kernel the way ift_snn.backends.compiled binds it for the "cpu" target."""
     T, M = a.shape
     outs = {o.name: np.empty_like(a) for o in kernel.outputs}
-    args = [a] + ([np.zeros(M, a.dtype)] if kernel.uses_u_init else [])
-    args += [outs[o.name] for o in kernel.outputs]
+    args = [a] + [np.zeros(M, a.dtype) for _ in kernel.vectors]
+    args += [outs[o.name] for o in kernel.outputs] + [np.empty(M, a.dtype) for _ in kernel.finals]
     args += [a.dtype.type(v) for v in argument_values(ift_snn.if_neuron())] + [T, M, 0, codegen_cpu.CHUNK]
     cpu.launch(fn, args, M)
     return outs

@@ -36,7 +36,9 @@ import numpy as np
 from ..codegen.cpu import CHUNK, compile_numba, compile_numpy, numba_available, numpy_source, python_source
 from ..codegen.ir import ScanKernel, argument_values, build_kernel, structure_header
 from ..models import NeuronModel
-from ..symbolic.recurrence import derive_recurrence
+from ..symbolic.recurrence import STATE_OUT, derive_recurrence
+from ..symbolic.recurrence import initial_state as _initial_state
+from ..symbolic.system import STATE_IN
 from .cache import LRU, MAX_KERNELS
 
 __all__ = ["TARGETS", "forward", "backward", "get_kernel", "available", "threads", "launch", "clear",
@@ -241,24 +243,55 @@ def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, 
     return outs, fins
 
 
-def _vectors(vectors: Mapping | None, u0) -> Mapping:
-    if vectors is None:
-        return {"u_init": u0}
-    return {**vectors, "u_init": u0} if u0 is not None else vectors
+def recurrence(model: NeuronModel):
+    """The derived scans of ``model``'s structure (memoised; the kernels are built from them)."""
+    with _lock:
+        rec = _recurrences.get(model.structure)
+        if rec is None:
+            rec = _recurrences[model.structure] = derive_recurrence(model)
+    return rec
 
 
-def forward(model: NeuronModel, a, u0=None, target: str = "cpu", *, vectors: Mapping | None = None):
+def initial_state(model: NeuronModel, u0, M: int, dtype, xp=np):
+    """x0 (n_state, M): the forward state an initial membrane ``u0`` (M,) or None (zeros) stands for,
+    from the derived map ``Recurrence.initial`` (for a membrane model (u0, 0, ...); for an SRM the
+    eps filter state after the input u0 at time -1)."""
+    rec = recurrence(model)
+    u0 = xp.zeros(M, dtype) if u0 is None else u0
+    return _initial_state(rec, model.values, u0, xp)
+
+
+def _vectors(model: NeuronModel, vectors: Mapping | None, u0, M: int, dtype, xp) -> dict:
+    """The kernel vectors: u_init, and x0_<state> from ``vectors`` or else from u0."""
+    out = dict(vectors or {})
+    if u0 is not None:
+        out["u_init"] = u0
+    names = [STATE_IN + st.name for st in recurrence(model).forward.state]
+    if not any(n in out for n in names):
+        x0 = initial_state(model, u0, M, dtype, xp)
+        out.update(zip(names, x0))
+    return out
+
+
+def forward(model: NeuronModel, a, u0=None, target: str = "cpu", *, vectors: Mapping | None = None,
+            with_state: bool = False):
     """(u, s, sigma, mask) of the generated forward scan for (T, M) C-contiguous ``a``.
 
     ``u0``: the initial membrane (M,) or None (zeros); ``vectors``: further per-neuron vectors by
-    name. ``mask`` (1[not clipped], bool) is None for models without a clip. Arrays of ``target``'s
-    kind (NumPy, or CuPy for "cupy"), in a's dtype.
+    name, among them the initial state x0_<state> (which then replaces u0). ``mask`` (1[not
+    clipped], bool) is None for models without a clip. Arrays of ``target``'s kind (NumPy, or CuPy
+    for "cupy"), in a's dtype. ``with_state=True`` appends the final state (n_state, M).
     """
     T, M = a.shape
     dtype = np.dtype(a.dtype)
-    outs, _ = _run(model, "forward", target, dtype, T, M, {"a": a}, _vectors(vectors, u0), 0)
+    xp = require_cupy() if target == "cupy" else np
+    outs, fins = _run(model, "forward", target, dtype, T, M, {"a": a}, _vectors(model, vectors, u0, M, dtype, xp), 0)
     mask = outs["m"].astype(bool) if "m" in outs else None
-    return outs["u"], outs["s"], outs["sigma"], mask
+    if not with_state:
+        return outs["u"], outs["s"], outs["sigma"], mask
+    names = [STATE_OUT + st.name for st in recurrence(model).forward.state]
+    final = xp.stack([fins[n] for n in names]) if names else xp.zeros((0, M), dtype)
+    return outs["u"], outs["s"], outs["sigma"], mask, final
 
 
 def backward(model: NeuronModel, method: str, g, u, s, sigma, mask, truncation: int | None, a=None, u0=None,
@@ -275,5 +308,7 @@ def backward(model: NeuronModel, method: str, g, u, s, sigma, mask, truncation: 
     named = {"g": g, "sigma": sigma, "s": s, "u": u, "a": a}
     if mask is not None:
         named["m"] = mask.astype(dtype)
-    outs, fins = _run(model, quantity, target, dtype, T, M, named, _vectors(vectors, u0), truncation or 0)
+    xp = require_cupy() if target == "cupy" else np
+    outs, fins = _run(model, quantity, target, dtype, T, M, named, _vectors(model, vectors, u0, M, dtype, xp),
+                      truncation or 0)
     return outs["grad_a"], fins

@@ -40,6 +40,8 @@ class Jacobians:
     params: sp.Matrix
     u_init: sp.Matrix
     param_names: tuple[str, ...]
+    #: d phi/d x0 (2T x n) for a system built with ``state=True`` (else 2T x 0).
+    state: sp.Matrix | None = None
 
 
 def _diff(expr: sp.Expr, var: sp.Symbol, rules: dict) -> sp.Expr:
@@ -58,7 +60,8 @@ def jacobians(system: System) -> Jacobians:
     Ja = sp.Matrix(len(phi), system.T, lambda i, j: _diff(phi[i], system.a[j], rules))
     Jp = sp.Matrix(len(phi), len(system.params), lambda i, j: _diff(phi[i], system.params[j], rules))
     Ju = sp.Matrix(len(phi), 1, lambda i, j: _diff(phi[i], U_INIT, rules))
-    return Jacobians(J, Ja, Jp, Ju, system.model.parameter_names)
+    Js = sp.Matrix(len(phi), len(system.state), lambda i, j: _diff(phi[i], system.state[j], rules))
+    return Jacobians(J, Ja, Jp, Ju, system.model.parameter_names, Js)
 
 
 def check_unit_lower_triangular(J: sp.Matrix, names: tuple[sp.Symbol, ...] | None = None) -> None:
@@ -103,6 +106,8 @@ class Adjoint:
     grad_a: tuple[sp.Expr, ...]
     grad_params: dict[str, sp.Expr]
     grad_u_init: sp.Expr
+    #: dL/dx0 by state name (x0_<name>) for a system built with ``state=True``.
+    grad_state: dict[str, sp.Expr] | None = None
 
 
 def adjoint(system: System, jac: Jacobians | None = None) -> Adjoint:
@@ -124,7 +129,9 @@ def adjoint(system: System, jac: Jacobians | None = None) -> Adjoint:
     grad_a = tuple(sp.expand(-(lam_vec.T * jac.inputs[:, m])[0]) for m in range(system.T))
     grad_p = {k: sp.expand(-(lam_vec.T * jac.params[:, p])[0]) for p, k in enumerate(jac.param_names)}
     grad_u = sp.expand(-(lam_vec.T * jac.u_init)[0])
-    return Adjoint(tuple(lam), grad_a, grad_p, grad_u)
+    Js = jac.state if jac.state is not None else sp.zeros(n, 0)
+    grad_x = {x.name: sp.expand(-(lam_vec.T * Js[:, k])[0]) for k, x in enumerate(system.state)}
+    return Adjoint(tuple(lam), grad_a, grad_p, grad_u, grad_x)
 
 
 def ds_da(system: System, jac: Jacobians | None = None) -> sp.Matrix:

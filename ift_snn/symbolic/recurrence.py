@@ -27,6 +27,7 @@ independent descriptions of the same kernel.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -36,9 +37,10 @@ import sympy as sp
 from ..kernels import Kernel
 from ..models import NeuronModel
 from ..surrogates import THETA, U
-from .system import U_INIT
+from .system import STATE_IN, U_INIT
 
-__all__ = ["Scan", "Recurrence", "derive_recurrence", "unroll", "prove", "evaluate", "spike_expr", "Proof"]
+__all__ = ["Scan", "Recurrence", "derive_recurrence", "unroll", "prove", "evaluate", "spike_expr", "Proof",
+           "STATE_OUT", "STATE_GRAD", "STATE_WHOLE", "initial_state"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,6 +119,29 @@ class Recurrence:
     slayer: Scan
     step_factor: sp.Expr | None  # c_n of the membrane scan (None for a general SRM)
     dropped: sp.Expr  # the term SLAYER drops from dL/ds_n (in the per-step symbols)
+    #: The forward state x0 an initial membrane u_init stands for (expressions in u_init and the
+    #: parameters), in the order of ``forward.state``; the scans themselves start from x0_<state>.
+    initial: tuple[sp.Expr, ...] = ()
+
+    @property
+    def state_in(self) -> tuple[sp.Symbol, ...]:
+        """The initial-state vectors x0_<state> the forward scan starts from (and the backward reads)."""
+        return tuple(sp.Symbol(STATE_IN + st.name, real=True) for st in self.forward.state)
+
+    def from_u_init(self) -> dict[str, sp.Expr]:
+        """How the finals of the backward scan become those of an initial membrane u_init:
+        dL/du_init = sum_k dL/dx0_k dx0_k/du_init (the final ``grad_u_init``, already generated)
+        and dL/dp gains sum_k dL/dx0_k dx0_k/dp where x0 depends on p (e.g. an SRM's
+        w_eps0 = eps[1] u_init). Returns {parameter: that extra term} for the parameters it is not zero
+        for, in the finals gw_<state>: dL/dx0 without truncation (d phi/dp stays whole), which the
+        backward scans carry for exactly these states."""
+        out = {}
+        for name, p in zip(self.model.parameter_names, self.model.symbols):
+            term = sum((sp.diff(x, p) * sp.Symbol(STATE_WHOLE + st.name, real=True)
+                        for x, st in zip(self.initial, self.forward.state)), sp.Integer(0))
+            if term != 0:
+                out[name] = term
+        return out
 
     @property
     def state_size(self) -> int:
@@ -154,6 +179,39 @@ def _df2t(prefix: str, num: tuple[sp.Expr, ...], den: tuple[sp.Expr, ...], x: sp
     return w, out, tuple(update)
 
 
+def _adjoint(prefix: str, num: tuple[sp.Expr, ...], den: tuple[sp.Expr, ...], dy: sp.Expr):
+    """Reverse mode of one :func:`_df2t` step: (lam, dL/dx, lam before the step).
+
+    With w' = A w + B x, y = w_0 + b_0 x (A[i][0] = -a_{i+1}, A[i][i+1] = 1,
+    B_i = b_{i+1} - a_{i+1} b_0), the adjoint state lam = dL/dw' runs backward in time:
+    dL/dx = b_0 dy + B^T lam and dL/dw = A^T lam + e_0 dy, i.e.
+    lam_0 <- dy - sum_i a_{i+1} lam_i, lam_j <- lam_{j-1}. Run over a whole sequence it
+    gives the correlation of dy with the kernel (as dL/dx), and after the first step the
+    gradient of the filter's initial state (what :func:`_df2t`'s reverse run cannot give).
+    """
+    order = max(len(num), len(den)) - 1
+    b = list(num) + [sp.Integer(0)] * (order + 1 - len(num))
+    a = list(den) + [sp.Integer(0)] * (order + 1 - len(den))
+    lam = tuple(sp.Symbol(f"{prefix}{i}", real=True) for i in range(order))
+    dx = b[0] * dy + sum(((b[i + 1] - a[i + 1] * b[0]) * lam[i] for i in range(order)), sp.Integer(0))
+    update = []
+    if order:
+        update.append(dy - sum((a[i + 1] * lam[i] for i in range(order)), sp.Integer(0)))
+        update += [lam[j - 1] for j in range(1, order)]
+    return lam, dx, tuple(update)
+
+
+def _free_kernel_diff(den: tuple[sp.Expr, ...], i: int, p: sp.Symbol):
+    """(num, den) of d/dp [x^(i+1) / A(x)]: the derivative, with respect to p, of the response to a
+    unit initial state w_i (delayed one step, so that a reverse filter's first state after its last
+    step is the correlation at lag 0)."""
+    x = sp.Symbol("x")
+    A = sum((c * x**k for k, c in enumerate(den)), sp.Integer(0))
+    num = sp.Poly(sp.expand(-x ** (i + 1) * sp.diff(A, p)), x).all_coeffs()[::-1]
+    dd = sp.Poly(sp.expand(A * A), x).all_coeffs()[::-1]
+    return tuple(sp.expand(c) for c in num), tuple(sp.expand(c) for c in dd)
+
+
 def _is_identity(k: KernelRecurrence) -> bool:
     return k.num == (1,) and k.den == (1,)
 
@@ -162,6 +220,10 @@ def _is_identity(k: KernelRecurrence) -> bool:
 GROWTH_CAP = sp.Float(1e30)
 #: Prefix of the diagnostic state and finals; of the parameter-gradient sums.
 DIAGNOSTIC, PARAMETER = "dg_", "acc_"
+#: Prefix of the forward finals (the state after the last step) and of the backward finals dL/dx0.
+STATE_OUT, STATE_GRAD = "xT_", "gx_"
+#: Prefix of the finals dL/dx0 over the whole sequence (un-truncated), for parameters x0 depends on.
+STATE_WHOLE = "gw_"
 
 
 def pole(den: tuple[sp.Expr, ...]) -> sp.Expr:
@@ -234,22 +296,29 @@ def _parameter_sums(model: NeuronModel, S: Mapping[str, sp.Symbol], explicit: Ma
         acc = sp.Symbol(f"{PARAMETER}{name}", real=True)
         term = explicit.get(p, sp.Integer(0))
         last = boundary.get(p, sp.Integer(0))
-        for j, (q, kernel, x, weight, w0_weight) in enumerate(filters):
+        for j, entry in enumerate(filters):
+            q, kernel, x, weight, w0_weight = entry[:5]
+            x_last = entry[5] if len(entry) > 5 else sp.Integer(0)
             if q != p:
                 continue
-            dk = kernel.diff(p)
-            if all(c == 0 for c in dk.num):
+            dnum, dden = kernel if isinstance(kernel, tuple) else (kernel.diff(p).num, kernel.diff(p).den)
+            if all(c == 0 for c in dnum):
                 continue
-            w, y_expr, w_update = _df2t(f"vd{idx}_{j}_", dk.num, dk.den, x, sp.Symbol(f"yd{idx}_{j}", real=True))
+            w, y_expr, w_update = _df2t(f"vd{idx}_{j}_", dnum, dden, x, sp.Symbol(f"yd{idx}_{j}", real=True))
             y = sp.Symbol(f"yd{idx}_{j}", real=True)
-            assigns.append((y, y_expr))
             states += list(w)
             inits += [sp.Integer(0)] * len(w)
             updates += list(w_update)
             persistent += list(w)
-            term = term + weight * y
-            if w:
-                last = last + w0_weight * w[0]
+            if weight != 0:
+                assigns.append((y, y_expr))
+                term = term + weight * y
+            else:  # only the correlation at n = -1 is read: y needs no variable of its own
+                w_update = tuple(e.xreplace({y: y_expr}) for e in w_update)
+                updates[len(updates) - len(w):] = list(w_update)
+            if w0_weight != 0:
+                # the correlation at n = -1: y with the input x at step -1 (0 for d, d_0 for d_raw)
+                last = last + w0_weight * y_expr.xreplace({x: x_last})
         if p == THETA:
             term = term - S["dl_ds"] * kappa * S["sigma"]
         states.append(acc)
@@ -309,9 +378,11 @@ def derive_recurrence(model: NeuronModel) -> Recurrence:
         else:
             assigns.append((S["u"], S["pre"]))
         assigns += [(S["s"], f), (S["sigma"], sigma_u.subs(U, S["u"]))]
-        forward = Scan("forward", "forward", (S["a"],), (S["u_prev"], S["s_prev"]) + w,
-                       (U_INIT, zero) + (zero,) * len(w), tuple(assigns), tuple(outputs),
-                       (S["u"], S["s"]) + w_update)
+        state = (S["u_prev"], S["s_prev"]) + w
+        x0 = _state_in(state)
+        forward = Scan("forward", "forward", (S["a"],), state, x0, tuple(assigns), tuple(outputs),
+                       (S["u"], S["s"]) + w_update, _state_out(state))
+        initial = (U_INIT, zero) + (zero,) * len(w)
         # backward
         mask = S["m"] if model.u_min is not None else sp.Integer(1)
         if model.reset == "zero":
@@ -324,22 +395,30 @@ def derive_recurrence(model: NeuronModel) -> Recurrence:
             dropped = -mem.rho * S["d_next"]
         inputs = (S["g"], S["sigma"], S["s"], S["u"]) + ((S["m"],) if model.u_min is not None else ())
         # Parameter gradients: sum_n d_n d pre_n/dp. The explicit partial of pre_{n+1} reads u_n, s_n:
-        # at step n it contracts with d_{n+1} (d_raw, not truncated); pre_0 reads u_init, s_{-1} = 0.
+        # at step n it contracts with d_{n+1} (d_raw, not truncated); pre_0 reads the initial state x0.
         shift = {S["u_prev"]: S["u"], S["s_prev"]: S["s"]}
+        at_start = {S["u_prev"]: x0[0], S["s_prev"]: x0[1]}
         explicit = {p: sp.diff(pre, p).xreplace(shift) * S["d_raw"] for p in model.symbols}
-        boundary = {p: sp.diff(pre, p).xreplace({S["u_prev"]: U_INIT, S["s_prev"]: zero}) * S["d_raw"]
-                    for p in model.symbols}
+        boundary = {p: sp.diff(pre, p).xreplace(at_start) * S["d_raw"] for p in model.symbols}
         syn_filters = [(p, mem.syn, S["d"], S["a"], zero) for p in model.symbols if p in mem.syn.parameters]
+        # the synaptic state w_syn0 enters I_n through its free response; dL/dp sees its p-dependence
+        syn_filters += [(p, _free_kernel_diff(syn.den, i, p), S["d"], zero, x0[2 + i])
+                        for p in model.symbols if p in mem.syn.parameters for i in range(len(w))]
         scans = []
         for name, factor, ds in (("backward", exact, S["g"] + dropped), ("slayer", loose, S["g"])):
-            v, grad_a, v_update = _df2t("v_syn", syn.num, syn.den, S["d"], S["grad_a"])
+            lam, grad_a, lam_update = _adjoint("l_syn", syn.num, syn.den, S["d"])
             assigns = ((S["c"], factor), (S["dl_ds"], ds),
                        (S["d"], mask * (S["sigma"] * S["g"] + S["c"] * S["d_next"])), (S["grad_a"], grad_a))
-            scan = Scan(name, "reverse", inputs, (S["d_next"],) + v, (zero,) * (1 + len(v)), assigns,
-                        (S["d"], S["grad_a"], S["dl_ds"]), (S["d"],) + v_update,
-                        ((sp.Symbol("grad_u_init"), mem.alpha * S["d_next"]),))
+            # dL/dx0: pre_0 reads u_prev, s_prev of x0 (the latter through the reset, which SLAYER drops);
+            # the synaptic state's gradient is the adjoint filter's state after step 0
+            grads = [sp.diff(pre, S["u_prev"]).xreplace(at_start) * S["d_next"],
+                     sp.diff(pre, S["s_prev"]).xreplace(at_start) * S["d_next"] if name == "backward" else zero,
+                     *lam]
+            scan = Scan(name, "reverse", inputs, (S["d_next"],) + lam, (zero,) * (1 + len(lam)), assigns,
+                        (S["d"], S["grad_a"], S["dl_ds"]), (S["d"],) + lam_update,
+                        _state_grads(state, grads, initial))
             scans.append(_with_gradients(scan, model, S, explicit, syn_filters, boundary, S["c"], raw=True))
-        return Recurrence(model, "membrane", kernels, forward, scans[0], scans[1], exact, dropped)
+        return Recurrence(model, "membrane", kernels, forward, scans[0], scans[1], exact, dropped, initial)
 
     eps = KernelRecurrence("eps", model.eps, model.eps.num, model.eps.den)
     nu = KernelRecurrence("nu", model.nu, model.nu.num, model.nu.den)
@@ -347,33 +426,88 @@ def derive_recurrence(model: NeuronModel) -> Recurrence:
     wn, r, wn_update = _df2t("w_nu", nu.num, nu.den, S["s_prev"], S["r"])
     assigns = ((S["z"], z), (S["r"], r), (S["u"], S["z"] - S["r"]), (S["s"], f),
                (S["sigma"], sigma_u.subs(U, S["u"])))
+    state = (S["s_prev"],) + we + wn
+    x0 = _state_in(state)
+    forward = Scan("forward", "forward", (S["a"],), state, x0, assigns, (S["u"], S["s"], S["sigma"]),
+                   (S["s"],) + we_update + wn_update, _state_out(state))
     # u_init is an input at time -1: it enters the eps filter state, w <- update(x = u_init).
-    init_eps = _filter_state_after(eps, U_INIT)
-    forward = Scan("forward", "forward", (S["a"],), (S["s_prev"],) + we + wn, (zero,) + init_eps + (zero,) * len(wn),
-                   assigns, (S["u"], S["s"], S["sigma"]), (S["s"],) + we_update + wn_update)
+    initial = (zero,) + _filter_state_after(eps, U_INIT) + (zero,) * len(wn)
+    x0_s, x0_eps, x0_nu = x0[0], x0[1:1 + len(we)], x0[1 + len(we):]
     scans = []
     for name in ("backward", "slayer"):
-        vn, q, vn_update = _df2t("v_nu", nu.num, nu.den, S["d_next"], S["q"])
-        ve, grad_a, ve_update = _df2t("v_eps", eps.num, eps.den, S["d"], S["grad_a"])
+        # the reset filter in reverse: at step n its state is lam_{n+2}; dL/dr_{n+1} = -d_{n+1}
+        ln, dx_reset, ln_update = _adjoint("l_nu", nu.num, nu.den, -S["d_next"])
+        le, grad_a, le_update = _adjoint("l_eps", eps.num, eps.den, S["d"])
         ds = S["g"] - S["q"] if name == "backward" else S["g"]
-        assigns = ((S["q"], q), (S["dl_ds"], ds), (S["d"], S["sigma"] * S["dl_ds"]), (S["grad_a"], grad_a))
+        assigns = ((S["q"], -dx_reset), (S["dl_ds"], ds), (S["d"], S["sigma"] * S["dl_ds"]), (S["grad_a"], grad_a))
         if name == "slayer":
             assigns = assigns[1:]
-            vn, vn_update = (), ()
-        grad_u = ve[0] if ve else zero
+            ln, ln_update = (), ()
         decay = pole(nu.den)
         factor = decay - nu.num[0] * S["sigma"] if name == "backward" else decay
-        scan = Scan(name, "reverse", (S["g"], S["sigma"]), (S["d_next"],) + vn + ve,
-                    (zero,) * (1 + len(vn) + len(ve)), assigns + ((S["c"], factor),),
+        # dL/dx0 after step 0: s_prev is the reset filter's input at step 0, w_nu its state (both dropped
+        # by SLAYER); w_eps's gradient is the adjoint filter's state
+        if name == "backward":
+            grads = [dx_reset, *le, *ln_update]
+        else:
+            grads = [zero, *le] + [zero] * len(wn)
+        scan = Scan(name, "reverse", (S["g"], S["sigma"]), (S["d_next"],) + ln + le,
+                    (zero,) * (1 + len(ln) + len(le)), assigns + ((S["c"], factor),),
                     (S["d"], S["grad_a"], S["dl_ds"]),
-                    (S["d"],) + vn_update + ve_update, ((sp.Symbol("grad_u_init"), grad_u),))
-        # Parameter gradients: sum_n d_n [(deps/dp * a)[n] + deps/dp[n+1] u_init - (dnu/dp * s_prev)[n]],
-        # as correlations of the adjoint with the derivative kernels (persistent reverse filters).
-        # u_init enters at time -1: dL/dp gains u_init sum_k deps/dp[k+1] d_k, the state w_0 after the last step.
-        filters = [(p, model.eps, S["d"], S["a"], U_INIT) for p in model.symbols if p in model.eps.parameters]
-        filters += [(p, model.nu, S["d_raw"], -S["s"], zero) for p in model.symbols if p in model.nu.parameters]
-        scans.append(_with_gradients(scan, model, S, {}, filters, {}, S["c"], raw=True))
-    return Recurrence(model, "srm", (eps, nu), forward, scans[0], scans[1], None, -S["q"])
+                    (S["d"],) + ln_update + le_update, _state_grads(state, grads, initial))
+        # Parameter gradients: sum_n d_n [(deps/dp * a)[n] - (dnu/dp * s_prev)[n]] as correlations of the
+        # adjoint with the derivative kernels (persistent reverse filters); s_prev at step 0 is x0_s_prev
+        # (the correlation at n = -1, where d_raw is d_0), and the filter states of x0 enter through
+        # their free responses.
+        filters = [(p, model.eps, S["d"], S["a"], zero) for p in model.symbols if p in model.eps.parameters]
+        filters += [(p, model.nu, S["d_raw"], -S["s"], -x0_s, S["d_raw"])
+                    for p in model.symbols if p in model.nu.parameters]
+        filters += [(p, _free_kernel_diff(eps.den, i, p), S["d"], zero, x0_eps[i])
+                    for p in model.symbols if p in model.eps.parameters for i in range(len(we))]
+        filters += [(p, _free_kernel_diff(nu.den, i, p), S["d"], zero, -x0_nu[i])
+                    for p in model.symbols if p in model.nu.parameters for i in range(len(wn))]
+        scan = _with_gradients(scan, model, S, {}, filters, {}, S["c"], raw=True)
+        # dL/dw_eps0_i over the whole sequence where u_init's state depends on a parameter: the
+        # correlation of d with the free response x^i / A, run persistently (truncation does not cut it)
+        whole = [i for i in range(len(we)) if initial[1 + i].free_symbols & set(model.symbols)]
+        states, updates, fins = [], [], []
+        for i in whole:
+            num = (zero,) * (i + 1) + (sp.Integer(1),)
+            v, _, v_update = _df2t(f"vw{i}_", num, eps.den, S["d"], sp.Symbol(f"yw{i}", real=True))
+            states += list(v)
+            updates += [e.xreplace({sp.Symbol(f"yw{i}", real=True): v[0]}) for e in v_update]
+            fins.append((sp.Symbol(STATE_WHOLE + we[i].name, real=True), v[0]))
+        scans.append(_extend(scan, states, [zero] * len(states), [], updates, fins, states))
+    return Recurrence(model, "srm", (eps, nu), forward, scans[0], scans[1], None, -S["q"], initial)
+
+
+def _state_in(state) -> tuple[sp.Symbol, ...]:
+    return tuple(sp.Symbol(STATE_IN + st.name, real=True) for st in state)
+
+
+def _state_out(state) -> tuple[tuple[sp.Symbol, sp.Expr], ...]:
+    """The forward scan's finals: its state after the last step, xT_<state> (what a next call starts from)."""
+    return tuple((sp.Symbol(STATE_OUT + st.name, real=True), st) for st in state)
+
+
+def _state_grads(state, grads, initial) -> tuple[tuple[sp.Symbol, sp.Expr], ...]:
+    """The backward finals dL/dx0 (gx_<state>), and dL/du_init = sum_k dL/dx0_k dx0_k/du_init."""
+    finals = [(sp.Symbol(STATE_GRAD + st.name, real=True), sp.sympify(g)) for st, g in zip(state, grads)]
+    grad_u = sum((sp.diff(x, U_INIT) * g for x, (_, g) in zip(initial, finals)), sp.Integer(0))
+    return ((sp.Symbol("grad_u_init"), grad_u),) + tuple(finals)
+
+
+def initial_state(recurrence: Recurrence, values, u0, xp=np):
+    """The forward state x0 that an initial membrane ``u0`` (M,) stands for: (n_state, M), from the
+    derived expressions ``recurrence.initial`` (linear in u_init) at the parameter ``values``."""
+    coefs = _initial_coefficients(recurrence.initial, tuple(sorted(values.items(), key=lambda kv: kv[0].name)))
+    rows = [u0 * u0.dtype.type(c) if c else xp.zeros_like(u0) for c in coefs]
+    return xp.stack(rows) if rows else xp.zeros((0,) + u0.shape, u0.dtype)
+
+
+@functools.lru_cache(maxsize=512)
+def _initial_coefficients(initial, values) -> tuple[float, ...]:
+    return tuple(float(sp.N(sp.diff(e, U_INIT).subs(dict(values)))) for e in initial)
 
 
 def _filter_state_after(k: KernelRecurrence, x: sp.Expr) -> tuple[sp.Expr, ...]:
@@ -471,14 +605,16 @@ def exact_model(model: NeuronModel) -> NeuronModel:
     return dataclasses.replace(model, eps=eps, nu=nu, membrane=membrane)
 
 
-def _cut(jac, T: int, detach: bool, truncation: int | None):
+def _cut(jac, T: int, detach: bool, truncation: int | None, names: tuple[str, ...] = ()):
     """The Jacobians of what SLAYER (reset detached) or truncated BPTT differentiate (MATH section 5):
-    d phi_u/ds set to 0 (detach); couplings between chunks of K steps removed, in d phi/d(u, s),
-    d phi/da and d phi/du_init (truncation). d phi/dp stays whole: parameter gradients contract the
+    d phi_u/ds set to 0 (detach), and so d phi_u/d(the initial spike and reset-filter state, ``names``
+    x0_s_prev, x0_w_nu*); couplings between chunks of K steps removed, in d phi/d(u, s), d phi/da and
+    d phi/d(u_init, x0) (truncation). d phi/dp stays whole: parameter gradients contract the
     truncated adjoint with the full explicit partials."""
     import dataclasses
 
     J, Ja, Ju = jac.dependent.copy(), jac.inputs.copy(), jac.u_init.copy()
+    Js = jac.state.copy() if jac.state is not None else None
     chunk = (lambda n: n // truncation) if truncation else (lambda n: 0)
     for i in range(T):
         for j in range(T):
@@ -488,7 +624,18 @@ def _cut(jac, T: int, detach: bool, truncation: int | None):
                 J[2 * i, 2 * j] = J[2 * i, 2 * j + 1] = Ja[2 * i, j] = 0
         if chunk(i) != 0:
             Ju[2 * i, 0] = 0
-    return dataclasses.replace(jac, dependent=J, inputs=Ja, u_init=Ju)
+            if Js is not None:
+                Js[2 * i, :] = sp.zeros(1, Js.cols)
+        if detach and Js is not None:
+            for k, name in enumerate(names):
+                if name == STATE_IN + "s_prev" or name.startswith(STATE_IN + "w_nu"):
+                    Js[2 * i, k] = 0
+    return dataclasses.replace(jac, dependent=J, inputs=Ja, u_init=Ju, state=Js)
+
+
+def _differ(a, b) -> sp.Expr | None:
+    diff = sp.expand(a - b)
+    return None if diff == 0 or sp.simplify(diff) == 0 else diff
 
 
 def prove(model: NeuronModel, T: int, recurrence: Recurrence | None = None, *, method: str = "exodus",
@@ -509,11 +656,16 @@ def prove(model: NeuronModel, T: int, recurrence: Recurrence | None = None, *, m
     if exact is not model:
         model, recurrence = exact, None
     rec = recurrence or derive_recurrence(model)
-    system = build_system(model, T)
-    jac = ift.jacobians(system)
-    if method == "slayer" or truncation:
-        jac = _cut(jac, T, method == "slayer", truncation)
-    adj = ift.adjoint(system, jac)
+    detach = method == "slayer"
+
+    def solved(state: bool):
+        system = build_system(model, T, state=state)
+        jac = ift.jacobians(system)
+        if detach or truncation:
+            jac = _cut(jac, T, detach, truncation, tuple(x.name for x in system.state))
+        return system, ift.adjoint(system, jac)
+
+    system, adj = solved(True)
     scan = (rec.backward if method == "exodus" else rec.slayer).without(DIAGNOSTIC)  # diagnostics: not a gradient
     names = {s.name: s for s in scan.inputs}
     available = {"g": system.g, "sigma": system.sigma, "s": system.s, "u": system.u, "m": system.mask, "a": system.a}
@@ -522,51 +674,67 @@ def prove(model: NeuronModel, T: int, recurrence: Recurrence | None = None, *, m
     fail = lambda detail: Proof(T, False, detail, method, truncation)  # noqa: E731
     dl_ds = next((o for o in scan.outputs if o.name == "dl_ds"), None)
     for n in range(T if dl_ds is not None else 0):
-        diff = sp.expand(out[dl_ds][n] - adj.lam[2 * n + 1])
-        if diff != 0 and sp.simplify(diff) != 0:
+        if (diff := _differ(out[dl_ds][n], adj.lam[2 * n + 1])) is not None:
             return fail(f"dL/ds_{n}: recurrence and IFT adjoint differ by {diff}")
     grad_a = out[next(o for o in scan.outputs if o.name == "grad_a")]
     for n in range(T):
-        diff = sp.expand(grad_a[n] - adj.grad_a[n])
-        if diff != 0 and sp.simplify(diff) != 0:
+        if (diff := _differ(grad_a[n], adj.grad_a[n])) is not None:
             return fail(f"dL/da_{n}: recurrence and IFT adjoint differ by {diff}")
     by_name = {lhs.name: value for lhs, value in finals.items()}
-    diff = sp.expand(by_name["grad_u_init"] - adj.grad_u_init)
-    if diff != 0 and sp.simplify(diff) != 0:
-        return fail(f"dL/du_init: recurrence and IFT adjoint differ by {diff}")
+    for st in rec.forward.state:
+        if (diff := _differ(by_name[STATE_GRAD + st.name], adj.grad_state[STATE_IN + st.name])) is not None:
+            return fail(f"dL/dx0_{st.name}: recurrence and IFT adjoint differ by {diff}")
     for name in model.parameter_names:
-        diff = sp.expand(by_name[PARAMETER + name] - adj.grad_params[name])
-        if diff != 0 and sp.simplify(diff) != 0:
+        if (diff := _differ(by_name[PARAMETER + name], adj.grad_params[name])) is not None:
+            return fail(f"dL/d{name} (initial state held): the scan's sum and the IFT adjoint differ by {diff}")
+    # An initial membrane u_init: the same finals at x0 = initial(u_init), against the IFT of the system
+    # written with u_init (for an SRM: eps[n+1] u_init, the kernel's closed form; independent of the state)
+    _, adj0 = solved(False)
+    at_u = {x: v for x, v in zip(rec.state_in, rec.initial)}
+    grads = {sp.Symbol(STATE_WHOLE + st.name, real=True): by_name[STATE_WHOLE + st.name]
+             for st in rec.forward.state if STATE_WHOLE + st.name in by_name}
+    if (diff := _differ(by_name["grad_u_init"].xreplace(at_u), adj0.grad_u_init)) is not None:
+        return fail(f"dL/du_init: recurrence and IFT adjoint differ by {diff}")
+    extra = rec.from_u_init()
+    for name in model.parameter_names:
+        got = (by_name[PARAMETER + name] + extra.get(name, 0)).xreplace(grads).xreplace(at_u)
+        if (diff := _differ(got, adj0.grad_params[name])) is not None:
             return fail(f"dL/d{name}: the scan's sum and the IFT adjoint differ by {diff}")
-    return Proof(T, True, f"dL/da_0..{T - 1}, dL/ds, dL/du_init and dL/d({', '.join(model.parameter_names)}) "
-                          "equal the IFT adjoint", method, truncation)
+    return Proof(T, True, f"dL/da_0..{T - 1}, dL/ds, dL/d(initial state), dL/du_init and "
+                          f"dL/d({', '.join(model.parameter_names)}) equal the IFT adjoint", method, truncation)
 
 
 # -------------------------------------------------------------- numerics
 def evaluate(scan: Scan, model: NeuronModel, arrays: Mapping[str, np.ndarray],
-             u_init: np.ndarray | None = None) -> dict[str, np.ndarray]:
+             u_init: np.ndarray | None = None, x0: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Run a derived scan numerically (float64, vectorised over neurons) from its expressions.
 
     ``arrays`` maps input names ("a", "g", "sigma", "s", "u", "m") to (T, M)
-    arrays. Returns {output name: (T, M)} and the finals by name.
+    arrays; ``x0`` (n_state, M) is the forward state at the start (default: the state
+    ``u_init`` stands for, :func:`initial_state`). Returns {output name: (T, M)} and the finals by name.
     """
     values = model.values
     first = next(iter(arrays.values()))
     T, M = first.shape
-    args = list(scan.inputs) + list(scan.state) + [U_INIT]
+    u0 = np.zeros(M) if u_init is None else u_init
+    if x0 is None:
+        x0 = initial_state(derive_recurrence(model), values, np.asarray(u0, dtype=float))
+    x0_syms = _state_in(derive_recurrence(model).forward.state)
+    vectors = [U_INIT, *x0_syms]
+    vector_values = [u0, *x0]
+    args = list(scan.inputs) + list(scan.state) + vectors
     assigned = [lhs for lhs, _ in scan.assignments]
     env_syms = args + assigned
     funcs = []
     for i, (lhs, rhs) in enumerate(scan.assignments):
         funcs.append(sp.lambdify(env_syms[: len(args) + i], rhs.subs(values), modules=["numpy", "scipy"]))
     upd = sp.lambdify(env_syms, [e.subs(values) for e in scan.update], modules=["numpy", "scipy"])
-    init = sp.lambdify([U_INIT], [sp.sympify(e).subs(values) for e in scan.init], modules="numpy")
-    u0 = np.zeros(M) if u_init is None else u_init
-    state = [np.broadcast_to(np.asarray(v, dtype=float), (M,)).copy() for v in init(u0)]
+    init = sp.lambdify(vectors, [sp.sympify(e).subs(values) for e in scan.init], modules="numpy")
+    state = [np.broadcast_to(np.asarray(v, dtype=float), (M,)).copy() for v in init(*vector_values)]
     outs = {o.name: np.zeros((T, M)) for o in scan.outputs}
     steps = range(T) if scan.direction == "forward" else range(T - 1, -1, -1)
     for n in steps:
-        env = [arrays[s.name][n] for s in scan.inputs] + state + [u0]
+        env = [arrays[s.name][n] for s in scan.inputs] + state + vector_values
         for fn in funcs:
             env.append(np.broadcast_to(np.asarray(fn(*env), dtype=float), (M,)))
         named = dict(zip([s.name for s in env_syms], env))
@@ -575,7 +743,7 @@ def evaluate(scan: Scan, model: NeuronModel, arrays: Mapping[str, np.ndarray],
         state = [np.broadcast_to(np.asarray(v, dtype=float), (M,)).copy() for v in upd(*env)]
     fin = {}
     for lhs, rhs in scan.finals:
-        fn = sp.lambdify(list(scan.state) + [U_INIT], sp.sympify(rhs).subs(values), modules="numpy")
-        fin[lhs.name] = np.broadcast_to(np.asarray(fn(*state, u0), dtype=float), (M,))
+        fn = sp.lambdify(list(scan.state) + vectors, sp.sympify(rhs).subs(values), modules="numpy")
+        fin[lhs.name] = np.broadcast_to(np.asarray(fn(*state, *vector_values), dtype=float), (M,))
     outs.update(fin)
     return outs

@@ -29,7 +29,7 @@ import sympy as sp
 
 from ..models import NeuronModel
 
-__all__ = ["System", "build_system", "SPIKE", "U_INIT"]
+__all__ = ["System", "build_system", "SPIKE", "U_INIT", "STATE_IN", "initial_response", "state_names"]
 
 #: The opaque spike function f(u, theta).
 SPIKE = sp.Function("f")
@@ -37,6 +37,25 @@ SPIKE = sp.Function("f")
 U_INIT = sp.Symbol("u_init", real=True)
 
 MAX_T = 12
+#: Prefix of the initial-state symbols x0_<state> (the forward scan's state before step 0).
+STATE_IN = "x0_"
+
+
+def initial_response(den: tuple[sp.Expr, ...], i: int, T: int) -> list[sp.Expr]:
+    """r_i[0..T-1], the response of a filter with denominator ``den`` to a unit initial state w_i.
+
+    In transposed direct form II the output of the zero-input filter is
+    Y(x) = sum_i w_i x^i / A(x) (x the unit delay), so r_i is the power series of
+    x^i / A(x): r[k] = ([k == i] - sum_{j>=1} a_j r[k-j]) / a_0. A definition
+    from the transfer function, independent of the state update the scans run.
+    """
+    r: list[sp.Expr] = []
+    for k in range(T):
+        value = sp.Integer(1 if k == i else 0)
+        for j in range(1, min(len(den), k + 1)):
+            value -= den[j] * r[k - j]
+        r.append(sp.expand(value / den[0]))
+    return r
 
 
 def _seq(name: str, T: int, **assumptions) -> tuple[sp.Symbol, ...]:
@@ -59,6 +78,8 @@ class System:
     params: tuple[sp.Symbol, ...]
     phi_u: tuple[sp.Expr, ...]
     phi_s: tuple[sp.Expr, ...]
+    #: The initial-state symbols x0_<state> (``state=True``), else () and u_init is the initial state.
+    state: tuple[sp.Symbol, ...] = ()
 
     @property
     def dependent(self) -> tuple[sp.Symbol, ...]:
@@ -82,8 +103,27 @@ class System:
         return rules
 
 
-def build_system(model: NeuronModel, T: int) -> System:
-    """Build phi for ``model`` over ``T`` steps (1 <= T <= 12; symbolic work is meant for T <= 8)."""
+def _order(num, den) -> int:
+    return max(len(num), len(den)) - 1
+
+
+def state_names(model: NeuronModel) -> tuple[str, ...]:
+    """Names of the forward scan's state, in its order: (u_prev, s_prev, w_syn0, ...) for a membrane
+    model, (s_prev, w_eps0, ..., w_nu0, ...) for a general SRM (w: transposed direct form II state)."""
+    if model.membrane is not None:
+        syn = model.membrane.syn
+        return ("u_prev", "s_prev") + tuple(f"w_syn{i}" for i in range(_order(syn.num, syn.den)))
+    return (("s_prev",) + tuple(f"w_eps{i}" for i in range(_order(model.eps.num, model.eps.den)))
+            + tuple(f"w_nu{i}" for i in range(_order(model.nu.num, model.nu.den))))
+
+
+def build_system(model: NeuronModel, T: int, *, state: bool = False) -> System:
+    """Build phi for ``model`` over ``T`` steps (1 <= T <= 12; symbolic work is meant for T <= 8).
+
+    ``state=True``: the initial condition is the forward scan's whole state x0 (membrane, spike
+    and filter states, :func:`state_names`) instead of the initial membrane u_init; a filter
+    state w_i enters through its zero-input response :func:`initial_response`.
+    """
     from ..surrogates import THETA
 
     if not isinstance(model, NeuronModel):
@@ -105,14 +145,24 @@ def build_system(model: NeuronModel, T: int) -> System:
     else:
         mask = tuple(sp.Integer(1) for _ in range(T))
     phi_u = []
+    x0 = {name: sp.Symbol(STATE_IN + name, real=True) for name in state_names(model)} if state else {}
+
+    def free_response(prefix: str, kernel) -> list[sp.Expr]:
+        out = [sp.Integer(0)] * T
+        for i in range(_order(kernel.num, kernel.den)):
+            for n, r in enumerate(initial_response(kernel.den, i, T)):
+                out[n] += x0[f"{prefix}{i}"] * r
+        return out
+
     if model.membrane is not None:
         mem = model.membrane
         syn = [mem.syn.value(k) for k in range(T)]
         u_min = sp.Float(model.u_min) if model.u_min is not None else sp.Integer(0)
+        free = free_response("w_syn", mem.syn) if state else [sp.Integer(0)] * T
         for n in range(T):
-            u_prev = u[n - 1] if n else U_INIT
-            s_prev = s[n - 1] if n else sp.Integer(0)
-            current = sum((syn[k] * a[n - k] for k in range(n + 1)), sp.Integer(0))
+            u_prev = u[n - 1] if n else (x0["u_prev"] if state else U_INIT)
+            s_prev = s[n - 1] if n else (x0["s_prev"] if state else sp.Integer(0))
+            current = sum((syn[k] * a[n - k] for k in range(n + 1)), sp.Integer(0)) + free[n]
             if model.reset == "zero":
                 pre = mem.alpha * u_prev * (1 - s_prev) + current
             else:
@@ -121,9 +171,16 @@ def build_system(model: NeuronModel, T: int) -> System:
     else:
         eps = [model.eps.value(k) for k in range(T + 1)]
         nu = [model.nu.value(k) for k in range(T)]
+        if state:
+            free_eps, free_nu = free_response("w_eps", model.eps), free_response("w_nu", model.nu)
         for n in range(T):
-            drive = sum((eps[k] * a[n - k] for k in range(n + 1)), sp.Integer(0)) + eps[n + 1] * U_INIT
+            drive = sum((eps[k] * a[n - k] for k in range(n + 1)), sp.Integer(0))
             reset = sum((nu[k] * s[n - 1 - k] for k in range(n)), sp.Integer(0))
+            if state:  # s_{-1} = x0_s_prev enters the reset kernel like every earlier spike
+                drive += free_eps[n]
+                reset += nu[n] * x0["s_prev"] + free_nu[n]
+            else:
+                drive += eps[n + 1] * U_INIT
             phi_u.append(u[n] - drive + reset)
     phi_s = tuple(s[n] - SPIKE(u[n], THETA) for n in range(T))
     return System(
@@ -139,4 +196,5 @@ def build_system(model: NeuronModel, T: int) -> System:
         params=model.symbols,
         phi_u=tuple(phi_u),
         phi_s=phi_s,
+        state=tuple(x0.values()),
     )
