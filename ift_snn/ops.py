@@ -39,8 +39,8 @@ import numpy as np
 from .backends import compiled, cpu, reference
 from .backends import cupy as cupy_backend
 from .models import NeuronModel
-from .symbolic.recurrence import DIAGNOSTIC, PARAMETER, STATE_GRAD, STATE_WHOLE
-from .symbolic.system import STATE_IN, U_INIT
+from .symbolic.recurrence import DIAGNOSTIC, PARAMETER, STATE_GRAD, u_init_parameter_terms
+from .symbolic.system import STATE_IN
 
 __all__ = [
     "Trace",
@@ -309,24 +309,6 @@ def _check_forward_finite(model: NeuronModel, u, sigma, neurons):
 
 
 # --------------------------------------------------------------- backward
-_U_INIT_TERMS: dict = {}
-
-
-def _u_init_terms(model: NeuronModel) -> dict:
-    """{parameter: f(gw_<state>..., u_init, *parameter values)}: the derived extra term of dL/dp when
-    the initial state stands for u0 and depends on p (``Recurrence.from_u_init``), compiled once per
-    structure by lambdify; empty for membrane models."""
-    key = model.structure
-    if key not in _U_INIT_TERMS:
-        import sympy as sp
-
-        rec = compiled.recurrence(model)
-        args = [sp.Symbol(STATE_WHOLE + st.name, real=True) for st in rec.forward.state] + [U_INIT, *model.symbols]
-        _U_INIT_TERMS[key] = {k: sp.lambdify(args, e, modules="numpy") for k, e in rec.from_u_init().items()}
-    return _U_INIT_TERMS[key]
-
-
-
 def backward(
     model: NeuronModel,
     record: Trace,
@@ -409,11 +391,9 @@ def backward(
                       for k in model.parameter_names} if parameters else {}
             if parameters and not record.from_state:
                 # x0 stands for u0 and may depend on a parameter (an SRM's eps state): the derived chain term
-                for k, fn in _u_init_terms(model).items():
-                    args = [fins[STATE_WHOLE + n] if STATE_WHOLE + n in fins else xp.zeros(M, dtype) for n in names]
-                    u_init = xp.zeros(M, dtype) if u0 is None else u0
-                    term = fn(*args, u_init, *[v for _, v in model.params])
-                    params[k] += float(xp.sum(xp.asarray(term, dtype=xp.float64)))
+                u_init = xp.zeros(M, dtype) if u0 is None else u0
+                for k, v in u_init_parameter_terms(compiled.recurrence(model), fins, u_init, xp).items():
+                    params[k] += v
         grad_x0 = xp.stack([fins[STATE_GRAD + n] for n in names]) if names else xp.zeros((0, M), dtype)
         max_factor = float(xp.max(fins[DIAGNOSTIC + "max_factor"])) if M else 0.0
         longest = int(xp.max(fins[DIAGNOSTIC + "longest_run"])) if M else 0

@@ -74,8 +74,6 @@ def test_state_and_parameter_gradients_equal_finite_differences(key, backend):
             fd = (loss(model, up) - loss(model, down)) / (2 * eps)
             assert abs(grads.state[k, j] - fd) <= 1e-6 * max(1.0, abs(fd)), f"dL/d{names[k]}[{j}]"
     for p, v in model.params:
-        if p == "theta":
-            continue  # the smooth spike's primitive depends on theta beyond the kernels: not a state claim
         step = 1e-6 * max(1.0, abs(v))
         fd = (loss(model.with_params(**{p: v + step}), x0) - loss(model.with_params(**{p: v - step}), x0)) / (2 * step)
         assert abs(grads.params[p] - fd) <= 1e-5 * max(1.0, abs(fd)), f"dL/d{p}"

@@ -40,7 +40,8 @@ from ..surrogates import THETA, U
 from .system import STATE_IN, U_INIT
 
 __all__ = ["Scan", "Recurrence", "derive_recurrence", "unroll", "prove", "evaluate", "spike_expr", "Proof",
-           "STATE_OUT", "STATE_GRAD", "STATE_WHOLE", "initial_state"]
+           "STATE_OUT", "STATE_GRAD", "STATE_WHOLE", "initial_state",
+           "u_init_parameter_terms"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -503,6 +504,27 @@ def initial_state(recurrence: Recurrence, values, u0, xp=np):
     coefs = _initial_coefficients(recurrence.initial, tuple(sorted(values.items(), key=lambda kv: kv[0].name)))
     rows = [u0 * u0.dtype.type(c) if c else xp.zeros_like(u0) for c in coefs]
     return xp.stack(rows) if rows else xp.zeros((0,) + u0.shape, u0.dtype)
+
+
+def u_init_parameter_terms(recurrence: Recurrence, finals: Mapping[str, np.ndarray], u0, xp=np) -> dict[str, float]:
+    """{parameter: sum over neurons of ``Recurrence.from_u_init``}: the part of dL/dp that flows through
+    x0 when x0 stands for u0 (an SRM's eps state eps[1] u0 depends on the eps parameters), evaluated on
+    the backward's per-neuron finals gw_<state>; {} when no initial state depends on a parameter."""
+    model = recurrence.model
+    out = {}
+    for name, fn in _u_init_functions(recurrence).items():
+        M = len(u0)
+        args = [finals.get(STATE_WHOLE + st.name, xp.zeros(M)) for st in recurrence.forward.state]
+        term = fn(*args, u0, *[v for _, v in model.params])
+        out[name] = float(xp.sum(xp.asarray(term, dtype=xp.float64)))
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _u_init_functions(recurrence: Recurrence) -> dict:
+    args = [sp.Symbol(STATE_WHOLE + st.name, real=True) for st in recurrence.forward.state]
+    args += [U_INIT, *recurrence.model.symbols]
+    return {k: sp.lambdify(args, e, modules="numpy") for k, e in recurrence.from_u_init().items()}
 
 
 @functools.lru_cache(maxsize=512)

@@ -19,7 +19,7 @@ from sympy.printing.latex import LatexPrinter
 
 from ..models import NeuronModel
 from . import ift
-from .recurrence import PARAMETER, Proof, Recurrence, Scan, derive_recurrence, evaluate, prove
+from .recurrence import PARAMETER, Proof, Recurrence, Scan, derive_recurrence, evaluate, prove, u_init_parameter_terms
 from .system import System, build_system
 
 __all__ = ["Derivation", "derive", "render_markdown", "render_latex", "render_text", "recurrence_json",
@@ -135,14 +135,9 @@ def verify_numerically(d: Derivation, *, T: int = 200, M: int = 16, seeds: int =
         worst["grad_u_init"] = max(worst["grad_u_init"], rel(bw["grad_u_init"], want.u0))
         worst["slayer_vs_exact"] = max(worst["slayer_vs_exact"], rel(sl["grad_a"], want.a))
         worst["slayer_vs_oracle"] = max(worst["slayer_vs_oracle"], rel(sl["grad_a"], slayer_ref.a))
-        extra = d.recurrence.from_u_init()  # x0 stands for u0 and may depend on p (an SRM's eps state)
+        extra = u_init_parameter_terms(d.recurrence, bw, u0)  # x0 stands for u0 and may depend on p
         for name, value in want.params.items():
-            got = float(np.sum(bw[PARAMETER + name]))
-            if name in extra:
-                syms = sorted(extra[name].free_symbols, key=lambda x: x.name)
-                env = {x: (u0 if x.name == "u_init" else bw[x.name]) if x.name in bw or x.name == "u_init"
-                       else d.model.values[x] for x in syms}
-                got += float(np.sum(sp.lambdify(syms, extra[name], modules="numpy")(*[env[x] for x in syms])))
+            got = float(np.sum(bw[PARAMETER + name])) + extra.get(name, 0.0)
             worst["params"] = max(worst["params"], abs(got - value) / max(abs(value), 1e-300))
         rate.append(float(np.mean(fw["s"] > 0)))
     return NumericCheck(spike_rate=float(np.mean(rate)), **worst)
