@@ -5,8 +5,9 @@ Claims checked (float64 unless stated):
 - EXODUS gradients (input, u0, alpha(s), theta) equal a PyTorch time loop with a surrogate spike
   Function, to 1e-10 relative, for single / multi spikes, reset after / before decay, clip, reset to
   zero, IF and CUBA; SLAYER equals the loop with the reset term detached; truncation and "bptt" too;
-- streaming: calls of T/2 reproduce one call of T (spikes exactly; gradients equal one call with
-  truncation=T/2, the second half's input gradient equals the untruncated one), reset_states restarts;
+- streaming (every model, SRM kernels too): calls of T/2 reproduce one call of T (spikes exactly; the
+  input gradient equals one call with truncation=T/2, the second half's equals the untruncated one;
+  parameter gradients hold the carried state fixed), reset_states restarts; dL/dstate is ops' dL/dx0;
 - a Linear -> LIF -> Linear -> LIF network trains (loss falls); Conv2d batch-time folding has the right shapes;
 - bad input is refused with the right exception and a message naming the value;
 - on a GPU (marker gpu): the same equalities on CUDA tensors, CuPy arrays handed to ops, no host copy.
@@ -240,10 +241,54 @@ def test_two_half_calls_equal_one_call(name):
     assert float(s1[:, -1].detach().sum()) > 0, "no spike at the seam: the pending reset would go untested"
     assert rel_err(xs.grad.numpy(), xw.grad.numpy()) <= RTOL
     assert rel_err(xs.grad[:, half:].numpy(), xf.grad[:, half:].numpy()) <= RTOL  # causal: exact
+    # the parameters: the second call holds its starting state fixed (ops.backward from state=)
+    model = stream.current_model()
+    a = x.transpose(0, 1).numpy()
+    t1 = ops.forward(model, a[:half])
+    t2 = ops.forward(model, a[half:], state=t1.state)
+    gt = g.transpose(0, 1).numpy()
+    held = {k: ops.backward(model, t1, gt[:half]).params[k] + ops.backward(model, t2, gt[half:]).params[k]
+            for k in stream.trainable}
     want = {k: float(getattr(whole, k).grad) for k in whole.trainable}
     scale = max(abs(v) for v in want.values())
     for k, v in want.items():
-        assert abs(float(getattr(stream, k).grad) - v) <= RTOL * scale, f"dL/d{k}"
+        got = float(getattr(stream, k).grad)
+        assert abs(got - held[k]) <= RTOL * scale, f"dL/d{k} vs the ops gradient with the state held"
+        if k != "alpha_syn":  # the carried synaptic state depends on alpha_syn; one truncated call sees that
+            assert abs(got - v) <= RTOL * scale, f"dL/d{k} vs one call truncated at the seam"
+    if name == "cuba":
+        assert abs(float(stream.alpha_syn.grad) - want["alpha_syn"]) > 1e-6 * scale
+
+
+def test_stateful_srm_continues_exactly():
+    """Streaming for a general SRM kernel (filter states carried): spikes of two calls = one call."""
+    srm = ift_snn.srm("n*alpha**n", "theta*beta**n", params={"alpha": 0.8, "beta": 0.9})
+    x = 0.4 + 0.5 * torch.randn(3, 40, 4, generator=torch.Generator().manual_seed(1), dtype=F64)
+    layer = SpikingLayer(srm, stateful=True).double()
+    with torch.no_grad():
+        parts = [layer(x[:, :13]), layer(x[:, 13:])]
+        whole = SpikingLayer(srm).double()(x)
+    assert layer.state.shape == (len(ift_snn.state_names(srm)), 3, 4)
+    assert torch.equal(torch.cat(parts, 1), whole) and float(whole.sum()) > 0
+
+
+def test_spike_scan_state_gradient_is_the_ops_gradient():
+    """dL/dx0 through spike_scan(state=) is ops.backward's Gradients.state (finite differences: test_state)."""
+    model = ift_snn.cuba_lif(0.9, 0.7)
+    x, g, _ = _data("cuba")
+    _, state = spike_scan(model, x[:, :10])
+    x0 = state.clone().requires_grad_(True)
+    s, _ = spike_scan(model, x[:, 10:], state=x0)
+    (s * g[:, 10:]).sum().backward()
+    t = ops.forward(model, x[:, 10:].transpose(0, 1).numpy(), state=state.numpy())
+    want = ops.backward(model, t, g[:, 10:].transpose(0, 1).numpy()).state
+    assert float(np.abs(want).max()) > 0
+    assert rel_err(x0.grad.numpy(), want) <= RTOL
+    with pytest.raises(ValueError, match=r"state has shape \(2, 3, 4\); expected \(n_state, batch, \*neurons\) = "
+                                         r"\(3, 3, 4\)"):
+        spike_scan(model, x, state=state[:2])
+    with pytest.raises(ValueError, match="give u0 or state, not both"):
+        spike_scan(model, x, torch.zeros(3, 4, dtype=F64), state=state)
 
 
 @pytest.mark.parametrize("name", ["single", "cuba"])
@@ -395,10 +440,8 @@ def test_bad_layer_arguments():
         LIF(0.9, truncation=2.5)
     with pytest.raises(ValueError, match="train_alpha=True but the if model has no alpha parameter"):
         IF(1.0, train_alpha=True)
-    srm = ift_snn.srm("n*alpha**n", "theta*beta**n", params={"alpha": 0.8, "beta": 0.9})
-    with pytest.raises(NotImplementedError, match="only first-order membrane models"):
-        SpikingLayer(srm, stateful=True)
-    SpikingLayer(srm)(torch.rand(2, 5, 3))  # without state it works
+    with pytest.raises(ValueError, match="stateful=True needs method='exodus' or 'slayer'"):
+        LIF(0.9, method="bptt", stateful=True)
 
 
 def test_parameter_out_of_range_after_a_step():
@@ -417,7 +460,7 @@ def test_unknown_parameter_name():
 def test_stateful_shape_change_is_refused():
     layer = LIF(0.9, stateful=True)
     layer(torch.rand(2, 5, 3))
-    with pytest.raises(ValueError, match=r"carried state has shape \(2, 3\).*reset_states\(\)"):
+    with pytest.raises(ValueError, match=r"carried state is for \(batch, \*neurons\) = \(2, 3\).*reset_states\(\)"):
         layer(torch.rand(4, 5, 3))
     layer.reset_states()
     layer(torch.rand(4, 5, 3))

@@ -34,34 +34,29 @@ the spiking layer::
     z = z.unflatten(0, (B, T))                # (B, T, C', H', W')
     s = layer(z)                              # SpikingLayer: (B, T, C', H', W') spikes
 
-Streaming state (``stateful=True``, first-order membrane models ``lif``,
-``if_neuron``, ``cuba_lif`` only). The last membrane u[T-1] of a call is
-pre-reset: the pending reset of s[T-1] acts at the next step. The next call
-starts from the u0 that makes its first step equal to the step the long run
-would take:
-
-    reset="subtract":  alpha u0 = alpha u[T-1] - rho s[T-1]  =>  u0 = u[T-1] - (rho / alpha) s[T-1]
-                       (rho = theta_r after decay, so u0 = u[T-1] - theta_r s[T-1] / alpha;
-                        rho = alpha theta_r before decay, so u0 = u[T-1] - theta_r s[T-1])
-    reset="zero":      alpha u0 = alpha u[T-1] (1 - s[T-1])  =>  u0 = u[T-1] (1 - s[T-1])
-
-(0 < alpha <= 1 always). ``cuba_lif`` also carries its synaptic current
-i[T-1] = sum_k alpha_syn^k a[T-1-k] (+ alpha_syn^T of the current carried in):
-it enters the next call as an extra input alpha_syn i[T-1] at its first step.
-So two calls of T/2 give exactly the spikes of one call of T. The carried
-state is detached from the previous call's graph (truncated BPTT at call
-boundaries); it stays a function of the layer's alpha / theta tensors, so the
-gradients of two calls equal those of one call with ``truncation=T/2``.
+Streaming state (``stateful=True``, every model). A call returns, besides the
+spikes, the scan's state after its last step, (n_state, batch, *neurons) in the
+order of :func:`ift_snn.state_names` (for LIF the last membrane u[T-1] and
+spike s[T-1], whose reset is still pending; plus the synaptic filter state for
+``cuba_lif``; the kernels' filter states for an SRM). The next call starts from
+that state (:func:`ift_snn.ops.forward` with ``state=``), so two calls of T/2
+give exactly the spikes of one call of T, for every model. The carried state is
+detached: it is held fixed in the next call's backward (truncated BPTT at call
+boundaries, like a detached hidden state in snnTorch or Norse). Its dL/dx0 is
+derived and proved with the rest (:class:`ift_snn.ops.Gradients` ``state``);
+:func:`spike_scan` takes a ``state`` tensor with gradient for whoever wants to
+route it. Parameter gradients of a call hold its starting state fixed: for the
+membrane models this equals one call with ``truncation`` at the call boundary;
+for a filter parameter that the carried state depends on (``alpha_syn`` of
+``cuba_lif``) it leaves out that dependence, as any detached state does.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Mapping
 
 import numpy as np
-import sympy as sp
 
 try:
     import torch
@@ -213,45 +208,65 @@ def _check_params(model: NeuronModel, params: Mapping[str, torch.Tensor] | None,
 class SpikeScan(torch.autograd.Function):
     """One spiking layer as an autograd Function (use :func:`spike_scan` rather than ``apply``).
 
-    ``apply(a, u0, model, method, truncation, names, *params)``: ``a`` (batch,
-    time, *neurons), ``u0`` (batch, *neurons) or None, ``model`` already
+    ``apply(a, u0, x0, model, method, truncation, names, *params)``: ``a`` (batch,
+    time, *neurons), ``u0`` (batch, *neurons) or None, ``x0`` the whole initial
+    state (n_state, batch, *neurons) or None (not both), ``model`` already
     holding the values of ``params`` (0-d tensors named by ``names``, which
-    only route dL/dp). Returns (spikes (batch, time, *neurons), u[T-1]
-    (batch, *neurons), not differentiable).
+    only route dL/dp). Returns (spikes (batch, time, *neurons), the state after
+    the last step (n_state, batch, *neurons), not differentiable).
     """
 
     @staticmethod
-    def forward(ctx, a, u0, model, method, truncation, names, *params):
+    def forward(ctx, a, u0, x0, model, method, truncation, names, *params):
         with _on_device(a):
             a_tm = a.detach().transpose(0, 1).contiguous()  # (T, batch, *neurons), the one layout copy
             # a_tm is this Function's own copy, saved below with PyTorch's version check: no second copy
-            trace = ops.forward(model, _as_array(a_tm), None if u0 is None else _as_array(u0), copy=False)
+            trace = ops.forward(model, _as_array(a_tm), None if u0 is None else _as_array(u0), copy=False,
+                                state=None if x0 is None else _as_array(x0))
             s_tm = _as_tensor(trace.s)
-            u_last = _as_tensor(trace.u[-1]).clone()
+            final = _as_tensor(trace.state)
         ctx.trace, ctx.model, ctx.method, ctx.truncation = trace, model, method, truncation
         ctx.param_like = [(p.dtype, p.device, p.shape) for p in params]
         ctx.names = names
         # the trace holds views of these: saving them makes PyTorch refuse a backward after in-place edits
         ctx.save_for_backward(a_tm, s_tm)
-        ctx.mark_non_differentiable(u_last)
-        return s_tm.transpose(0, 1), u_last
+        ctx.mark_non_differentiable(final)
+        return s_tm.transpose(0, 1), final
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_s, grad_u_last):
+    def backward(ctx, grad_s, grad_final):
         ctx.saved_tensors  # noqa: B018 - the version check
         needs = ctx.needs_input_grad
         with _on_device(grad_s):
             g = _as_array(grad_s.transpose(0, 1).contiguous())
             grads = ops.backward(ctx.model, ctx.trace, g, method=ctx.method, truncation=ctx.truncation,
-                                 parameters=any(needs[6:]))
+                                 parameters=any(needs[7:]))
             grad_a = _as_tensor(grads.a).transpose(0, 1) if needs[0] else None
             grad_u0 = _as_tensor(grads.u0) if needs[1] else None
+            grad_x0 = _as_tensor(grads.state) if needs[2] else None
         grad_p = [
             torch.tensor(grads.params[k], dtype=dtype, device=device).reshape(shape) if need else None
-            for k, (dtype, device, shape), need in zip(ctx.names, ctx.param_like, needs[6:])
+            for k, (dtype, device, shape), need in zip(ctx.names, ctx.param_like, needs[7:])
         ]
-        return (grad_a, grad_u0, None, None, None, None, *grad_p)
+        return (grad_a, grad_u0, grad_x0, None, None, None, None, *grad_p)
+
+
+def _check_state(model: NeuronModel, x0: object, a: torch.Tensor, what: str = "state") -> torch.Tensor:
+    """x0 as (n_state, batch, *neurons) in a's dtype, or an error naming both shapes."""
+    names = ops.state_names(model)
+    want = (len(names), a.shape[0], *a.shape[2:])
+    if not isinstance(x0, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor {want} (rows {names}) or None, got {type(x0).__name__}")
+    if x0.device != a.device:
+        raise ValueError(f"{what} is on device {x0.device} but the input is on {a.device}; put both on one device")
+    x0 = _check_tensor(what, x0, 1, f"(n_state, batch, *neurons) = {want}")
+    if tuple(x0.shape) != want:
+        raise ValueError(
+            f"{what} has shape {tuple(x0.shape)}; expected (n_state, batch, *neurons) = {want}: the {len(names)} "
+            f"state values {names} of {model.name} for an input of shape {tuple(a.shape)}"
+        )
+    return x0.to(a.dtype)
 
 
 def spike_scan(
@@ -259,6 +274,7 @@ def spike_scan(
     a: torch.Tensor,
     u0: torch.Tensor | None = None,
     *,
+    state: torch.Tensor | None = None,
     params: Mapping[str, torch.Tensor] | None = None,
     method: str = "exodus",
     truncation: int | None = None,
@@ -266,46 +282,37 @@ def spike_scan(
     """Spikes of one layer of ``model`` neurons, differentiable by ``method``.
 
     s = f(u), u the membrane of ``model`` driven by ``a`` (MATH section 1);
-    dL/da, dL/du0 and dL/dp for each tensor in ``params`` by
+    dL/da, dL/du0 (or dL/dx0) and dL/dp for each tensor in ``params`` by
     :func:`ift_snn.ops.backward`. Cost O(T) per neuron each way.
 
     ``a``: (batch, time, *neurons) float32/float64 on cpu or cuda; ``u0``:
     initial membrane (batch, *neurons) on the same device (default 0);
-    ``params``: {name: 0-d tensor} values that replace the model's, with
-    gradients. Returns (spikes like ``a``, u[T-1] (batch, *neurons) without
-    gradient; u[T-1] is pre-reset, see the module docstring for carrying it).
+    ``state``: instead of u0, the whole initial state (n_state, batch, *neurons)
+    in the order of :func:`ift_snn.state_names`, e.g. the state a previous call
+    returned; ``params``: {name: 0-d tensor} values that replace the model's,
+    with gradients. Returns (spikes like ``a``, the state after the last step
+    (n_state, batch, *neurons), without gradient: pass it as the next call's
+    ``state`` to continue the sequence).
     """
     model = _check_model(model)
     truncation = _check_method(method, truncation)
     a, u0 = _check_input(a, u0)
+    if state is not None:
+        if u0 is not None:
+            raise ValueError("give u0 or state, not both: state already holds the initial membrane")
+        state = _check_state(model, state, a)
+        if method == "bptt":
+            raise ValueError("method='bptt' (the float64 reference) starts from u0, not from a whole state; "
+                             "use method='exodus' (the same gradient)")
     if method == "bptt" and a.device.type != "cpu":
         raise TypeError(f"method='bptt' is the float64 CPU reference; the input is on {a.device}: "
                         "use method='exodus' (the same gradient) or CPU tensors")
     names, tensors = _check_params(model, params, a)
     model = _with_params(model, {k: float(p.detach()) for k, p in zip(names, tensors)})
-    return SpikeScan.apply(a, u0, model, method, truncation, names, *tensors)
+    return SpikeScan.apply(a, u0, state, model, method, truncation, names, *tensors)
 
 
 # ------------------------------------------------------------------- layer
-@functools.lru_cache(maxsize=256)
-def _scalar_fn(expr: sp.Expr, symbols: tuple[sp.Symbol, ...]):
-    """expr as a Python function of the parameter values (floats or tensors: + * / ** only)."""
-    return sp.lambdify(symbols, expr, modules=[{}, "math"])
-
-
-def _syn_pole(model: NeuronModel) -> sp.Expr | None:
-    """p of a one-pole input filter i[n] = p i[n-1] + a[n] (cuba_lif); None for the identity (lif, if)."""
-    syn = model.membrane.syn
-    if syn.num == (1,) and syn.den == (1,):
-        return None
-    if syn.num == (1,) and len(syn.den) == 2:
-        return -syn.den[1]
-    raise NotImplementedError(
-        f"stateful=True: the input filter {syn} of the {model.name} model is neither the identity nor a "
-        "one-pole synaptic current (cuba_lif); its state cannot be carried"
-    )
-
-
 class SpikingLayer(nn.Module):
     """A layer of spiking neurons of any :class:`~ift_snn.models.NeuronModel`.
 
@@ -319,10 +326,11 @@ class SpikingLayer(nn.Module):
     theta_r). Their values rebuild the model before each call; values out of
     range raise a ValueError naming them.
 
-    ``stateful=True`` carries the state from one call to the next (first-order
-    membrane models only; exact, see the module docstring);
+    ``stateful=True`` carries the scan's whole state from one call to the next
+    (every model; exact, detached at the boundary, see the module docstring);
+    ``layer.state`` is the carried state (n_state, batch, *neurons) or None,
     :meth:`reset_states` forgets it. An explicit ``u0`` starts a call from that
-    membrane (and zero synaptic current) instead.
+    membrane (and zero filter states) instead.
     """
 
     def __init__(
@@ -351,24 +359,23 @@ class SpikingLayer(nn.Module):
         values = dict(model.params)
         for k in names:
             self.register_parameter(k, nn.Parameter(torch.tensor(values[k], dtype=torch.get_default_dtype())))
-        self._pole = None
-        if stateful:
-            if model.membrane is None:
-                raise NotImplementedError(
-                    "stateful=True: only first-order membrane models (lif, if_neuron, cuba_lif) support "
-                    f"streaming state; the {model.name} model (eps={model.eps}, nu={model.nu}) keeps a longer "
-                    "history than one membrane value. Use stateful=False and pass whole sequences"
-                )
-            self._pole = _syn_pole(model)
+        if stateful and method == "bptt":
+            raise ValueError("stateful=True needs method='exodus' or 'slayer': method='bptt' (the float64 "
+                             "reference) starts every call from u0, not from a carried state")
         self.stateful = bool(stateful)
-        self._state: dict | None = None
+        self._state: torch.Tensor | None = None
+
+    @property
+    def state(self) -> torch.Tensor | None:
+        """The carried state (n_state, batch, *neurons), rows :func:`ift_snn.state_names` of the model; or None."""
+        return self._state
 
     def current_model(self) -> NeuronModel:
         """The model with the trainable parameters' present values."""
         return _with_params(self.model, {k: float(getattr(self, k).detach()) for k in self.trainable})
 
     def reset_states(self) -> None:
-        """Forget the carried state: the next call starts from u0 = 0 (and zero synaptic current)."""
+        """Forget the carried state: the next call starts from u0 = 0 (and zero filter states)."""
         self._state = None
 
     def extra_repr(self) -> str:
@@ -384,70 +391,22 @@ class SpikingLayer(nn.Module):
     def forward(self, x: torch.Tensor, u0: torch.Tensor | None = None) -> torch.Tensor:
         x, _ = _check_input(x, None)
         live = {k: getattr(self, k) for k in self.trainable}
-        carried = self.stateful and u0 is None and self._state is not None
-        drive = x
-        if carried:
-            u0, syn_in = self._carried(x, live)
-            if syn_in is not None:  # the synaptic current enters as an extra input p i at the first step
-                pole = self._value(self._pole, live)
-                drive = torch.cat([x[:, :1] + (pole * syn_in).unsqueeze(1), x[:, 1:]], dim=1)
-        spikes, u_last = spike_scan(self.model, drive, u0, params=live, method=self.method,
-                                    truncation=self.truncation)
+        state = None
+        if self.stateful and u0 is None and self._state is not None:
+            want = (x.shape[0], *x.shape[2:])
+            have = tuple(self._state.shape[1:])
+            if have != want or self._state.device != x.device:
+                raise ValueError(
+                    f"stateful SpikingLayer: the input has (batch, *neurons) = {want} on {x.device} but the "
+                    f"carried state is for (batch, *neurons) = {have} on {self._state.device}; call "
+                    "reset_states() to start a new stream"
+                )
+            state = self._state
+        spikes, final = spike_scan(self.model, x, u0, state=state, params=live, method=self.method,
+                                   truncation=self.truncation)
         if self.stateful:
-            self._remember(x, spikes, u_last, carried, live)
+            self._state = final
         return spikes
-
-    # ------------------------------------------------------------- state
-    def _value(self, expr: sp.Expr, live: Mapping[str, torch.Tensor]):
-        """A model constant (alpha, rho, the synaptic pole) as a function of the trainable tensors."""
-        args = [live.get(k, v) for k, v in self.model.params]
-        return _scalar_fn(sp.sympify(expr), self.model.symbols)(*args)
-
-    def _carried(self, x: torch.Tensor, live: Mapping[str, torch.Tensor]):
-        """(u0, synaptic current entering or None) from the stored state (module docstring)."""
-        st = self._state
-        want = (x.shape[0], *x.shape[2:])
-        if tuple(st["u"].shape) != want or st["u"].device != x.device:
-            raise ValueError(
-                f"stateful SpikingLayer: the input has (batch, *neurons) = {want} on {x.device} but the carried "
-                f"state has shape {tuple(st['u'].shape)} on {st['u'].device}; call reset_states() to start a "
-                "new stream"
-            )
-        mem = self.model.membrane
-        u, s = st["u"].to(x.dtype), st["s"].to(x.dtype)
-        if self.model.reset == "zero":
-            u0 = u * (1 - s)
-        else:
-            u0 = u - (self._value(mem.rho, live) / self._value(mem.alpha, live)) * s
-        if self._pole is None:
-            return u0, None
-        pole = self._value(self._pole, live)
-        i_val, di = st["i"].to(x.dtype), st["di"].to(x.dtype)
-        # value i_val, derivative di with respect to the pole (forward mode), no graph to earlier calls
-        syn_in = i_val + (pole - pole.detach()) * di if isinstance(pole, torch.Tensor) else i_val
-        return u0, syn_in
-
-    def _remember(self, x: torch.Tensor, spikes: torch.Tensor, u_last: torch.Tensor, carried: bool,
-                  live: Mapping[str, torch.Tensor]) -> None:
-        state = {"u": u_last.detach(), "s": spikes[:, -1].detach().clone()}  # clone: not a view of the trace
-        if self._pole is not None:
-            # i[T-1] = sum_k p^k x[T-1-k] + p^T i_in and its derivative with respect to p
-            with torch.no_grad():
-                p = self._value(self._pole, live)
-                p = float(p.detach()) if isinstance(p, torch.Tensor) else float(p)
-                T = x.shape[1]
-                k = torch.arange(T - 1, -1, -1, dtype=torch.float64, device=x.device)
-                shape = (1, T) + (1,) * (x.dim() - 2)
-                w = (p**k).reshape(shape).to(x.dtype)
-                dw = (k * p ** (k - 1).clamp(min=0)).reshape(shape).to(x.dtype)
-                xd = x.detach()
-                i_last, di_last = (w * xd).sum(1), (dw * xd).sum(1)
-                if carried:
-                    i_in, di_in = self._state["i"].to(x.dtype), self._state["di"].to(x.dtype)
-                    i_last = i_last + p**T * i_in
-                    di_last = di_last + T * p ** (T - 1) * i_in + p**T * di_in
-            state["i"], state["di"] = i_last, di_last
-        self._state = state
 
 
 # ------------------------------------------------------------ constructors
