@@ -232,15 +232,20 @@ def _derive(args: argparse.Namespace) -> int:
 
 
 def _codegen(args: argparse.Namespace) -> int:
-    from .codegen.cpu import numpy_source, python_source
+    from .codegen.cpu import numpy_map_source, numpy_source, python_source
     from .codegen.cuda import compile_ptx, cuda_source
-    from .codegen.ir import QUANTITIES, build_kernel
+    from .codegen.ir import QUANTITIES, SPLIT_QUANTITIES, build_kernel
 
     model = get_model(args.model)
     quantities = QUANTITIES if args.quantity == "all" else (args.quantity,)
+    if args.target == "cpu":  # what the cpu target runs: the forward as its scan and its pointwise map
+        quantities = tuple(q for quantity in quantities
+                           for q in (SPLIT_QUANTITIES if quantity == "forward" else (quantity,)))
     for quantity in quantities:
         kernel = build_kernel(model, quantity, args.dtype)
-        if args.target == "cuda":
+        if kernel.direction == "map":
+            source = numpy_map_source(kernel, header=f"model: {model!r}")
+        elif args.target == "cuda":
             source = cuda_source(kernel, header=f"model: {model!r}", fast_math=args.fast_math)
             if args.check:
                 for arch in ("sm_80", "sm_90"):

@@ -176,11 +176,34 @@ def test_codegen_cli_prints_every_target(capsys):
     assert "__global__ void ift_snn_cuba_lif_backward_f64_" in out and "double" in out
     assert main(["codegen", "lif", "--target", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert out.count("\ndef ift_snn_lif_") == 3 and "j_begin, j_end" in out
+    # the cpu target's forward: the scan without the surrogate, and the surrogate as a NumPy map
+    assert out.count("\ndef ift_snn_lif_") == 4 and "j_begin, j_end" in out
+    assert "\ndef ift_snn_lif_forward_core_f32_" in out and "\ndef ift_snn_lif_surrogate_f32_" in out
+    assert "np.exp(" in out.split("def ift_snn_lif_surrogate_f32_")[1]
+    assert "exp(" not in out.split("def ift_snn_lif_forward_core_f32_")[1].split("\n\n\n")[0]
     assert main(["codegen", "lif", "--target", "numpy", "--quantity", "backward"]) == 0
     out = capsys.readouterr().out
     assert out.count("\ndef ift_snn_lif_backward_f32_") == 1 and "[j_begin:j_end]" in out
     assert "regenerate with `ift-snn codegen --target numpy`" in out
+
+
+def test_the_forward_split_keeps_every_value():
+    """forward_core + surrogate map (the cpu target) give the forward scan's u, s and sigma, for models
+    whose sigma is pointwise; s (read by the state update) stays in the scan."""
+    from ift_snn.backends import compiled
+
+    rng = np.random.default_rng(3)
+    for model in (ift_snn.lif(0.9), ift_snn.cuba_lif(0.9, 0.7), ift_snn.lif(0.9, u_min=-0.2),
+                  ift_snn.lif(0.9, spike="smooth", surrogate=ift_snn.surrogates.sigmoid(slope=4.0)),
+                  ift_snn.srm("n*alpha**n", "theta*beta**n", params={"alpha": 0.8, "beta": 0.9})):
+        core, point = (build_kernel(model, q, "f64") for q in ("forward_core", "surrogate"))
+        assert [o.name for o in point.outputs] == ["sigma"] and point.direction == "map"
+        assert "sigma" not in [o.name for o in core.outputs] and "s" in [o.name for o in core.outputs]
+        a = rng.normal(0.4, 0.6, (50, 7))
+        split = compiled.forward(model, a, None, "cpu")
+        whole = compiled.forward(model, a, None, "numpy")
+        for x, y in zip(split[:3], whole[:3]):
+            np.testing.assert_allclose(x, y, rtol=1e-13, atol=1e-15)
 
 
 # ------------------------------------------------------------------ the loop tree

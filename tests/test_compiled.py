@@ -131,7 +131,8 @@ def test_property_every_target_equals_the_oracle(target, name, data, seed, T, M,
     assert_close(_host(got.a), want.a, what="dL/da")
     assert_close(_host(got.u0), want.u0, what="dL/du0")
     assert_params_close(got.params, want.params)
-    assert compiled.CACHE_STATS["builds"] <= builds + 2  # this structure's first forward and backward only
+    # this structure's first forward and backward only (on the cpu target the forward is its scan and its map)
+    assert compiled.CACHE_STATS["builds"] <= builds + (3 if target == "cpu" else 2)
     if target != "numpy":
         plain = ift_snn.backward(model, ift_snn.forward(model, a, u0, backend="numpy"), g, method=method,
                                  truncation=K)

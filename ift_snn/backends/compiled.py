@@ -33,7 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codegen.cpu import CHUNK, compile_numba, compile_numpy, numba_available, numpy_source, python_source
+from ..codegen.cpu import (CHUNK, compile_numba, compile_numpy, numba_available, numpy_map_source, numpy_source,
+                           python_source)
 from ..codegen.ir import ScanKernel, argument_values, build_kernel, structure_header
 from ..models import NeuronModel
 from ..symbolic.recurrence import STATE_OUT, derive_recurrence
@@ -97,6 +98,8 @@ def _dtype_name(dtype) -> str:
 
 def _build(kernel: ScanKernel, model: NeuronModel, target: str, dtype: np.dtype):
     header = structure_header(model)
+    if kernel.direction == "map":  # a pointwise map runs as vectorised NumPy on the CPU targets
+        return compile_numpy(numpy_map_source(kernel, header=header))
     if target == "cpu":
         fn = compile_numba(python_source(kernel, header=header))
         _warm_up(kernel, fn, dtype)  # Numba compiles on the first call: do it here
@@ -190,21 +193,55 @@ def launch(fn, args: list, M: int) -> None:
     The kernels release the GIL (``nogil=True``), so the ranges run in parallel; neurons are
     independent, so the split changes nothing in the result.
     """
-    global _pool, _pool_size
     n = min(threads(), max(1, -(-M // CHUNK)))
     if n == 1:
         fn(*args, 0, M)
         return
     chunks = -(-M // CHUNK)
     bounds = [min(M, (chunks * i // n) * CHUNK) for i in range(n + 1)]
+    pool = _thread_pool(n)
+    futures = [pool.submit(fn, *args, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    for f in futures:
+        f.result()
+
+
+#: Flat elements per call of a pointwise map: blocks that stay in cache between its NumPy ufuncs
+#: (at 500 x 65,536 float32 on 2 cores: 34 ms with 16k, 20 ms with 256k, 21 ms with 1M).
+MAP_BLOCK = 1 << 18
+
+
+def _map(model: NeuronModel, dtype, T: int, M: int, inputs: Mapping) -> dict:
+    """Run the pointwise map of ``model`` (``surrogate``: sigma from u) over (T, M) ``inputs``, in blocks
+    of flat elements split over the threads (NumPy's ufuncs release the GIL)."""
+    k = _get(model, "surrogate", dtype, "cpu")
+    outs = {name: np.empty((T, M), dtype) for name in k.outputs}
+    args = [inputs[name].reshape(-1) for name in k.inputs] + [o.reshape(-1) for o in outs.values()]
+    args += [dtype.type(v) for v in argument_values(model)]
+    n_el = T * M
+
+    def part(lo: int, hi: int) -> None:
+        with np.errstate(all="ignore"):  # non-finite values are checked by the caller
+            for e in range(lo, hi, MAP_BLOCK):
+                k.fn(*args, e, min(hi, e + MAP_BLOCK))
+
+    n = min(threads(), max(1, -(-n_el // MAP_BLOCK)))
+    bounds = [n_el * i // n for i in range(n + 1)]
+    if n == 1:
+        part(0, n_el)
+    else:
+        futures = [_thread_pool(n).submit(part, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        for f in futures:
+            f.result()
+    return outs
+
+
+def _thread_pool(n: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
     with _lock:
         if _pool is None or _pool_size < n:
             _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="ift_snn")
             _pool_size = n
-        pool = _pool
-    futures = [pool.submit(fn, *args, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
-    for f in futures:
-        f.result()
+        return _pool
 
 
 def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, inputs: Mapping,
@@ -285,7 +322,13 @@ def forward(model: NeuronModel, a, u0=None, target: str = "cpu", *, vectors: Map
     T, M = a.shape
     dtype = np.dtype(a.dtype)
     xp = require_cupy() if target == "cupy" else np
-    outs, fins = _run(model, "forward", target, dtype, T, M, {"a": a}, _vectors(model, vectors, u0, M, dtype, xp), 0)
+    vecs = _vectors(model, vectors, u0, M, dtype, xp)
+    if target == "cpu":
+        # the scan writes what the recurrence computes; the pointwise rest (sigma) runs vectorised after it
+        outs, fins = _run(model, "forward_core", target, dtype, T, M, {"a": a}, vecs, 0)
+        outs.update(_map(model, dtype, T, M, outs))
+    else:
+        outs, fins = _run(model, "forward", target, dtype, T, M, {"a": a}, vecs, 0)
     mask = outs["m"].astype(bool) if "m" in outs else None
     if not with_state:
         return outs["u"], outs["s"], outs["sigma"], mask

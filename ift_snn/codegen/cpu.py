@@ -48,10 +48,10 @@ from pathlib import Path
 
 from .cuda import dump
 from .ir import CodegenError, ScanKernel
-from .printers import print_numba, print_numpy
+from .printers import print_numba, print_numpy, print_numpy_map
 from .tree import lower
 
-__all__ = ["PythonSource", "NumpySource", "python_source", "numpy_source", "compile_numba", "compile_numpy",
+__all__ = ["PythonSource", "NumpySource", "python_source", "numpy_source", "numpy_map_source", "compile_numba", "compile_numpy",
            "numba_available", "CHUNK", "kernel_cache_dir", "clear_disk_cache"]
 
 #: Neurons per parallel chunk.
@@ -98,8 +98,14 @@ def numpy_source(kernel: ScanKernel, *, header: str = "") -> NumpySource:
     return NumpySource(kernel.name, print_numpy(lower(kernel, header=header)), kernel)
 
 
+def numpy_map_source(kernel: ScanKernel, *, header: str = "") -> NumpySource:
+    """Print a pointwise map (``build_kernel(model, "surrogate", dtype)``) as NumPy over flat elements
+    ``[e_begin:e_end]``: ``fn(inputs..., outputs..., params..., e_begin, e_end)`` on arrays passed flat."""
+    return NumpySource(kernel.name, print_numpy_map(lower(kernel, header=header)), kernel)
+
+
 #: The only names a kernel file may carry (with hashes); nothing a user typed reaches a path.
-_CACHE_NAME = re.compile(r"ift_snn_[a-z0-9_]+_(forward|backward|slayer)_(f32|f64)_[0-9a-f]{8}")
+_CACHE_NAME = re.compile(r"ift_snn_[a-z0-9_]+_(forward|backward|slayer|forward_core|surrogate)_(f32|f64)_[0-9a-f]{8}")
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 _cache_lock = threading.Lock()
 _warned_dirs: set[str] = set()
@@ -142,7 +148,7 @@ def clear_disk_cache() -> int:
 def _check_name(source: PythonSource) -> None:
     if not (isinstance(source.name, str) and _CACHE_NAME.fullmatch(source.name)):
         raise CodegenError(f"refusing to compile a kernel named {source.name!r:.120}: "
-                           "not ift_snn_<model>_<forward|backward|slayer>_<f32|f64>_<sha8>")
+                           "not ift_snn_<model>_<quantity>_<f32|f64>_<sha8>")
 
 
 def _write_once(path: Path, code: str) -> None:
