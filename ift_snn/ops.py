@@ -102,6 +102,8 @@ class Trace:
     state: np.ndarray | None = field(repr=False, default=None)
     x0: np.ndarray | None = field(repr=False, default=None)
     from_state: bool = False  # x0 was given (held fixed), not derived from u0
+    #: 0: arrays are (T, *neurons); 1: batch-major (B, T, *rest), the neurons being (B, *rest).
+    time_axis: int = 0
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -205,8 +207,26 @@ def state_names(model: NeuronModel) -> tuple[str, ...]:
     return tuple(st.name for st in compiled.recurrence(_check_model(model)).forward.state)
 
 
+def _layout(shape: tuple[int, ...], time_axis: int) -> tuple[int, tuple[int, ...], tuple[int, ...] | None]:
+    """(T, neuron shape, blocks) of an array with time on ``time_axis``: blocks = (B, N) for batch-major
+    (time_axis=1, neurons (B, *rest), N = prod(rest)), None for time-major."""
+    T = shape[time_axis]
+    neurons = shape[:time_axis] + shape[time_axis + 1:]
+    return T, neurons, (None if time_axis == 0 else (shape[0], math.prod(shape[2:])))
+
+
+def _flat(x, T: int, M: int, blocks, xp):
+    """x as the kernels' C-contiguous (T, M) (time-major) or (B, T, N) (batch-major) array."""
+    return xp.ascontiguousarray(x.reshape((T, M) if blocks is None else (blocks[0], T, blocks[1])))
+
+
+def _time_major(x, T: int, blocks, xp):
+    """A (T, M) array of a kernel array in either layout (a copy for batch-major; for messages and the oracle)."""
+    return x if blocks is None else xp.ascontiguousarray(x.transpose(1, 0, 2)).reshape(T, -1)
+
+
 def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, backend: str = "auto",
-            copy: bool = True, state: np.ndarray | None = None) -> Trace:
+            copy: bool = True, state: np.ndarray | None = None, time_axis: int = 0) -> Trace:
     """Simulate one layer of neurons over time.
 
     u[n] = sum_k eps[k] a[n-k] - sum_k nu[k] s[n-1-k], s[n] = f(u[n]) (or the
@@ -219,17 +239,23 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, 
     modified (the PyTorch layer passes its own transposed copy). ``state``: the whole initial
     state (n_state, *neurons) instead of u0, e.g. the ``state`` of the previous call's Trace
     (streaming: two calls of T/2 give the spikes of one call of T); see :func:`state_names`.
+    ``time_axis=1``: ``a`` is batch-major (B, T, *rest), as in PyTorch's batch-first layers; the
+    neurons are then (B, *rest) (u0 of that shape, state (n_state, B, *rest)), the Trace's arrays
+    keep the input's layout, and the kernels read it in place (no transposed copy).
     """
     model = _check_model(model)
     a_in = a
     a = _check_array("input a", a)
     backend = _resolve_backend(backend, a)
     xp = _xp_of(a)
-    if a.ndim < 1 or a.shape[0] < 1:
-        raise ValueError(f"input a has shape {a.shape}; expected (T, *neurons) with T >= 1")
-    neurons = a.shape[1:]
+    if time_axis not in (0, 1) or isinstance(time_axis, bool):
+        raise ValueError(f"time_axis={time_axis!r}: expected 0 (a is (T, *neurons)) or 1 (a is (batch, T, ...))")
+    if a.ndim < 1 + time_axis or a.shape[time_axis] < 1:
+        want = "(T, *neurons)" if time_axis == 0 else "(batch, T, *neurons) for time_axis=1"
+        raise ValueError(f"input a has shape {a.shape}; expected {want} with T >= 1")
+    T, neurons, blocks = _layout(a.shape, time_axis)
     M = math.prod(neurons)
-    a2 = xp.ascontiguousarray(a.reshape(a.shape[0], M))
+    a2 = _flat(a, T, M, blocks, xp)
     if copy and xp.may_share_memory(a2, a_in):
         # the Trace keeps its own copy: the caller may change a after forward (a *= 3)
         a2 = a2.copy()
@@ -258,7 +284,7 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, 
         x0 = compiled.initial_state(model, u0_2, M, a.dtype, xp)
     vectors = {f"{STATE_IN}{n}": x0[k] for k, n in enumerate(names)}
     u, s, sigma, mask, final = compiled.forward(model, a2, u0_2, backend, vectors=vectors, with_state=True)
-    sigma = _check_forward_finite(model, u, sigma, neurons)
+    sigma = _check_forward_finite(model, u, sigma, neurons, T, blocks)
     shape = lambda x: None if x is None else x.reshape(a.shape)  # noqa: E731
     record_a = a2.reshape(a.shape)
     for x in (record_a, u0):
@@ -268,7 +294,8 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, 
     if isinstance(x0, np.ndarray):
         x0.flags.writeable = False
     return Trace(model=model, a=record_a, s=shape(s), u=shape(u), u0=u0, mask=shape(mask), sigma=shape(sigma),
-                 backend=backend, state=final.reshape(len(names), *neurons), x0=x0, from_state=state is not None)
+                 backend=backend, state=final.reshape(len(names), *neurons), x0=x0, from_state=state is not None,
+                 time_axis=time_axis)
 
 
 def _first_bad(x) -> tuple[int, int]:
@@ -278,16 +305,19 @@ def _first_bad(x) -> tuple[int, int]:
     return divmod(flat, x.shape[1])
 
 
-def _check_forward_finite(model: NeuronModel, u, sigma, neurons):
+def _check_forward_finite(model: NeuronModel, u, sigma, neurons, T: int, blocks=None):
     """sigma(u), after checking that it and the membrane are finite.
 
     Raises NonFiniteError naming the step and neuron of the first non-finite
     membrane (overflow) or surrogate value, so that nothing downstream sees
-    inf or NaN. Cost: one pass over u and sigma.
+    inf or NaN. Cost: one pass over u and sigma. ``u`` and ``sigma`` are the kernels' arrays,
+    (T, M) or batch-major (B, T, N) (``blocks`` = (B, N)); sigma comes back in that layout.
     """
     xp = _xp_of(u)
     if sigma is not None and _all_finite(u) and _all_finite(sigma):
         return sigma
+    kernel_u = u
+    u = _time_major(u, T, blocks, xp)  # the message names (step, neuron)
     where = lambda j: tuple(int(i) for i in np.unravel_index(j, neurons)) if neurons else ()  # noqa: E731
     if not bool(xp.isfinite(u).all()):
         n, j = _first_bad(u)
@@ -298,11 +328,12 @@ def _check_forward_finite(model: NeuronModel, u, sigma, neurons):
         )
     if sigma is None:
         with np.errstate(all="ignore"):
-            sigma = model.sigma(u)
-    if not bool(xp.isfinite(sigma).all()):
-        n, j = _first_bad(sigma)
+            sigma = model.sigma(kernel_u)
+    if not _all_finite(sigma):
+        sigma_t = _time_major(sigma, T, blocks, xp)
+        n, j = _first_bad(sigma_t)
         raise NonFiniteError(
-            f"surrogate {model.surrogate!r} is {float(sigma[n, j])} at u = {float(u[n, j])!r} (step {n}, neuron "
+            f"surrogate {model.surrogate!r} is {float(sigma_t[n, j])} at u = {float(u[n, j])!r} (step {n}, neuron "
             f"{where(j)}); a surrogate must be finite for every membrane value"
         )
     return sigma
@@ -356,11 +387,10 @@ def backward(
         raise ValueError(f"grad_s has shape {g.shape}; expected the shape of the record's spikes {record.shape}")
     dtype = record.a.dtype
     g = g.astype(dtype, copy=False)
-    T = record.shape[0]
-    neurons = record.shape[1:]
+    T, neurons, blocks = _layout(record.shape, record.time_axis)
     M = math.prod(neurons)
     xp = _xp_of(record.s)
-    flat = lambda x: None if x is None else xp.ascontiguousarray(x.reshape(T, M))  # noqa: E731
+    flat = lambda x: None if x is None else _flat(x, T, M, blocks, xp)  # noqa: E731
     a2, u2, s2, g2 = flat(record.a), flat(record.u), flat(record.s), flat(g)
     mask = flat(record.mask)
     u0 = None if record.u0 is None else record.u0.reshape(M)
@@ -376,8 +406,11 @@ def backward(
         if method == "bptt":
             if xp is not np:
                 raise TypeError("method='bptt' is the float64 CPU reference: pass numpy arrays")
-            ref = reference.bptt(model, a2, g2, u0, truncation=truncation)
+            ref = reference.bptt(model, _time_major(a2, T, blocks, xp), _time_major(g2, T, blocks, xp), u0,
+                                 truncation=truncation)
             grad_a, params, grad_u0 = ref.a.astype(dtype), ref.params, ref.u0.astype(dtype)
+            if blocks is not None:
+                grad_a = grad_a.reshape(T, blocks[0], blocks[1]).transpose(1, 0, 2)
             # the diagnostics of the exact gradient: the generated exodus kernel's (its gradients unused)
             _, fins = compiled.backward(model, "exodus", g2, u2, s2, sigma, mask, truncation, a2, u0, target,
                                         vectors=vectors)

@@ -213,9 +213,24 @@ def test_output_modified_in_place_is_refused():
     """The spikes share memory with the trace the backward pass reads: editing them in place must fail."""
     x = _data("single")[0].requires_grad_(True)
     s = LIF(0.9)(x)
-    with pytest.raises(RuntimeError, match="modified inplace"):
-        s.mul_(2.0)
+    s.mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        s.sum().backward()
+    s = LIF(0.9)(x)
     s.clone().mul_(2.0).sum().backward()  # the documented way out
+
+
+def test_input_modified_in_place_is_refused():
+    """The kernels read the input in place (no copy): editing it before the backward pass must fail."""
+    x = _data("cuba")[0]
+    layer = _layer("cuba")  # dL/dalpha_syn reads the input again in the backward pass
+    xi = x.clone().requires_grad_(True)
+    z = xi * 1.0
+    s = layer(z)
+    with torch.no_grad():
+        z.mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        s.sum().backward()
 
 
 # --------------------------------------------------------------- streaming

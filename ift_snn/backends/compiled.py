@@ -24,6 +24,7 @@ alpha never compiles again.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -193,14 +194,32 @@ def launch(fn, args: list, M: int) -> None:
     The kernels release the GIL (``nogil=True``), so the ranges run in parallel; neurons are
     independent, so the split changes nothing in the result.
     """
-    n = min(threads(), max(1, -(-M // CHUNK)))
+    launch_all(fn, [(args, M)])
+
+
+def launch_all(fn, calls: list) -> None:
+    """Run a Numba kernel once per (args, M) in ``calls`` (each over its neurons 0..M-1), the whole
+    work split into ranges of whole chunks of neurons over the threads: work item i of a call covers
+    its neurons [i CHUNK, (i + 1) CHUNK), and each thread takes a contiguous run of items."""
+    items = [(c, lo, min(M, lo + CHUNK)) for c, (_, M) in enumerate(calls) for lo in range(0, M, CHUNK)]
+    n = min(threads(), max(1, len(items)))
+
+    def run(part) -> None:
+        # consecutive items of one call merge into one kernel call over their range
+        i = 0
+        while i < len(part):
+            c, lo, hi = part[i]
+            while i + 1 < len(part) and part[i + 1][0] == c:
+                i += 1
+                hi = part[i][2]
+            fn(*calls[c][0], lo, hi)
+            i += 1
+
     if n == 1:
-        fn(*args, 0, M)
+        run(items)
         return
-    chunks = -(-M // CHUNK)
-    bounds = [min(M, (chunks * i // n) * CHUNK) for i in range(n + 1)]
-    pool = _thread_pool(n)
-    futures = [pool.submit(fn, *args, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    bounds = [len(items) * i // n for i in range(n + 1)]
+    futures = [_thread_pool(n).submit(run, items[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
     for f in futures:
         f.result()
 
@@ -210,14 +229,16 @@ def launch(fn, args: list, M: int) -> None:
 MAP_BLOCK = 1 << 18
 
 
-def _map(model: NeuronModel, dtype, T: int, M: int, inputs: Mapping) -> dict:
-    """Run the pointwise map of ``model`` (``surrogate``: sigma from u) over (T, M) ``inputs``, in blocks
-    of flat elements split over the threads (NumPy's ufuncs release the GIL)."""
+def _map(model: NeuronModel, dtype, inputs: Mapping) -> dict:
+    """Run the pointwise map of ``model`` (``surrogate``: sigma from u) over C-contiguous ``inputs`` of
+    one shape (any layout: the map is elementwise), in blocks of flat elements split over the threads
+    (NumPy's ufuncs release the GIL). Outputs have the inputs' shape."""
     k = _get(model, "surrogate", dtype, "cpu")
-    outs = {name: np.empty((T, M), dtype) for name in k.outputs}
+    shape = inputs[k.inputs[0]].shape
+    outs = {name: np.empty(shape, dtype) for name in k.outputs}
     args = [inputs[name].reshape(-1) for name in k.inputs] + [o.reshape(-1) for o in outs.values()]
     args += [dtype.type(v) for v in argument_values(model)]
-    n_el = T * M
+    n_el = math.prod(shape)
 
     def part(lo: int, hi: int) -> None:
         with np.errstate(all="ignore"):  # non-finite values are checked by the caller
@@ -245,38 +266,46 @@ def _thread_pool(n: int) -> ThreadPoolExecutor:
 
 
 def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, inputs: Mapping,
-         vectors: Mapping, truncation: int) -> tuple[dict, dict]:
+         vectors: Mapping, truncation: int, blocks: tuple[int, int] | None = None) -> tuple[dict, dict]:
     """Bind the arguments of one kernel and run it: ({output: (T, M)}, {final: (M,)}).
 
     ``inputs`` maps per-step input names to (T, M) C-contiguous arrays of ``dtype``; ``vectors``
     maps vector names to (M,) arrays or None (zeros). Outputs and finals are allocated here.
+    ``blocks`` = (B, N): batch-major layout, the per-step arrays are (B, T, N) with M = B N; each
+    block b is a C-contiguous (T, N) array, run as its own call over N neurons (its vectors and
+    finals are the slices [b N, (b + 1) N)), so no array is transposed.
     """
     k = _get(model, quantity, dtype, target)
     xp = require_cupy() if target == "cupy" else np
-    args = []
+    step_shape = (T, M) if blocks is None else (blocks[0], T, blocks[1])
+    per_step = []
     for name in k.inputs:
         x = inputs.get(name)
         if x is None:
             raise ValueError(f"kernel {k.kernel.name} reads the per-step input {name!r}, which was not given")
-        args.append(x)
+        per_step.append(x)
+    vecs = []
     for name in k.vectors:
         v = vectors.get(name)
-        args.append(xp.zeros(M, dtype) if v is None else v)
-    outs = {name: xp.empty((T, M), dtype) for name in k.outputs}
+        vecs.append(xp.zeros(M, dtype) if v is None else v)
+    outs = {name: xp.empty(step_shape, dtype) for name in k.outputs}
     fins = {name: xp.empty(M, dtype) for name in k.finals}
-    args += outs.values()
-    args += fins.values()
-    args += [dtype.type(v) for v in argument_values(model)]
-    if target == "cpu":
-        args += [T, M, truncation, CHUNK]
-        launch(k.fn, args, M)
-    elif target == "numpy":
-        args += [T, M, truncation, CHUNK, 0, M]
-        with np.errstate(all="ignore"):  # like the compiled targets: non-finite values are checked by the caller
-            k.fn(*args)
+    params = [dtype.type(v) for v in argument_values(model)]
+    if blocks is None:
+        calls = [(per_step + vecs + list(outs.values()) + list(fins.values()) + params, M)]
     else:
-        args += [np.int32(T), np.int32(M), np.int32(truncation)]
-        k.fn(((M + THREADS - 1) // THREADS,), (THREADS,), tuple(args))
+        N = blocks[1]
+        calls = [([x[b] for x in per_step] + [v[b * N:(b + 1) * N] for v in vecs] + [o[b] for o in outs.values()]
+                  + [f[b * N:(b + 1) * N] for f in fins.values()] + params, N) for b in range(blocks[0])]
+    if target == "cpu":
+        launch_all(k.fn, [(args + [T, n, truncation, CHUNK], n) for args, n in calls])
+    elif target == "numpy":
+        with np.errstate(all="ignore"):  # like the compiled targets: non-finite values are checked by the caller
+            for args, n in calls:
+                k.fn(*args, T, n, truncation, CHUNK, 0, n)
+    else:
+        for args, n in calls:
+            k.fn(((n + THREADS - 1) // THREADS,), (THREADS,), tuple(args + [np.int32(T), np.int32(n), np.int32(truncation)]))
     return outs, fins
 
 
@@ -310,25 +339,34 @@ def _vectors(model: NeuronModel, vectors: Mapping | None, u0, M: int, dtype, xp)
     return out
 
 
+def _sizes(x):
+    """(T, M, blocks) of a (T, M) time-major array (blocks None) or a (B, T, N) batch-major one
+    (M = B N, blocks (B, N))."""
+    if x.ndim == 3:
+        return x.shape[1], x.shape[0] * x.shape[2], (x.shape[0], x.shape[2])
+    return x.shape[0], x.shape[1], None
+
+
 def forward(model: NeuronModel, a, u0=None, target: str = "cpu", *, vectors: Mapping | None = None,
             with_state: bool = False):
-    """(u, s, sigma, mask) of the generated forward scan for (T, M) C-contiguous ``a``.
+    """(u, s, sigma, mask) of the generated forward scan for (T, M) C-contiguous ``a``, or (B, T, N)
+    batch-major (M = B N neurons, numbered b N + n; outputs in the same layout).
 
     ``u0``: the initial membrane (M,) or None (zeros); ``vectors``: further per-neuron vectors by
     name, among them the initial state x0_<state> (which then replaces u0). ``mask`` (1[not
     clipped], bool) is None for models without a clip. Arrays of ``target``'s kind (NumPy, or CuPy
     for "cupy"), in a's dtype. ``with_state=True`` appends the final state (n_state, M).
     """
-    T, M = a.shape
+    T, M, blocks = _sizes(a)
     dtype = np.dtype(a.dtype)
     xp = require_cupy() if target == "cupy" else np
     vecs = _vectors(model, vectors, u0, M, dtype, xp)
     if target == "cpu":
         # the scan writes what the recurrence computes; the pointwise rest (sigma) runs vectorised after it
-        outs, fins = _run(model, "forward_core", target, dtype, T, M, {"a": a}, vecs, 0)
-        outs.update(_map(model, dtype, T, M, outs))
+        outs, fins = _run(model, "forward_core", target, dtype, T, M, {"a": a}, vecs, 0, blocks)
+        outs.update(_map(model, dtype, outs))
     else:
-        outs, fins = _run(model, "forward", target, dtype, T, M, {"a": a}, vecs, 0)
+        outs, fins = _run(model, "forward", target, dtype, T, M, {"a": a}, vecs, 0, blocks)
     mask = outs["m"].astype(bool) if "m" in outs else None
     if not with_state:
         return outs["u"], outs["s"], outs["sigma"], mask
@@ -346,12 +384,12 @@ def backward(model: NeuronModel, method: str, g, u, s, sigma, mask, truncation: 
     Inputs are (T, M) C-contiguous arrays of one dtype; ``mask`` is the forward's (bool) or None.
     """
     quantity = "backward" if method == "exodus" else "slayer"
-    T, M = g.shape
+    T, M, blocks = _sizes(g)
     dtype = np.dtype(g.dtype)
     named = {"g": g, "sigma": sigma, "s": s, "u": u, "a": a}
     if mask is not None:
         named["m"] = mask.astype(dtype)
     xp = require_cupy() if target == "cupy" else np
     outs, fins = _run(model, quantity, target, dtype, T, M, named, _vectors(model, vectors, u0, M, dtype, xp),
-                      truncation or 0)
+                      truncation or 0, blocks)
     return outs["grad_a"], fins

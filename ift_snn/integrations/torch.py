@@ -4,15 +4,15 @@ Invariant: the layer's spikes are those of :func:`ift_snn.ops.forward` and its
 gradients those of :func:`ift_snn.ops.backward` (``method="exodus"`` = BPTT
 through the time loop with the same surrogate; ``"slayer"`` = the reset
 detached; ``"bptt"`` = the float64 reference sweep, CPU only). Cost: one O(T)
-scan per neuron each way, plus one layout copy of the input and of the
-incoming gradient.
+scan per neuron each way; nothing is copied or transposed around them.
 
 Layout. Tensors here are batch-major like sinabs: input currents
 ``(batch, time, *neurons)``, spikes of the same shape, initial membrane
-``(batch, *neurons)``. :mod:`ift_snn.ops` is time-major; at the boundary the
-input is transposed to ``(time, batch, *neurons)`` and made contiguous (one
-copy), i.e. ``(T, batch * prod(neurons))`` neuron-contiguous columns for the
-scans; the spikes come back as a transposed view of the time-major result.
+``(batch, *neurons)``. The kernels read that layout in place
+(:func:`ift_snn.ops.forward` with ``time_axis=1``: each batch element is a
+C-contiguous (time, neurons) block, scanned as its own call), and the spikes
+and gradients come back in it: no transposed copy of the input, of the spikes
+or of the incoming gradient. A non-contiguous input is made contiguous once.
 
 Arrays. CPU tensors go to the compiled CPU kernels as zero-copy NumPy views
 (``tensor.detach().contiguous().numpy()``, back with ``torch.from_numpy``).
@@ -219,19 +219,19 @@ class SpikeScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, u0, x0, model, method, truncation, names, *params):
         with _on_device(a):
-            a_tm = a.detach().transpose(0, 1).contiguous()  # (T, batch, *neurons), the one layout copy
-            # a_tm is this Function's own copy, saved below with PyTorch's version check: no second copy
-            trace = ops.forward(model, _as_array(a_tm), None if u0 is None else _as_array(u0), copy=False,
-                                state=None if x0 is None else _as_array(x0))
-            s_tm = _as_tensor(trace.s)
+            a_in = a.detach().contiguous()  # (batch, time, *neurons): read in place by the kernels (time_axis=1)
+            trace = ops.forward(model, _as_array(a_in), None if u0 is None else _as_array(u0), copy=False,
+                                state=None if x0 is None else _as_array(x0), time_axis=1)
+            s = _as_tensor(trace.s)
             final = _as_tensor(trace.state)
         ctx.trace, ctx.model, ctx.method, ctx.truncation = trace, model, method, truncation
         ctx.param_like = [(p.dtype, p.device, p.shape) for p in params]
         ctx.names = names
-        # the trace holds views of these: saving them makes PyTorch refuse a backward after in-place edits
-        ctx.save_for_backward(a_tm, s_tm)
+        # the trace holds views of these (no copy of the input): saving them makes PyTorch refuse a
+        # backward after in-place edits of the input or the spikes
+        ctx.save_for_backward(a_in, s)
         ctx.mark_non_differentiable(final)
-        return s_tm.transpose(0, 1), final
+        return s, final
 
     @staticmethod
     @once_differentiable
@@ -239,10 +239,10 @@ class SpikeScan(torch.autograd.Function):
         ctx.saved_tensors  # noqa: B018 - the version check
         needs = ctx.needs_input_grad
         with _on_device(grad_s):
-            g = _as_array(grad_s.transpose(0, 1).contiguous())
+            g = _as_array(grad_s.contiguous())
             grads = ops.backward(ctx.model, ctx.trace, g, method=ctx.method, truncation=ctx.truncation,
                                  parameters=any(needs[7:]))
-            grad_a = _as_tensor(grads.a).transpose(0, 1) if needs[0] else None
+            grad_a = _as_tensor(grads.a) if needs[0] else None
             grad_u0 = _as_tensor(grads.u0) if needs[1] else None
             grad_x0 = _as_tensor(grads.state) if needs[2] else None
         grad_p = [
