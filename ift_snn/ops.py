@@ -2,7 +2,9 @@
 
 Layout: time on axis 0, ``a.shape == (T, *neurons)``; neurons are
 independent once their input is known and are flattened internally to
-(T, M), time-major and neuron-contiguous, which is what scans want.
+(T, M), time-major and neuron-contiguous, which is what scans want. Or
+batch-major with ``forward(..., time_axis=1)``: ``a.shape == (B, T, *rest)``,
+read in place as B blocks of (T, prod(rest)).
 float32 and float64 are preserved; other dtypes are refused.
 
 Methods of :func:`backward` (all for the loss L with dL/ds = ``grad_s``):
