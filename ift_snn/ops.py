@@ -238,8 +238,9 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, 
     membrane, shape ``neurons`` (default 0). The returned Trace keeps its own
     read-only copy of ``a`` (changing ``a`` later cannot change gradients);
     ``copy=False`` skips that copy for callers whose ``a`` is private and never
-    modified (the PyTorch layer passes its own transposed copy). ``state``: the whole initial
-    state (n_state, *neurons) instead of u0, e.g. the ``state`` of the previous call's Trace
+    modified (the PyTorch layer passes its input tensor, guarded by PyTorch's version
+    counter). ``state``: the whole initial state (n_state, *neurons) instead of u0, e.g. the
+    ``state`` of the previous call's Trace
     (streaming: two calls of T/2 give the spikes of one call of T); see :func:`state_names`.
     ``time_axis=1``: ``a`` is batch-major (B, T, *rest), as in PyTorch's batch-first layers; the
     neurons are then (B, *rest) (u0 of that shape, state (n_state, B, *rest)), the Trace's arrays

@@ -215,11 +215,16 @@ def launch_all(fn, calls: list) -> None:
             fn(*calls[c][0], lo, hi)
             i += 1
 
-    if n == 1:
-        run(items)
-        return
     bounds = [len(items) * i // n for i in range(n + 1)]
-    futures = [_thread_pool(n).submit(run, items[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    _in_threads(run, [items[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo])
+
+
+def _in_threads(run, parts: list) -> None:
+    """``run(part)`` for every part, one thread each (the caller's thread when there is one part)."""
+    if len(parts) == 1:
+        run(parts[0])
+        return
+    futures = [_thread_pool(len(parts)).submit(run, part) for part in parts]
     for f in futures:
         f.result()
 
@@ -240,19 +245,14 @@ def _map(model: NeuronModel, dtype, inputs: Mapping) -> dict:
     args += [dtype.type(v) for v in argument_values(model)]
     n_el = math.prod(shape)
 
-    def part(lo: int, hi: int) -> None:
+    def part(bounds: tuple[int, int]) -> None:
+        lo, hi = bounds
         with np.errstate(all="ignore"):  # non-finite values are checked by the caller
             for e in range(lo, hi, MAP_BLOCK):
                 k.fn(*args, e, min(hi, e + MAP_BLOCK))
 
     n = min(threads(), max(1, -(-n_el // MAP_BLOCK)))
-    bounds = [n_el * i // n for i in range(n + 1)]
-    if n == 1:
-        part(0, n_el)
-    else:
-        futures = [_thread_pool(n).submit(part, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
-        for f in futures:
-            f.result()
+    _in_threads(part, [(n_el * i // n, n_el * (i + 1) // n) for i in range(n)])
     return outs
 
 
@@ -305,7 +305,8 @@ def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, 
                 k.fn(*args, T, n, truncation, CHUNK, 0, n)
     else:
         for args, n in calls:
-            k.fn(((n + THREADS - 1) // THREADS,), (THREADS,), tuple(args + [np.int32(T), np.int32(n), np.int32(truncation)]))
+            sizes = [np.int32(T), np.int32(n), np.int32(truncation)]
+            k.fn(((n + THREADS - 1) // THREADS,), (THREADS,), tuple(args + sizes))
     return outs, fins
 
 
