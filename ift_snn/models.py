@@ -58,6 +58,8 @@ __all__ = [
     "cuba_lif",
     "srm",
     "BUILTIN_MODELS",
+    "BUILTINS",
+    "builtin_model",
     "get_model",
     "model_to_dict",
     "model_from_dict",
@@ -583,18 +585,56 @@ def srm(
     return model
 
 
-BUILTIN_MODELS = {
-    "lif": lambda: lif(0.9),
-    "lif_before_decay": lambda: lif(0.9, reset_before_decay=True),
-    "if": lambda: if_neuron(1.0),
-    "lif_multi": lambda: lif(0.9, spike="multi"),
-    "lif_max2": lambda: lif(0.9, spike=2),
-    "lif_clip": lambda: lif(0.9, u_min=-0.5),
-    "lif_reset_zero": lambda: lif(0.9, reset="zero"),
-    "cuba_lif": lambda: cuba_lif(0.9, 0.8),
-    "alpha_srm": lambda: srm("n*alpha**n", "theta*beta**n", params={"alpha": 0.8, "beta": 0.9}, name="alpha_srm"),
-    "taps4_srm": lambda: srm([0.5, 1.0, 0.6, 0.2], [1.0, 0.5, 0.25, 0.125], name="taps4_srm"),
+@dataclass(frozen=True)
+class Builtin:
+    """A named model: its constructor and the arguments that define it (overridable by name)."""
+
+    constructor: object
+    args: tuple = ()
+    kwargs: tuple[tuple[str, object], ...] = ()
+    doc: str = ""
+
+    def build(self, **overrides) -> NeuronModel:
+        """The model with some arguments or kernel parameters replaced (see :func:`builtin_model`)."""
+        kwargs = dict(self.kwargs)
+        params = dict(kwargs.get("params") or {})
+        import inspect
+
+        accepted = [k for k, p in inspect.signature(self.constructor).parameters.items()
+                    if p.kind is not p.VAR_KEYWORD and k not in ("eps", "nu", "params", "name", "truncate")]
+        for key, value in overrides.items():
+            if key in params:
+                params[key] = value
+            elif key in accepted:
+                kwargs[key] = value
+            else:
+                names = sorted(set(accepted) | set(params))
+                raise ValueError(f"{key}={value!r:.40} does not apply to this model: it takes {', '.join(names)}")
+        if params:
+            kwargs["params"] = params
+        return self.constructor(*self.args, **kwargs)
+
+
+def _positional(constructor, **kwargs) -> Builtin:
+    return Builtin(constructor, (), tuple(kwargs.items()))
+
+
+BUILTINS: dict[str, Builtin] = {
+    "lif": _positional(lif, alpha=0.9),
+    "lif_before_decay": _positional(lif, alpha=0.9, reset_before_decay=True),
+    "if": _positional(if_neuron, theta=1.0),
+    "lif_multi": _positional(lif, alpha=0.9, spike="multi"),
+    "lif_max2": _positional(lif, alpha=0.9, spike=2),
+    "lif_clip": _positional(lif, alpha=0.9, u_min=-0.5),
+    "lif_reset_zero": _positional(lif, alpha=0.9, reset="zero"),
+    "cuba_lif": _positional(cuba_lif, alpha_mem=0.9, alpha_syn=0.8),
+    "alpha_srm": _positional(srm, eps="n*alpha**n", nu="theta*beta**n", params={"alpha": 0.8, "beta": 0.9},
+                             name="alpha_srm"),
+    "taps4_srm": _positional(srm, eps=[0.5, 1.0, 0.6, 0.2], nu=[1.0, 0.5, 0.25, 0.125], name="taps4_srm"),
 }
+
+#: {name: zero-argument constructor} of the built-in models (see :data:`BUILTINS` for their arguments).
+BUILTIN_MODELS = {name: b.build for name, b in BUILTINS.items()}
 
 
 def get_model(name: str) -> NeuronModel:
@@ -602,6 +642,16 @@ def get_model(name: str) -> NeuronModel:
     if name not in BUILTIN_MODELS:
         raise ValueError(f"unknown model {name!r}; built-ins are {', '.join(BUILTIN_MODELS)}")
     return BUILTIN_MODELS[name]()
+
+
+def builtin_model(name: str, **overrides) -> NeuronModel:
+    """A built-in model with overrides: constructor arguments (``theta=2``, ``surrogate="fast_sigmoid"``,
+    ``spike="multi"``, ``reset="zero"``, ``u_min=-1``, ``theta_r=0.5``, ``alpha=0.8``) or the values of its
+    kernel parameters (``beta=0.95`` of alpha_srm). An override the model does not take is an error naming
+    what it takes, never ignored."""
+    if name not in BUILTINS:
+        raise ValueError(f"unknown model {name!r}; built-ins are {', '.join(BUILTINS)}")
+    return BUILTINS[name].build(**overrides)
 
 
 # ------------------------------------------------------------ serialisation
