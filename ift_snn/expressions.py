@@ -9,7 +9,7 @@ Accepted: numbers, the names passed in ``symbols``, the operators
 ``+ - * / ** ^`` (``^`` means power, as in mathematics, with the precedence of
 ``**``; numeric exponents are limited to :data:`MAX_EXPONENT` in magnitude), unary minus, and calls
 of the functions in :data:`FUNCTIONS` (``exp``, ``log``, ``sqrt``, ``abs``,
-``tanh``, ``sigmoid``, ``heaviside``, ``max``, ``min`` ...) and the constants
+``tanh``, ``sigmoid``, ``heaviside``, ``step``, ``delta``, ``max``, ``min`` ...) and the constants
 ``pi`` and ``E``.
 """
 
@@ -48,6 +48,10 @@ FUNCTIONS: dict[str, object] = {
     "sigmoid": _sigmoid,
     "heaviside": lambda x, h0=sp.Rational(1, 2): sp.Heaviside(x, h0),
     "Heaviside": lambda x, h0=sp.Rational(1, 2): sp.Heaviside(x, h0),
+    # discrete time: the unit step (1 from 0 on, so step(n - d) delays a kernel by d) and the unit impulse
+    "step": lambda x: sp.Heaviside(x, 1),
+    "delta": lambda x: sp.KroneckerDelta(x, 0),
+    "KroneckerDelta": lambda i, j=0: sp.KroneckerDelta(i, j),
     "erf": sp.erf,
     "max": sp.Max,
     "Max": sp.Max,

@@ -11,14 +11,18 @@ so that h obeys the linear recurrence h[k] = -a_1 h[k-1] - ... - a_p h[k-p]
 for k >= len(b), and filtering a sequence with h is one IIR filter
 (``scipy.signal.lfilter(b, a, .)``) whose state size is p.
 
-Closed forms are recognised when they are exponential polynomials,
-sum_i P_i(n) r_i^n (sums of exponentials, ``n*alpha**n`` alpha kernels,
-differences of exponentials, constants, polynomials). The characteristic
-polynomial is then prod_i (1 - r_i x)^(deg P_i + 1) and the numerator follows
-from the first p values. Anything else (``1/(n+1)``, ``sin(n)*...``) has no
-finite recurrence that ift_snn can derive and raises :class:`NoRecurrenceError`
-naming the offending factor; :meth:`Kernel.truncated` turns such a kernel into
-taps when the user asks for it.
+Closed forms are recognised when they are sums of terms P(n) r^n c(n), where
+P is a polynomial, r a product of exponentials with exponents linear in n and
+c a product of cos / sin of arguments linear in n (resonators r^n cos(omega n
++ phi), their products with polynomials and exponentials); a term may be
+delayed, ``step(n - d) * g(n - d)`` (or ``heaviside``), or be a single tap,
+``delta(n - k) * c``. The characteristic polynomial is prod (1 - r x)^(deg P + 1)
+over the real roots and prod (1 - 2 r cos(f) x + r^2 x^2)^(deg P + 1) over each
+conjugate pair r exp(+-i f), with real coefficients; the numerator follows from
+the first order + (delay) values, exactly. Anything else (``1/(n+1)``,
+``cos(n**2)``) has no finite recurrence that ift_snn can derive and raises
+:class:`NoRecurrenceError` naming the offending factor; :meth:`Kernel.truncated`
+turns such a kernel into taps when the user asks for it.
 """
 
 from __future__ import annotations
@@ -62,21 +66,73 @@ def _linear_in_n(exponent: sp.Expr) -> tuple[sp.Expr, sp.Expr] | None:
     return c, d
 
 
-def _exp_poly_terms(expr: sp.Expr) -> dict[sp.Expr, int]:
-    """Decompose expr = sum_i P_i(n) r_i^n; return {r_i: deg P_i}.
+def _integer(value: sp.Expr, what: str) -> int:
+    if not (value.is_number and value.is_integer):
+        raise NoRecurrenceError(f"{what} must be a whole number of steps; give it as an integer")
+    return int(value)
 
-    Raises NoRecurrenceError naming the first factor that is neither constant
-    in n, polynomial in n, nor an exponential with an exponent linear in n.
+
+def _factors(term: sp.Expr):
+    """Each factor of a product term with its power (cos(w n)**2 is cos(w n) twice)."""
+    for factor in sp.Mul.make_args(term):
+        if factor.is_Pow and isinstance(factor.base, (sp.cos, sp.sin)) and factor.exp.is_Integer and factor.exp > 0:
+            yield from [factor.base] * int(factor.exp)
+        else:
+            yield factor
+
+
+def _canonical_frequency(f: sp.Expr) -> sp.Expr:
+    """f or -f, whichever is the representative of the conjugate pair exp(+-i f n)."""
+    f = sp.expand(f)
+    if f.is_number:
+        return sp.Abs(f)
+    return -f if f.could_extract_minus_sign() else f
+
+
+def _exp_poly_terms(expr: sp.Expr) -> tuple[dict[tuple[sp.Expr, sp.Expr], int], int]:
+    """Decompose expr = sum_i P_i(n) r_i^n cos/sin(...) (each term possibly delayed or a single impulse).
+
+    Returns ({(r_i, f_i): deg P_i}, start): the characteristic roots r_i exp(+-i f_i) (f_i = 0: the real
+    root r_i) with their multiplicity minus one, and the first n from which every term is its smooth
+    part (the recurrence holds from ``start`` + order on). A factor ``heaviside(n - d)`` (or ``step``)
+    delays a term by d steps; ``delta(n - k)`` (KroneckerDelta) makes it a single tap at k, which adds no
+    root. Products of cos and sin of arguments linear in n give the frequencies +-f_1 +- f_2 ....
+    Raises NoRecurrenceError naming the first factor that is none of these.
     """
     expanded = sp.expand(sp.sympify(expr), power_exp=True, mul=True, multinomial=True, log=False)
-    degrees: dict[sp.Expr, int] = {}
+    degrees: dict[tuple[sp.Expr, sp.Expr], int] = {}
+    start = 0
     for term in sp.Add.make_args(expanded):
         if term == 0:
             continue
         ratio: sp.Expr = sp.Integer(1)
         degree = 0
-        for factor in sp.Mul.make_args(term):
+        frequencies: list[sp.Expr] = []
+        impulse = False
+        for factor in _factors(term):
             if not factor.has(N):
+                continue
+            if isinstance(factor, sp.KroneckerDelta):
+                linear = _linear_in_n(factor.args[0] - factor.args[1])
+                if linear is None or linear[0] not in (1, -1):
+                    raise NoRecurrenceError(f"factor {factor} must be delta(n - k) with a whole number k")
+                start = max(start, _integer(-linear[1] * linear[0], f"the tap of {factor}") + 1)
+                impulse = True
+                continue
+            if isinstance(factor, sp.Heaviside):
+                linear = _linear_in_n(factor.args[0])
+                if linear is None or not linear[0].is_positive or not linear[0].is_number:
+                    raise NoRecurrenceError(f"factor {factor} must be heaviside(n - d) with a whole number d")
+                first = sp.ceiling(-linear[1] / linear[0])
+                start = max(start, _integer(first, f"the delay of {factor}") + 1)
+                continue
+            if isinstance(factor, (sp.cos, sp.sin)):
+                linear = _linear_in_n(factor.args[0])
+                if linear is None:
+                    raise NoRecurrenceError(f"factor {factor} has an argument that is not linear in n, so the "
+                                            "kernel has no finite linear recurrence; give it as taps or ask for "
+                                            "truncation")
+                frequencies.append(linear[0])
                 continue
             base, exponent = factor.as_base_exp()
             if isinstance(factor, sp.exp):
@@ -94,12 +150,19 @@ def _exp_poly_terms(expr: sp.Expr) -> dict[sp.Expr, int]:
                 degree += sp.Poly(factor, N).degree()
                 continue
             raise NoRecurrenceError(
-                f"factor {factor} is neither polynomial nor exponential in n, so the kernel has no "
-                "finite linear recurrence; give it as taps or ask for truncation"
+                f"factor {factor} is neither polynomial, exponential, cos/sin nor a delay in n, so the kernel "
+                "has no finite linear recurrence; give it as taps or ask for truncation"
             )
+        if impulse:
+            continue
         ratio = sp.powsimp(sp.simplify(ratio))
-        degrees[ratio] = max(degrees.get(ratio, -1), degree)
-    return degrees
+        combos = {sp.Integer(0)}
+        for f in frequencies:
+            combos = {c + f for c in combos} | {c - f for c in combos}
+        for f in {_canonical_frequency(c) for c in combos}:
+            key = (ratio, f)
+            degrees[key] = max(degrees.get(key, -1), degree)
+    return degrees, start
 
 
 def _poly_coeffs(expr: sp.Expr) -> tuple[sp.Expr, ...]:
@@ -133,20 +196,24 @@ class Kernel:
         others = {s for s in expr.free_symbols if s.name == "n" and s != N}
         if others:
             expr = expr.subs({s: N for s in others})
-        degrees = _exp_poly_terms(expr)
-        if not degrees:
-            return cls(expr=sp.Integer(0), taps=None, num=(sp.Integer(0),), den=(sp.Integer(1),))
+        degrees, start = _exp_poly_terms(expr)
         char = sp.Integer(1)
-        for ratio, degree in degrees.items():
-            char = char * (1 - ratio * X) ** (degree + 1)
+        for (ratio, frequency), degree in degrees.items():
+            if frequency == 0:
+                char = char * (1 - ratio * X) ** (degree + 1)
+            else:  # the conjugate pair r exp(+-i f): one real quadratic factor
+                char = char * (1 - 2 * ratio * sp.cos(frequency) * X + ratio**2 * X**2) ** (degree + 1)
         den = _poly_coeffs(char)
         order = len(den) - 1
-        values = [expr.subs(N, k) for k in range(order)]
+        length = order + start
+        values = [expr.subs(N, k) for k in range(length)]
         num = []
-        for k in range(order):
-            num.append(sp.simplify(sum(den[j] * values[k - j] for j in range(k + 1))))
+        for k in range(length):
+            num.append(sp.simplify(sum(den[j] * values[k - j] for j in range(min(k, order) + 1))))
         while len(num) > 1 and num[-1] == 0:
             num.pop()
+        if all(c == 0 for c in num):
+            return cls(expr=sp.Integer(0), taps=None, num=(sp.Integer(0),), den=(sp.Integer(1),))
         kernel = cls(expr=expr, taps=None, num=tuple(num), den=den)
         kernel._check_recurrence()
         return kernel
@@ -192,7 +259,7 @@ class Kernel:
         # algebra (simplification of ratios, numerator) at a generic point.
         rng = np.random.default_rng(0)
         point = {s: float(rng.uniform(0.3, 0.7)) for s in sorted(self.parameters, key=str)}
-        length = 3 * self.order + 6
+        length = 3 * self.order + 6 + len(self.num)
         direct = self.impulse(length, point)
         via_filter = self._impulse_from_filter(length, point)
         scale = max(1.0, float(np.max(np.abs(direct))))
@@ -256,7 +323,7 @@ class Kernel:
             out[:m] = self.taps[:m]
             return out
         symbols = tuple(sorted(self.parameters, key=str))
-        (func,) = _lambdified((self.expr,), (N,) + symbols)
+        (func,) = _lambdified((_for_arrays(self.expr),), (N,) + symbols)
         ks = np.arange(length, dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             out = np.asarray(func(ks, *[float(values[s]) for s in symbols]), dtype=np.float64)
@@ -282,6 +349,11 @@ class Kernel:
 
     def __repr__(self) -> str:
         return f"Kernel({self})"
+
+
+def _for_arrays(expr: sp.Expr) -> sp.Expr:
+    """expr with the unit impulse written as a Piecewise (NumPy's printer has no KroneckerDelta)."""
+    return expr.replace(sp.KroneckerDelta, lambda i, j: sp.Piecewise((1, sp.Eq(i, j)), (0, True)))
 
 
 def _number(v: float) -> sp.Expr:

@@ -302,7 +302,7 @@ def test_srm_identically_zero_eps():
 
 def test_kernel_without_recurrence_names_the_factor():
     assert issubclass(NoRecurrenceError, KernelError)
-    with pytest.raises(NoRecurrenceError, match=r"factor 1/\(n \+ 1\) is neither polynomial nor exponential"):
+    with pytest.raises(NoRecurrenceError, match=r"factor 1/\(n \+ 1\) is neither polynomial, exponential"):
         ift_snn.srm("1/(n+1)", [1.0])
 
 
