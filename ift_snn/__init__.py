@@ -12,7 +12,8 @@ EXODUS (exact, = BPTT), SLAYER (reset dropped) and BPTT behind one switch::
 
 from . import surrogates
 from .kernels import Kernel, KernelError, NoRecurrenceError
-from .models import BUILTIN_MODELS, NeuronModel, cuba_lif, get_model, if_neuron, lif, srm
+from .models import (BUILTIN_MODELS, NeuronModel, alif, builtin_model, cuba_lif, get_model, if_neuron, lif,
+                     resonate_and_fire, srm)
 from .ops import (
     METHODS,
     GradientOverflowError,
@@ -29,6 +30,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BUILTIN_MODELS",
+    "alif",
+    "resonate_and_fire",
+    "builtin_model",
     "METHODS",
     "GradientOverflowError",
     "Gradients",

@@ -293,6 +293,9 @@ class Kernel:
 
     def diff(self, symbol: sp.Symbol) -> Kernel:
         """The kernel d h[n] / d symbol (same kind of kernel)."""
+        return _diff(self, symbol)
+
+    def _diff(self, symbol: sp.Symbol) -> Kernel:
         if self.expr is not None:
             return Kernel.closed_form(sp.diff(self.expr, symbol))
         return Kernel.from_taps([0.0])
@@ -302,7 +305,7 @@ class Kernel:
         if k < 0:
             return sp.Integer(0)
         if self.expr is not None:
-            return sp.simplify(self.expr.subs(N, k))
+            return self.expr.subs(N, k)
         assert self.taps is not None
         return _number(self.taps[k]) if k < len(self.taps) else sp.Integer(0)
 
@@ -349,6 +352,11 @@ class Kernel:
 
     def __repr__(self) -> str:
         return f"Kernel({self})"
+
+
+@functools.lru_cache(maxsize=1024)
+def _diff(kernel: Kernel, symbol: sp.Symbol) -> Kernel:
+    return kernel._diff(symbol)
 
 
 def _for_arrays(expr: sp.Expr) -> sp.Expr:

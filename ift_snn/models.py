@@ -36,6 +36,7 @@ values; ``backward`` returns dL/dp for each of them.
 
 from __future__ import annotations
 
+import dataclasses
 import keyword
 import math
 import re
@@ -57,6 +58,8 @@ __all__ = [
     "if_neuron",
     "cuba_lif",
     "srm",
+    "alif",
+    "resonate_and_fire",
     "BUILTIN_MODELS",
     "BUILTINS",
     "builtin_model",
@@ -286,7 +289,7 @@ class NeuronModel:
     # ----------------------------------------------------------------- display
     def __repr__(self) -> str:
         parts = [f"{k}={v:g}" for k, v in self.params]
-        if self.membrane is None:
+        if self.membrane is None or self.name not in ("lif", "if", "cuba_lif"):
             parts = [f"eps={self.eps}", f"nu={self.nu}"] + parts
         parts.append(f"spike={self.spike!r}")
         parts.append(f"surrogate={self.surrogate!r}")
@@ -510,17 +513,44 @@ def _kernel(spec: KernelSpec, what: str, names: Mapping[str, sp.Symbol], truncat
     except NoRecurrenceError as exc:
         if truncate is None:
             raise NoRecurrenceError(f"kernel {what} = {expr}: {exc}") from None
-        return Kernel.from_taps(_evaluate_closed_form(expr, truncate, values))
+        return _truncated(expr, truncate, what, values)
 
 
-def _evaluate_closed_form(expr: sp.Expr, length: int, values: Mapping[sp.Symbol, float]) -> list[float]:
-    out = []
-    for k in range(length):
-        v = complex(sp.N(expr.subs(values).subs(N, k)))
+def _truncated(expr: sp.Expr, length: int, what: str, values: Mapping[sp.Symbol, float]) -> Kernel:
+    """The first ``length`` values of ``expr`` as a finite kernel sum_k h[k] delta(n - k) that keeps the
+    parameters (each tap an expression in them, so dL/dp stays exact for the truncated kernel)."""
+    taps = [sp.simplify(expr.subs(N, k)) for k in range(length)]
+    for k, tap in enumerate(taps):
+        v = complex(sp.N(tap.subs(values)))
         if abs(v.imag) > 1e-12 or not math.isfinite(v.real):
-            raise KernelError(f"kernel {expr} is not a finite real number at n = {k}")
-        out.append(v.real)
-    return out
+            raise KernelError(f"kernel {what} = {expr} is not a finite real number at n = {k}")
+    closed = sum((tap * sp.KroneckerDelta(N, k) for k, tap in enumerate(taps)), sp.Integer(0))
+    while len(taps) > 1 and taps[-1] == 0:
+        taps.pop()
+    return Kernel(expr=closed, taps=None, num=tuple(taps), den=(sp.Integer(1),))
+
+
+def _membrane_form(eps: Kernel, nu: Kernel, what: str) -> Membrane:
+    """The first-order membrane u[n] = alpha u[n-1] + (syn * a)[n] - rho s[n-1] of an SRM, or an error.
+
+    Defined when nu = rho alpha^n (one pole: the membrane's decay) and alpha is a pole of eps, so that
+    eps = syn * alpha^n with syn(x) = eps(x) (1 - alpha x) (a finite kernel for eps = c alpha^n, the
+    synaptic filter of a CUBA neuron for a difference of exponentials). Reset to zero and the clip
+    u_min act on this membrane; a general SRM has none, and ``what`` is refused naming why.
+    """
+    if nu.order != 1 or len(nu.num) != 1:
+        raise ValueError(f"{what} needs a first-order membrane: nu = rho*alpha**n (one pole, the membrane's "
+                         f"decay), got nu = {nu} with {nu.order} pole(s); a general SRM has no membrane "
+                         "state to reset or clip")
+    alpha, rho = sp.simplify(-nu.den[1]), nu.num[0]
+    x = sp.Symbol("x")
+    den = sum((c * x**i for i, c in enumerate(eps.den)), sp.Integer(0))
+    quotient, remainder = sp.div(sp.Poly(den, x), sp.Poly(1 - alpha * x, x))
+    if eps.expr is None or eps.order == 0 or sp.simplify(remainder.as_expr()) != 0:
+        raise ValueError(f"{what} needs eps to decay with the membrane's pole alpha = {alpha} of nu "
+                         f"(eps = syn * alpha**n), got eps = {eps}")
+    syn = Kernel.closed_form(eps.expr - alpha * eps.expr.subs(N, N - 1) * sp.Heaviside(N - 1, 1))
+    return Membrane(alpha=alpha, rho=rho, syn=syn)
 
 
 def srm(
@@ -533,8 +563,13 @@ def srm(
     surrogate: str | Surrogate = "exponential",
     truncate: int | None = None,
     name: str = "srm",
+    theta_r: float | None = None,
+    reset: str = "subtract",
+    u_min: float | None = None,
 ) -> NeuronModel:
-    """A Spike Response Model with any causal kernels eps and nu.
+    """A Spike Response Model with any causal kernels eps and nu:
+
+        u[n] = (eps * a)[n] - (nu * s)[n-1],   s[n] = f(u[n])
 
     Each kernel is a closed form in ``n`` (string, parsed over a whitelist, or
     SymPy expression), a :class:`~ift_snn.kernels.Kernel`, or a sequence of
@@ -542,7 +577,18 @@ def srm(
     values come from ``params`` (``theta`` is the threshold and may appear in
     nu). A closed form without a finite linear recurrence raises
     :class:`~ift_snn.kernels.NoRecurrenceError` unless ``truncate=K`` asks for
-    its first K taps instead.
+    its first K taps instead (each tap keeps its parameters).
+
+    Options, each exact in every combination it is accepted in (tested against the BPTT oracle):
+
+    - ``theta_r``: the reset amount as a parameter of its own; it replaces ``theta`` in nu (nu must
+      use theta), as ``lif(theta_r=...)`` does.
+    - ``reset="zero"``: the spike sets the membrane to zero, u[n] = alpha u[n-1] (1 - s[n-1]) + (syn * a)[n].
+      Defined for a first-order membrane: nu = rho*alpha**n names the membrane's decay alpha (its
+      amplitude is replaced by the membrane itself) and eps must decay with alpha (eps = syn * alpha**n).
+      Needs spike='single' or 'smooth'.
+    - ``u_min``: the membrane is clipped from below, u[n] = max(u[n], u_min), for the same first-order
+      membranes. A general SRM has no membrane state: both are refused there with a message naming why.
 
     Example: ``srm("n*alpha**n", "theta*beta**n", params={"alpha": 0.8, "beta": 0.9})``.
     """
@@ -551,6 +597,10 @@ def srm(
     params = dict(params or {})
     if "theta" in params:
         raise ValueError("give the threshold as theta=..., not in params")
+    if "theta_r" in params:
+        raise ValueError("give the reset amount as theta_r=..., not in params")
+    if reset not in RESETS:
+        raise ValueError(f"reset={reset!r:.40} is not known; expected one of {RESETS}")
     values = {}
     for k, v in params.items():
         values[k] = _as_float(k, v)
@@ -571,18 +621,91 @@ def srm(
     unused = set(names.values()) - used - {THETA}
     if unused:
         raise ValueError(f"params {sorted(map(str, unused))} do not appear in eps or nu")
+    if theta_r is not None:
+        theta_r = _as_float("theta_r", theta_r)
+        if theta_r < 0:
+            raise ValueError(f"theta_r={theta_r!r} is out of range: expected theta_r >= 0")
+        if THETA not in nu_k.parameters or nu_k.expr is None:
+            raise ValueError(f"theta_r does not apply: nu = {nu_k} does not use theta (write the reset amount "
+                             "into nu, e.g. nu='theta*beta**n', to make theta_r replace it)")
+        nu_k = Kernel.closed_form(nu_k.expr.subs(THETA, param_symbol("theta_r")))
+        values["theta_r"] = theta_r
     spike, surrogate = _spike_and_surrogate(spike, surrogate)
     ordered = [(k, values[k]) for k in sorted(values)] + [("theta", theta)]
-    model = NeuronModel(
+    membrane = None
+    if reset == "zero" or u_min is not None:
+        what = " and ".join(w for w, on in (("reset='zero'", reset == "zero"), ("u_min (clip)", u_min is not None))
+                            if on)
+        membrane = _membrane_form(eps_k, nu_k, what)
+        if reset == "zero":
+            if "theta_r" in values:
+                raise ValueError("theta_r does not apply with reset='zero': the reset amount is the membrane itself")
+            unused = membrane.rho.free_symbols - eps_k.parameters - {THETA}
+            if unused:
+                raise ValueError(f"with reset='zero' the amplitude of nu = {nu_k} is not used (the membrane itself "
+                                 f"is the reset amount), so {sorted(map(str, unused))} would have no effect: "
+                                 "write nu as theta*alpha**n")
+            membrane = dataclasses.replace(membrane, rho=sp.Integer(0))
+            nu_k = None
+    return NeuronModel(
         name=name,
         eps=eps_k,
         nu=nu_k,
         params=tuple(ordered),
         spike=spike,
         surrogate=surrogate,
-        reset="subtract",
+        reset=reset,
+        u_min=_clip(u_min),
+        membrane=membrane,
     )
-    return model
+
+
+def alif(
+    alpha: float = 0.9,
+    rho: float = 0.97,
+    beta: float = 0.2,
+    theta: float = 1.0,
+    *,
+    spike: str | int = "single",
+    surrogate: str | Surrogate = "exponential",
+) -> NeuronModel:
+    """Adaptive-threshold LIF (ALIF, Bellec et al. 2018), the threshold adaptation as a slow reset kernel:
+
+        u[n] = alpha u[n-1] + a[n] - theta s[n-1] - b[n],   b[n] = rho b[n-1] + beta s[n-1]
+
+    i.e. eps = alpha^n, nu = theta alpha^n + beta rho^n (the adaptive threshold b acts on u as a second,
+    slower reset with time constant rho, 0 < rho <= 1, strength beta >= 0). Every parameter is trainable.
+    """
+    for name, value in (("alpha", alpha), ("rho", rho)):
+        _check_alpha(name, _as_float(name, value))
+    if not _as_float("beta", beta) >= 0:
+        raise ValueError(f"beta={beta!r} is out of range: expected beta >= 0")
+    return srm("alpha**n", "theta*alpha**n + beta*rho**n", theta,
+               params={"alpha": alpha, "rho": rho, "beta": beta}, spike=spike, surrogate=surrogate, name="alif")
+
+
+def resonate_and_fire(
+    rho: float = 0.95,
+    omega: float = 0.4,
+    theta: float = 1.0,
+    *,
+    spike: str | int = "single",
+    surrogate: str | Surrogate = "exponential",
+) -> NeuronModel:
+    """Resonate-and-fire neuron (Izhikevich 2001; lava-dl's RF): a damped oscillator read at its real part,
+
+        z[n] = rho e^(i omega) z[n-1] + a[n] - theta s[n-1],   u[n] = Re z[n]
+
+    i.e. eps = rho^n cos(omega n) and nu = theta rho^n cos(omega n) (the reset is a kick of -theta into
+    the oscillator). Its recurrence is real and of order 2: h[k] = 2 rho cos(omega) h[k-1] - rho^2 h[k-2].
+    0 < rho <= 1 (damping), omega (radians per step) and theta are trainable.
+    """
+    _check_alpha("rho", _as_float("rho", rho))
+    omega = _as_float("omega", omega)
+    if not 0 < omega < math.pi:
+        raise ValueError(f"omega={omega!r} is out of range: expected 0 < omega < pi (radians per step)")
+    return srm("rho**n*cos(omega*n)", "theta*rho**n*cos(omega*n)", theta, params={"rho": rho, "omega": omega},
+               spike=spike, surrogate=surrogate, name="rf")
 
 
 @dataclass(frozen=True)
@@ -631,6 +754,8 @@ BUILTINS: dict[str, Builtin] = {
     "alpha_srm": _positional(srm, eps="n*alpha**n", nu="theta*beta**n", params={"alpha": 0.8, "beta": 0.9},
                              name="alpha_srm"),
     "taps4_srm": _positional(srm, eps=[0.5, 1.0, 0.6, 0.2], nu=[1.0, 0.5, 0.25, 0.125], name="taps4_srm"),
+    "alif": _positional(alif),
+    "rf": _positional(resonate_and_fire),
 }
 
 #: {name: zero-argument constructor} of the built-in models (see :data:`BUILTINS` for their arguments).

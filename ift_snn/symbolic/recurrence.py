@@ -348,8 +348,10 @@ def _with_gradients(scan: Scan, model: NeuronModel, S, explicit, filters, bounda
 
 
 # --------------------------------------------------------------- the scans
+@functools.lru_cache(maxsize=128)
 def derive_recurrence(model: NeuronModel) -> Recurrence:
-    """The scans of ``model`` (symbolic parameters; numbers enter at evaluation)."""
+    """The scans of ``model`` (symbolic parameters; numbers enter at evaluation). Cached per model
+    (models are immutable and hashed by value)."""
     sym = {name: sp.Symbol(name, real=True) for name in
            ("a", "g", "sigma", "s", "u", "m", "I", "pre", "z", "r", "q", "d", "dl_ds", "grad_a", "c",
             "u_prev", "s_prev", "d_next", "d_raw")}
