@@ -3,6 +3,9 @@
 ``ift-snn derive`` (no argument) derives, proves and verifies the built-in LIF;
 ``ift-snn derive MODEL`` any built-in; ``ift-snn derive --eps "n*alpha**n"
 --nu "theta*beta**n"`` a user's own kernels (parsed over a whitelist).
+``derive``, ``codegen``, ``demo``, ``bench`` and ``train`` take a model the
+same way: a built-in with overrides, your kernels or a model file
+(:mod:`ift_snn.spec`).
 
 Errors: every failure is one line ``ift-snn: error: ...`` on stderr naming the
 flag or file, exit code 2, no traceback (``IFT_SNN_DEBUG=1`` re-raises for
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import keyword
 import math
 import os
 import re
@@ -27,12 +29,14 @@ import numpy as np
 
 from . import __version__
 from .backends import reference
-from .models import BUILTIN_MODELS, get_model, srm
+from .models import BUILTIN_MODELS, get_model
 from .ops import METHODS, backward, forward
+from .spec import (add_model_arguments, check_model_file_name, model_and_spec_from_args, model_from_args,
+                   model_options, save_model_file)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    model = get_model(args.model)
+    model = model_from_args(args)
     rng = np.random.default_rng(args.seed)
     T, M = args.T, args.neurons
     a = rng.normal(0.35, 0.5, size=(T, M))
@@ -61,87 +65,6 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-DEFAULT_PARAM = 0.9
-#: Names a kernel parameter cannot have: the time index, the threshold, the constants and the functions.
-KERNEL_RESERVED = ("n", "theta")
-_PARAM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-
-
-def _reserved_names() -> dict[str, str]:
-    from .expressions import CONSTANTS, FUNCTIONS
-
-    names = {name: "a function" for name in FUNCTIONS}
-    names.update({name: "a constant" for name in CONSTANTS})
-    names.update({"n": "the time index", "theta": "the threshold (set it with --theta)"})
-    return names
-
-
-def _kernel_names(flag: str, text: str) -> list[str]:
-    """The parameter names of the kernel given with ``flag``, refusing functions used as variables."""
-    from .expressions import MAX_LENGTH, free_names
-
-    if len(text) > MAX_LENGTH:
-        raise ValueError(f"{flag} is {len(text)} characters long; at most {MAX_LENGTH} are accepted")
-    try:
-        names = free_names(text)
-    except (RecursionError, MemoryError):
-        raise ValueError(f"{flag} {text!r} is nested too deeply") from None
-    except ValueError as exc:
-        raise ValueError(f"{flag}: {exc}") from None
-    reserved = _reserved_names()
-    for name in names:
-        if reserved.get(name) in ("a function",):
-            raise ValueError(f"{flag} {text!r}: {name!r} is a function name, not a parameter: call it, "
-                             f"e.g. {name}(n), or name the parameter differently")
-    return [name for name in names if name not in KERNEL_RESERVED]
-
-
-def _parse_params(items) -> dict[str, float]:
-    """``--param NAME=VALUE`` items, each name a valid, unreserved parameter name given once."""
-    reserved = _reserved_names()
-    given: dict[str, float] = {}
-    for item in items or []:
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if not sep:
-            raise ValueError(f"--param {item!r}: expected NAME=VALUE")
-        if not _PARAM_NAME.fullmatch(name) or keyword.iskeyword(name):
-            raise ValueError(f"--param {item!r}: {name!r} is not a parameter name (letters, digits and _, "
-                             "starting with a letter, not a Python keyword)")
-        if name in reserved:
-            raise ValueError(f"--param {item!r}: {name!r} is reserved ({reserved[name]}); parameter names cannot "
-                             f"be n, theta, {', '.join(n for n, w in reserved.items() if w == 'a constant')} "
-                             "or a function name (exp, log, sin, ...)")
-        try:
-            number = float(value)
-        except ValueError:
-            raise ValueError(f"--param {item!r}: {value!r} is not a number") from None
-        if not math.isfinite(number):
-            raise ValueError(f"--param {item!r}: {value.strip()} is not a finite number")
-        if name in given:
-            raise ValueError(f"--param {name} is given twice")
-        given[name] = number
-    return given
-
-
-def _user_model(args: argparse.Namespace):
-    if args.nu is None:
-        raise ValueError("--eps needs --nu as well (the reset kernel; e.g. --nu 'theta*beta**n')")
-    given = _parse_params(args.param)
-    needed = [n for flag, text in (("--eps", args.eps), ("--nu", args.nu)) for n in _kernel_names(flag, text)]
-    params = {}
-    for name in dict.fromkeys(needed):
-        if name not in given:
-            print(f"note: parameter {name} has no value; using {name}={DEFAULT_PARAM} for the numeric check "
-                  f"(set it with --param {name}=VALUE)", file=sys.stderr)
-        params[name] = given.pop(name, DEFAULT_PARAM)
-    if given:
-        raise ValueError(f"--param names {sorted(given)} do not appear in --eps or --nu")
-    spike = int(args.spike) if args.spike.isdigit() else args.spike
-    return srm(args.eps, args.nu, args.theta, params=params, spike=spike, surrogate=args.surrogate,
-               truncate=args.truncate, name=args.name)
-
-
 def _write_derivation(d, folder, latex: bool, cuda: bool = False) -> None:
     from pathlib import Path
 
@@ -165,15 +88,22 @@ def _write_derivation(d, folder, latex: bool, cuda: bool = False) -> None:
 
 
 def _derive(args: argparse.Namespace) -> int:
+    options = model_options(args) + (["--save-model"] if args.save_model else [])
     if args.model == "events_lif":  # continuous time (MATH section 7): its own derivation and report
         from .events.commands import derive_command
 
+        if options[1:]:
+            raise ValueError(f"events_lif is the continuous-time LIF of ift_snn.events with a derivation of its own; "
+                             f"it takes no model options ({', '.join(options[1:])})")
         return derive_command(args)
     from pathlib import Path
 
     from .symbolic.report import derive, render_latex, render_markdown, render_text, verify_numerically
 
     if args.all:
+        if options:
+            raise ValueError(f"--all derives every built-in model as it is; it takes no model options "
+                             f"({', '.join(options)})")
         if not args.out:
             raise ValueError("--all writes one folder per built-in model: give --out DIR")
         _prepare_out_dir(args.out, "--out")
@@ -189,14 +119,14 @@ def _derive(args: argparse.Namespace) -> int:
             print(f"{name:<18} {ok} T=2..{args.T}  {time.perf_counter() - start:6.2f} s  -> {Path(args.out) / name}")
             status |= 0 if d.proved else 1
         return status
-    if args.eps is not None:
-        model = _user_model(args)
-    else:
-        if args.nu is not None:
-            raise ValueError("--nu needs --eps as well")
-        model = get_model(args.model)
+    if args.save_model:
+        check_model_file_name(args.save_model, "--save-model")
+        _prepare_out_file(args.save_model, "--save-model")
+    model, spec = model_and_spec_from_args(args)
     if args.out:
         _prepare_out_dir(args.out, "--out")
+    if args.save_model:
+        save_model_file(spec, args.save_model)
     start = time.perf_counter()
     d = derive(model, args.T)
     elapsed = time.perf_counter() - start
@@ -209,6 +139,8 @@ def _derive(args: argparse.Namespace) -> int:
     if args.out:
         _write_derivation(d, args.out, args.latex)
         print(f"wrote {args.out}/derivation.md, recurrence.json" + (", derivation.tex" if args.latex else ""))
+    if args.save_model:
+        print(f"wrote {args.save_model} (use it with --model-file)")
     check = verify_numerically(d)
     exodus = [p for p in d.proofs if p.method == "exodus" and not p.truncation]
     cut = [p for p in d.proofs if p.truncation]
@@ -236,7 +168,7 @@ def _codegen(args: argparse.Namespace) -> int:
     from .codegen.cuda import compile_ptx, cuda_source
     from .codegen.ir import QUANTITIES, SPLIT_QUANTITIES, build_kernel
 
-    model = get_model(args.model)
+    model = model_from_args(args)
     quantities = QUANTITIES if args.quantity == "all" else (args.quantity,)
     if args.target == "cpu":  # what the cpu target runs: the forward as its scan and its pointwise map
         quantities = tuple(q for quantity in quantities
@@ -262,6 +194,12 @@ def _codegen(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import format_table, run
 
+    options = model_options(args)
+    if options not in ([], ["lif"]) and (args.peers or args.torch):
+        flag, what = (("--peers", "snnTorch, SpikingJelly and Norse") if args.peers
+                      else ("--torch", "a PyTorch BPTT loop"))
+        raise ValueError(f"{flag} compares LIF against {what}; model options do not apply there ({', '.join(options)})")
+    model = model_from_args(args) if options else None
     if args.json:
         _prepare_out_file(args.json, "--json")
     if args.peers:  # against snnTorch, SpikingJelly, Norse (sinabs): ift_snn.bench_peers
@@ -275,7 +213,9 @@ def _bench(args: argparse.Namespace) -> int:
             print(f"wrote {args.json}")
         return 0
     results = run(T=args.T, batch=args.batch, neurons=args.neurons, dtype=args.dtype, repeats=args.repeats,
-                  json_path=args.json)
+                  json_path=args.json, model=model)
+    if model is not None:
+        print(f"model   {model!r}")
     print(format_table(results))
     if args.torch:
         from .integrations.torch import bench_layer
@@ -297,13 +237,30 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _train_config(args: argparse.Namespace):
+    """The TrainConfig of ``ift-snn train``: the default LIF from --alpha and --surrogate-*, or, given model
+    options, the model they describe with those folded in (--alpha then needs a LIF)."""
     from .train import TrainConfig
 
+    lif = {"alpha": args.alpha, "surrogate_scale": args.surrogate_scale, "surrogate_width": args.surrogate_width}
+    spec = None
+    if model_options(args):
+        extra = {}
+        if args.alpha is not None:
+            extra["params.alpha"] = (args.alpha, "--alpha")
+        if args.surrogate_scale is not None or args.surrogate_width is not None:
+            scale, width = args.surrogate_scale or 1.0, args.surrogate_width or 0.5
+            extra["surrogate"] = (f"exponential(scale={scale!r}, width={width!r})",
+                                  "--surrogate-scale/--surrogate-width")
+        model, spec = model_and_spec_from_args(args, extra=extra)
+        if args.alpha is not None and model.name != "lif":
+            raise ValueError(f"--alpha is the decay of the default LIF, and {model.name} is not a LIF: "
+                             "set its parameters with --param NAME=VALUE")
+        lif = {}
     return TrainConfig(task=args.task, method=args.method, epochs=args.epochs, batch_size=args.batch_size,
-                       lr=args.lr, surrogate_scale=args.surrogate_scale, surrogate_width=args.surrogate_width,
-                       alpha=args.alpha, hidden=tuple(args.hidden), loss=args.loss, truncation=args.truncation,
+                       lr=args.lr, hidden=tuple(args.hidden), loss=args.loss, truncation=args.truncation,
                        blocks=args.blocks, seed=args.seed, T=args.T, shd_path=args.shd_path,
-                       randman_samples=args.randman_samples)
+                       randman_samples=args.randman_samples, model=spec,
+                       **{k: v for k, v in lif.items() if v is not None})
 
 
 def _kept_training(out: Path):
@@ -322,6 +279,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.method == "events":  # continuous-time exact spike-time gradients; --task digits only
         from .events.commands import train_command
 
+        if model_options(args):
+            raise ValueError("--method events trains the continuous-time LIF of ift_snn.events, a different system; "
+                             f"model options do not apply there ({', '.join(model_options(args))})")
         if args.task != "digits":
             raise ValueError(f"--method events supports --task digits only; got --task {args.task!r}")
         out = _prepare_out_dir(args.out, "--out")
@@ -425,7 +385,6 @@ POSITIVE_INT = _int_type(1, "a positive integer")
 NON_NEGATIVE_INT = _int_type(0, "a non-negative integer")
 AT_LEAST_2 = _int_type(2, "an integer >= 2")
 POSITIVE_FLOAT = _float_type("a finite number > 0", lambda v: v > 0)
-FINITE_FLOAT = _float_type("a finite number", lambda v: True)
 UNIT_INTERVAL = _float_type("a number in (0, 1]", lambda v: 0 < v <= 1)
 
 
@@ -482,25 +441,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     defaults = _DefaultsFormatter
     demo = sub.add_parser("demo", help="EXODUS vs SLAYER vs BPTT gradients of one layer")
-    demo.add_argument("model", nargs="?", default="lif", choices=sorted(BUILTIN_MODELS))
+    add_model_arguments(demo)
     demo.add_argument("--T", type=POSITIVE_INT, default=100, help="time steps (default 100)")
     demo.add_argument("--neurons", type=POSITIVE_INT, default=64, help="neurons (default 64)")
     demo.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed of the random input (default 0)")
     demo.set_defaults(func=_demo)
 
     derive = sub.add_parser("derive", help="derive, prove and verify the exact gradient of a neuron model")
-    derive.add_argument("model", nargs="?", default="lif", choices=sorted(BUILTIN_MODELS) + ["events_lif"],
-                        help="a built-in model (default lif)")
-    derive.add_argument("--eps", help="your spike-response kernel, a closed form in n, e.g. 'n*alpha**n'")
-    derive.add_argument("--nu", help="your reset kernel, e.g. 'theta*beta**n'")
-    derive.add_argument("--param", action="append", metavar="NAME=VALUE",
-                        help="value of a kernel parameter for the numeric check (repeatable)")
-    derive.add_argument("--theta", type=FINITE_FLOAT, default=1.0, help="threshold (default 1)")
-    derive.add_argument("--surrogate", default="exponential", help="surrogate name (default exponential)")
-    derive.add_argument("--spike", default="single", help="single, multi, smooth or a max count")
-    derive.add_argument("--truncate", type=POSITIVE_INT, default=None,
-                        help="turn kernels without a finite recurrence into this many taps")
-    derive.add_argument("--name", default="srm", help="name of a user model (default srm)")
+    add_model_arguments(derive, extra_names=("events_lif",))
+    derive.add_argument("--save-model", metavar="FILE",
+                        help="also write the model to FILE (.json or .toml) for --model-file of any command")
     derive.add_argument("--T", type=AT_LEAST_2, default=6,
                         help="symbolic horizon: prove for T = 2..this (default 6)")
     fmt = derive.add_mutually_exclusive_group()
@@ -511,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     derive.set_defaults(func=_derive)
 
     codegen = sub.add_parser("codegen", help="print the generated CUDA, CPU (Numba) or NumPy kernels of a model")
-    codegen.add_argument("model", nargs="?", default="lif", choices=sorted(BUILTIN_MODELS))
+    add_model_arguments(codegen)
     codegen.add_argument("--target", choices=("cuda", "cpu", "numpy"), default="cuda",
                          help="CUDA C (default), Python for Numba (cpu) or vectorised NumPy Python")
     codegen.add_argument("--dtype", choices=("f32", "f64"), default="f32")
@@ -523,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="speed against PyTorch autograd BPTT and the memory floor (ratios)",
                            formatter_class=defaults)
+    add_model_arguments(bench)
     bench.add_argument("--T", type=POSITIVE_INT, default=300, help="time steps")
     bench.add_argument("--batch", type=POSITIVE_INT, default=64, help="batch size")
     bench.add_argument("--neurons", type=POSITIVE_INT, default=256, help="neurons per sample")
@@ -554,11 +505,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=POSITIVE_INT, default=30, help="passes over the training set")
     train.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="samples per step")
     train.add_argument("--lr", type=POSITIVE_FLOAT, default=2e-3, help="Adam learning rate")
-    train.add_argument("--surrogate-scale", type=POSITIVE_FLOAT, default=1.0,
-                       help="height of the exponential surrogate")
-    train.add_argument("--surrogate-width", type=POSITIVE_FLOAT, default=0.5,
-                       help="width of the exponential surrogate (times theta)")
-    train.add_argument("--alpha", type=UNIT_INTERVAL, default=0.9, help="membrane decay of every LIF layer")
+    add_model_arguments(train)
+    train.add_argument("--surrogate-scale", type=POSITIVE_FLOAT,
+                       help="height of the exponential surrogate (default: 1.0)")
+    train.add_argument("--surrogate-width", type=POSITIVE_FLOAT,
+                       help="width of the exponential surrogate, times theta (default: 0.5)")
+    train.add_argument("--alpha", type=UNIT_INTERVAL, help="membrane decay of every LIF layer (default: 0.9)")
     train.add_argument("--hidden", type=POSITIVE_INT, nargs="+", default=[64, 64], help="hidden layer sizes")
     train.add_argument("--loss", choices=("sum_ce", "max_ce", "count_mse"), default="sum_ce",
                        help="loss on the output spikes")

@@ -524,6 +524,8 @@ def _truncated(expr: sp.Expr, length: int, what: str, values: Mapping[sp.Symbol,
         v = complex(sp.N(tap.subs(values)))
         if abs(v.imag) > 1e-12 or not math.isfinite(v.real):
             raise KernelError(f"kernel {what} = {expr} is not a finite real number at n = {k}")
+    if not any(tap.free_symbols for tap in taps):
+        return Kernel.from_taps([float(tap) for tap in taps])
     closed = sum((tap * sp.KroneckerDelta(N, k) for k, tap in enumerate(taps)), sp.Integer(0))
     while len(taps) > 1 and taps[-1] == 0:
         taps.pop()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .models import lif
+from .models import NeuronModel, lif, model_to_dict
 from .network import Adam, Network, NonFiniteLossError
 from .surrogates import exponential
 
@@ -30,6 +30,11 @@ TASKS = ("randman", "digits", "shd")
 
 @dataclass
 class TrainConfig:
+    """A training run. The neuron of every layer is ``lif(alpha)`` with the exponential surrogate
+    (surrogate_scale, surrogate_width), or ``model``: a model spec or stored model (see
+    :func:`ift_snn.spec.model_from_spec`; a NeuronModel is kept as its stored form), which the LIF fields
+    then must leave at their defaults."""
+
     task: str = "randman"
     method: str = "exodus"
     epochs: int = 30
@@ -46,6 +51,11 @@ class TrainConfig:
     T: int | None = None
     shd_path: str | None = None
     randman_samples: int = 100
+    model: dict | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, NeuronModel):  # keep the config JSON-able
+            self.model = model_to_dict(self.model)
 
     def validate(self) -> None:
         """Check every field (before any data is made or read); ValueError/TypeError name the field."""
@@ -82,7 +92,12 @@ class TrainConfig:
                 raise TypeError(f"{name}={value!r}: expected a finite number > 0")
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name}={value!r} is out of range: expected a finite number > 0")
-        _model(self)  # alpha and the surrogate, checked by their constructors
+        if self.model is not None:
+            changed = [f"{k}={getattr(self, k)!r}" for k in _LIF_FIELDS if getattr(self, k) != _LIF_DEFAULTS[k]]
+            if changed:
+                raise ValueError(f"{', '.join(changed)} configure the default LIF; with model= set the neuron "
+                                 "in the model spec")
+        _model(self)  # alpha and the surrogate, or the model, checked by their constructors
 
 
 def make_task(cfg: TrainConfig):
@@ -105,7 +120,15 @@ def _check_int(name: str, value, minimum: int = 1) -> None:
         raise ValueError(f"{name}={value!r} is out of range: expected an int >= {minimum}")
 
 
+_LIF_FIELDS = ("alpha", "surrogate_scale", "surrogate_width")
+_LIF_DEFAULTS = {k: TrainConfig.__dataclass_fields__[k].default for k in _LIF_FIELDS}
+
+
 def _model(cfg: TrainConfig):
+    if cfg.model is not None:
+        from .spec import model_from_spec
+
+        return model_from_spec(cfg.model, source="TrainConfig.model")
     return lif(cfg.alpha, 1.0, surrogate=exponential(cfg.surrogate_scale, cfg.surrogate_width))
 
 

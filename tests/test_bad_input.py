@@ -417,9 +417,12 @@ def test_unknown_reset():
         ift_snn.lif(0.9, reset="foo")
 
 
-def test_srm_has_no_u_min():
-    with pytest.raises(TypeError, match=r"u_min"):
+def test_srm_u_min_needs_a_membrane():
+    """The clip acts on a membrane state: an SRM without a first-order membrane is refused, naming why."""
+    with pytest.raises(ValueError, match=r"u_min \(clip\) needs a first-order membrane"):
         ift_snn.srm([1.0], [1.0], u_min=0.0)
+    with pytest.raises(ValueError, match=r"reset='zero' needs eps to decay with the membrane's pole"):
+        ift_snn.srm("n*alpha**n", "theta*beta**n", params={"alpha": 0.8, "beta": 0.9}, reset="zero")
 
 
 @pytest.mark.parametrize("u_min", [2.0, 1.0])
