@@ -158,8 +158,10 @@ def _derive(args: argparse.Namespace) -> int:
     print(f"  SLAYER     {100 * check.slayer_vs_exact:.0f}% from exact (relative max-norm of dL/da); "
           f"equals BPTT with the reset detached to {check.slayer_vs_oracle:.1e}; spike rate {check.spike_rate:.2f}")
     print(f"  time       derivation and proofs {elapsed:.2f} s")
-    good = d.proved and max(check.forward, check.grad_a, check.grad_u_init, check.slayer_vs_oracle,
-                            check.params) < 1e-10
+    # dL/dp runs through derivative filters; with a repeated pole pair (n rho^n cos(omega n)) their rounding
+    # reaches ~1e-10 at T = 200, so the parameters pass at 1e-9, everything else at 1e-10
+    good = d.proved and max(check.forward, check.grad_a, check.grad_u_init, check.slayer_vs_oracle) < 1e-10 \
+        and check.params < 1e-9
     return 0 if good else 1
 
 
@@ -191,6 +193,43 @@ def _codegen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_zoo(args: argparse.Namespace) -> int:
+    """``bench --zoo``: the first call of every zoo neuron, in a fresh kernel cache folder (nothing compiled
+    before), one row as each finishes; warnings counted, not streamed; JSON rewritten after every row."""
+    import tempfile
+    import warnings
+
+    from .zoo import ZOO, bench_zoo, format_zoo_table
+
+    rows: list = []
+    args.kept = lambda: f"kept {args.json} ({len(rows)} of {len(ZOO)} neurons)" if args.json and rows else None
+    with tempfile.TemporaryDirectory(prefix="ift_snn_zoo_") as folder, \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        before = os.environ.get("IFT_SNN_CACHE_DIR")
+        os.environ["IFT_SNN_CACHE_DIR"] = folder
+
+        def progress(row) -> None:
+            rows.append(row)
+            print(f"  {row['name']:<22} first call {row['first_call_s']:6.2f} s, proofs "
+                  f"{'passed' if row['proved'] else 'FAILED'}", flush=True)
+            if args.json:
+                Path(args.json).write_text(json.dumps({"zoo": rows}, indent=2))
+
+        print(f"timing {len(ZOO)} neurons (T = 200, 1024 neurons, float32, CPU; fresh kernel cache {folder})")
+        try:
+            bench_zoo(progress=progress)
+        finally:
+            os.environ.pop("IFT_SNN_CACHE_DIR") if before is None else os.environ.update(IFT_SNN_CACHE_DIR=before)
+    print(format_zoo_table(rows))
+    if caught:
+        kinds = sorted({type(w.message).__name__ if isinstance(w.message, Warning) else "Warning" for w in caught})
+        print(f"{len(caught)} warnings while timing ({', '.join(kinds)}): the zoo's random inputs, not errors")
+    if args.json:
+        print(f"wrote {args.json}")
+    return 0 if all(r["proved"] for r in rows) else 1
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .bench import format_table, run
 
@@ -199,9 +238,14 @@ def _bench(args: argparse.Namespace) -> int:
         flag, what = (("--peers", "snnTorch, SpikingJelly and Norse") if args.peers
                       else ("--torch", "a PyTorch BPTT loop"))
         raise ValueError(f"{flag} compares LIF against {what}; model options do not apply there ({', '.join(options)})")
+    if args.zoo and (options or args.peers or args.torch):
+        raise ValueError("--zoo times the zoo's own neurons (ift_snn.zoo); model options, --peers and --torch "
+                         "do not apply there")
     model = model_from_args(args) if options else None
     if args.json:
         _prepare_out_file(args.json, "--json")
+    if args.zoo:
+        return _bench_zoo(args)
     if args.peers:  # against snnTorch, SpikingJelly, Norse (sinabs): ift_snn.bench_peers
         from .bench_peers import DEFAULT_SIZES, format_peers_table, run_peers
 
@@ -482,6 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", help="also write the results as JSON to this file")
     bench.add_argument("--torch", action="store_true",
                        help="also time the PyTorch SpikingLayer against a PyTorch BPTT loop (CPU, and GPU if present)")
+    bench.add_argument("--zoo", action="store_true",
+                       help="instead: the first call (derive + generate + compile) and the proofs of every neuron "
+                            "of the zoo (ift_snn.zoo), in a fresh kernel cache")
     bench.add_argument("--peers", action="store_true",
                        help="instead: one LIF layer (float32, CPU, 2 threads) against snnTorch, SpikingJelly and "
                             "Norse: forward, backward, peak memory, gradient agreement, memory floor, ratios "

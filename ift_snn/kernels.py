@@ -306,8 +306,8 @@ class Kernel:
             return sp.Integer(0)
         if self.expr is not None:
             return self.expr.subs(N, k)
-        assert self.taps is not None
-        return _number(self.taps[k]) if k < len(self.taps) else sp.Integer(0)
+        assert self.taps is not None and self.den == (1,)
+        return self.num[k] if k < len(self.num) else sp.Integer(0)  # the taps as SymPy numbers
 
     # --------------------------------------------------------------- numbers
     def coefficients(self, values: Mapping[sp.Symbol, float]) -> tuple[np.ndarray, np.ndarray]:

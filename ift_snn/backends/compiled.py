@@ -162,10 +162,20 @@ def clear() -> None:
             cache.clear()
 
 
+def _read_only(x: np.ndarray) -> np.ndarray:
+    """A read-only view of x. Numba compiles one machine function per argument type, and whether an
+    array is writeable is part of its type: the kernels' inputs are always passed read-only, so one
+    compile serves arrays of every origin (a user's read-only input, a broadcast initial state)."""
+    view = x.view()
+    view.flags.writeable = False
+    return view
+
+
 def _warm_up(kernel: ScanKernel, fn, dtype: np.dtype) -> None:
-    """Call a Numba kernel once on 1 x 1 arrays of the real types, so that the compile is counted here."""
+    """Call a Numba kernel once on 1 x 1 arrays of the real types, so that the compile is counted here
+    (and happens once: the argument types are those of :func:`_run`)."""
     one = lambda: np.full((1, 1), 0.5, dtype)  # noqa: E731
-    args = [one() for _ in kernel.inputs] + [np.zeros(1, dtype) for _ in kernel.vectors]
+    args = [_read_only(one()) for _ in kernel.inputs] + [_read_only(np.zeros(1, dtype)) for _ in kernel.vectors]
     args += [one() for _ in kernel.outputs] + [np.zeros(1, dtype) for _ in kernel.finals]
     args += [dtype.type(0.5) for _ in kernel.params] + [1, 1, 0, CHUNK, 0, 1]
     fn(*args)
@@ -298,7 +308,9 @@ def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, 
         calls = [([x[b] for x in per_step] + [v[b * N:(b + 1) * N] for v in vecs] + [o[b] for o in outs.values()]
                   + [f[b * N:(b + 1) * N] for f in fins.values()] + params, N) for b in range(blocks[0])]
     if target == "cpu":
-        launch_all(k.fn, [(args + [T, n, truncation, CHUNK], n) for args, n in calls])
+        n_read = len(per_step) + len(vecs)  # what the kernel only reads goes in read-only, as in _warm_up
+        launch_all(k.fn, [([_read_only(x) for x in args[:n_read]] + args[n_read:] + [T, n, truncation, CHUNK], n)
+                          for args, n in calls])
     elif target == "numpy":
         with np.errstate(all="ignore"):  # like the compiled targets: non-finite values are checked by the caller
             for args, n in calls:

@@ -1,0 +1,113 @@
+"""The zoo (ift_snn/zoo.py): every neuron through derive (proof), codegen (CUDA to PTX, NumPy and Numba run)
+and gradients against the independent float64 BPTT oracle, from Python and from the command line.
+
+Timings of each member's first call are a benchmark (``ift-snn bench --zoo``), not a test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from ift_snn import ops
+from ift_snn.backends import reference
+from ift_snn.cli import main
+from ift_snn.codegen.cuda import compile_ptx, cuda_source
+from ift_snn.codegen.ir import QUANTITIES, build_kernel
+from ift_snn.models import model_to_dict
+from ift_snn.spec import save_model_file
+from ift_snn.symbolic.recurrence import derive_recurrence, prove
+from ift_snn.zoo import ZOO, zoo_model
+
+from .conftest import rel_err
+
+NAMES = sorted(ZOO)
+#: Relative tolerance against the oracle. damped_chirp's dL/drho and dL/domega run through derivative
+#: filters with a pole pair of multiplicity 4 (order 8): their rounding grows with T, measured 1e-12 to
+#: 1.4e-10 over T = 24..96 (every other gradient of it to 4e-13), so it gets 1e-9; every other member 1e-10.
+RTOL = {"damped_chirp": 1e-9}
+
+
+def test_the_zoo_has_at_least_twelve_distinct_neurons():
+    structures = {zoo_model(name).structure for name in ZOO}
+    assert len(ZOO) >= 12 and len(structures) == len(ZOO)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_zoo_member_is_proved(name):
+    """exodus and SLAYER scans equal the IFT adjoint symbolically (T = 2, 3), and truncated (K = 2)."""
+    model = zoo_model(name)
+    rec = derive_recurrence(model)
+    for proof in (prove(model, 2, rec), prove(model, 3, rec), prove(model, 3, rec, method="slayer"),
+                  prove(model, 4, rec, truncation=2)):
+        assert proof.ok, f"{name} {proof.label}: {proof.detail}"
+
+
+def _case(name: str, T: int = 48, M: int = 6):
+    model = zoo_model(name)
+    rng = np.random.default_rng(sorted(ZOO).index(name))
+    a = rng.normal(0.35, 0.6, (T, M))
+    g = rng.normal(size=(T, M))
+    u0 = rng.normal(0.0, 0.3, M)
+    return model, a, g, u0
+
+
+def _assert_equals_oracle(model, a, g, u0, backend: str, method: str = "exodus", truncation=None, rtol=1e-10):
+    trace = ops.forward(model, a, u0, backend=backend)
+    grads = ops.backward(model, trace, g, method=method, truncation=truncation)
+    oracle = (reference.slayer if method == "slayer" else reference.bptt)(model, a, g, u0, truncation=truncation)
+    assert np.array_equal(trace.s, oracle.s) and rel_err(trace.u, oracle.u) < 1e-10
+    assert np.any(trace.s > 0), "the input makes no spike: the test would not see the reset"
+    assert rel_err(grads.a, oracle.a) < rtol, f"dL/da ({backend}, {method})"
+    assert rel_err(grads.u0, oracle.u0) < rtol, f"dL/du0 ({backend}, {method})"
+    scale = max(abs(v) for v in oracle.params.values())
+    for k, want in oracle.params.items():
+        assert abs(grads.params[k] - want) <= rtol * scale, f"dL/d{k} ({backend}, {method}): {grads.params[k]} vs {want}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_zoo_generated_numpy_gradients_equal_the_oracle(name):
+    """The generated NumPy kernels: exact (exodus, also truncated) and SLAYER, every gradient, 1e-10."""
+    model, a, g, u0 = _case(name)
+    rtol = RTOL.get(name, 1e-10)
+    _assert_equals_oracle(model, a, g, u0, "numpy", rtol=rtol)
+    _assert_equals_oracle(model, a, g, u0, "numpy", truncation=7, rtol=rtol)
+    _assert_equals_oracle(model, a, g, u0, "numpy", method="slayer", rtol=rtol)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_zoo_generated_cpu_gradients_equal_the_oracle(name):
+    """The compiled CPU (Numba) kernels, float64, every gradient at 1e-10."""
+    model, a, g, u0 = _case(name)
+    _assert_equals_oracle(model, a, g, u0, "cpu", rtol=RTOL.get(name, 1e-10))
+
+
+def test_every_zoo_kernel_compiles_to_ptx():
+    """forward, backward and SLAYER of every member, float32 and float64, compiled as one unit (names are
+    distinct hashes) for sm_80."""
+    sources = [cuda_source(build_kernel(zoo_model(name), q, dtype)) for name in NAMES for q in QUANTITIES
+               for dtype in ("f32", "f64")]
+    unit = dataclasses.replace(sources[0], name="ift_snn_zoo", code="\n\n".join(s.code for s in sources))
+    ptx = compile_ptx(unit, "sm_80")
+    for s in sources:
+        assert f".entry {s.name}(" in ptx
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_zoo_member_from_the_command_line(name, tmp_path, capsys):
+    """The same neuron written as a model file: derive proves it and checks it against the oracle (exit 0),
+    codegen prints the kernels Python builds."""
+    model = zoo_model(name)
+    path = tmp_path / f"{name}.toml"
+    save_model_file(ZOO[name], path)
+    assert main(["derive", "--model-file", str(path), "--T", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "passed" in out and "FAILED" not in out
+    assert main(["codegen", "--model-file", str(path), "--target", "numpy", "--quantity", "backward"]) == 0
+    assert build_kernel(model, "backward", "f32").name in capsys.readouterr().out
+    stored = tmp_path / f"{name}.json"
+    save_model_file(model_to_dict(model), stored)
+    assert main(["codegen", "--model-file", str(stored), "--quantity", "forward"]) == 0
+    assert build_kernel(model, "forward", "f32").name in capsys.readouterr().out
