@@ -428,7 +428,7 @@ def backward(
             if parameters and not record.from_state:
                 # x0 stands for u0 and may depend on a parameter (an SRM's eps state): the derived chain term
                 u_init = xp.zeros(M, dtype) if u0 is None else u0
-                for k, v in u_init_parameter_terms(compiled.recurrence(model), fins, u_init, xp).items():
+                for k, v in u_init_parameter_terms(compiled.recurrence(model), fins, u_init, xp, model).items():
                     params[k] += v
         grad_x0 = xp.stack([fins[STATE_GRAD + n] for n in names]) if names else xp.zeros((0, M), dtype)
         max_factor = float(xp.max(fins[DIAGNOSTIC + "max_factor"])) if M else 0.0

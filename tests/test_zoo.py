@@ -111,3 +111,12 @@ def test_zoo_member_from_the_command_line(name, tmp_path, capsys):
     save_model_file(model_to_dict(model), stored)
     assert main(["codegen", "--model-file", str(stored), "--quantity", "forward"]) == 0
     assert build_kernel(model, "forward", "f32").name in capsys.readouterr().out
+
+
+def test_models_of_one_structure_with_different_values_in_one_process():
+    """Kernels and derived scans are shared by every model of a structure; each model's own parameter values
+    must reach every term (the dL/dp path through an initial membrane once used the first model's values)."""
+    rng = np.random.default_rng(3)
+    a, g, u0 = rng.normal(0.35, 0.6, (48, 6)), rng.normal(size=(48, 6)), rng.normal(0.0, 0.3, 6)
+    for omega in (0.4, 0.5, 0.9):
+        _assert_equals_oracle(zoo_model("resonate_and_fire").with_params(omega=omega), a, g, u0, "numpy")

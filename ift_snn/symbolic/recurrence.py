@@ -508,11 +508,13 @@ def initial_state(recurrence: Recurrence, values, u0, xp=np):
     return xp.stack(rows) if rows else xp.zeros((0,) + u0.shape, u0.dtype)
 
 
-def u_init_parameter_terms(recurrence: Recurrence, finals: Mapping[str, np.ndarray], u0, xp=np) -> dict[str, float]:
+def u_init_parameter_terms(recurrence: Recurrence, finals: Mapping[str, np.ndarray], u0, xp,
+                           model: NeuronModel) -> dict[str, float]:
     """{parameter: sum over neurons of ``Recurrence.from_u_init``}: the part of dL/dp that flows through
     x0 when x0 stands for u0 (an SRM's eps state eps[1] u0 depends on the eps parameters), evaluated on
     the backward's per-neuron finals gw_<state>; {} when no initial state depends on a parameter."""
-    model = recurrence.model
+    # the values come from ``model``: a recurrence is shared by every model of its structure (compiled
+    # caches it per structure), and its own ``model`` holds the values of whichever came first
     out = {}
     for name, fn in _u_init_functions(recurrence).items():
         M = len(u0)

@@ -135,7 +135,7 @@ def verify_numerically(d: Derivation, *, T: int = 200, M: int = 16, seeds: int =
         worst["grad_u_init"] = max(worst["grad_u_init"], rel(bw["grad_u_init"], want.u0))
         worst["slayer_vs_exact"] = max(worst["slayer_vs_exact"], rel(sl["grad_a"], want.a))
         worst["slayer_vs_oracle"] = max(worst["slayer_vs_oracle"], rel(sl["grad_a"], slayer_ref.a))
-        extra = u_init_parameter_terms(d.recurrence, bw, u0)  # x0 stands for u0 and may depend on p
+        extra = u_init_parameter_terms(d.recurrence, bw, u0, np, d.model)  # x0 stands for u0, may depend on p
         for name, value in want.params.items():
             got = float(np.sum(bw[PARAMETER + name])) + extra.get(name, 0.0)
             worst["params"] = max(worst["params"], abs(got - value) / max(abs(value), 1e-300))
