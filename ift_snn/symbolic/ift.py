@@ -125,12 +125,15 @@ def adjoint(system: System, jac: Jacobians | None = None) -> Adjoint:
         for j in cols[i]:
             value = value - J[j, i] * lam[j]
         lam[i] = sp.expand(value)
-    lam_vec = sp.Matrix(lam)
-    grad_a = tuple(sp.expand(-(lam_vec.T * jac.inputs[:, m])[0]) for m in range(system.T))
-    grad_p = {k: sp.expand(-(lam_vec.T * jac.params[:, p])[0]) for p, k in enumerate(jac.param_names)}
-    grad_u = sp.expand(-(lam_vec.T * jac.u_init)[0])
+
+    def minus_dot(column) -> sp.Expr:  # -lambda^T column, over the column's nonzero entries
+        return sp.expand(-sp.Add(*[lam[i] * column[i] for i in range(n) if column[i] != 0]))
+
+    grad_a = tuple(minus_dot(jac.inputs[:, m]) for m in range(system.T))
+    grad_p = {k: minus_dot(jac.params[:, p]) for p, k in enumerate(jac.param_names)}
+    grad_u = minus_dot(jac.u_init)
     Js = jac.state if jac.state is not None else sp.zeros(n, 0)
-    grad_x = {x.name: sp.expand(-(lam_vec.T * Js[:, k])[0]) for k, x in enumerate(system.state)}
+    grad_x = {x.name: minus_dot(Js[:, k]) for k, x in enumerate(system.state)}
     return Adjoint(tuple(lam), grad_a, grad_p, grad_u, grad_x)
 
 

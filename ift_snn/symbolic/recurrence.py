@@ -552,7 +552,8 @@ def unroll(scan: Scan, T: int, inputs: Mapping[sp.Symbol, list],
     ``inputs`` maps each input symbol to a list of T values (symbols or
     arrays). A reverse scan with ``truncation=K`` restarts its non-persistent
     state at the end of every chunk of K steps, as the generated kernels do.
-    Returns ({output: values per step}, {final: value}).
+    Returns ({output: values per step}, {final: value}), as unexpanded expressions (substitution
+    only: expanding every step cost twice the whole proof; :func:`prove` expands each difference once).
     """
     state = dict(zip(scan.state, scan.init))
     out: dict[sp.Symbol, list] = {o: [None] * T for o in scan.outputs}
@@ -564,11 +565,11 @@ def unroll(scan: Scan, T: int, inputs: Mapping[sp.Symbol, list],
         for sym, values in inputs.items():
             env[sym] = values[n]
         for lhs, rhs in scan.assignments:
-            env[lhs] = sp.expand(rhs.xreplace(env))
+            env[lhs] = rhs.xreplace(env)
         for o in scan.outputs:
             out[o][n] = env[o]
-        state = {s: sp.expand(e.xreplace(env)) for s, e in zip(scan.state, scan.update)}
-    finals = {lhs: sp.expand(rhs.xreplace(state)) for lhs, rhs in scan.finals}
+        state = {s: e.xreplace(env) for s, e in zip(scan.state, scan.update)}
+    finals = {lhs: rhs.xreplace(state) for lhs, rhs in scan.finals}
     return out, finals
 
 
