@@ -37,11 +37,11 @@ def test_the_zoo_has_at_least_twelve_distinct_neurons():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_zoo_member_is_proved(name):
-    """exodus and SLAYER scans equal the IFT adjoint symbolically (T = 2, 3), and truncated (K = 2)."""
+    """exodus and SLAYER scans equal the IFT adjoint symbolically (T = 2, 3), and truncated (K = 2, T = 3)."""
     model = zoo_model(name)
     rec = derive_recurrence(model)
     for proof in (prove(model, 2, rec), prove(model, 3, rec), prove(model, 3, rec, method="slayer"),
-                  prove(model, 4, rec, truncation=2)):
+                  prove(model, 3, rec, truncation=2)):
         assert proof.ok, f"{name} {proof.label}: {proof.detail}"
 
 
@@ -77,7 +77,14 @@ def test_zoo_generated_numpy_gradients_equal_the_oracle(name):
     _assert_equals_oracle(model, a, g, u0, "numpy", method="slayer", rtol=rtol)
 
 
-@pytest.mark.parametrize("name", NAMES)
+#: Members run through the compiled CPU (Numba) kernels too: one of each kind of kernel (the Numba and
+#: NumPy printers print the same loop tree, codegen/tree.py; every member runs on the generated NumPy),
+#: each compile is 1-4 s.
+COMPILED = ("resonate_and_fire", "damped_chirp", "delayed_alpha", "fir12", "srm_reset_zero",
+            "truncated_power_law", "alpha_multi_spike")
+
+
+@pytest.mark.parametrize("name", COMPILED)
 def test_zoo_generated_cpu_gradients_equal_the_oracle(name):
     """The compiled CPU (Numba) kernels, float64, every gradient at 1e-10."""
     model, a, g, u0 = _case(name)
