@@ -498,7 +498,16 @@ def _kernel(spec: KernelSpec, what: str, names: Mapping[str, sp.Symbol], truncat
     if isinstance(spec, Kernel):
         return spec
     if isinstance(spec, str):
-        expr = parse_expression(spec, {"n": N, **names}, what=f"kernel {what}")
+        try:
+            expr = parse_expression(spec, {"n": N, **names}, what=f"kernel {what}")
+        except ValueError as exc:
+            unknown = re.search(r"unknown name '(\w+)'", str(exc))
+            if unknown is None:
+                raise
+            name = unknown.group(1)
+            raise type(exc)(f"{exc}. If {name!r} is a parameter of the kernel, give its value: "
+                            f"srm(..., params={{'{name}': VALUE}}) or, on the command line, --param {name}=VALUE") \
+                from None
     elif isinstance(spec, sp.Expr):
         expr = spec
     elif isinstance(spec, (int, float)):

@@ -70,8 +70,8 @@ def test_generated_kernels_equal_the_oracle(name, target):
 
 
 #: float32 compiled against float32 NumPy, one model of each kind of scan (membrane, synaptic filter, reset
-#: to zero, clip, finite taps, a resonator's trigonometric coefficients); float64 covers every model.
-FLOAT32_MODELS = ("lif", "cuba_lif", "lif_reset_zero", "lif_clip", "taps4_srm", "rf")
+#: to zero, clip, finite taps); float64 covers every model.
+FLOAT32_MODELS = ("lif", "cuba_lif", "lif_reset_zero", "lif_clip", "taps4_srm")
 
 
 @needs_numba

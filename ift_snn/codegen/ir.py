@@ -181,12 +181,14 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
         raise ValueError(f"dtype={dtype!r}: expected one of {DTYPES}")
     rec = recurrence or derive_recurrence(model)
     for k in rec.kernels:
-        if k.order > MAX_STATE or (k.order == 0 and len(k.num) - 1 > MAX_STATE):
-            size = max(k.order, len(k.num) - 1)
+        size = max(len(k.num), len(k.den)) - 1  # the filter's state (transposed direct form II)
+        if size > MAX_STATE:
             raise CodegenError(
-                f"kernel {k.name} = {k.kernel} needs a scan state of {size} values per neuron; the code "
-                f"generator handles at most {MAX_STATE}. Use a kernel with a short recurrence (a closed form "
-                "such as a sum of exponentials) or fewer taps"
+                f"kernel {k.name} = {k.kernel} needs a scan state of {size} values per neuron (a delay of d steps "
+                f"or a list of L taps is carried as d or L - 1 values, shifted every step, plus the poles); the "
+                f"generated kernels carry at most {MAX_STATE}. Delay lines as ring buffers in memory are not "
+                "built yet: shorten the delay or the tap list, or write the kernel as a closed form with a short "
+                "recurrence (a sum of exponentials)"
             )
     scan = {"backward": rec.backward, "slayer": rec.slayer}.get(quantity, rec.forward)
     lifted = model.surrogate_arguments
