@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
+from ..kernels import X as X_DELAY
 from ..kernels import Kernel
 from ..models import NeuronModel
 from ..surrogates import THETA, U
@@ -202,15 +203,18 @@ def _adjoint(prefix: str, num: tuple[sp.Expr, ...], den: tuple[sp.Expr, ...], dy
     return lam, dx, tuple(update)
 
 
-def _free_kernel_diff(den: tuple[sp.Expr, ...], i: int, p: sp.Symbol):
-    """(num, den) of d/dp [x^(i+1) / A(x)]: the derivative, with respect to p, of the response to a
-    unit initial state w_i (delayed one step, so that a reverse filter's first state after its last
-    step is the correlation at lag 0)."""
-    x = sp.Symbol("x")
-    A = sum((c * x**k for k, c in enumerate(den)), sp.Integer(0))
-    num = sp.Poly(sp.expand(-x ** (i + 1) * sp.diff(A, p)), x).all_coeffs()[::-1]
-    dd = sp.Poly(sp.expand(A * A), x).all_coeffs()[::-1]
-    return tuple(sp.expand(c) for c in num), tuple(sp.expand(c) for c in dd)
+@dataclass(frozen=True)
+class _InitialState:
+    """dL/dp through a filter's initial state w0 (one entry of ``_parameter_sums``' filters): the state w0_i
+    enters the output through its free response x^(i+1)/A(x), so dL/dp gains sum_i weights[i] Y(i) with
+    Y(i) = sum_n x_n K[n - i], K = d/dp (1/A) = -A_p/A^2. One reverse filter of K gives Y(n) as its
+    output at step n; a shift register keeps the last len(weights) outputs, Y(0..), for the final (one
+    filter of order 2 p plus one value per state, where one filter per state cost len(weights) 2 p)."""
+
+    p: sp.Symbol
+    den: tuple
+    x: sp.Expr
+    weights: tuple
 
 
 def _is_identity(k: KernelRecurrence) -> bool:
@@ -298,6 +302,27 @@ def _parameter_sums(model: NeuronModel, S: Mapping[str, sp.Symbol], explicit: Ma
         term = explicit.get(p, sp.Integer(0))
         last = boundary.get(p, sp.Integer(0))
         for j, entry in enumerate(filters):
+            if isinstance(entry, _InitialState):
+                if entry.p != p:
+                    continue
+                A = sum((c * X_DELAY**k for k, c in enumerate(entry.den)), sp.Integer(0))
+                if sp.diff(A, p) == 0:
+                    continue
+                knum = tuple(sp.expand(c) for c in sp.Poly(-sp.diff(A, p), X_DELAY).all_coeffs()[::-1])
+                kden = tuple(sp.expand(c) for c in sp.Poly(sp.expand(A * A), X_DELAY).all_coeffs()[::-1])
+                if len(entry.weights) == 1:  # one state: the filter of x K, read at n = -1, needs no register
+                    entry = (p, ((sp.Integer(0),) + knum, kden), entry.x, sp.Integer(0), entry.weights[0])
+            if isinstance(entry, _InitialState):
+                y = sp.Symbol(f"yk{idx}_{j}", real=True)
+                w, y_expr, w_update = _df2t(f"vk{idx}_{j}_", knum, kden, entry.x, y)
+                z = tuple(sp.Symbol(f"zk{idx}_{j}_{i}", real=True) for i in range(len(entry.weights)))
+                states += list(w) + list(z)
+                inits += [sp.Integer(0)] * (len(w) + len(z))
+                updates += list(w_update) + [y] + list(z[:-1])
+                persistent += list(w) + list(z)
+                assigns.append((y, y_expr))
+                last = last + sum((wt * zi for wt, zi in zip(entry.weights, z)), sp.Integer(0))
+                continue
             q, kernel, x, weight, w0_weight = entry[:5]
             x_last = entry[5] if len(entry) > 5 else sp.Integer(0)
             if q != p:
@@ -405,8 +430,8 @@ def derive_recurrence(model: NeuronModel) -> Recurrence:
         boundary = {p: sp.diff(pre, p).xreplace(at_start) * S["d_raw"] for p in model.symbols}
         syn_filters = [(p, mem.syn, S["d"], S["a"], zero) for p in model.symbols if p in mem.syn.parameters]
         # the synaptic state w_syn0 enters I_n through its free response; dL/dp sees its p-dependence
-        syn_filters += [(p, _free_kernel_diff(syn.den, i, p), S["d"], zero, x0[2 + i])
-                        for p in model.symbols if p in mem.syn.parameters for i in range(len(w))]
+        syn_filters += [_InitialState(p, syn.den, S["d"], tuple(x0[2:2 + len(w)]))
+                        for p in model.symbols if p in mem.syn.parameters and len(w)]
         scans = []
         for name, factor, ds in (("backward", exact, S["g"] + dropped), ("slayer", loose, S["g"])):
             lam, grad_a, lam_update = _adjoint("l_syn", syn.num, syn.den, S["d"])
@@ -465,10 +490,10 @@ def derive_recurrence(model: NeuronModel) -> Recurrence:
         filters = [(p, model.eps, S["d"], S["a"], zero) for p in model.symbols if p in model.eps.parameters]
         filters += [(p, model.nu, S["d_raw"], -S["s"], -x0_s, S["d_raw"])
                     for p in model.symbols if p in model.nu.parameters]
-        filters += [(p, _free_kernel_diff(eps.den, i, p), S["d"], zero, x0_eps[i])
-                    for p in model.symbols if p in model.eps.parameters for i in range(len(we))]
-        filters += [(p, _free_kernel_diff(nu.den, i, p), S["d"], zero, -x0_nu[i])
-                    for p in model.symbols if p in model.nu.parameters for i in range(len(wn))]
+        filters += [_InitialState(p, eps.den, S["d"], tuple(x0_eps))
+                    for p in model.symbols if p in model.eps.parameters and len(we)]
+        filters += [_InitialState(p, nu.den, S["d"], tuple(-x for x in x0_nu))
+                    for p in model.symbols if p in model.nu.parameters and len(wn)]
         scan = _with_gradients(scan, model, S, {}, filters, {}, S["c"], raw=True)
         # dL/dw_eps0_i over the whole sequence where u_init's state depends on a parameter: the
         # correlation of d with the free response x^i / A, run persistently (truncation does not cut it)
