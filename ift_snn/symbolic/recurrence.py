@@ -497,15 +497,25 @@ def derive_recurrence(model: NeuronModel) -> Recurrence:
         scan = _with_gradients(scan, model, S, {}, filters, {}, S["c"], raw=True)
         # dL/dw_eps0_i over the whole sequence where u_init's state depends on a parameter: the
         # correlation of d with the free response x^i / A, run persistently (truncation does not cut it)
+        # (the correlation at n = -1 with x^(i+1)/A is Y(i) = sum_n d_n G[n - i], G = 1/A: one filter of G
+        # and a shift register of its last outputs serve every i, as for _InitialState; one state alone
+        # reads the filter of x/A after the last step)
         whole = [i for i in range(len(we)) if initial[1 + i].free_symbols & set(model.symbols)]
-        states, updates, fins = [], [], []
-        for i in whole:
-            num = (zero,) * (i + 1) + (sp.Integer(1),)
-            v, _, v_update = _df2t(f"vw{i}_", num, eps.den, S["d"], sp.Symbol(f"yw{i}", real=True))
+        states, assigns, updates, fins = [], [], [], []
+        if whole == [0]:
+            v, _, v_update = _df2t("vw0_", (zero, sp.Integer(1)), eps.den, S["d"], sp.Symbol("yw0", real=True))
             states += list(v)
-            updates += [e.xreplace({sp.Symbol(f"yw{i}", real=True): v[0]}) for e in v_update]
-            fins.append((sp.Symbol(STATE_WHOLE + we[i].name, real=True), v[0]))
-        scans.append(_extend(scan, states, [zero] * len(states), [], updates, fins, states))
+            updates += [e.xreplace({sp.Symbol("yw0", real=True): v[0]}) for e in v_update]
+            fins.append((sp.Symbol(STATE_WHOLE + we[0].name, real=True), v[0]))
+        elif whole:
+            y = sp.Symbol("yw", real=True)
+            v, y_expr, v_update = _df2t("vw_", (sp.Integer(1),), eps.den, S["d"], y)
+            z = tuple(sp.Symbol(f"zw{i}", real=True) for i in range(max(whole) + 1))
+            states += list(v) + list(z)
+            assigns.append((y, y_expr))
+            updates += list(v_update) + [y] + list(z[:-1])
+            fins += [(sp.Symbol(STATE_WHOLE + we[i].name, real=True), z[i]) for i in whole]
+        scans.append(_extend(scan, states, [zero] * len(states), assigns, updates, fins, states))
     return Recurrence(model, "srm", (eps, nu), forward, scans[0], scans[1], None, -S["q"], initial)
 
 
