@@ -220,7 +220,7 @@ assert abs(grad_beta - fd_beta) < 1e-6 * abs(fd_beta)
 # %%
 ds = data.randman(n_classes=3, samples_per_class=20, n_channels=30, T=50, seed=0)
 x, y = next(ds.time_major_batches(len(ds), shuffle=False))
-net = Network([30, 32, 3], model, seed=0, init_gain=1.0)
+net = Network([30, 32, 3], model, seed=0, init_gain=1.0, dtype=np.float64)  # float64: the kernels compiled above
 opt = Adam(lr=1e-2)
 losses, accuracy = [], []
 with warnings.catch_warnings():
