@@ -292,13 +292,8 @@ class Kernel:
         return self.order == 0
 
     def diff(self, symbol: sp.Symbol) -> Kernel:
-        """The kernel d h[n] / d symbol (same kind of kernel)."""
+        """The kernel d h[n] / d symbol (same kind of kernel; cached, the derivations ask for it often)."""
         return _diff(self, symbol)
-
-    def _diff(self, symbol: sp.Symbol) -> Kernel:
-        if self.expr is not None:
-            return Kernel.closed_form(sp.diff(self.expr, symbol))
-        return Kernel.from_taps([0.0])
 
     def value(self, k: int) -> sp.Expr:
         """h[k] as a SymPy expression (0 for k < 0)."""
@@ -356,7 +351,9 @@ class Kernel:
 
 @functools.lru_cache(maxsize=1024)
 def _diff(kernel: Kernel, symbol: sp.Symbol) -> Kernel:
-    return kernel._diff(symbol)
+    if kernel.expr is not None:
+        return Kernel.closed_form(sp.diff(kernel.expr, symbol))
+    return Kernel.from_taps([0.0])
 
 
 def _for_arrays(expr: sp.Expr) -> sp.Expr:

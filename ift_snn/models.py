@@ -37,6 +37,7 @@ values; ``backward`` returns dL/dp for each of them.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import keyword
 import math
 import re
@@ -721,19 +722,17 @@ def resonate_and_fire(
 
 @dataclass(frozen=True)
 class Builtin:
-    """A named model: its constructor and the arguments that define it (overridable by name)."""
+    """A named model: its constructor and the keyword arguments that define it (overridable by name)."""
 
     constructor: object
-    args: tuple = ()
     kwargs: tuple[tuple[str, object], ...] = ()
-    doc: str = ""
 
     def build(self, **overrides) -> NeuronModel:
         """The model with some arguments or kernel parameters replaced (see :func:`builtin_model`)."""
         kwargs = dict(self.kwargs)
+        if not overrides:
+            return self.constructor(**kwargs)
         params = dict(kwargs.get("params") or {})
-        import inspect
-
         accepted = [k for k, p in inspect.signature(self.constructor).parameters.items()
                     if p.kind is not p.VAR_KEYWORD and k not in ("eps", "nu", "params", "name", "truncate")]
         for key, value in overrides.items():
@@ -746,27 +745,27 @@ class Builtin:
                 raise ValueError(f"{key}={value!r:.40} does not apply to this model: it takes {', '.join(names)}")
         if params:
             kwargs["params"] = params
-        return self.constructor(*self.args, **kwargs)
+        return self.constructor(**kwargs)
 
 
-def _positional(constructor, **kwargs) -> Builtin:
-    return Builtin(constructor, (), tuple(kwargs.items()))
+def _builtin(constructor, **kwargs) -> Builtin:
+    return Builtin(constructor, tuple(kwargs.items()))
 
 
 BUILTINS: dict[str, Builtin] = {
-    "lif": _positional(lif, alpha=0.9),
-    "lif_before_decay": _positional(lif, alpha=0.9, reset_before_decay=True),
-    "if": _positional(if_neuron, theta=1.0),
-    "lif_multi": _positional(lif, alpha=0.9, spike="multi"),
-    "lif_max2": _positional(lif, alpha=0.9, spike=2),
-    "lif_clip": _positional(lif, alpha=0.9, u_min=-0.5),
-    "lif_reset_zero": _positional(lif, alpha=0.9, reset="zero"),
-    "cuba_lif": _positional(cuba_lif, alpha_mem=0.9, alpha_syn=0.8),
-    "alpha_srm": _positional(srm, eps="n*alpha**n", nu="theta*beta**n", params={"alpha": 0.8, "beta": 0.9},
+    "lif": _builtin(lif, alpha=0.9),
+    "lif_before_decay": _builtin(lif, alpha=0.9, reset_before_decay=True),
+    "if": _builtin(if_neuron, theta=1.0),
+    "lif_multi": _builtin(lif, alpha=0.9, spike="multi"),
+    "lif_max2": _builtin(lif, alpha=0.9, spike=2),
+    "lif_clip": _builtin(lif, alpha=0.9, u_min=-0.5),
+    "lif_reset_zero": _builtin(lif, alpha=0.9, reset="zero"),
+    "cuba_lif": _builtin(cuba_lif, alpha_mem=0.9, alpha_syn=0.8),
+    "alpha_srm": _builtin(srm, eps="n*alpha**n", nu="theta*beta**n", params={"alpha": 0.8, "beta": 0.9},
                              name="alpha_srm"),
-    "taps4_srm": _positional(srm, eps=[0.5, 1.0, 0.6, 0.2], nu=[1.0, 0.5, 0.25, 0.125], name="taps4_srm"),
-    "alif": _positional(alif),
-    "rf": _positional(resonate_and_fire),
+    "taps4_srm": _builtin(srm, eps=[0.5, 1.0, 0.6, 0.2], nu=[1.0, 0.5, 0.25, 0.125], name="taps4_srm"),
+    "alif": _builtin(alif),
+    "rf": _builtin(resonate_and_fire),
 }
 
 #: {name: zero-argument constructor} of the built-in models (see :data:`BUILTINS` for their arguments).

@@ -203,13 +203,29 @@ def _adjoint(prefix: str, num: tuple[sp.Expr, ...], den: tuple[sp.Expr, ...], dy
     return lam, dx, tuple(update)
 
 
+def _lagged_correlations(prefix: str, num: tuple, den: tuple, x: sp.Expr, count: int):
+    """Y(i) = sum_n x_n G[n - i] for i < ``count``, G = num/den, as read after a reverse scan's last step:
+    (states, assignments, updates, [Y(0), ..., Y(count - 1)]).
+
+    A reverse filter of G outputs Y(n) at step n, so a shift register of its last ``count`` outputs holds
+    them all (one filter of G's order plus ``count`` values, where a filter per lag costs ``count`` times
+    the order). With ``count`` = 1 no register is needed: the filter of x G (G a step later) holds Y(0)
+    as its first state after the last step.
+    """
+    y = sp.Symbol(f"y{prefix}", real=True)
+    if count == 1:
+        w, _, w_update = _df2t(f"v{prefix}_", (sp.Integer(0),) + tuple(num), den, x, y)
+        return list(w), [], [e.xreplace({y: w[0]}) for e in w_update], [w[0]]
+    w, y_expr, w_update = _df2t(f"v{prefix}_", tuple(num), den, x, y)
+    z = [sp.Symbol(f"z{prefix}_{i}", real=True) for i in range(count)]
+    return list(w) + z, [(y, y_expr)], list(w_update) + [y] + z[:-1], z
+
+
 @dataclass(frozen=True)
 class _InitialState:
     """dL/dp through a filter's initial state w0 (one entry of ``_parameter_sums``' filters): the state w0_i
     enters the output through its free response x^(i+1)/A(x), so dL/dp gains sum_i weights[i] Y(i) with
-    Y(i) = sum_n x_n K[n - i], K = d/dp (1/A) = -A_p/A^2. One reverse filter of K gives Y(n) as its
-    output at step n; a shift register keeps the last len(weights) outputs, Y(0..), for the final (one
-    filter of order 2 p plus one value per state, where one filter per state cost len(weights) 2 p)."""
+    Y(i) = sum_n x_n K[n - i], K = d/dp (1/A) = -A_p/A^2 (:func:`_lagged_correlations`)."""
 
     p: sp.Symbol
     den: tuple
@@ -310,18 +326,14 @@ def _parameter_sums(model: NeuronModel, S: Mapping[str, sp.Symbol], explicit: Ma
                     continue
                 knum = tuple(sp.expand(c) for c in sp.Poly(-sp.diff(A, p), X_DELAY).all_coeffs()[::-1])
                 kden = tuple(sp.expand(c) for c in sp.Poly(sp.expand(A * A), X_DELAY).all_coeffs()[::-1])
-                if len(entry.weights) == 1:  # one state: the filter of x K, read at n = -1, needs no register
-                    entry = (p, ((sp.Integer(0),) + knum, kden), entry.x, sp.Integer(0), entry.weights[0])
-            if isinstance(entry, _InitialState):
-                y = sp.Symbol(f"yk{idx}_{j}", real=True)
-                w, y_expr, w_update = _df2t(f"vk{idx}_{j}_", knum, kden, entry.x, y)
-                z = tuple(sp.Symbol(f"zk{idx}_{j}_{i}", real=True) for i in range(len(entry.weights)))
-                states += list(w) + list(z)
-                inits += [sp.Integer(0)] * (len(w) + len(z))
-                updates += list(w_update) + [y] + list(z[:-1])
-                persistent += list(w) + list(z)
-                assigns.append((y, y_expr))
-                last = last + sum((wt * zi for wt, zi in zip(entry.weights, z)), sp.Integer(0))
+                more, more_assigns, more_updates, lagged = _lagged_correlations(
+                    f"k{idx}_{j}", knum, kden, entry.x, len(entry.weights))
+                states += more
+                inits += [sp.Integer(0)] * len(more)
+                assigns += more_assigns
+                updates += more_updates
+                persistent += more
+                last = last + sum((wt * y for wt, y in zip(entry.weights, lagged)), sp.Integer(0))
                 continue
             q, kernel, x, weight, w0_weight = entry[:5]
             x_last = entry[5] if len(entry) > 5 else sp.Integer(0)
@@ -497,24 +509,13 @@ def derive_recurrence(model: NeuronModel) -> Recurrence:
         scan = _with_gradients(scan, model, S, {}, filters, {}, S["c"], raw=True)
         # dL/dw_eps0_i over the whole sequence where u_init's state depends on a parameter: the
         # correlation of d with the free response x^i / A, run persistently (truncation does not cut it)
-        # (the correlation at n = -1 with x^(i+1)/A is Y(i) = sum_n d_n G[n - i], G = 1/A: one filter of G
-        # and a shift register of its last outputs serve every i, as for _InitialState; one state alone
-        # reads the filter of x/A after the last step)
+        # (the correlation at n = -1 with x^(i+1)/A is Y(i) = sum_n d_n G[n - i], G = 1/A)
         whole = [i for i in range(len(we)) if initial[1 + i].free_symbols & set(model.symbols)]
         states, assigns, updates, fins = [], [], [], []
-        if whole == [0]:
-            v, _, v_update = _df2t("vw0_", (zero, sp.Integer(1)), eps.den, S["d"], sp.Symbol("yw0", real=True))
-            states += list(v)
-            updates += [e.xreplace({sp.Symbol("yw0", real=True): v[0]}) for e in v_update]
-            fins.append((sp.Symbol(STATE_WHOLE + we[0].name, real=True), v[0]))
-        elif whole:
-            y = sp.Symbol("yw", real=True)
-            v, y_expr, v_update = _df2t("vw_", (sp.Integer(1),), eps.den, S["d"], y)
-            z = tuple(sp.Symbol(f"zw{i}", real=True) for i in range(max(whole) + 1))
-            states += list(v) + list(z)
-            assigns.append((y, y_expr))
-            updates += list(v_update) + [y] + list(z[:-1])
-            fins += [(sp.Symbol(STATE_WHOLE + we[i].name, real=True), z[i]) for i in whole]
+        if whole:
+            states, assigns, updates, lagged = _lagged_correlations("w", (sp.Integer(1),), eps.den, S["d"],
+                                                                   max(whole) + 1)
+            fins = [(sp.Symbol(STATE_WHOLE + we[i].name, real=True), lagged[i]) for i in whole]
         scans.append(_extend(scan, states, [zero] * len(states), assigns, updates, fins, states))
     return Recurrence(model, "srm", (eps, nu), forward, scans[0], scans[1], None, -S["q"], initial)
 
