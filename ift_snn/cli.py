@@ -237,7 +237,10 @@ def _bench_zoo(args: argparse.Namespace) -> int:
         try:
             bench_zoo(progress=progress)
         finally:
-            os.environ.pop("IFT_SNN_CACHE_DIR") if before is None else os.environ.update(IFT_SNN_CACHE_DIR=before)
+            if before is None:
+                del os.environ["IFT_SNN_CACHE_DIR"]
+            else:
+                os.environ["IFT_SNN_CACHE_DIR"] = before
     print(format_zoo_table(rows))
     if caught:
         kinds = sorted({type(w.message).__name__ if isinstance(w.message, Warning) else "Warning" for w in caught})

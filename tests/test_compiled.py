@@ -48,17 +48,8 @@ def _host(x):
     return x.get() if type(x).__module__.startswith("cupy") else x
 
 
-#: Built-ins whose compiled CPU kernels run in tests/test_zoo.py instead (the zoo's alif and
-#: resonate_and_fire share their structure, hence their kernels); every target runs the rest here.
-IN_THE_ZOO = ("alif", "rf")
-CASES_BY_TARGET = [pytest.param(name, target.values[0] if hasattr(target, "values") else target,
-                                marks=getattr(target, "marks", ()),
-                                id=f"{name}-{target.values[0] if hasattr(target, 'values') else target}")
-                   for name in sorted(MODELS) for target in TARGETS
-                   if not (name in IN_THE_ZOO and getattr(target, "values", (target,))[0] == "cpu")]
-
-
-@pytest.mark.parametrize("name, target", CASES_BY_TARGET)
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_generated_kernels_equal_the_oracle(name, target):
     model = MODELS[name]()
     a, g, u0 = _problem(0)

@@ -79,7 +79,7 @@ def test_zoo_generated_numpy_gradients_equal_the_oracle(name):
 #: Members run through the compiled CPU (Numba) kernels too: one of each kind of kernel (the Numba and
 #: NumPy printers print the same loop tree, codegen/tree.py; every member runs on the generated NumPy),
 #: each compile is 1-4 s.
-COMPILED = ("resonate_and_fire", "damped_chirp", "delayed_alpha", "fir12", "srm_reset_zero",
+COMPILED = ("alif", "resonate_and_fire", "damped_chirp", "delayed_alpha", "fir12", "srm_reset_zero",
             "truncated_power_law", "alpha_multi_spike")
 
 
