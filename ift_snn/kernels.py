@@ -34,10 +34,13 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import sympy as sp
 
-__all__ = ["N", "X", "Kernel", "KernelError", "NoRecurrenceError", "MAX_TAPS"]
+__all__ = ["N", "X", "Kernel", "KernelError", "NoRecurrenceError", "MAX_TAPS", "MAX_DELAY"]
 
-#: Longest tap kernel (and longest ``truncate=``): evaluating and scanning more is minutes of work.
+#: Longest tap kernel (and longest ``truncate=``): every tap is a multiply-add per step of the scan.
 MAX_TAPS = 1024
+#: Longest delay of a closed form (``step(n - d)``, ``delta(n - k)``): a delay line of d values per neuron,
+#: carried in a ring buffer by the generated kernels (one write per step, whatever d).
+MAX_DELAY = 4096
 
 #: The time index of a kernel, h[n] for n = 0, 1, ...
 N = sp.Symbol("n", integer=True, nonnegative=True)
@@ -197,6 +200,11 @@ class Kernel:
         if others:
             expr = expr.subs({s: N for s in others})
         degrees, start = _exp_poly_terms(expr)
+        if start - 1 > MAX_DELAY:
+            raise KernelError(
+                f"kernel {expr} is delayed by {start - 1} steps; at most {MAX_DELAY} are supported (a delay "
+                f"of d steps is a line of d values per neuron in every scan)"
+            )
         char = sp.Integer(1)
         for (ratio, frequency), degree in degrees.items():
             if frequency == 0:
@@ -206,7 +214,7 @@ class Kernel:
         den = _poly_coeffs(char)
         order = len(den) - 1
         length = order + start
-        values = [expr.subs(N, k) for k in range(length)]
+        values = [expr.xreplace({N: sp.Integer(k)}) for k in range(length)]
         num = []
         for k in range(length):
             num.append(sp.simplify(sum(den[j] * values[k - j] for j in range(min(k, order) + 1))))
@@ -309,8 +317,8 @@ class Kernel:
         """Numeric (b, a) for ``scipy.signal.lfilter`` at the parameter ``values``."""
         symbols = tuple(sorted(self.parameters, key=str))
         args = [float(values[s]) for s in symbols]
-        b = np.array([float(f(*args)) for f in _lambdified(self.num, symbols)], dtype=np.float64)
-        a = np.array([float(f(*args)) for f in _lambdified(self.den, symbols)], dtype=np.float64)
+        b = np.array([float(v) for v in _lambdified(self.num, symbols)(*args)], dtype=np.float64)
+        a = np.array([float(v) for v in _lambdified(self.den, symbols)(*args)], dtype=np.float64)
         return b, a
 
     def impulse(self, length: int, values: Mapping[sp.Symbol, float]) -> np.ndarray:
@@ -321,10 +329,10 @@ class Kernel:
             out[:m] = self.taps[:m]
             return out
         symbols = tuple(sorted(self.parameters, key=str))
-        (func,) = _lambdified((_for_arrays(self.expr),), (N,) + symbols)
+        func = _lambdified((_for_arrays(self.expr),), (N,) + symbols)
         ks = np.arange(length, dtype=np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out = np.asarray(func(ks, *[float(values[s]) for s in symbols]), dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # unselected branches may overflow
+            out = np.asarray(func(ks, *[float(values[s]) for s in symbols])[0], dtype=np.float64)
         return np.broadcast_to(out, (length,)).copy()
 
     def _impulse_from_filter(self, length: int, values: Mapping[sp.Symbol, float]) -> np.ndarray:
@@ -357,8 +365,21 @@ def _diff(kernel: Kernel, symbol: sp.Symbol) -> Kernel:
 
 
 def _for_arrays(expr: sp.Expr) -> sp.Expr:
-    """expr with the unit impulse written as a Piecewise (NumPy's printer has no KroneckerDelta)."""
-    return expr.replace(sp.KroneckerDelta, lambda i, j: sp.Piecewise((1, sp.Eq(i, j)), (0, True)))
+    """expr for NumPy arrays of n: the unit impulse as a Piecewise (NumPy's printer has no KroneckerDelta),
+    and a delayed term heaviside(n - d) g(n - d) as Piecewise((g, n > d), (h0 g, n = d), (0, True)), so that
+    g(n - d) = r^(n - d), which overflows for n << d, is selected away rather than multiplied by 0."""
+    expr = expr.replace(sp.KroneckerDelta, lambda i, j: sp.Piecewise((1, sp.Eq(i, j)), (0, True)))
+
+    def gated(term):
+        steps = [f for f in term.args if isinstance(f, sp.Heaviside)]
+        rest = sp.Mul(*[f for f in term.args if f not in steps])
+        for step in steps:
+            x = step.args[0]
+            h0 = step.args[1] if len(step.args) > 1 else sp.Rational(1, 2)
+            rest = sp.Piecewise((rest, x > 0), (h0 * rest, sp.Eq(x, 0)), (0, True))
+        return rest
+
+    return expr.replace(lambda e: e.is_Mul and any(isinstance(f, sp.Heaviside) for f in e.args), gated)
 
 
 def _number(v: float) -> sp.Expr:
@@ -368,4 +389,5 @@ def _number(v: float) -> sp.Expr:
 
 @functools.lru_cache(maxsize=1024)
 def _lambdified(exprs: tuple[sp.Expr, ...], symbols: tuple[sp.Symbol, ...]):
-    return tuple(sp.lambdify(symbols, e, modules="numpy") for e in exprs)
+    """One function of ``symbols`` returning the list of ``exprs`` (one lambdify for a whole tap list)."""
+    return sp.lambdify(symbols, list(exprs), modules="numpy")

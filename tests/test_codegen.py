@@ -285,10 +285,20 @@ def test_every_surrogate_prints_as_numpy(name):
 
 
 # ------------------------------------------------------------------ bad input
-def test_kernel_too_long_for_codegen_names_the_kernel():
+def test_kernel_too_long_for_codegen_names_the_kernel(monkeypatch):
+    """The limits of the generated kernels, named in the message before any derivation: the ring buffers'
+    length (at the real limit a kernel is refused when it is built, see test_rings.py) and the scalar state."""
+    from ift_snn.codegen import ir
+
     model = ift_snn.srm(list(np.linspace(1, 0.1, 100)), [1.0])
-    with pytest.raises(CodegenError, match=r"kernel eps = taps\(1, .*100 taps\) needs a scan state of 99 values per neuron"):
+    monkeypatch.setattr(ir, "MAX_RING", 50)
+    with pytest.raises(CodegenError, match=r"kernel eps = taps\(1, .*100 taps\) needs a scan state of 99 values per "
+                                           r"neuron .* rings of at most 50 values"):
         build_kernel(model, "forward", "f32")
+    monkeypatch.setattr(ir, "MAX_STATE", 3)
+    with pytest.raises(CodegenError, match=r"cuba_lif backward: the scan carries \d+ scalar state values per neuron "
+                                           r"besides its ring buffers; the generated kernels carry at most 3"):
+        build_kernel(ift_snn.get_model("cuba_lif"), "backward", "f32")
 
 
 def test_unsupported_function_names_the_construct():

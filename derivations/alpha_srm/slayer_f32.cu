@@ -132,7 +132,13 @@ extern "C" __global__ void ift_snn_alpha_srm_slayer_f32_d20a3b15(
     float vw_0 = 0;
     float vw_1 = 0;
     for (int t = n_steps - 1; t >= 0; --t) {
-        if (truncation > 0 && (t + 1) % truncation == 0) { d_next = 0; l_eps0 = 0; l_eps1 = 0; dg_run = 0; dg_growth = 1; }
+        if (truncation > 0 && (t + 1) % truncation == 0) {
+            d_next = 0;
+            l_eps0 = 0;
+            l_eps1 = 0;
+            dg_run = 0;
+            dg_growth = 1;
+        }
         const long long i = (long long)t * n_neurons + j;
         const float g = in_g[i];
         const float sigma = in_sigma[i];

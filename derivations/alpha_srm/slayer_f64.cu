@@ -132,7 +132,13 @@ extern "C" __global__ void ift_snn_alpha_srm_slayer_f64_85166702(
     double vw_0 = 0;
     double vw_1 = 0;
     for (int t = n_steps - 1; t >= 0; --t) {
-        if (truncation > 0 && (t + 1) % truncation == 0) { d_next = 0; l_eps0 = 0; l_eps1 = 0; dg_run = 0; dg_growth = 1; }
+        if (truncation > 0 && (t + 1) % truncation == 0) {
+            d_next = 0;
+            l_eps0 = 0;
+            l_eps1 = 0;
+            dg_run = 0;
+            dg_growth = 1;
+        }
         const long long i = (long long)t * n_neurons + j;
         const double g = in_g[i];
         const double sigma = in_sigma[i];

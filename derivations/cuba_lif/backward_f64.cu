@@ -89,7 +89,12 @@ extern "C" __global__ void ift_snn_cuba_lif_backward_f64_fe28b171(
     double dg_growth = 1;
     double dg_best_growth = 1;
     for (int t = n_steps - 1; t >= 0; --t) {
-        if (truncation > 0 && (t + 1) % truncation == 0) { d_next = 0; l_syn0 = 0; dg_run = 0; dg_growth = 1; }
+        if (truncation > 0 && (t + 1) % truncation == 0) {
+            d_next = 0;
+            l_syn0 = 0;
+            dg_run = 0;
+            dg_growth = 1;
+        }
         const long long i = (long long)t * n_neurons + j;
         const double g = in_g[i];
         const double sigma = in_sigma[i];

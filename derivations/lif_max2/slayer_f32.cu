@@ -66,7 +66,11 @@ extern "C" __global__ void ift_snn_lif_slayer_f32_aaba671d(
     float dg_growth = 1;
     float dg_best_growth = 1;
     for (int t = n_steps - 1; t >= 0; --t) {
-        if (truncation > 0 && (t + 1) % truncation == 0) { d_next = 0; dg_run = 0; dg_growth = 1; }
+        if (truncation > 0 && (t + 1) % truncation == 0) {
+            d_next = 0;
+            dg_run = 0;
+            dg_growth = 1;
+        }
         const long long i = (long long)t * n_neurons + j;
         const float g = in_g[i];
         const float sigma = in_sigma[i];

@@ -37,6 +37,7 @@ import numpy as np
 from ..codegen.cpu import (CHUNK, compile_numba, compile_numpy, numba_available, numpy_map_source, numpy_source,
                            python_source)
 from ..codegen.ir import ScanKernel, argument_values, build_kernel, structure_header
+from ..codegen.tree import FINAL, INPUT, OUTPUT, VECTOR, WORK, lower
 from ..models import NeuronModel
 from ..symbolic.recurrence import STATE_OUT, derive_recurrence
 from ..symbolic.recurrence import initial_state as _initial_state
@@ -62,14 +63,30 @@ CACHE_STATS = {"builds": 0, "hits": 0, "build_seconds": 0.0}
 
 @dataclass(frozen=True, eq=False)
 class _Launchable:
-    """A compiled kernel and the names of what it reads and writes, in argument order."""
+    """A compiled kernel and the names of what it reads and writes, in argument order.
+
+    A vector or final is a name (an (M,) array) or a tuple of names (one (rows, M) array whose row r
+    is the r-th name, :func:`ift_snn.codegen.tree.lower`); ``work`` the slots of each ring buffer,
+    allocated (slots, M) per call.
+    """
 
     kernel: ScanKernel
     fn: object
     inputs: tuple[str, ...]
-    vectors: tuple[str, ...]
+    vectors: tuple[str | tuple[str, ...], ...]
     outputs: tuple[str, ...]
-    finals: tuple[str, ...]
+    finals: tuple[str | tuple[str, ...], ...]
+    work: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, kernel: ScanKernel, fn) -> _Launchable:
+        tree = lower(kernel)
+
+        def names(kind):
+            return tuple(tuple(r.name for r in a.rows) if a.rows else a.symbol.name for a in tree.of_kind(kind))
+
+        return cls(kernel, fn, names(INPUT), names(VECTOR), names(OUTPUT), names(FINAL),
+                   tuple(a.length for a in tree.of_kind(WORK)))
 
 
 def available() -> bool:
@@ -138,9 +155,7 @@ def _get(model: NeuronModel, quantity: str, dtype, target: str) -> _Launchable:
         ckey = (kernel.fingerprint, device)
         found = _compiled[target].get(ckey)
         if found is None:
-            found = _Launchable(kernel, _build(kernel, model, target, dtype),
-                                tuple(s.name for s in kernel.inputs), tuple(v.name for v in kernel.vectors),
-                                tuple(s.name for s in kernel.outputs), tuple(f.name for f, _ in kernel.finals))
+            found = _Launchable.of(kernel, _build(kernel, model, target, dtype))
             _compiled[target][ckey] = found
         CACHE_STATS["builds"] += 1
         CACHE_STATS["build_seconds"] += time.perf_counter() - start
@@ -172,13 +187,15 @@ def _read_only(x: np.ndarray) -> np.ndarray:
 
 
 def _warm_up(kernel: ScanKernel, fn, dtype: np.dtype) -> None:
-    """Call a Numba kernel once on 1 x 1 arrays of the real types, so that the compile is counted here
-    (and happens once: the argument types are those of :func:`_run`)."""
+    """Call a Numba kernel once on arrays of one neuron and one step of the real types, so that the compile
+    is counted here (and happens once: the argument types are those of :func:`_run`)."""
+    k = _Launchable.of(kernel, fn)
     one = lambda: np.full((1, 1), 0.5, dtype)  # noqa: E731
-    args = [_read_only(one()) for _ in kernel.inputs] + [_read_only(np.zeros(1, dtype)) for _ in kernel.vectors]
-    args += [one() for _ in kernel.outputs] + [np.zeros(1, dtype) for _ in kernel.finals]
-    args += [dtype.type(0.5) for _ in kernel.params] + [1, 1, 0, CHUNK, 0, 1]
-    fn(*args)
+    per = lambda entry: np.zeros((len(entry), 1) if isinstance(entry, tuple) else 1, dtype)  # noqa: E731
+    args = [_read_only(one()) for _ in k.inputs] + [_read_only(per(v)) for v in k.vectors]
+    args += [one() for _ in k.outputs] + [per(f) for f in k.finals]
+    args += [dtype.type(0.5) for _ in kernel.params] + [np.zeros((n, 1), dtype) for n in k.work]
+    fn(*args, 1, 1, 0, CHUNK, 0, 1)
 
 
 def threads() -> int:
@@ -294,19 +311,31 @@ def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, 
         if x is None:
             raise ValueError(f"kernel {k.kernel.name} reads the per-step input {name!r}, which was not given")
         per_step.append(x)
-    vecs = []
-    for name in k.vectors:
+    def vector(name):
         v = vectors.get(name)
-        vecs.append(xp.zeros(M, dtype) if v is None else v)
+        return xp.zeros(M, dtype) if v is None else v
+
+    # a grouped vector is one (rows, M) array; a grouped final one (rows, M) array whose rows are the finals
+    vecs = [xp.stack([vector(n) for n in entry]) if isinstance(entry, tuple) else vector(entry) for entry in k.vectors]
     outs = {name: xp.empty(step_shape, dtype) for name in k.outputs}
-    fins = {name: xp.empty(M, dtype) for name in k.finals}
+    fin_arrays = [xp.empty((len(entry), M) if isinstance(entry, tuple) else M, dtype) for entry in k.finals]
+    fins = {}
+    for entry, arr in zip(k.finals, fin_arrays):
+        fins.update(zip(entry, arr) if isinstance(entry, tuple) else [(entry, arr)])
     params = [dtype.type(v) for v in argument_values(model)]
     if blocks is None:
-        calls = [(per_step + vecs + list(outs.values()) + list(fins.values()) + params, M)]
+        work = [xp.empty((n, M), dtype) for n in k.work]
+        calls = [(per_step + vecs + list(outs.values()) + fin_arrays + params + work, M)]
     else:
-        N = blocks[1]
-        calls = [([x[b] for x in per_step] + [v[b * N:(b + 1) * N] for v in vecs] + [o[b] for o in outs.values()]
-                  + [f[b * N:(b + 1) * N] for f in fins.values()] + params, N) for b in range(blocks[0])]
+        B, N = blocks
+        cols = lambda x, b: x[..., b * N:(b + 1) * N]  # noqa: E731
+        # (rows, M) arrays are split into contiguous (rows, N) blocks, finals written back after the calls
+        vecs = [xp.ascontiguousarray(v.reshape(-1, B, N).transpose(1, 0, 2)) if v.ndim == 2 else v for v in vecs]
+        parts = [xp.empty((B, f.shape[0], N), dtype) if f.ndim == 2 else f for f in fin_arrays]
+        work = [xp.empty((B, n, N), dtype) for n in k.work]
+        calls = [([x[b] for x in per_step] + [v[b] if v.ndim == 3 else cols(v, b) for v in vecs]
+                  + [o[b] for o in outs.values()] + [f[b] if f.ndim == 3 else cols(f, b) for f in parts]
+                  + params + [w[b] for w in work], N) for b in range(B)]
     if target == "cpu":
         n_read = len(per_step) + len(vecs)  # what the kernel only reads goes in read-only, as in _warm_up
         launch_all(k.fn, [([_read_only(x) for x in args[:n_read]] + args[n_read:] + [T, n, truncation, CHUNK], n)
@@ -319,6 +348,10 @@ def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, 
         for args, n in calls:
             sizes = [np.int32(T), np.int32(n), np.int32(truncation)]
             k.fn(((n + THREADS - 1) // THREADS,), (THREADS,), tuple(args + sizes))
+    if blocks is not None:
+        for f, part in zip(fin_arrays, parts):
+            if f.ndim == 2:
+                f[...] = part.transpose(1, 0, 2).reshape(f.shape)
     return outs, fins
 
 

@@ -29,15 +29,21 @@ from functools import cached_property
 
 import sympy as sp
 
+from ..kernels import MAX_DELAY
 from ..models import NeuronModel
 from ..symbolic.recurrence import Recurrence, Scan, derive_recurrence
 from ..symbolic.system import U_INIT
 
-__all__ = ["ScanKernel", "build_kernel", "DTYPES", "CodegenError", "comment_lines", "argument_values", "structure_header"]
+__all__ = ["ScanKernel", "build_kernel", "rings", "DTYPES", "CodegenError", "comment_lines", "argument_values", "structure_header"]
 
 DTYPES = ("f32", "f64")
-#: Largest scan state a generated kernel carries (registers per thread on a GPU).
+#: Largest scan state a generated kernel carries in scalars (registers per thread on a GPU), rings aside.
 MAX_STATE = 64
+#: A shift chain of at least this many states is carried as a ring buffer in memory (see :func:`rings`).
+RING_MIN = 8
+#: Longest ring buffer, in values per neuron: the longest delay of a kernel (a delay of d steps needs about d
+#: in each scan that carries it; its derivative filters a few more).
+MAX_RING = MAX_DELAY + MAX_STATE
 QUANTITIES = ("forward", "backward", "slayer")
 #: The forward scan split for the CPU: ``forward_core`` writes only what the recurrence computes (u, s,
 #: ...), ``surrogate`` is the pointwise rest (sigma from u) as a map printed for vectorised NumPy
@@ -90,11 +96,15 @@ class ScanKernel:
     vectors: tuple[sp.Symbol, ...]
     fingerprint: str  # sha256 of the structure (not of parameter values)
     persistent: tuple[sp.Symbol, ...] = ()  # state that truncation does not restart
+    #: Shift chains c_1..c_m carried as ring buffers (:func:`rings`): c_j <- c_(j+1) + update(c_j) for
+    #: j < m, c_m <- update(c_m); the update of a ring member is its increment on top of the shift.
+    rings: tuple[tuple[sp.Symbol, ...], ...] = ()
 
     @property
     def restarted(self) -> tuple[tuple[sp.Symbol, sp.Expr], ...]:
         """(state, init) of the state a truncation boundary restarts."""
-        return tuple((s, i) for s, i in zip(self.state, self.init) if s not in self.persistent)
+        keep = set(self.persistent)
+        return tuple((s, i) for s, i in zip(self.state, self.init) if s not in keep)
 
     @property
     def uses_u_init(self) -> bool:
@@ -119,12 +129,30 @@ class ScanKernel:
             lines = [f"map {self.quantity} (pointwise over (T, M), after the scan), dtype {self.dtype}"]
         else:
             lines = [f"scan {self.quantity} ({self.direction} in time), dtype {self.dtype}"]
-            lines.append("state: " + ", ".join(f"{s} = {i}" for s, i in zip(self.state, self.init)))
-        lines += [f"invariant {k} = {sp.sstr(v)}" for k, v in self.invariants]
-        lines += [f"{k} = {sp.sstr(v)}" for k, v in self.body]
-        lines += [f"{s} <- {sp.sstr(e)}" for s, e in zip(self.state, self.update)]
-        lines += [f"final {k} = {sp.sstr(v)}" for k, v in self.finals]
+            init = dict(zip(self.state, self.init))
+            first = {r[0]: r for r in self.rings}
+            inner = {c for r in self.rings for c in r[1:]}
+            shown = [f"{s}..{first[s][-1]} = {init[s]}, ..." if s in first else f"{s} = {init[s]}"
+                     for s in self.state if s not in inner]
+            lines.append("state: " + ", ".join(shown))
+        lines += [f"invariant {k} = {_short(v)}" for k, v in self.invariants]
+        lines += [f"{k} = {_short(v)}" for k, v in self.body]
+        succ = {c: r[i + 1] for r in self.rings for i, c in enumerate(r[:-1])}
+        for k, r in enumerate(self.rings):
+            lines.append(f"ring {k} of {len(r)} values: {r[0]}, ..., {r[-1]} (each takes the next one's value, "
+                         "plus its update below)")
+        lines += [f"{s} <- {succ[s]} + {_short(e)}" if s in succ else f"{s} <- {_short(e)}"
+                  for s, e in zip(self.state, self.update) if s not in succ or e != 0]
+        lines += [f"final {k} = {_short(v)}" for k, v in self.finals]
         return "\n".join(lines)
+
+
+def _short(expr, terms: int = 16) -> str:
+    """``expr`` as text; a sum of more than ``terms`` terms shortened to its first two and its size."""
+    expr = sp.sympify(expr)
+    if expr.is_Add and len(expr.args) > terms:
+        return f"{sp.sstr(expr.args[0])} + {sp.sstr(expr.args[1])} + ... ({len(expr.args)} terms)"
+    return sp.sstr(expr)
 
 
 def _structure_fingerprint(model: NeuronModel, scan: Scan, dtype: str) -> str:
@@ -182,13 +210,13 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
     rec = recurrence or derive_recurrence(model)
     for k in rec.kernels:
         size = max(len(k.num), len(k.den)) - 1  # the filter's state (transposed direct form II)
-        if size > MAX_STATE:
+        if size > MAX_RING:
             raise CodegenError(
                 f"kernel {k.name} = {k.kernel} needs a scan state of {size} values per neuron (a delay of d steps "
-                f"or a list of L taps is carried as d or L - 1 values, shifted every step, plus the poles); the "
-                f"generated kernels carry at most {MAX_STATE}. Delay lines as ring buffers in memory are not "
-                "built yet: shorten the delay or the tap list, or write the kernel as a closed form with a short "
-                "recurrence (a sum of exponentials)"
+                f"or a list of L taps is carried as d or L - 1 values in a ring buffer, plus the poles); the "
+                f"generated kernels carry rings of at most {MAX_RING} values per neuron (memory: each scan holds "
+                "such a ring for every neuron). Shorten the delay or the tap list, or write the kernel as a closed "
+                "form with a short recurrence (a sum of exponentials)"
             )
     scan = {"backward": rec.backward, "slayer": rec.slayer}.get(quantity, rec.forward)
     lifted = model.surrogate_arguments
@@ -205,6 +233,17 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
     update = [hoist(e) for e in scan.update]
     finals = [(lhs, hoist(rhs)) for lhs, rhs in scan.finals]
     init = tuple(sp.sympify(e) for e in scan.init)
+    chains = rings(scan.state, update, scan.persistent)
+    succ = {c: r[i + 1] for r in chains for i, c in enumerate(r[:-1])}
+    update = [e - succ[st] if st in succ else e for st, e in zip(scan.state, update)]  # ring members: increments
+    scalars = len(scan.state) - sum(len(r) for r in chains)
+    if scalars > MAX_STATE:
+        raise CodegenError(
+            f"{model.name} {quantity}: the scan carries {scalars} scalar state values per neuron besides its ring "
+            f"buffers; the generated kernels carry at most {MAX_STATE} (registers per GPU thread). Long delays and "
+            "tap lists become ring buffers; many poles (a kernel of high order in its denominator) do not: write "
+            "the kernel with fewer poles"
+        )
     for lhs, rhs in assigns:
         _check_supported(rhs, f"{model.name} {quantity}: {lhs}")
     # CSE over the per-step expressions; the assigned names stay, temporaries are x0, x1, ...
@@ -253,7 +292,47 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
         vectors=_vectors(init, finals, set(scan.state) | constant),
         fingerprint=_structure_fingerprint(model, scan, dtype),
         persistent=tuple(scan.persistent),
+        rings=chains,
     )
+
+
+def rings(state, update, persistent=()) -> tuple[tuple[sp.Symbol, ...], ...]:
+    """The shift chains of a scan long enough to be carried as ring buffers (at least RING_MIN states).
+
+    A chain c_1..c_m has c_j <- c_(j+1) + E_j (the successor a bare term of the update, coefficient
+    1) and c_m <- E_m, every state in at most one chain, all of one persistence. A filter in transposed
+    direct form II is one such chain (w_i <- w_(i+1) + b x - a y), its adjoint another (lam_j <- lam_(j-1)),
+    and so is a shift register. In a ring buffer, element c_j of a chain of m lives at slot
+    (h + j - 1) mod m, h the steps taken: a step computes every E_j from the old values, writes E_m into
+    the slot of c_1, adds E_j in place into the slot of c_(j+1) (the new c_j) and advances h. A delay
+    of d steps then costs one write per step instead of d moves.
+    """
+    state = tuple(state)
+    members = set(state)
+    succ: dict[sp.Symbol, sp.Symbol] = {}
+    for st, e in zip(state, update):
+        e = sp.sympify(e)
+        terms = e.args if e.is_Add else (e,)
+        bare = [t for t in terms if t in members and t != st]
+        if len(bare) == 1 and bare[0] not in (e - bare[0]).free_symbols:
+            succ[st] = bare[0]
+    taken: dict[sp.Symbol, list[sp.Symbol]] = {}
+    for st, nxt in succ.items():
+        taken.setdefault(nxt, []).append(st)
+    succ = {st: nxt for st, nxt in succ.items() if len(taken[nxt]) == 1}
+    followers = set(succ.values())
+    heads = [st for st in state if st in succ and st not in followers]
+    keep = set(persistent)
+    out = []
+    for head in heads:
+        chain = [head]
+        while chain[-1] in succ and len(chain) <= len(state):
+            chain.append(succ[chain[-1]])
+        if len(chain) > len(state) or len(chain) < RING_MIN:
+            continue
+        if len({c in keep for c in chain}) == 1:
+            out.append(tuple(chain))
+    return tuple(out)
 
 
 def split_pointwise(scan: Scan, params) -> tuple[Scan, Scan]:
@@ -286,11 +365,11 @@ def split_pointwise(scan: Scan, params) -> tuple[Scan, Scan]:
 def _vectors(init, finals, known: set) -> tuple[sp.Symbol, ...]:
     """The per-neuron vectors ``init`` and ``finals`` read: every free symbol that is neither state,
     parameter nor invariant, in the order of first appearance (U_INIT today)."""
-    out: list[sp.Symbol] = []
+    out: dict[sp.Symbol, None] = {}
     for expr in list(init) + [rhs for _, rhs in finals]:
         for sym in sorted(sp.sympify(expr).free_symbols, key=lambda x: x.name):
-            if sym not in known and sym not in out:
-                out.append(sym)
+            if sym not in known:
+                out.setdefault(sym)
     return tuple(out)
 
 

@@ -31,8 +31,8 @@ from sympy.printing.c import C99CodePrinter
 from sympy.printing.numpy import _known_functions_numpy
 from sympy.printing.pycode import PythonCodePrinter
 
-from .tree import (FINAL, INPUT, OUTPUT, PARAM, SIZE, VECTOR, Assign, Final, Function, InitState, Invariant, Load,
-                   Store, TimeLoop, UpdateState)
+from .tree import (FINAL, INPUT, OUTPUT, PARAM, RING_HEAD, SIZE, VECTOR, WORK, Assign, Final, Function, InitState,
+                   Invariant, Load, Ring, RingInit, Store, TimeLoop, UpdateState)
 
 __all__ = ["CudaPrinter", "NumbaPrinter", "NumpyPrinter", "cuda_code", "python_code", "numpy_code",
            "print_cuda", "print_numba", "print_numpy", "print_numpy_map", "HOST_ARGS", "MAP_ARGS"]
@@ -274,17 +274,59 @@ def numpy_code(expr: sp.Expr, dtype: str = "f64") -> str:
 
 # ------------------------------------------------------------------ tree printers
 class _TreePrinter:
-    """Walks a :class:`~ift_snn.codegen.tree.Function`; subclasses print each kind of statement."""
+    """Walks a :class:`~ift_snn.codegen.tree.Function`; subclasses print each kind of statement.
+
+    Subclasses say how element ``row`` of a (rows, M) array is addressed (:meth:`at`) and how a
+    counted loop opens (:meth:`loop`); reads of vectors, rows of grouped vectors and ring elements
+    in expressions are resolved here (:meth:`code`).
+    """
+
+    #: A loop closes by dedenting (Python) or with a brace (C).
+    CLOSE = None
 
     def __init__(self, fn: Function, printer):
         self.fn = fn
         self.pr = printer
         self.lines: list[str] = []
+        self.refs: dict[sp.Symbol, tuple] = {}
+        for a in fn.vectors:
+            if a.rows:
+                self.refs.update({sym: ("row", a, r) for r, sym in enumerate(a.rows)})
+            else:
+                self.refs[a.symbol] = ("vector", a, -1)
+        for ring in fn.rings:
+            self.refs.update({sym: ("ring", ring, i) for i, sym in enumerate(ring.states)})
+        self.in_ring = {sym for ring in fn.rings for sym in ring.states}
+        self.n_acc = 0
+
+    def at(self, name: str, row: str, index: str) -> str:
+        raise NotImplementedError
+
+    def loop(self, depth: int, var: str, n: int) -> None:
+        raise NotImplementedError
+
+    def end_loop(self, depth: int) -> None:
+        if self.CLOSE:
+            self.emit(depth, self.CLOSE)
+
+    @staticmethod
+    def slot(ring: Ring, i) -> str:
+        """The slot of ring element ``i`` (an int or an index expression)."""
+        return f"({RING_HEAD} + {i}) % {ring.arg.length}" if i != 0 else f"{RING_HEAD} % {ring.arg.length}"
+
+    def ref(self, sym: sp.Symbol, index: str) -> str:
+        kind, arg, pos = self.refs[sym]
+        if kind == "vector":
+            return f"{arg.name}[{index}]"
+        if kind == "row":
+            return self.at(arg.name, str(pos), index)
+        return self.at(arg.arg.name, self.slot(arg, pos), index)
 
     def code(self, expr, index: str) -> str:
-        """``expr`` printed, each vector read at ``index`` (the neuron, in the target's syntax)."""
+        """``expr`` printed, each vector, row or ring element read at ``index`` (the neuron, in the
+        target's syntax)."""
         expr = sp.sympify(expr)
-        repl = {a.symbol: sp.Symbol(f"{a.name}[{index}]", real=True) for a in self.fn.vectors if expr.has(a.symbol)}
+        repl = {sym: sp.Symbol(self.ref(sym, index), real=True) for sym in expr.free_symbols if sym in self.refs}
         return self.pr.doprint(expr.xreplace(repl) if repl else expr)
 
     def emit(self, depth: int, text: str) -> None:
@@ -295,6 +337,118 @@ class _TreePrinter:
         for kind, group in groupby(body, key=type):
             getattr(self, f"top_{kind.__name__}")(list(group))
 
+    def _run(self, exprs) -> tuple | None:
+        """A loop for exprs[k], k = 0..n-1, when they follow one pattern: ("same", expr), or
+        ("ref", kind, arg, first, step) for reads of rows or ring elements first + step k (step +-1)."""
+        exprs = [sp.sympify(e) for e in exprs]
+        if all(e == exprs[0] for e in exprs):
+            return ("same", exprs[0])
+        if not all(e.is_Symbol and e in self.refs for e in exprs):
+            return None
+        kinds = {self.refs[e][:2] for e in exprs}
+        if len(kinds) != 1 or next(iter(kinds))[0] == "vector":
+            return None
+        pos = [self.refs[e][2] for e in exprs]
+        step = pos[1] - pos[0] if len(pos) > 1 else 1
+        if step not in (1, -1) or any(p != pos[0] + step * k for k, p in enumerate(pos)):
+            return None
+        return ("ref", *next(iter(kinds)), pos[0], step)
+
+    def assign_all(self, depth: int, targets, exprs, index: str, op: str = "=", end: str = "") -> None:
+        """targets[k](k) <op> exprs[k] for every k: one loop when the expressions follow a pattern
+        (:meth:`_run`), else one statement each. ``targets`` maps a position (int or loop variable) to
+        the printed target."""
+        pattern = self._run(exprs) if len(exprs) > 2 else None
+        if pattern is None:
+            for k, e in enumerate(exprs):
+                self.emit(depth, f"{targets(k)} {op} {self.code(e, index)}{end}")
+            return
+        self.loop(depth, "_k", len(exprs))
+        if pattern[0] == "same":
+            value = self.code(pattern[1], index)
+        else:
+            _, kind, arg, first, step = pattern
+            pos = f"{first} + _k" if step == 1 else f"{first} - _k"
+            value = self.at(arg.name, pos, index) if kind == "row" else self.at(arg.arg.name, self.slot(arg, pos), index)
+        self.emit(depth + 1, f"{targets('_k')} {op} {value}{end}")
+        self.end_loop(depth)
+
+    def ring_inits(self, depth: int, inits, index: str, end: str = "") -> None:
+        for st in inits:
+            ring = st.ring
+            self.assign_all(depth, lambda k, r=ring: self.at(r.arg.name, self.slot(r, k), index), st.exprs, index,
+                            end=end)
+
+    def ring_update(self, depth: int, pairs, index: str, value, end: str = "") -> None:
+        """The ring writes of one step: the last element's new value into the slot of the first, every
+        other increment added in place (``value(sym)`` is the printed increment computed before)."""
+        inc = dict(pairs)
+        for ring in self.fn.rings:
+            last = ring.states[-1]
+            new = value(last) if inc[last] != 0 else self.pr.doprint(sp.Float(0.0))
+            self.emit(depth, f"{self.at(ring.arg.name, self.slot(ring, 0), index)} = {new}{end}")
+            for i, sym in enumerate(ring.states[:-1]):
+                if inc[sym] != 0:
+                    self.emit(depth, f"{self.at(ring.arg.name, self.slot(ring, i + 1), index)} += {value(sym)}{end}")
+
+    def declare(self, name: str) -> str:
+        """A statement that starts the accumulator ``name`` at zero (in the kernel's dtype)."""
+        return f"{name} = {self.pr.doprint(sp.Float(0.0))}"
+
+    def dot_loops(self, depth: int, expr, index: str, end: str = "") -> sp.Expr:
+        """``expr`` with each long sum sum_k c A[r + k] R[p +- k] (rows of a grouped vector times ring
+        elements: a filter's initial state against a shift register) accumulated in a loop first, and
+        replaced by the accumulator; everything else stays as it is."""
+        expr = sp.sympify(expr)
+        if not (expr.is_Add and self.fn.rings):
+            return expr
+        groups: dict[tuple, list[tuple[int, int, sp.Expr]]] = {}
+        for term in expr.args:
+            factors = term.args if term.is_Mul else (term,)
+            refs = [f for f in factors if f.is_Symbol and f in self.refs]
+            kinds = sorted(self.refs[f][0] for f in refs)
+            if kinds != ["ring", "row"]:
+                continue
+            row, ring = sorted(refs, key=lambda f: self.refs[f][0] != "row")
+            coeff = sp.Mul(*[f for f in factors if f not in (row, ring)])
+            key = (self.refs[row][1], self.refs[ring][1], coeff)
+            groups.setdefault(key, []).append((self.refs[row][2], self.refs[ring][2], term))
+        for (arg, ring, coeff), items in groups.items():
+            items.sort()
+            if len(items) < 3:
+                continue
+            step = items[1][1] - items[0][1]
+            r0, p0 = items[0][0], items[0][1]
+            if step not in (1, -1) or any((r, p) != (r0 + k, p0 + step * k) for k, (r, p, _) in enumerate(items)):
+                continue
+            name = f"_acc{self.n_acc}"
+            self.n_acc += 1
+            self.emit(depth, self.declare(name) + end)
+            self.loop(depth, "_k", len(items))
+            pos = f"{p0} + _k" if step == 1 else f"{p0} - _k"
+            self.emit(depth + 1, f"{name} += {self.at(arg.name, f'{r0} + _k', index)} * "
+                                 f"{self.at(ring.arg.name, self.slot(ring, pos), index)}{end}")
+            self.end_loop(depth)
+            expr = expr - sp.Add(*[t for _, _, t in items]) + coeff * sp.Symbol(name, real=True)
+        return expr
+
+    def finals(self, depth: int, group: list[Final], index: str, end: str = "") -> None:
+        """Every final; the rows of one grouped final in a loop where their expressions follow a pattern."""
+        for arg, items in groupby(group, key=lambda st: st.arg):
+            items = list(items)
+            if not arg.rows:
+                for st in items:
+                    expr = self.dot_loops(depth, st.expr, index, end)
+                    self.emit(depth, f"{arg.name}[{index}] = {self.code(expr, index)}{end}")
+                continue
+            rows = [st.row for st in items]
+            if rows == list(range(len(rows))):
+                self.assign_all(depth, lambda k, a=arg: self.at(a.name, str(k), index), [st.expr for st in items],
+                                index, end=end)
+            else:
+                for st in items:
+                    self.emit(depth, f"{self.at(arg.name, str(st.row), index)} = {self.code(st.expr, index)}{end}")
+
 
 def _check_update(st) -> None:
     if not isinstance(st, UpdateState):
@@ -302,11 +456,23 @@ def _check_update(st) -> None:
 
 
 class _CudaTree(_TreePrinter):
+    CLOSE = "}"
+
+    def at(self, name: str, row: str, index: str) -> str:
+        return f"{name}[(long long)({row}) * n_neurons + {index}]"
+
+    def loop(self, depth: int, var: str, n: int) -> None:
+        self.emit(depth, f"for (int {var} = 0; {var} < {n}; ++{var}) {{")
+
+    def declare(self, name: str) -> str:
+        return f"{self.pr.ctype} {name} = {self.pr.doprint(sp.Float(0.0))}"
+
     def print(self) -> str:
         ct = self.pr.ctype
         fn = self.fn
         read, write = f"const {ct}* __restrict__ ", f"{ct}* __restrict__ "
-        decl = {INPUT: read, VECTOR: read, OUTPUT: write, FINAL: write, PARAM: f"const {ct} ", SIZE: "const int "}
+        decl = {INPUT: read, VECTOR: read, OUTPUT: write, FINAL: write, PARAM: f"const {ct} ", WORK: write,
+                SIZE: "const int "}
         args = [decl[a.kind] + a.name for a in fn.args]
         self.lines = ["// Generated by ift_snn. Do not edit: regenerate with `ift-snn codegen`."]
         self.lines += [f"// {line}" for line in fn.comments]
@@ -314,6 +480,8 @@ class _CudaTree(_TreePrinter):
         self.lines += ["    " + a + ("," if i < len(args) - 1 else ")") for i, a in enumerate(args)]
         self.lines += ["{", "    const int j = blockIdx.x * blockDim.x + threadIdx.x;",
                        "    if (j >= n_neurons) return;"]
+        if fn.rings:
+            self.emit(1, f"int {RING_HEAD} = 0;")
         self.statements(fn.body)
         self.lines.append("}")
         return "\n".join(self.lines) + "\n"
@@ -326,6 +494,9 @@ class _CudaTree(_TreePrinter):
         for st in group:
             self.emit(1, f"{self.pr.ctype} {st.state.name} = {self.code(st.expr, 'j')};")
 
+    def top_RingInit(self, group: list[RingInit]) -> None:
+        self.ring_inits(1, group, "j", end=";")
+
     def top_TimeLoop(self, group: list[TimeLoop]) -> None:
         ct = self.pr.ctype
         for loop in group:
@@ -334,8 +505,12 @@ class _CudaTree(_TreePrinter):
             else:
                 self.emit(1, "for (int t = n_steps - 1; t >= 0; --t) {")
             if loop.restart is not None:
-                resets = " ".join(f"{st.state.name} = {self.code(st.expr, 'j')};" for st in loop.restart)
-                self.emit(2, f"if (truncation > 0 && (t + 1) % truncation == 0) {{ {resets} }}")
+                self.emit(2, "if (truncation > 0 && (t + 1) % truncation == 0) {")
+                for st in loop.restart:
+                    if isinstance(st, InitState):
+                        self.emit(3, f"{st.state.name} = {self.code(st.expr, 'j')};")
+                self.ring_inits(3, [st for st in loop.restart if isinstance(st, RingInit)], "j", end=";")
+                self.emit(2, "}")
             self.emit(2, "const long long i = (long long)t * n_neurons + j;")
             for st in loop.body:
                 if isinstance(st, Load):
@@ -347,18 +522,28 @@ class _CudaTree(_TreePrinter):
                 else:
                     _check_update(st)
                     for s, e in st.pairs:
-                        self.emit(2, f"const {ct} next_{s.name} = {self.code(e, 'j')};")
+                        if s not in self.in_ring or e != 0:
+                            self.emit(2, f"const {ct} next_{s.name} = {self.code(e, 'j')};")
                     for s, _ in st.pairs:
-                        self.emit(2, f"{s.name} = next_{s.name};")
+                        if s not in self.in_ring:
+                            self.emit(2, f"{s.name} = next_{s.name};")
+                    self.ring_update(2, st.pairs, "j", lambda s: f"next_{s.name}", end=";")
+            if self.fn.rings:
+                self.emit(2, f"++{RING_HEAD};")
             self.emit(1, "}")
 
     def top_Final(self, group: list[Final]) -> None:
-        for st in group:
-            self.emit(1, f"{st.arg.name}[j] = {self.code(st.expr, 'j')};")
+        self.finals(1, group, "j", end=";")
 
 
 class _NumbaTree(_TreePrinter):
     """Time loop outside, contiguous neurons inside in chunks of ``chunk``; the state of a chunk in arrays."""
+
+    def at(self, name: str, row: str, index: str) -> str:
+        return f"{name}[{row}, {index}]"
+
+    def loop(self, depth: int, var: str, n: int) -> None:
+        self.emit(depth, f"for {var} in range({n}):")
 
     def print(self) -> str:
         fn = self.fn
@@ -369,6 +554,8 @@ class _NumbaTree(_TreePrinter):
         self.lines += [f"def {fn.name}({', '.join([a.name for a in fn.args] + list(HOST_ARGS))}):"]
         self.lines += ["    _nchunks = (j_end - j_begin + chunk - 1) // chunk", "    for _c in range(_nchunks):",
                        "        _j0 = j_begin + _c * chunk", "        _w = min(j_end, _j0 + chunk) - _j0"]
+        if fn.rings:
+            self.emit(2, f"{RING_HEAD} = 0")
         self.statements(fn.body)
         self.lines.append("")
         return "\n".join(self.lines) + "\n"
@@ -388,6 +575,10 @@ class _NumbaTree(_TreePrinter):
         for st in group:
             self.emit(3, f"st_{st.state.name}[_jj] = {self.code(st.expr, '_j0 + _jj')}")
 
+    def top_RingInit(self, group: list[RingInit]) -> None:
+        self.emit(2, "for _jj in range(_w):")
+        self.ring_inits(3, group, "_j0 + _jj")
+
     def top_TimeLoop(self, group: list[TimeLoop]) -> None:
         for loop in group:
             if loop.direction == "forward":
@@ -398,7 +589,9 @@ class _NumbaTree(_TreePrinter):
                 self.emit(3, "if truncation > 0 and (_t + 1) % truncation == 0:")
                 self.emit(4, "for _jj in range(_w):")
                 for st in loop.restart:
-                    self.emit(5, f"st_{st.state.name}[_jj] = {self.code(st.expr, '_j0 + _jj')}")
+                    if isinstance(st, InitState):
+                        self.emit(5, f"st_{st.state.name}[_jj] = {self.code(st.expr, '_j0 + _jj')}")
+                self.ring_inits(5, [st for st in loop.restart if isinstance(st, RingInit)], "_j0 + _jj")
                 if not loop.restart:
                     self.emit(5, "pass")
             self.emit(3, "for _jj in range(_w):")
@@ -414,16 +607,24 @@ class _NumbaTree(_TreePrinter):
                     self.emit(4, f"{st.target.name} = {self.code(st.expr, '_j0 + _jj')}")
                 elif isinstance(st, Store):
                     self.emit(4, f"{st.arg.name}[_t, _j] = {st.value.name}")
-                else:  # the right-hand sides read the locals loaded above: writing the arrays in turn is simultaneous
+                else:
+                    # the right-hand sides read the locals loaded above and the rings, which are written last:
+                    # writing the state arrays in turn is simultaneous
                     _check_update(st)
                     for s, e in st.pairs:
-                        self.emit(4, f"st_{s.name}[_jj] = {self.code(e, '_j0 + _jj')}")
+                        if s in self.in_ring and e != 0:
+                            self.emit(4, f"next_{s.name} = {self.code(e, '_j0 + _jj')}")
+                    for s, e in st.pairs:
+                        if s not in self.in_ring:
+                            self.emit(4, f"st_{s.name}[_jj] = {self.code(e, '_j0 + _jj')}")
+                    self.ring_update(4, st.pairs, "_j", lambda s: f"next_{s.name}")
+            if self.fn.rings:
+                self.emit(3, f"{RING_HEAD} += 1")
 
     def top_Final(self, group: list[Final]) -> None:
         self.emit(2, "for _jj in range(_w):")
         self.load_states(3)
-        for st in group:
-            self.emit(3, f"{st.arg.name}[_j0 + _jj] = {self.code(st.expr, '_j0 + _jj')}")
+        self.finals(3, group, "_j0 + _jj")
 
 
 class _NumpyTree(_TreePrinter):
@@ -431,9 +632,17 @@ class _NumpyTree(_TreePrinter):
 
     SLICE = "j_begin:j_end"
 
+    def at(self, name: str, row: str, index: str) -> str:
+        return f"{name}[{row}, {index}]"
+
+    def loop(self, depth: int, var: str, n: int) -> None:
+        self.emit(depth, f"for {var} in range({n}):")
+
     def print(self) -> str:
         fn = self.fn
         self.lines = []
+        if fn.rings:
+            self.emit(1, f"{RING_HEAD} = 0")
         self.statements(fn.body)
         body = self.lines
         imports = ["import numpy as np"]
@@ -454,6 +663,9 @@ class _NumpyTree(_TreePrinter):
         for st in group:
             self.emit(1, f"{st.state.name} = {self.code(st.expr, self.SLICE)}")
 
+    def top_RingInit(self, group: list[RingInit]) -> None:
+        self.ring_inits(1, group, self.SLICE)
+
     def top_TimeLoop(self, group: list[TimeLoop]) -> None:
         for loop in group:
             if loop.direction == "forward":
@@ -463,7 +675,9 @@ class _NumpyTree(_TreePrinter):
             if loop.restart is not None:
                 self.emit(2, "if truncation > 0 and (_t + 1) % truncation == 0:")
                 for st in loop.restart:
-                    self.emit(3, f"{st.state.name} = {self.code(st.expr, self.SLICE)}")
+                    if isinstance(st, InitState):
+                        self.emit(3, f"{st.state.name} = {self.code(st.expr, self.SLICE)}")
+                self.ring_inits(3, [st for st in loop.restart if isinstance(st, RingInit)], self.SLICE)
                 if not loop.restart:
                     self.emit(3, "pass")
             for st in loop.body:
@@ -476,13 +690,20 @@ class _NumpyTree(_TreePrinter):
                 else:
                     _check_update(st)
                     for s, e in st.pairs:
-                        self.emit(2, f"next_{s.name} = {self.code(e, self.SLICE)}")
+                        if s not in self.in_ring or e != 0:
+                            # a bare read of a ring row is a view that the ring writes below would change
+                            value = self.code(e, self.SLICE)
+                            view = self.fn.rings and sp.sympify(e).is_Symbol
+                            self.emit(2, f"next_{s.name} = {f'np.copy({value})' if view else value}")
                     for s, _ in st.pairs:
-                        self.emit(2, f"{s.name} = next_{s.name}")
+                        if s not in self.in_ring:
+                            self.emit(2, f"{s.name} = next_{s.name}")
+                    self.ring_update(2, st.pairs, self.SLICE, lambda s: f"next_{s.name}")
+            if self.fn.rings:
+                self.emit(2, f"{RING_HEAD} += 1")
 
     def top_Final(self, group: list[Final]) -> None:
-        for st in group:
-            self.emit(1, f"{st.arg.name}[{self.SLICE}] = {self.code(st.expr, self.SLICE)}")
+        self.finals(1, group, self.SLICE)
 
 
 def print_cuda(fn: Function) -> str:

@@ -16,6 +16,16 @@ NumPy: whole neuron vectors)::
         UpdateState(pairs)             every state replaced at once by its new value
       Final(arg, expr)                 arg[j] = expr, after the last step (reads the state and vectors)
 
+A long shift chain of the state (a delay line, a tap list, a shift register; see
+:func:`ift_snn.codegen.ir.rings`) is a :class:`Ring`: a work array (m, M) that
+the launcher allocates, element i of the chain at slot (rb_h + i) % m, rb_h the
+steps taken. ``RingInit`` sets all its elements (before the loop, and in a
+restart); ``UpdateState`` carries the ring members' increments, and the
+printers write them in place and advance rb_h (one write per step for a pure
+delay). A family of 8 or more vectors or finals named alike with a trailing
+index (x0_w_eps0, x0_w_eps1, ...) is one (rows, M) argument, so that a delay
+line of 1000 steps does not make 3000 arguments.
+
 Arguments (:class:`Arg`) keep the IR's order: per-step inputs ``in_<x>``
 (T, M), per-neuron vectors ``in_<v>`` (M,), per-step outputs ``out_<y>``
 (T, M), finals ``fin_<f>`` (M,), scalar parameters ``p_<p>``, then the sizes
@@ -28,6 +38,7 @@ Comments are sanitised here (:func:`~ift_snn.codegen.ir.comment_lines`).
 from __future__ import annotations
 
 import keyword
+import re
 from dataclasses import dataclass
 
 import sympy as sp
@@ -35,10 +46,15 @@ import sympy as sp
 from .ir import CodegenError, ScanKernel, comment_lines
 
 __all__ = ["Arg", "Function", "Invariant", "InitState", "TimeLoop", "Load", "Assign", "Store", "UpdateState",
-           "Final", "lower", "INPUT", "VECTOR", "OUTPUT", "FINAL", "PARAM", "SIZE", "SIZES"]
+           "Final", "Ring", "RingInit", "lower", "INPUT", "VECTOR", "OUTPUT", "FINAL", "PARAM", "WORK", "SIZE",
+           "SIZES", "RING_HEAD", "GROUP_MIN"]
 
 #: Kinds of kernel arguments, in their order in a signature.
-INPUT, VECTOR, OUTPUT, FINAL, PARAM, SIZE = "input", "vector", "output", "final", "param", "size"
+INPUT, VECTOR, OUTPUT, FINAL, PARAM, WORK, SIZE = "input", "vector", "output", "final", "param", "work", "size"
+#: The printers' step counter of ring buffers (element i of a ring of m at slot (rb_h + i) % m).
+RING_HEAD = "rb_h"
+#: Vectors or finals named alike with a trailing index become one (rows, M) argument from this many on.
+GROUP_MIN = 8
 #: The size arguments every target's signature carries (CPU targets add their partition of the neurons).
 SIZES = ("n_steps", "n_neurons", "truncation")
 #: Names the printers use for their own locals, the builtins they call and keywords of Python and C: no
@@ -49,16 +65,38 @@ RESERVED = frozenset({"i", "j", "t", "np", "math", "scipy", "chunk", "j_begin", 
                       "enum", "extern", "float", "for", "goto", "if", "int", "long", "register", "return", "short",
                       "signed", "sizeof", "static", "struct", "switch", "typedef", "union", "unsigned", "void",
                       "volatile", "while"})
-_RESERVED_PREFIXES = ("_", "next_", "st_", "p_", "in_", "out_", "fin_")
+_RESERVED_PREFIXES = ("_", "next_", "st_", "p_", "in_", "out_", "fin_", "rb_")
 
 
 @dataclass(frozen=True)
 class Arg:
-    """One kernel argument: its printed name, its kind, and the symbol it carries in expressions."""
+    """One kernel argument: its printed name, its kind, and the symbol it carries in expressions.
+
+    ``rows``: a (len(rows), M) vector or final whose row r carries ``rows[r]`` (``symbol`` is None);
+    ``length``: the slots of a WORK array (length, M).
+    """
 
     name: str
     kind: str
     symbol: sp.Symbol | None = None
+    rows: tuple[sp.Symbol, ...] = ()
+    length: int = 0
+
+
+@dataclass(frozen=True)
+class Ring:
+    """A shift chain c_0..c_(m-1) of the state in the work array ``arg``: c_i at slot (rb_h + i) % m."""
+
+    arg: Arg
+    states: tuple[sp.Symbol, ...]
+
+
+@dataclass(frozen=True)
+class RingInit:
+    """Element i of ``ring`` set to ``exprs[i]`` (every element; before the loop, or in a restart)."""
+
+    ring: Ring
+    exprs: tuple[sp.Expr, ...]
 
 
 @dataclass(frozen=True)
@@ -99,7 +137,7 @@ class UpdateState:
 @dataclass(frozen=True)
 class TimeLoop:
     direction: str  # forward | reverse
-    restart: tuple[InitState, ...] | None  # None: the scan is not truncatable
+    restart: tuple[InitState | RingInit, ...] | None  # None: the scan is not truncatable
     body: tuple[Load | Assign | Store | UpdateState, ...]
 
 
@@ -107,9 +145,10 @@ class TimeLoop:
 class Final:
     arg: Arg
     expr: sp.Expr
+    row: int = -1  # the row of a (rows, M) final; -1: an (M,) final
 
 
-Statement = Invariant | InitState | TimeLoop | Final
+Statement = Invariant | InitState | RingInit | TimeLoop | Final
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,6 +161,7 @@ class Function:
     args: tuple[Arg, ...]
     body: tuple[Statement, ...]
     kernel: ScanKernel
+    rings: tuple[Ring, ...] = ()
 
     def of_kind(self, kind: str) -> tuple[Arg, ...]:
         return tuple(a for a in self.args if a.kind == kind)
@@ -144,11 +184,13 @@ def lower(kernel: ScanKernel, *, header: str = "") -> Function:
     ren = {p: sp.Symbol(f"p_{p.name}", real=True) for p in kernel.params}
     rename = lambda e: sp.sympify(e).xreplace(ren)  # noqa: E731
     args = [Arg(f"in_{s.name}", INPUT, s) for s in kernel.inputs]
-    args += [Arg(f"in_{v.name}", VECTOR, v) for v in kernel.vectors]
+    args += _grouped(kernel.vectors, "in_", VECTOR)
     outputs = {s: Arg(f"out_{s.name}", OUTPUT, s) for s in kernel.outputs}
-    finals = [Arg(f"fin_{lhs.name}", FINAL, lhs) for lhs, _ in kernel.finals]
+    finals = _grouped([lhs for lhs, _ in kernel.finals], "fin_", FINAL)
     args += list(outputs.values()) + finals
     args += [Arg(ren[p].name, PARAM, ren[p]) for p in kernel.params]
+    rings = tuple(Ring(Arg(f"rb_{k}", WORK, length=len(chain)), chain) for k, chain in enumerate(kernel.rings))
+    args += [r.arg for r in rings]
     args += [Arg(name, SIZE) for name in SIZES]
 
     _check_names(kernel)
@@ -157,15 +199,51 @@ def lower(kernel: ScanKernel, *, header: str = "") -> Function:
     body += [Assign(sym, rename(expr)) for sym, expr in kernel.body]
     body += [Store(outputs[s], s) for s in kernel.outputs]
     body.append(UpdateState(tuple((s, rename(e)) for s, e in zip(kernel.state, kernel.update))))
-    restart = tuple(InitState(s, rename(i)) for s, i in kernel.restarted) if kernel.truncatable else None
+    in_ring = {s for r in rings for s in r.states}
 
+    def initial(pairs) -> list:
+        pairs = dict(pairs)
+        out: list = [InitState(s, rename(i)) for s, i in pairs.items() if s not in in_ring]
+        out += [RingInit(r, tuple(rename(pairs[s]) for s in r.states)) for r in rings if r.states[0] in pairs]
+        return out
+
+    restart = tuple(initial(kernel.restarted)) if kernel.truncatable else None
     top: list = [Invariant(sym, rename(expr)) for sym, expr in kernel.invariants]
-    top += [InitState(s, rename(i)) for s, i in zip(kernel.state, kernel.init)]
+    top += initial(zip(kernel.state, kernel.init))
     top.append(TimeLoop(kernel.direction, restart, tuple(body)))
-    top += [Final(arg, rename(rhs)) for arg, (_, rhs) in zip(finals, kernel.finals)]
+    where = {sym: (a, r if a.rows else -1) for a in finals for r, sym in enumerate(a.rows or (a.symbol,))}
+    top += [Final(where[lhs][0], rename(rhs), where[lhs][1]) for lhs, rhs in kernel.finals]
     comments = [f"kernel: {kernel.name}", *comment_lines(header), f"structure fingerprint: {kernel.fingerprint}",
                 *comment_lines(kernel.describe())]
-    return Function(kernel.name, kernel.dtype, tuple(comments), tuple(args), tuple(top), kernel)
+    return Function(kernel.name, kernel.dtype, tuple(comments), tuple(args), tuple(top), kernel, rings)
+
+
+_INDEXED = re.compile(r"(.*\D)(\d+)")
+
+
+def _grouped(symbols, prefix: str, kind: str) -> list[Arg]:
+    """One Arg per symbol, except that a family of GROUP_MIN or more named <stem><index> (indices
+    0..n-1) becomes one (n, M) Arg named <prefix><stem>, rows in index order, where the first member was."""
+    symbols = list(symbols)
+    names = {s.name for s in symbols}
+    families: dict[str, dict[int, sp.Symbol]] = {}
+    for s in symbols:
+        m = _INDEXED.fullmatch(s.name)
+        if m:
+            families.setdefault(m.group(1), {})[int(m.group(2))] = s
+    grouped = {stem: members for stem, members in families.items()
+               if len(members) >= GROUP_MIN and sorted(members) == list(range(len(members))) and stem not in names}
+    member = {s: stem for stem, members in grouped.items() for s in members.values()}
+    out, placed = [], set()
+    for s in symbols:
+        stem = member.get(s)
+        if stem is None:
+            out.append(Arg(f"{prefix}{s.name}", kind, s))
+        elif stem not in placed:
+            placed.add(stem)
+            rows = grouped[stem]
+            out.append(Arg(f"{prefix}{stem}", kind, None, rows=tuple(rows[i] for i in range(len(rows)))))
+    return out
 
 
 def _check_names(kernel: ScanKernel) -> None:

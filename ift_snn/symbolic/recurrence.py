@@ -105,7 +105,7 @@ class KernelRecurrence:
             return f"finite: {len(self.num)} tap(s), {self.name}[k] = 0 for k >= {len(self.num)}"
         k = sp.Symbol("k", integer=True)
         h = sp.Function(self.name)
-        rhs = sum((-self.den[j] * h(k - j) for j in range(1, len(self.den))), sp.Integer(0))
+        rhs = sp.Add(*[-self.den[j] * h(k - j) for j in range(1, len(self.den))])
         return f"{sp.sstr(h(k))} = {sp.sstr(rhs)} for k >= {len(self.num)}"
 
 
@@ -139,8 +139,8 @@ class Recurrence:
         backward scans carry for exactly these states."""
         out = {}
         for name, p in zip(self.model.parameter_names, self.model.symbols):
-            term = sum((sp.diff(x, p) * sp.Symbol(STATE_WHOLE + st.name, real=True)
-                        for x, st in zip(self.initial, self.forward.state)), sp.Integer(0))
+            term = sp.Add(*[sp.diff(x, p) * sp.Symbol(STATE_WHOLE + st.name, real=True)
+                            for x, st in zip(self.initial, self.forward.state)])
             if term != 0:
                 out[name] = term
         return out
@@ -195,10 +195,10 @@ def _adjoint(prefix: str, num: tuple[sp.Expr, ...], den: tuple[sp.Expr, ...], dy
     b = list(num) + [sp.Integer(0)] * (order + 1 - len(num))
     a = list(den) + [sp.Integer(0)] * (order + 1 - len(den))
     lam = tuple(sp.Symbol(f"{prefix}{i}", real=True) for i in range(order))
-    dx = b[0] * dy + sum(((b[i + 1] - a[i + 1] * b[0]) * lam[i] for i in range(order)), sp.Integer(0))
+    dx = b[0] * dy + sp.Add(*[(b[i + 1] - a[i + 1] * b[0]) * lam[i] for i in range(order)])
     update = []
     if order:
-        update.append(dy - sum((a[i + 1] * lam[i] for i in range(order)), sp.Integer(0)))
+        update.append(dy - sp.Add(*[a[i + 1] * lam[i] for i in range(order)]))
         update += [lam[j - 1] for j in range(1, order)]
     return lam, dx, tuple(update)
 
@@ -262,7 +262,7 @@ def pole(den: tuple[sp.Expr, ...]) -> sp.Expr:
         disc = a1**2 - 4 * a2
         real = sp.Max(sp.Abs(-a1 + sp.sqrt(sp.Max(disc, 0))), sp.Abs(-a1 - sp.sqrt(sp.Max(disc, 0)))) / 2
         return sp.Piecewise((real, disc >= 0), (sp.sqrt(sp.Abs(a2)), True))
-    return sum((sp.Abs(c) for c in den[1:]), sp.Integer(0))
+    return sp.Add(*[sp.Abs(c) for c in den[1:]])
 
 
 def _extend(scan: Scan, states, inits, assigns, updates, finals, persistent) -> Scan:
@@ -321,7 +321,7 @@ def _parameter_sums(model: NeuronModel, S: Mapping[str, sp.Symbol], explicit: Ma
             if isinstance(entry, _InitialState):
                 if entry.p != p:
                     continue
-                A = sum((c * X_DELAY**k for k, c in enumerate(entry.den)), sp.Integer(0))
+                A = sp.Add(*[c * X_DELAY**k for k, c in enumerate(entry.den)])
                 if sp.diff(A, p) == 0:
                     continue
                 knum = tuple(sp.expand(c) for c in sp.Poly(-sp.diff(A, p), X_DELAY).all_coeffs()[::-1])
@@ -333,7 +333,7 @@ def _parameter_sums(model: NeuronModel, S: Mapping[str, sp.Symbol], explicit: Ma
                 assigns += more_assigns
                 updates += more_updates
                 persistent += more
-                last = last + sum((wt * y for wt, y in zip(entry.weights, lagged)), sp.Integer(0))
+                last = last + sp.Add(*[wt * y for wt, y in zip(entry.weights, lagged)])
                 continue
             q, kernel, x, weight, w0_weight = entry[:5]
             x_last = entry[5] if len(entry) > 5 else sp.Integer(0)
@@ -532,7 +532,7 @@ def _state_out(state) -> tuple[tuple[sp.Symbol, sp.Expr], ...]:
 def _state_grads(state, grads, initial) -> tuple[tuple[sp.Symbol, sp.Expr], ...]:
     """The backward finals dL/dx0 (gx_<state>), and dL/du_init = sum_k dL/dx0_k dx0_k/du_init."""
     finals = [(sp.Symbol(STATE_GRAD + st.name, real=True), sp.sympify(g)) for st, g in zip(state, grads)]
-    grad_u = sum((sp.diff(x, U_INIT) * g for x, (_, g) in zip(initial, finals)), sp.Integer(0))
+    grad_u = sp.Add(*[sp.diff(x, U_INIT) * g for x, (_, g) in zip(initial, finals)])
     return ((sp.Symbol("grad_u_init"), grad_u),) + tuple(finals)
 
 
@@ -576,8 +576,9 @@ def _filter_state_after(k: KernelRecurrence, x: sp.Expr) -> tuple[sp.Expr, ...]:
     """The DF2T state after filtering the single input x from rest (u_init at time -1)."""
     y = sp.Symbol("y")
     w, out, update = _df2t("t", k.num, k.den, x, y)
-    rest = {wi: 0 for wi in w}
-    return tuple(sp.expand(e.subs(y, out).subs(rest)) for e in update)
+    rest = {wi: sp.Integer(0) for wi in w}
+    rest[y] = sp.sympify(out).xreplace(rest)
+    return tuple(sp.expand(sp.sympify(e).xreplace(rest)) for e in update)
 
 
 # --------------------------------------------------------------- unrolling
