@@ -29,6 +29,7 @@ import numpy as np
 
 from . import __version__
 from .backends import reference
+from .kernels import MAX_DELAY
 from .models import BUILTIN_MODELS, get_model
 from .ops import METHODS, backward, forward
 from .spec import (add_model_arguments, check_model_file_name, model_and_spec_from_args, model_from_args,
@@ -216,10 +217,11 @@ def _bench_zoo(args: argparse.Namespace) -> int:
     import tempfile
     import warnings
 
-    from .zoo import ZOO, bench_zoo, format_zoo_table
+    from .zoo import ZOO, bench_zoo, delay_line, format_zoo_table
 
+    specs = {f"delay{d}": delay_line(d) for d in args.delays} if args.delays else dict(ZOO)
     rows: list = []
-    args.kept = lambda: f"kept {args.json} ({len(rows)} of {len(ZOO)} neurons)" if args.json and rows else None
+    args.kept = lambda: f"kept {args.json} ({len(rows)} of {len(specs)} neurons)" if args.json and rows else None
     with tempfile.TemporaryDirectory(prefix="ift_snn_zoo_") as folder, \
             warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -233,15 +235,15 @@ def _bench_zoo(args: argparse.Namespace) -> int:
             if args.json:
                 Path(args.json).write_text(json.dumps({"zoo": rows}, indent=2))
 
-        print(f"timing {len(ZOO)} neurons (T = 200, 1024 neurons, float32, CPU; fresh kernel cache {folder})")
+        print(f"timing {len(specs)} neurons (T = 200, 1024 neurons, float32, CPU; fresh kernel cache {folder})")
         try:
-            bench_zoo(progress=progress)
+            bench_zoo(specs=specs, progress=progress)
         finally:
             if before is None:
                 del os.environ["IFT_SNN_CACHE_DIR"]
             else:
                 os.environ["IFT_SNN_CACHE_DIR"] = before
-    print(format_zoo_table(rows))
+    print(format_zoo_table(rows, target=not args.delays))
     if caught:
         kinds = sorted({type(w.message).__name__ if isinstance(w.message, Warning) else "Warning" for w in caught})
         print(f"{len(caught)} warnings while timing ({', '.join(kinds)}): the zoo's random inputs, not errors")
@@ -258,13 +260,15 @@ def _bench(args: argparse.Namespace) -> int:
         flag, what = (("--peers", "snnTorch, SpikingJelly and Norse") if args.peers
                       else ("--torch", "a PyTorch BPTT loop"))
         raise ValueError(f"{flag} compares LIF against {what}; model options do not apply there ({', '.join(options)})")
-    if args.zoo and (options or args.peers or args.torch):
-        raise ValueError("--zoo times the zoo's own neurons (ift_snn.zoo); model options, --peers and --torch "
-                         "do not apply there")
+    if (args.zoo or args.delays) and (options or args.peers or args.torch):
+        raise ValueError(f"{'--zoo' if args.zoo else '--delays'} times neurons of its own (ift_snn.zoo); model "
+                         "options, --peers and --torch do not apply there")
+    if args.zoo and args.delays:
+        raise ValueError("--zoo and --delays are two benchmarks: give one of them")
     model = model_from_args(args) if options else None
     if args.json:
         _prepare_out_file(args.json, "--json")
-    if args.zoo:
+    if args.zoo or args.delays:
         return _bench_zoo(args)
     if args.peers:  # against snnTorch, SpikingJelly, Norse (sinabs): ift_snn.bench_peers
         from .bench_peers import DEFAULT_SIZES, format_peers_table, run_peers
@@ -463,6 +467,20 @@ def _size_triple(text: str) -> tuple[int, int, int]:
 _size_triple.__name__ = "B,T,N"
 
 
+def _delays(text: str) -> list[int]:
+    """``D[,D...]`` -> delays in steps, each from 1 to MAX_DELAY."""
+    out = []
+    for part in text.split(","):
+        d = POSITIVE_INT(part.strip())
+        if d > MAX_DELAY:
+            raise argparse.ArgumentTypeError(f"delay {d} is out of range: at most {MAX_DELAY} steps")
+        out.append(d)
+    return out
+
+
+_delays.__name__ = "D[,D...]"
+
+
 def _existing_file(text: str) -> str:
     if os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text!r} is a folder; expected a file")
@@ -549,6 +567,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--zoo", action="store_true",
                        help="instead: the first call (derive + generate + compile) and the proofs of every neuron "
                             "of the zoo (ift_snn.zoo), in a fresh kernel cache")
+    bench.add_argument("--delays", type=_delays, default=None, metavar="D[,D...]",
+                       help="instead: as --zoo, for an exponential synapse delayed by each D steps (ring buffers; "
+                            f"D from 1 to {MAX_DELAY})")
     bench.add_argument("--peers", action="store_true",
                        help="instead: one LIF layer (float32, CPU, 2 threads) against snnTorch, SpikingJelly and "
                             "Norse: forward, backward, peak memory, gradient agreement, memory floor, ratios "

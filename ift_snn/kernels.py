@@ -172,7 +172,41 @@ def _poly_coeffs(expr: sp.Expr) -> tuple[sp.Expr, ...]:
     """Coefficients of a polynomial in X, lowest power first."""
     poly = sp.Poly(sp.expand(expr), X)
     coeffs = list(reversed(poly.all_coeffs()))
-    return tuple(sp.simplify(c) for c in coeffs)
+    return tuple(_tidy(c) for c in coeffs)
+
+
+def trig_polynomial(expr: sp.Expr) -> sp.Expr:
+    """expr with every cos/sin written as a polynomial in cos and sin of base angles, sin^2 = 1 - cos^2.
+
+    Rational angles (decimal frequencies proved as rationals: cos(9/10) against cos(3/10)) become whole
+    multiples of one symbol, the angles' greatest common divisor, so that the multiple-angle identities
+    apply to them as to symbolic angles (and are put back after). Zero iff expr is zero as a
+    trigonometric identity of the angles.
+    """
+    atoms = expr.atoms(sp.cos, sp.sin)
+    if not atoms:
+        return expr
+    constants = {a.args[0].as_coeff_Add()[0] for a in atoms} - {0}
+    back = {}
+    if constants and all(c.is_Rational for c in constants):
+        unit = functools.reduce(sp.gcd, constants)
+        angle = sp.Dummy("angle_unit", real=True)
+        back = {angle: unit}
+        expr = expr.xreplace({a: a.func(a.args[0] - a.args[0].as_coeff_Add()[0]
+                                       + a.args[0].as_coeff_Add()[0] / unit * angle) for a in atoms})
+    expr = sp.expand(sp.expand_trig(expr))
+    square = lambda e: (e.is_Pow and isinstance(e.base, sp.sin) and e.exp.is_Integer  # noqa: E731
+                        and e.exp >= 2)
+    expr = sp.expand(expr.replace(square, lambda e: sp.sin(e.base.args[0]) ** (e.exp % 2)
+                                  * (1 - sp.cos(e.base.args[0]) ** 2) ** (e.exp // 2)))
+    return expr.xreplace(back) if back else expr
+
+
+def _tidy(expr: sp.Expr) -> sp.Expr:
+    """A coefficient of a kernel's recurrence in a canonical form, zero iff it is zero: a rational function
+    of the parameters (cancelled), cos and sin as polynomials of the base angles (:func:`trig_polynomial`).
+    Linear in the size of the expression, where ``simplify`` tries every strategy (seconds for a resonator)."""
+    return sp.cancel(trig_polynomial(sp.expand(expr)))
 
 
 @dataclass(frozen=True)
@@ -217,7 +251,7 @@ class Kernel:
         values = [expr.xreplace({N: sp.Integer(k)}) for k in range(length)]
         num = []
         for k in range(length):
-            num.append(sp.simplify(sum(den[j] * values[k - j] for j in range(min(k, order) + 1))))
+            num.append(_tidy(sp.Add(*[den[j] * values[k - j] for j in range(min(k, order) + 1)])))
         while len(num) > 1 and num[-1] == 0:
             num.pop()
         if all(c == 0 for c in num):

@@ -177,3 +177,34 @@ def test_ring_kernels_compile_to_ptx(dtype):
 def test_a_delay_past_the_limit_is_refused_before_any_work():
     with pytest.raises(KernelError, match=f"delayed by {MAX_DELAY + 1} steps; at most {MAX_DELAY}"):
         ift_snn.srm(f"step(n - {MAX_DELAY + 1})*0.9**(n - {MAX_DELAY + 1})", "theta*0.8**n")
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore::ift_snn.StabilityWarning")
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_ring_kernels_on_the_gpu_equal_the_oracle(name):
+    """The CUDA kernels (rings in global work arrays, element (slot, j) at slot * M + j): every gradient."""
+    cupy = pytest.importorskip("cupy")
+    model = MODELS[name]()
+    a, g, u0 = _data(110, M=300)
+    trace = ops.forward(model, cupy.asarray(a), cupy.asarray(u0))
+    assert trace.backend == "cupy"
+    cpu = ops.forward(model, a, u0, backend="numpy")
+    np.testing.assert_array_equal(trace.s.get(), cpu.s)
+    for method, K in (("exodus", None), ("exodus", 9), ("slayer", None)):
+        got = ops.backward(model, trace, cupy.asarray(g), method=method, truncation=K)
+        want = ops.backward(model, cpu, g, method=method, truncation=K)
+        assert rel_err(got.a.get(), want.a) < 1e-10 and rel_err(got.u0.get(), want.u0) < 1e-10
+        for k, v in want.params.items():
+            assert abs(got.params[k] - v) <= 1e-10 * max(1.0, abs(v)), k
+
+
+def test_bench_delays_arguments_are_checked(capsys):
+    """``ift-snn bench --delays`` (the first call of delay lines, a benchmark) refuses a delay past the limit
+    and a second benchmark at once, before any work."""
+    from ift_snn.cli import main
+
+    assert main(["bench", "--delays", f"30,{MAX_DELAY + 1}"]) == 2
+    assert f"delay {MAX_DELAY + 1} is out of range: at most {MAX_DELAY} steps" in capsys.readouterr().err
+    assert main(["bench", "--delays", "30", "--zoo"]) == 2
+    assert "--zoo and --delays are two benchmarks" in capsys.readouterr().err

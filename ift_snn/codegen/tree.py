@@ -68,7 +68,7 @@ RESERVED = frozenset({"i", "j", "t", "np", "math", "scipy", "chunk", "j_begin", 
 _RESERVED_PREFIXES = ("_", "next_", "st_", "p_", "in_", "out_", "fin_", "rb_")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: a grouped Arg holds thousands of rows
 class Arg:
     """One kernel argument: its printed name, its kind, and the symbol it carries in expressions.
 
@@ -83,7 +83,7 @@ class Arg:
     length: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Ring:
     """A shift chain c_0..c_(m-1) of the state in the work array ``arg``: c_i at slot (rb_h + i) % m."""
 

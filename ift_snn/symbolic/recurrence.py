@@ -35,7 +35,7 @@ import numpy as np
 import sympy as sp
 
 from ..kernels import X as X_DELAY
-from ..kernels import Kernel
+from ..kernels import Kernel, trig_polynomial
 from ..models import NeuronModel
 from ..surrogates import THETA, U
 from .system import STATE_IN, U_INIT
@@ -697,32 +697,9 @@ def _cut(jac, T: int, detach: bool, truncation: int | None, names: tuple[str, ..
     return dataclasses.replace(jac, dependent=J, inputs=Ja, u_init=Ju, state=Js)
 
 
-def _trig_polynomial(expr: sp.Expr) -> sp.Expr:
-    """expr with every cos/sin written as a polynomial in cos and sin of base angles, sin^2 = 1 - cos^2.
-
-    Rational angles (decimal frequencies proved as rationals: cos(9/10) against cos(3/10)) become whole
-    multiples of one symbol, the angles' greatest common divisor, so that the multiple-angle identities
-    apply to them as to symbolic angles. Zero iff expr is zero as a trigonometric identity of the angles.
-    """
-    atoms = expr.atoms(sp.cos, sp.sin)
-    if not atoms:
-        return expr
-    constants = {a.args[0].as_coeff_Add()[0] for a in atoms} - {0}
-    if constants and all(c.is_Rational for c in constants):
-        unit = functools.reduce(sp.gcd, constants)
-        angle = sp.Symbol("angle_unit", real=True)
-        expr = expr.xreplace({a: a.func(a.args[0] - a.args[0].as_coeff_Add()[0]
-                                       + a.args[0].as_coeff_Add()[0] / unit * angle) for a in atoms})
-    expr = sp.expand(sp.expand_trig(expr))
-    square = lambda e: (e.is_Pow and isinstance(e.base, sp.sin) and e.exp.is_Integer  # noqa: E731
-                        and e.exp >= 2)
-    return sp.expand(expr.replace(square, lambda e: sp.sin(e.base.args[0]) ** (e.exp % 2)
-                                  * (1 - sp.cos(e.base.args[0]) ** 2) ** (e.exp // 2)))
-
-
 def _differ(a, b) -> sp.Expr | None:
     diff = sp.expand(a - b)
-    if diff == 0 or _trig_polynomial(diff) == 0:
+    if diff == 0 or trig_polynomial(diff) == 0:
         return None
     return None if sp.simplify(diff) == 0 else diff
 
