@@ -254,9 +254,13 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
         )
     for lhs, rhs in assigns:
         _check_supported(rhs, f"{model.name} {quantity}: {lhs}")
-    # CSE over the per-step expressions; the assigned names stay, temporaries are x0, x1, ...
-    exprs = [rhs for _, rhs in assigns] + update
+    # CSE over the per-step expressions; the assigned names stay, temporaries are x0, x1, ... The increments
+    # of ring members stay as they are (b_k x for a tap list: the printers loop over a table of the b_k).
+    ringed = {c for r in chains for c in r}
+    scalar_updates = [i for i, st in enumerate(scan.state) if st not in ringed]
+    exprs = [rhs for _, rhs in assigns] + [update[i] for i in scalar_updates]
     replacements, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("x", real=True), optimizations="basic")
+    reduced = list(reduced[:len(assigns)]) + _placed(update, scalar_updates, reduced[len(assigns):])
     body: list[tuple[sp.Symbol, sp.Expr]] = []
     placed: set[sp.Symbol] = set()
     pending = list(replacements)
@@ -368,6 +372,14 @@ def split_pointwise(scan: Scan, params) -> tuple[Scan, Scan]:
     reads = sorted(set().union(*(sp.sympify(r).free_symbols for _, r in point)) & outputs, key=lambda x: x.name)
     pointwise = Scan("surrogate", "map", tuple(reads), (), (), tuple(point), tuple(lhs for lhs, _ in point), (), ())
     return core, pointwise
+
+
+def _placed(update: list, indices: list[int], values) -> list:
+    """``update`` with update[indices[k]] replaced by values[k]."""
+    out = list(update)
+    for i, v in zip(indices, values):
+        out[i] = v
+    return out
 
 
 def _vectors(init, finals, known: set) -> tuple[sp.Symbol, ...]:

@@ -31,6 +31,7 @@ from sympy.printing.c import C99CodePrinter
 from sympy.printing.numpy import _known_functions_numpy
 from sympy.printing.pycode import PythonCodePrinter
 
+from .ir import RING_MIN
 from .tree import (FINAL, INPUT, OUTPUT, PARAM, RING_HEAD, SIZE, VECTOR, WORK, Assign, Final, Function, InitState,
                    Invariant, Load, Ring, RingInit, Store, TimeLoop, UpdateState)
 
@@ -298,6 +299,10 @@ class _TreePrinter:
             self.refs.update({sym: ("ring", ring, i) for i, sym in enumerate(ring.states)})
         self.in_ring = {sym for ring in fn.rings for sym in ring.states}
         self.n_acc = 0
+        #: Constant tables (the taps of a long tap list) by values -> name, printed before the function.
+        self.tables: dict[tuple[float, ...], str] = {}
+        #: Per ring: (first increment position, table, common factor) where a loop over a table adds them.
+        self.tabled: dict = {}
 
     def at(self, name: str, row: str, index: str) -> str:
         raise NotImplementedError
@@ -379,14 +384,56 @@ class _TreePrinter:
             self.assign_all(depth, lambda k, r=ring: self.at(r.arg.name, self.slot(r, k), index), st.exprs, index,
                             end=end)
 
+    def table(self, values) -> str:
+        """The name of a constant table of ``values`` (one per distinct list), printed before the function."""
+        key = tuple(float(v) for v in values)
+        if key not in self.tables:
+            self.tables[key] = self.table_name(len(self.tables))
+        return self.tables[key]
+
+    def table_name(self, k: int) -> str:
+        return f"_t{k}"
+
+    def table_lines(self) -> list[str]:
+        """The tables as module-level NumPy arrays of the kernel's dtype (Numba reads them as constants)."""
+        dtype = "np.float32" if self.fn.dtype == "f32" else "np.float64"
+        return [f"{name} = np.array([{', '.join(repr(v) for v in values)}], dtype={dtype})"
+                for values, name in self.tables.items()]
+
+    def plan_tables(self, pairs) -> set:
+        """Decide, per ring, whether its increments are one loop over a table: at least RING_MIN of them, each
+        a number times one common factor (a tap list's b_k x). Returns the members whose increments the
+        loop covers (no ``next_`` value of their own)."""
+        inc = dict(pairs)
+        covered = set()
+        for ring in self.fn.rings:
+            terms = {i: sp.sympify(inc[sym]).as_coeff_Mul() for i, sym in enumerate(ring.states[:-1])
+                     if inc[sym] != 0}
+            factors = {f for _, f in terms.values()}
+            if len(terms) < RING_MIN or len(factors) != 1 or not all(c.is_Number for c, _ in terms.values()):
+                continue
+            lo, hi = min(terms), max(terms)
+            values = [terms[i][0] if i in terms else 0 for i in range(lo, hi + 1)]
+            self.tabled[ring] = (lo, self.table(values), factors.pop(), len(values))
+            covered |= {ring.states[i] for i in terms}
+        return covered
+
     def ring_update(self, depth: int, pairs, index: str, value, end: str = "") -> None:
         """The ring writes of one step: the last element's new value into the slot of the first, every
-        other increment added in place (``value(sym)`` is the printed increment computed before)."""
+        other increment added in place (``value(sym)`` is the printed increment computed before; a tabled
+        ring's increments in a loop, table[k] times its factor ``next_<ring>``)."""
         inc = dict(pairs)
         for ring in self.fn.rings:
             last = ring.states[-1]
             new = value(last) if inc[last] != 0 else self.pr.doprint(sp.Float(0.0))
             self.emit(depth, f"{self.at(ring.arg.name, self.slot(ring, 0), index)} = {new}{end}")
+            if ring in self.tabled:
+                lo, table, _, n = self.tabled[ring]
+                self.loop(depth, "_k", n)
+                slot = self.slot(ring, f"{lo + 1} + _k")
+                self.emit(depth + 1, f"{self.at(ring.arg.name, slot, index)} += {table}[_k] * next_{ring.arg.name}{end}")
+                self.end_loop(depth)
+                continue
             for i, sym in enumerate(ring.states[:-1]):
                 if inc[sym] != 0:
                     self.emit(depth, f"{self.at(ring.arg.name, self.slot(ring, i + 1), index)} += {value(sym)}{end}")
@@ -403,10 +450,15 @@ class _TreePrinter:
         if not (expr.is_Add and self.fn.rings):
             return expr
         groups: dict[tuple, list[tuple[int, int, sp.Expr]]] = {}
+        tabled: dict[Ring, dict[int, tuple[sp.Expr, sp.Expr]]] = {}
         for term in expr.args:
             factors = term.args if term.is_Mul else (term,)
             refs = [f for f in factors if f.is_Symbol and f in self.refs]
             kinds = sorted(self.refs[f][0] for f in refs)
+            coeff, rest = term.as_coeff_Mul()
+            if kinds == ["ring"] and rest.is_Symbol:  # a number times a ring element: a table's dot product
+                tabled.setdefault(self.refs[rest][1], {})[self.refs[rest][2]] = (coeff, term)
+                continue
             if kinds != ["ring", "row"]:
                 continue
             row, ring = sorted(refs, key=lambda f: self.refs[f][0] != "row")
@@ -430,6 +482,19 @@ class _TreePrinter:
                                  f"{self.at(ring.arg.name, self.slot(ring, pos), index)}{end}")
             self.end_loop(depth)
             expr = expr - sp.Add(*[t for _, _, t in items]) + coeff * sp.Symbol(name, real=True)
+        for ring, items in tabled.items():
+            if len(items) < RING_MIN:
+                continue
+            lo, hi = min(items), max(items)
+            table = self.table([items[p][0] if p in items else 0 for p in range(lo, hi + 1)])
+            name = f"_acc{self.n_acc}"
+            self.n_acc += 1
+            self.emit(depth, self.declare(name) + end)
+            self.loop(depth, "_k", hi - lo + 1)
+            self.emit(depth + 1, f"{name} += {table}[_k] * "
+                                 f"{self.at(ring.arg.name, self.slot(ring, f'{lo} + _k'), index)}{end}")
+            self.end_loop(depth)
+            expr = expr - sp.Add(*[t for _, t in items.values()]) + sp.Symbol(name, real=True)
         return expr
 
     def finals(self, depth: int, group: list[Final], index: str, end: str = "") -> None:
@@ -484,7 +549,18 @@ class _CudaTree(_TreePrinter):
             self.emit(1, f"int {RING_HEAD} = 0;")
         self.statements(fn.body)
         self.lines.append("}")
+        if self.tables:  # constant memory, before the kernel: every thread reads the same entry at once
+            at = self.lines.index(f'extern "C" __global__ void {fn.name}(')
+            self.lines[at:at] = self.table_lines()
         return "\n".join(self.lines) + "\n"
+
+    def table_name(self, k: int) -> str:
+        return f"{self.fn.name}_t{k}"
+
+    def table_lines(self) -> list[str]:
+        suffix = "F" if self.fn.dtype == "f32" else ""
+        return [f"__constant__ {self.pr.ctype} {name}[{len(values)}] = {{{', '.join(repr(v) + suffix for v in values)}}};"
+                for values, name in self.tables.items()]
 
     def top_Invariant(self, group: list[Invariant]) -> None:
         for st in group:
@@ -516,13 +592,17 @@ class _CudaTree(_TreePrinter):
                 if isinstance(st, Load):
                     self.emit(2, f"const {ct} {st.target.name} = {st.arg.name}[i];")
                 elif isinstance(st, Assign):
-                    self.emit(2, f"const {ct} {st.target.name} = {self.code(st.expr, 'j')};")
+                    expr = self.dot_loops(2, st.expr, "j", end=";")
+                    self.emit(2, f"const {ct} {st.target.name} = {self.code(expr, 'j')};")
                 elif isinstance(st, Store):
                     self.emit(2, f"{st.arg.name}[i] = {st.value.name};")
                 else:
                     _check_update(st)
+                    covered = self.plan_tables(st.pairs)
+                    for ring, (_, _, factor, _) in self.tabled.items():
+                        self.emit(2, f"const {ct} next_{ring.arg.name} = {self.code(factor, 'j')};")
                     for s, e in st.pairs:
-                        if s not in self.in_ring or e != 0:
+                        if (s not in self.in_ring or e != 0) and s not in covered:
                             self.emit(2, f"const {ct} next_{s.name} = {self.code(e, 'j')};")
                     for s, _ in st.pairs:
                         if s not in self.in_ring:
@@ -558,6 +638,9 @@ class _NumbaTree(_TreePrinter):
             self.emit(2, f"{RING_HEAD} = 0")
         self.statements(fn.body)
         self.lines.append("")
+        if self.tables:
+            at = self.lines.index(f"def {fn.name}({', '.join([a.name for a in fn.args] + list(HOST_ARGS))}):")
+            self.lines[at:at] = self.table_lines() + [""]
         return "\n".join(self.lines) + "\n"
 
     def load_states(self, depth: int) -> None:
@@ -604,15 +687,19 @@ class _NumbaTree(_TreePrinter):
                 if isinstance(st, Load):
                     self.emit(4, f"{st.target.name} = {st.arg.name}[_t, _j]")
                 elif isinstance(st, Assign):
-                    self.emit(4, f"{st.target.name} = {self.code(st.expr, '_j0 + _jj')}")
+                    expr = self.dot_loops(4, st.expr, "_j0 + _jj")
+                    self.emit(4, f"{st.target.name} = {self.code(expr, '_j0 + _jj')}")
                 elif isinstance(st, Store):
                     self.emit(4, f"{st.arg.name}[_t, _j] = {st.value.name}")
                 else:
                     # the right-hand sides read the locals loaded above and the rings, which are written last:
                     # writing the state arrays in turn is simultaneous
                     _check_update(st)
+                    covered = self.plan_tables(st.pairs)
+                    for ring, (_, _, factor, _) in self.tabled.items():
+                        self.emit(4, f"next_{ring.arg.name} = {self.code(factor, '_j0 + _jj')}")
                     for s, e in st.pairs:
-                        if s in self.in_ring and e != 0:
+                        if s in self.in_ring and e != 0 and s not in covered:
                             self.emit(4, f"next_{s.name} = {self.code(e, '_j0 + _jj')}")
                     for s, e in st.pairs:
                         if s not in self.in_ring:
@@ -650,7 +737,7 @@ class _NumpyTree(_TreePrinter):
             imports.append("import scipy.special")
         self.lines = ["# Generated by ift_snn. Do not edit: regenerate with `ift-snn codegen --target numpy`."]
         self.lines += [f"# {line}" for line in fn.comments]
-        self.lines += imports + [""]
+        self.lines += imports + [""] + (self.table_lines() + [""] if self.tables else [])
         self.lines += [f"def {fn.name}({', '.join([a.name for a in fn.args] + list(HOST_ARGS))}):"]
         self.lines += body + [""]
         return "\n".join(self.lines) + "\n"
@@ -684,13 +771,18 @@ class _NumpyTree(_TreePrinter):
                 if isinstance(st, Load):
                     self.emit(2, f"{st.target.name} = {st.arg.name}[_t, {self.SLICE}]")
                 elif isinstance(st, Assign):
-                    self.emit(2, f"{st.target.name} = {self.code(st.expr, self.SLICE)}")
+                    expr = self.dot_loops(2, st.expr, self.SLICE)
+                    self.emit(2, f"{st.target.name} = {self.code(expr, self.SLICE)}")
                 elif isinstance(st, Store):
                     self.emit(2, f"{st.arg.name}[_t, {self.SLICE}] = {st.value.name}")
                 else:
                     _check_update(st)
+                    covered = self.plan_tables(st.pairs)
+                    for ring, (_, _, factor, _) in self.tabled.items():
+                        value = self.code(factor, self.SLICE)
+                        self.emit(2, f"next_{ring.arg.name} = {f'np.copy({value})' if factor.is_Symbol else value}")
                     for s, e in st.pairs:
-                        if s not in self.in_ring or e != 0:
+                        if (s not in self.in_ring or e != 0) and s not in covered:
                             # a bare read of a ring row is a view that the ring writes below would change
                             value = self.code(e, self.SLICE)
                             view = self.fn.rings and sp.sympify(e).is_Symbol
