@@ -29,7 +29,7 @@ import numpy as np
 
 from . import __version__
 from .backends import reference
-from .kernels import MAX_DELAY
+from .kernels import MAX_DELAY, MAX_TAPS
 from .models import BUILTIN_MODELS, get_model
 from .ops import METHODS, backward, forward
 from .spec import (add_model_arguments, check_model_file_name, model_and_spec_from_args, model_from_args,
@@ -217,9 +217,12 @@ def _bench_zoo(args: argparse.Namespace) -> int:
     import tempfile
     import warnings
 
-    from .zoo import ZOO, bench_zoo, delay_line, format_zoo_table
+    from .zoo import ZOO, bench_zoo, delay_line, format_zoo_table, tap_list
 
-    specs = {f"delay{d}": delay_line(d) for d in args.delays} if args.delays else dict(ZOO)
+    specs = dict(ZOO)
+    if args.delays or args.taps:
+        specs = {f"delay{d}": delay_line(d) for d in args.delays or ()}
+        specs.update({f"taps{n}": tap_list(n) for n in args.taps or ()})
     rows: list = []
     args.kept = lambda: f"kept {args.json} ({len(rows)} of {len(specs)} neurons)" if args.json and rows else None
     with tempfile.TemporaryDirectory(prefix="ift_snn_zoo_") as folder, \
@@ -243,7 +246,7 @@ def _bench_zoo(args: argparse.Namespace) -> int:
                 del os.environ["IFT_SNN_CACHE_DIR"]
             else:
                 os.environ["IFT_SNN_CACHE_DIR"] = before
-    print(format_zoo_table(rows, target=not args.delays))
+    print(format_zoo_table(rows, target=not (args.delays or args.taps)))
     if caught:
         kinds = sorted({type(w.message).__name__ if isinstance(w.message, Warning) else "Warning" for w in caught})
         print(f"{len(caught)} warnings while timing ({', '.join(kinds)}): the zoo's random inputs, not errors")
@@ -260,15 +263,16 @@ def _bench(args: argparse.Namespace) -> int:
         flag, what = (("--peers", "snnTorch, SpikingJelly and Norse") if args.peers
                       else ("--torch", "a PyTorch BPTT loop"))
         raise ValueError(f"{flag} compares LIF against {what}; model options do not apply there ({', '.join(options)})")
-    if (args.zoo or args.delays) and (options or args.peers or args.torch):
-        raise ValueError(f"{'--zoo' if args.zoo else '--delays'} times neurons of its own (ift_snn.zoo); model "
-                         "options, --peers and --torch do not apply there")
-    if args.zoo and args.delays:
-        raise ValueError("--zoo and --delays are two benchmarks: give one of them")
+    lines = args.delays or args.taps
+    if (args.zoo or lines) and (options or args.peers or args.torch):
+        raise ValueError(f"{'--zoo' if args.zoo else '--delays/--taps'} times neurons of its own (ift_snn.zoo); "
+                         "model options, --peers and --torch do not apply there")
+    if args.zoo and lines:
+        raise ValueError("--zoo and --delays/--taps are two benchmarks: give one of them")
     model = model_from_args(args) if options else None
     if args.json:
         _prepare_out_file(args.json, "--json")
-    if args.zoo or args.delays:
+    if args.zoo or lines:
         return _bench_zoo(args)
     if args.peers:  # against snnTorch, SpikingJelly, Norse (sinabs): ift_snn.bench_peers
         from .bench_peers import DEFAULT_SIZES, format_peers_table, run_peers
@@ -467,18 +471,29 @@ def _size_triple(text: str) -> tuple[int, int, int]:
 _size_triple.__name__ = "B,T,N"
 
 
-def _delays(text: str) -> list[int]:
-    """``D[,D...]`` -> delays in steps, each from 1 to MAX_DELAY."""
+def _counts(text: str, what: str, most: int) -> list[int]:
+    """``N[,N...]`` -> positive ints, each at most ``most``."""
     out = []
     for part in text.split(","):
-        d = POSITIVE_INT(part.strip())
-        if d > MAX_DELAY:
-            raise argparse.ArgumentTypeError(f"delay {d} is out of range: at most {MAX_DELAY} steps")
-        out.append(d)
+        n = POSITIVE_INT(part.strip())
+        if n > most:
+            raise argparse.ArgumentTypeError(f"{what} {n} is out of range: at most {most}")
+        out.append(n)
     return out
 
 
+def _delays(text: str) -> list[int]:
+    """``D[,D...]`` -> delays in steps, each from 1 to MAX_DELAY."""
+    return _counts(text, "delay", MAX_DELAY)
+
+
+def _tap_counts(text: str) -> list[int]:
+    """``L[,L...]`` -> tap counts, each from 1 to MAX_TAPS."""
+    return _counts(text, "tap count", MAX_TAPS)
+
+
 _delays.__name__ = "D[,D...]"
+_tap_counts.__name__ = "L[,L...]"
 
 
 def _existing_file(text: str) -> str:
@@ -570,6 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--delays", type=_delays, default=None, metavar="D[,D...]",
                        help="instead: as --zoo, for an exponential synapse delayed by each D steps (ring buffers; "
                             f"D from 1 to {MAX_DELAY})")
+    bench.add_argument("--taps", type=_tap_counts, default=None, metavar="L[,L...]",
+                       help=f"with or instead of --delays: a synapse of L taps (L from 1 to {MAX_TAPS})")
     bench.add_argument("--peers", action="store_true",
                        help="instead: one LIF layer (float32, CPU, 2 threads) against snnTorch, SpikingJelly and "
                             "Norse: forward, backward, peak memory, gradient agreement, memory floor, ratios "

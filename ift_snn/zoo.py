@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-__all__ = ["ZOO", "zoo_model", "delay_line", "bench_zoo", "format_zoo_table"]
+__all__ = ["ZOO", "zoo_model", "delay_line", "tap_list", "bench_zoo", "format_zoo_table"]
 
 #: name -> spec. Chosen to cover what a computational neuroscientist writes: leaky, synaptic and
 #: adaptive neurons, resonators, delays, finite taps, every reset and clip option, exact decimals,
@@ -61,6 +61,11 @@ def delay_line(d: int) -> dict:
     ``ift-snn bench --delays``, carried in ring buffers by the generated kernels."""
     return {"name": f"delay{d}", "eps": f"step(n - {d})*alpha**(n - {d})", "nu": "theta*beta**n",
             "params": {"alpha": 0.85, "beta": 0.8}}
+
+
+def tap_list(length: int) -> dict:
+    """The spec of a synapse written as ``length`` taps 0.9^(k/8) (a long FIR list, ``ift-snn bench --taps``)."""
+    return {"name": f"taps{length}", "eps": [round(0.9 ** (k / 8), 6) for k in range(length)], "nu": "theta*0.9**n"}
 
 
 def bench_zoo(names=None, *, specs: Mapping[str, dict] | None = None, T_proof: int = 4, T: int = 200,

@@ -205,6 +205,8 @@ def test_bench_delays_arguments_are_checked(capsys):
     from ift_snn.cli import main
 
     assert main(["bench", "--delays", f"30,{MAX_DELAY + 1}"]) == 2
-    assert f"delay {MAX_DELAY + 1} is out of range: at most {MAX_DELAY} steps" in capsys.readouterr().err
+    assert f"delay {MAX_DELAY + 1} is out of range: at most {MAX_DELAY}" in capsys.readouterr().err
+    assert main(["bench", "--taps", "0"]) == 2
+    assert "--taps: expected a positive integer, got 0" in capsys.readouterr().err
     assert main(["bench", "--delays", "30", "--zoo"]) == 2
-    assert "--zoo and --delays are two benchmarks" in capsys.readouterr().err
+    assert "--zoo and --delays/--taps are two benchmarks" in capsys.readouterr().err

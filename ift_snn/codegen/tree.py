@@ -28,10 +28,13 @@ line of 1000 steps does not make 3000 arguments.
 
 Arguments (:class:`Arg`) keep the IR's order: per-step inputs ``in_<x>``
 (T, M), per-neuron vectors ``in_<v>`` (M,), per-step outputs ``out_<y>``
-(T, M), finals ``fin_<f>`` (M,), scalar parameters ``p_<p>``, then the sizes
+(T, M), finals ``fin_<f>`` (M,) (a family: (rows, M)), scalar parameters
+``p_<p>``, the ring buffers ``rb_<k>`` (slots, M), then the sizes
 ``n_steps``, ``n_neurons``, ``truncation``. Expressions are SymPy, with the
 parameters renamed ``p_<name>`` (no clash with C keywords or scan symbols);
-a vector appears as its IR symbol, which each printer indexes its own way.
+a vector, a row or a ring element appears as its IR symbol, which each
+printer indexes its own way (and where a ring's increments or a sum over its
+elements have numeric coefficients, loops over a constant table of them).
 Comments are sanitised here (:func:`~ift_snn.codegen.ir.comment_lines`).
 """
 
