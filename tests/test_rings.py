@@ -32,6 +32,7 @@ from ift_snn.kernels import MAX_DELAY, KernelError
 from ift_snn.symbolic.recurrence import _adjoint, _df2t
 
 from .conftest import rel_err
+from .test_state import assert_state_and_parameter_gradients_equal_fd
 from .test_zoo import _assert_equals_oracle
 
 TARGETS = ["numpy"] + (["cpu"] if compiled.available() else [])
@@ -147,21 +148,9 @@ def test_initial_state_gradient_through_the_ring_equals_finite_differences():
     model = delayed(9, "delay9_smooth", spike="smooth", surrogate="sigmoid")
     rng = np.random.default_rng(1)
     a, g = rng.normal(0.4, 0.6, (30, 2)), rng.normal(size=(30, 2))
-    names = ops.state_names(model)
-    x0 = rng.normal(0.2, 0.3, (len(names), 2))
-    loss = lambda m, x: float(np.sum(g * ops.forward(m, a, state=x, backend="numpy").s))  # noqa: E731
-    grads = ops.backward(model, ops.forward(model, a, state=x0, backend="numpy"), g)
-    eps = 1e-6
-    for k in range(len(names)):
-        for j in range(2):
-            up, down = x0.copy(), x0.copy()
-            up[k, j] += eps
-            down[k, j] -= eps
-            fd = (loss(model, up) - loss(model, down)) / (2 * eps)
-            assert abs(grads.state[k, j] - fd) <= 1e-6 * max(1.0, abs(fd)), f"dL/d{names[k]}[{j}]"
-    for p, v in model.params:
-        fd = (loss(model.with_params(**{p: v + 1e-6}), x0) - loss(model.with_params(**{p: v - 1e-6}), x0)) / 2e-6
-        assert abs(grads.params[p] - fd) <= 1e-5 * max(1.0, abs(fd)), f"dL/d{p}"
+    x0 = rng.normal(0.2, 0.3, (len(ops.state_names(model)), 2))
+    assert len(x0) > ir.RING_MIN
+    assert_state_and_parameter_gradients_equal_fd(model, a, g, x0, "numpy")
 
 
 @pytest.mark.skipif(not HAVE_COMPILER, reason="neither NVRTC (CuPy) nor nvcc is installed")

@@ -63,11 +63,18 @@ def test_state_and_parameter_gradients_equal_finite_differences(key, backend):
     x0 = rng.normal(0.2, 0.3, (len(names), 3))
     if "s_prev" in names:
         x0[names.index("s_prev")] = rng.uniform(0.2, 0.9, 3)
+    assert_state_and_parameter_gradients_equal_fd(model, a, g, x0, backend)
+
+
+def assert_state_and_parameter_gradients_equal_fd(model, a, g, x0, backend: str) -> None:
+    """dL/dx0 (every state value of every neuron) and every dL/dp with the state ``x0`` held, for the loss
+    sum(g * s), against central differences (1e-6 and 1e-5 relative; ``model`` with a smooth spike)."""
+    names = ops.state_names(model)
     loss = lambda m, x: float(np.sum(g * ops.forward(m, a, state=x, backend=backend).s))  # noqa: E731
     grads = ops.backward(model, ops.forward(model, a, state=x0, backend=backend), g)
     eps = 1e-6
     for k in range(len(names)):
-        for j in range(3):
+        for j in range(x0.shape[1]):
             up, down = x0.copy(), x0.copy()
             up[k, j] += eps
             down[k, j] -= eps
