@@ -35,7 +35,7 @@ SpikingJelly ``PiecewiseExp(alpha=2)`` = sinabs ``SingleExponential(0.5, 0.5)``
 surrogate: it runs ``"super"``, whose backward in Norse 1.1 is 1/(1 + |x|)^2
 whatever its alpha (ift_snn ``fast_sigmoid(scale=1, slope=1)``, used for its
 agreement check). With scale 0.5 the exact gradient's step factor
-|alpha - theta sigma| stays below 1 (MATH.md section 6) at every length.
+|alpha - theta sigma| stays below 1 (docs/MATH.md section 6) at every length.
 
 Measurements. Each size runs one warm-up call per contestant (compilation,
 first touch), one memory call, then ``rounds`` rounds; each round runs every

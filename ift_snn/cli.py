@@ -61,7 +61,7 @@ def _demo(args: argparse.Namespace) -> int:
         params = " ".join(f"{grads.params[k]:>14.6g}" for k in oracle.params)
         print(f"{method:<8} {ms:>8.2f} {err:>24.3e} {params}")
     print(f"{'oracle':<8} {'':>8} {'':>24} " + " ".join(f"{v:>14.6g}" for v in oracle.params.values()))
-    print(f"\nlargest |step factor| (MATH section 6): {factors['exodus']:.3f}")
+    print(f"\nlargest |step factor| (docs/MATH.md section 6): {factors['exodus']:.3f}")
     print("EXODUS equals BPTT to rounding; SLAYER drops the reset and is off wherever spikes occur.")
     return 0
 
@@ -100,7 +100,7 @@ def _derive_builtin(name: str, T: int, folder: str, latex: bool) -> tuple[bool, 
 
 def _derive(args: argparse.Namespace) -> int:
     options = model_options(args) + (["--save-model"] if args.save_model else [])
-    if args.model == "events_lif":  # continuous time (MATH section 7): its own derivation and report
+    if args.model == "events_lif":  # continuous time (docs/MATH.md section 7): its own derivation and report
         from .events.commands import derive_command
 
         if options[1:]:

@@ -1,6 +1,6 @@
 """Neuron models: the discrete Spike Response Model (SRM) and its LIF family.
 
-Every model is an SRM (MATH section 1), one neuron, time n = 0..T-1:
+Every model is an SRM (docs/MATH.md section 1), one neuron, time n = 0..T-1:
 
     u[n] = sum_k eps[k] a[n-k]  -  sum_k nu[k] s[n-1-k]       (membrane, pre-spike)
     s[n] = f(u[n])                                            (spike function)
@@ -14,7 +14,7 @@ step delay). The LIF family is also held in its first-order membrane form
     u[n] <- max(u[n], u_min)                          (optional clip, before spiking)
 
 which is what reset-to-zero and the clip need (they are not fixed kernels).
-rho is theta_r for the "reset after decay" convention (MATH section 1, the
+rho is theta_r for the "reset after decay" convention (docs/MATH.md section 1, the
 default) and alpha theta_r for "reset before decay" (sinabs, sinabs-exodus).
 
 Spike functions (theta > 0): ``"single"`` 1[u >= theta]; ``"multi"``
@@ -377,7 +377,7 @@ def lif(
 ) -> NeuronModel:
     """Leaky integrate-and-fire neuron, 0 < alpha <= 1 (alpha = exp(-dt/tau)).
 
-    Reset after decay (default, MATH section 1):
+    Reset after decay (default, docs/MATH.md section 1):
         u[n] = alpha u[n-1] + a[n] - theta_r s[n-1],   eps[k] = alpha^k, nu[k] = theta_r alpha^k
     ``reset_before_decay=True`` (sinabs / sinabs-exodus):
         u[n] = alpha (u[n-1] - theta_r s[n-1]) + a[n], nu[k] = theta_r alpha^(k+1)

@@ -10,7 +10,7 @@ float32 and float64 are preserved; other dtypes are refused.
 Methods of :func:`backward` (all for the loss L with dL/ds = ``grad_s``):
 
 ``"exodus"``  exact (= BPTT) by the Implicit Function Theorem: one O(T)
-              reverse scan per neuron (MATH section 4).
+              reverse scan per neuron (docs/MATH.md section 4).
 ``"slayer"``  SLAYER: the reset term dropped from the backward pass, i.e.
               BPTT with the reset detached. Not exact when spikes occur.
 ``"bptt"``    reverse-mode through the time loop, by the float64 reference
@@ -19,7 +19,7 @@ Methods of :func:`backward` (all for the loss L with dL/ds = ``grad_s``):
               against.
 
 ``truncation=K`` (any method): the state crosses chunk boundaries of K
-steps, its gradient does not (MATH section 8, truncated BPTT).
+steps, its gradient does not (docs/MATH.md section 8, truncated BPTT).
 
 Backends, chosen by the array type (``backend="auto"``): NumPy arrays run
 the compiled CPU kernels generated from the derivation (Numba); CuPy arrays
@@ -70,7 +70,7 @@ GROWTH_LIMIT = 100.0
 
 
 class StabilityWarning(RuntimeWarning):
-    """The exact gradient may grow geometrically (MATH section 6)."""
+    """The exact gradient may grow geometrically (docs/MATH.md section 6)."""
 
 
 class NonFiniteError(FloatingPointError):
@@ -356,7 +356,7 @@ def backward(
 
     Exact for ``method="exodus"``: solves (I + N^T F') e = g by one reverse scan
     per neuron; for LIF delta_n = sigma_n g_n + (alpha - theta_r sigma_n) delta_{n+1},
-    dL/da = delta (MATH section 4). O(T) per neuron, parallel over neurons.
+    dL/da = delta (docs/MATH.md section 4). O(T) per neuron, parallel over neurons.
 
     Preconditions: ``record`` came from :func:`forward` with the same model;
     ``grad_s`` has the record's shape and is finite; ``truncation`` is None or
@@ -444,7 +444,7 @@ def backward(
         bad = [k for k, v in (("dL/da", grad_a), ("dL/du0", grad_u0)) if not _all_finite(v)]
         bad += [f"dL/d{k}" for k, v in params.items() if not math.isfinite(v)]
         if growth > GROWTH_LIMIT or longest >= STABILITY_RUN:
-            cause = (f"{diagnostic}. The exact gradient grows like the product of step factors (MATH section 6); "
+            cause = (f"{diagnostic}. The exact gradient grows like the product of step factors (docs/MATH.md section 6); "
                      "use a smaller surrogate scale, a wider surrogate, float64, or truncation")
         else:
             largest_g = float(xp.max(xp.abs(g2))) if g2.size else 0.0
@@ -455,7 +455,7 @@ def backward(
     if longest >= STABILITY_RUN or growth > GROWTH_LIMIT:
         warnings.warn(
             f"exact gradient may grow geometrically: {diagnostic}; consider a smaller surrogate scale "
-            "or a wider surrogate (MATH section 6)",
+            "or a wider surrogate (docs/MATH.md section 6)",
             StabilityWarning,
             stacklevel=2,
         )

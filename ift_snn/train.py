@@ -209,10 +209,13 @@ def fit(net: Network, train_ds, test_ds, cfg: TrainConfig, *, progress: bool = T
             losses, correct, seen = [], 0, 0
             norms = np.zeros(len(net.weights))
             factors = np.zeros(len(net.weights))
+            phases = {"forward": 0.0, "backward": 0.0, "weight_grad": 0.0}
             try:
                 for x, y in train_ds.time_major_batches(cfg.batch_size, rng=rng):
                     result, gw, gr = net.step(x, y, loss=cfg.loss, method=cfg.method, truncation=cfg.truncation)
                     opt.step(net.parameters(), gw + [gr[k] for k in sorted(gr)])
+                    for phase, sec in result.seconds.items():
+                        phases[phase] += sec
                     losses.append(result.loss)
                     correct += result.correct
                     seen += len(y)
@@ -232,6 +235,8 @@ def fit(net: Network, train_ds, test_ds, cfg: TrainConfig, *, progress: bool = T
                 "grad_norms": (norms / batches).tolist(),
                 "max_step_factor": factors.tolist(),
                 "seconds": time.perf_counter() - start,
+                # the training steps' phases (the rest of "seconds": data, Adam, the test accuracy)
+                **{f"{phase}_s": sec for phase, sec in phases.items()},
             }
             history.epochs.append(row)
             if on_epoch is not None:

@@ -15,7 +15,7 @@
 # %% [markdown]
 # # 2. The spiking neuron as a system of equations
 #
-# A Spike Response Model (SRM) neuron over T time steps (MATH.md sections 1-3):
+# A Spike Response Model (SRM) neuron over T time steps (docs/MATH.md sections 1-3):
 #
 #     u[n] = sum_k eps[k] a[n-k]  -  sum_k nu[k] s[n-1-k]        membrane
 #     s[n] = f(u[n])                                              spikes
@@ -60,7 +60,7 @@ for eq in system.phi:
     display(Math("0 = " + sp.latex(eq)))
 
 # %% [markdown]
-# These are exactly u - E a + N s = 0 and s - f(u) = 0 of MATH.md section 3.
+# These are exactly u - E a + N s = 0 and s - f(u) = 0 of docs/MATH.md section 3.
 # We check this by building E and N from the kernels (u_init set to 0):
 
 # %%
@@ -100,7 +100,7 @@ assert J.det() == 1
 
 # %% [markdown]
 # In the block order (u, s) the same matrix is [[I, N], [-F', I]] with
-# F' = diag(sigma), as in MATH.md section 3:
+# F' = diag(sigma), as in docs/MATH.md section 3:
 
 # %%
 order = [2 * n for n in range(T)] + [2 * n + 1 for n in range(T)]
@@ -114,7 +114,7 @@ display(Math(r"\begin{bmatrix} I & N \\ -F' & I \end{bmatrix} = " + sp.latex(blo
 #
 # The IFT gives d(u, s)/da = -(d phi/d(u,s))^-1 d phi/da. Because the
 # Jacobian is triangular, that inverse is never formed: one sweep down the
-# rows (MATH.md section 3) gives G = ds/da,
+# rows (docs/MATH.md section 3) gives G = ds/da,
 #
 #     (du/da)[n, :] = E[n, :] - sum_{m<n} N[n, m] G[m, :]
 #     G[n, :]       = sigma_n (du/da)[n, :]
@@ -136,7 +136,7 @@ display(Math("G = " + sp.latex(G.applyfunc(sp.factor))))
 # %% [markdown]
 # ## The LIF product formula
 #
-# Every entry factors into a product of step factors (MATH.md section 3):
+# Every entry factors into a product of step factors (docs/MATH.md section 3):
 #
 #     dS[n]/da[m] = sigma_n * prod_{k=m}^{n-1} (alpha - theta_r sigma_k)   (n > m),
 #     sigma_n (n = m),   0 (n < m).
@@ -192,7 +192,7 @@ display(Math(r"G_{3,0} - G^{\mathrm{SLAYER}}_{3,0} = " + sp.latex(sp.factor(G[3,
 #
 # Training needs dL/da = G^T g for g = dL/ds (the loss, or the layer above),
 # not G itself. The adjoint of the forward substitution is a *back*
-# substitution. For LIF it is one reverse scan per neuron (MATH.md section 4):
+# substitution. For LIF it is one reverse scan per neuron (docs/MATH.md section 4):
 #
 #     delta_n = sigma_n g_n + (alpha - theta_r sigma_n) delta_{n+1},   delta_T = 0,   dL/da[n] = delta_n.
 #

@@ -26,10 +26,10 @@
 #
 # All three are checked against `ift_snn.backends.reference`. It is a float64
 # oracle written separately from the scans: a hand-written BPTT sweep and the
-# dense 2T x 2T IFT solve of MATH.md section 3. Then we measure how far
+# dense 2T x 2T IFT solve of docs/MATH.md section 3. Then we measure how far
 # SLAYER is from exact as the surrogate scale and the membrane time constant
 # change. Last, we find where the exact gradient itself becomes unstable
-# (MATH.md section 6).
+# (docs/MATH.md section 6).
 
 # %%
 import os
@@ -234,7 +234,7 @@ assert gap_alpha[-1] > 3
 #     scale > width (1 + alpha)          (= 0.95 for width 0.5, alpha 0.9).
 #
 # A factor above 1 in magnitude, repeated over steps spent near threshold,
-# makes the exact gradient grow geometrically (MATH.md section 6).
+# makes the exact gradient grow geometrically (docs/MATH.md section 6).
 
 # %%
 alpha, theta, width = 0.9, 1.0, 0.5

@@ -169,7 +169,7 @@ for method in curves:
 # **Reading the result.** Exact is not the same as faster learning. On this
 # tiny task, at this learning rate, SLAYER's loss fell faster. Its gradient is
 # not the gradient of the loss, but it is many times larger (the norm ratios
-# printed before training; MATH.md section 6 reports 2-50x), and Adam
+# printed before training; docs/MATH.md section 6 reports 2-50x), and Adam
 # normalises the step size anyway, so a wrong but consistent direction can
 # still make progress. What EXODUS gives is BPTT's gradient at the cost of
 # one reverse scan (compare the run times above: the `bptt` method here is

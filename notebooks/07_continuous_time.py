@@ -24,7 +24,7 @@
 #
 #     dt_k/dx = -(du/dx)(t_k) / u'(t_k)
 #
-# This is the method of Bacho and Chu (MATH.md section 7). Their neuron is a
+# This is the method of Bacho and Chu (docs/MATH.md section 7). Their neuron is a
 # current-based LIF with a subtractive reset dtheta:
 #
 #     u(t) = c sum_i w_i sum_j K(t - t_i^j) - dtheta sum_{t_k < t} exp(-(t - t_k)/tau)

@@ -1,4 +1,4 @@
-"""The conformance vectors of ../shared/testdata (an independent PyTorch BPTT) pin MATH.md's conventions."""
+"""The conformance vectors of ../shared/testdata (an independent PyTorch BPTT) pin docs/MATH.md's conventions."""
 
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ def test_spikes_sit_on_threshold_and_no_crossing_is_missed(tau, tau_s):
     trace = simulate(model, w, x)
     out = trace.out
     assert out.dropped.sum() == 0 and out.counts.min() >= 4
-    # every recorded spike satisfies u(t_k) = theta (the global sum of MATH section 7, not the simulator's state)
+    # every recorded spike satisfies u(t_k) = theta (the global sum of docs/MATH.md section 7, not the simulator's state)
     u_k = left_limit_u(model, w, x, out)
     valid = np.isfinite(out.times)
     assert np.max(np.abs(u_k[valid] - model.theta)) <= 1e-12 * model.theta

@@ -1,4 +1,4 @@
-"""Reset to zero has a state-dependent Jacobian: the fixed-kernel formula is a trap (MATH section 5)."""
+"""Reset to zero has a state-dependent Jacobian: the fixed-kernel formula is a trap (docs/MATH.md section 5)."""
 
 from __future__ import annotations
 
@@ -32,5 +32,5 @@ def test_fixed_kernel_formula_is_wrong_for_reset_to_zero(seed):
     wrong = _fixed_kernel_scan(0.9, 1.0, model.sigma(trace.u), g)
     right = ift_snn.backward(model, trace, g, method="exodus").a
     assert rel_err(right, want) < 1e-12
-    # MATH.md measured 70-110 % off; any seed here is off by far more than rounding.
+    # docs/MATH.md measured 70-110 % off; any seed here is off by far more than rounding.
     assert rel_err(wrong, want) > 0.3

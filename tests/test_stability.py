@@ -1,4 +1,4 @@
-"""The step-factor diagnostic of MATH section 6: reported, warned about, never a silent inf/NaN."""
+"""The step-factor diagnostic of docs/MATH.md section 6: reported, warned about, never a silent inf/NaN."""
 
 from __future__ import annotations
 

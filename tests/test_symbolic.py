@@ -19,7 +19,7 @@ ALPHA = param_symbol("alpha")
 
 @pytest.mark.parametrize("before", [False, True])
 def test_lif_product_formula(before):
-    """MATH section 3: dS[n]/da[m] = sigma_n prod_{k=m}^{n-1} (alpha - theta_r sigma_k)."""
+    """docs/MATH.md section 3: dS[n]/da[m] = sigma_n prod_{k=m}^{n-1} (alpha - theta_r sigma_k)."""
     T = 5
     model = ift_snn.lif(0.9, reset_before_decay=before)
     system = build_system(model, T)

@@ -22,6 +22,9 @@ def test_train_cli_writes_metrics_and_weights(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
     assert {"loss", "train_acc", "test_acc", "grad_norms", "max_step_factor"} <= set(metrics["epochs"][0])
+    for epoch in metrics["epochs"]:  # the steps' phases, each measured, within the epoch's time
+        phases = [epoch["forward_s"], epoch["backward_s"], epoch["weight_grad_s"]]
+        assert min(phases) > 0 and sum(phases) <= epoch["seconds"]
     assert metrics["stopped"] is None
     net = Network.load(out / "weights.npz")
     assert net.sizes == [40, 16, 16, 4]

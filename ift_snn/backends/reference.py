@@ -7,7 +7,7 @@ is a plain time loop, and the gradients come from
 
 * :func:`bptt`: a reverse sweep through the time loop, adjoint by adjoint
   (O(T^2) per neuron for general kernels, O(T) for membrane models);
-* :func:`dense_ift`: the Implicit Function Theorem of MATH section 3, the
+* :func:`dense_ift`: the Implicit Function Theorem of docs/MATH.md section 3, the
   2T x 2T unit lower-triangular Jacobian d phi/d(u, s) in the interleaved
   order (u0, s0, u1, s1, ...) built explicitly per neuron and solved by
   ``scipy.linalg.solve_triangular``;
@@ -290,7 +290,7 @@ def dense_ift(
     truncation: int | None = None,
     detach_reset: bool = False,
 ) -> RefResult:
-    """The IFT solve of MATH section 3, one dense triangular system per neuron.
+    """The IFT solve of docs/MATH.md section 3, one dense triangular system per neuron.
 
     phi(u, s; a) = 0 along the trajectory; with J = d phi/d(u, s) (unit lower
     triangular in the order u0, s0, u1, s1, ...) and L = g . s,

@@ -1,4 +1,4 @@
-"""Continuous time: exact event simulation and spike-time gradients (MATH section 7, Bacho and Chu).
+"""Continuous time: exact event simulation and spike-time gradients (docs/MATH.md section 7, Bacho and Chu).
 
 Current-based LIF neurons with subtractive reset, simulated event by event
 (no time grid); the gradient of every spike time comes from the Implicit

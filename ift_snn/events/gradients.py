@@ -1,4 +1,4 @@
-"""Exact spike-time gradients of a layer by the Implicit Function Theorem (MATH section 7).
+"""Exact spike-time gradients of a layer by the Implicit Function Theorem (docs/MATH.md section 7).
 
 Invariant: u(t_k; w, t_in, t_1..t_{k-1}) = theta at every recorded spike. The IFT gives
 
@@ -16,7 +16,7 @@ Adjoint (g_k = dL/dt_k given; lambda_k = total dL/dt_k / u'(t_k)):
 All three sums are exponentials in the later spike times, so one reverse scan
 per (sample, neuron) over its merged input events and own spikes, holding
 P_tau = sum lambda_k e^{-(t_k - t)/tau} and P_s (the same with tau_s),
-computes them. At tau = 2 tau_s this is MATH section 7's scan (C = P_tau,
+computes them. At tau = 2 tau_s this is docs/MATH.md section 7's scan (C = P_tau,
 u'(t_k) = x_k / z_k). ``reset_term=False`` drops the own-spike term (wrong:
 for the tests that show it).
 

@@ -2,7 +2,7 @@
 
 - :func:`ttfs_cross_entropy`: time-to-first-spike softmax cross-entropy.
   Logits ``-t_first / tau_L``; ``L = mean_b -log softmax(-t_first/tau_L)[label]``;
-  ``dL/dt_first = (onehot - softmax) / (tau_L B)`` (MATH section 7). An output
+  ``dL/dt_first = (onehot - softmax) / (tau_L B)`` (docs/MATH.md section 7). An output
   neuron with no spike has no first spike: by default that is an error
   (ValueError naming the sample and neuron). With ``t_absent=T`` such a neuron
   is treated as firing at ``T`` (a constant: no gradient reaches it).

@@ -1,6 +1,6 @@
 """The continuous-time neuron (current-based LIF, subtractive reset) and spike trains as arrays.
 
-Membrane potential of one neuron with input weights ``w_i`` (MATH section 7)::
+Membrane potential of one neuron with input weights ``w_i`` (docs/MATH.md section 7)::
 
     u(t) = c sum_i w_i sum_{t_i^j < t} K(t - t_i^j)  -  dtheta sum_{t_k < t} exp(-(t - t_k)/tau)
     K(s) = exp(-s/tau) - exp(-s/tau_s),        c = tau tau_s / (tau - tau_s)
@@ -9,7 +9,7 @@ A spike is emitted at every upward crossing u(t_k) = theta; it lowers u by
 ``dtheta`` (subtractive reset, continuous in the potential's derivative
 otherwise). ``c`` makes ``c K`` positive for either ordering of tau and
 tau_s, and equals ``tau`` at ``tau = 2 tau_s``: there the model is exactly
-the one of MATH section 7 (Bacho and Chu), whose spike times solve a
+the one of docs/MATH.md section 7 (Bacho and Chu), whose spike times solve a
 quadratic in ``z = exp(t/tau)``. ``tau == tau_s`` is refused (K would
 vanish; the limit is the alpha kernel, not modelled here).
 

@@ -12,7 +12,7 @@ two monotone pieces: the earliest crossing is bracketed on the first piece
 whose end is at or above theta (no crossing can be missed) and found by
 Newton's method safeguarded by bisection. At ``tau = 2 tau_s`` the crossing
 is the earlier root of ``(theta/c) y^2 - V y + I = 0``, ``y = exp(s/tau)``:
-``y = 2 I / (V + sqrt(V^2 - 4 I theta/c))`` (MATH section 7 in the local
+``y = 2 I / (V + sqrt(V^2 - 4 I theta/c))`` (docs/MATH.md section 7 in the local
 frame). After a spike ``V -= dtheta/c`` and the search repeats in the same
 interval.
 
@@ -214,7 +214,7 @@ def simulate(model: EventLIF, w: np.ndarray, inputs: SpikeTrain, *, closed: bool
 
 
 def membrane(model: EventLIF, w: np.ndarray, inputs: SpikeTrain, out: SpikeTrain, t: np.ndarray) -> np.ndarray:
-    """u at times ``t`` (B, T) by the global sum of MATH section 7 (independent of :func:`simulate`).
+    """u at times ``t`` (B, T) by the global sum of docs/MATH.md section 7 (independent of :func:`simulate`).
 
     Returns (B, M, T). Spikes at exactly ``t`` are not yet counted (u is left-continuous).
     Cost O(B M T (C S + K)).

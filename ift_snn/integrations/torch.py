@@ -281,7 +281,7 @@ def spike_scan(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Spikes of one layer of ``model`` neurons, differentiable by ``method``.
 
-    s = f(u), u the membrane of ``model`` driven by ``a`` (MATH section 1);
+    s = f(u), u the membrane of ``model`` driven by ``a`` (docs/MATH.md section 1);
     dL/da, dL/du0 (or dL/dx0) and dL/dp for each tensor in ``params`` by
     :func:`ift_snn.ops.backward`. Cost O(T) per neuron each way.
 

@@ -1,6 +1,6 @@
 """Continuous time, derived: u(t), the threshold condition and spike-time derivatives by the IFT.
 
-Model (MATH section 7, any tau != tau_s; c = tau tau_s/(tau - tau_s), c = tau at tau = 2 tau_s)::
+Model (docs/MATH.md section 7, any tau != tau_s; c = tau tau_s/(tau - tau_s), c = tau at tau = 2 tau_s)::
 
     u(t) = c sum_i w_i [exp(-(t - t_i)/tau) - exp(-(t - t_i)/tau_s)] - dtheta exp(-(t - t_m)/tau)
 
@@ -11,7 +11,7 @@ t_k implicitly; the IFT gives ``dt_k/dx = -(dF/dx)/(dF/dt)``.
 
 At tau = 2 tau_s, with z = exp(t/tau), u = tau (B/z - A/z^2) and the spike
 time is the earlier root of ``c z^2 - B z + A = 0`` (c = theta/tau here, as
-in MATH section 7): ``z_k = 2A/(B + x)``, ``x = sqrt(B^2 - 4 A c)``. The
+in docs/MATH.md section 7): ``z_k = 2A/(B + x)``, ``x = sqrt(B^2 - 4 A c)``. The
 closed forms ``dt_k/dA = (tau/A)(1 + c z_k/x)``, ``dt_k/dB = -tau/x`` and
 ``dt_k/dt_m = dtheta z_m/(tau x)`` are proved equal to the implicit
 derivative: the difference is a rational function of (A, B, c, x) whose
@@ -167,7 +167,7 @@ def _closed_form():
     Av = w1 * sp.exp(t1 / (tau / 2)) + w2 * sp.exp(t2 / (tau / 2))
     Bv = w1 * sp.exp(t1 / tau) + w2 * sp.exp(t2 / tau) - (dtheta / tau) * sp.exp(tm / tau)
     diff = sp.simplify(sp.expand(u2 - tau * (Bv * sp.exp(-t / tau) - Av * sp.exp(-2 * t / tau))))
-    proofs.append(Proof("at tau = 2 tau_s, u(t) = tau (B/z - A/z^2) with MATH section 7's A and B", diff == 0,
+    proofs.append(Proof("at tau = 2 tau_s, u(t) = tau (B/z - A/z^2) with docs/MATH.md section 7's A and B", diff == 0,
                         f"simplify -> {sp.sstr(diff)}"))
     return closed, proofs, tau * (B / z - A / z**2)
 
@@ -313,7 +313,7 @@ def derive_events(values: dict | None = None, *, numeric: bool = True) -> Events
     implicit = implicit_derivatives(u)
     closed, proofs, u_closed = _closed_form()
     kernels = kernel_expressions()
-    # the kernels' reset coefficient must be MATH section 7's dtheta/tau
+    # the kernels' reset coefficient must be docs/MATH.md section 7's dtheta/tau
     reset_ok = sp.simplify(kernels["total"] - (g + dtheta / tau * P_tau)) == 0
     proofs.append(Proof("reverse scan: total_k = g_k + (dtheta/tau) P_tau, read off -du/dt_m", reset_ok))
     checks = _numeric(vals) if numeric else []
@@ -322,7 +322,7 @@ def derive_events(values: dict | None = None, *, numeric: bool = True) -> Events
 
 def render_events_text(d: EventsDerivation) -> str:
     """Plain-text report: equations, derivatives, proof status, numeric check against central differences."""
-    out = ["continuous-time LIF (current-based, subtractive reset dtheta), MATH section 7",
+    out = ["continuous-time LIF (current-based, subtractive reset dtheta), docs/MATH.md section 7",
            f"fingerprint  {d.fingerprint}", "",
            "membrane potential (two inputs, one earlier own spike t_m), c = tau tau_s/(tau - tau_s):",
            f"  u(t) = {sp.sstr(d.u)}", "",

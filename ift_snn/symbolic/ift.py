@@ -1,4 +1,4 @@
-"""The Implicit Function Theorem on phi(u, s; a) = 0 (MATH section 3), symbolically.
+"""The Implicit Function Theorem on phi(u, s; a) = 0 (docs/MATH.md section 3), symbolically.
 
 Invariant: phi(u, s; a) == 0 along the trajectory. With J = d phi/d(u, s)
 in the interleaved order (u_0, s_0, u_1, ...) and J_x = d phi/dx for the
@@ -138,7 +138,7 @@ def adjoint(system: System, jac: Jacobians | None = None) -> Adjoint:
 
 
 def ds_da(system: System, jac: Jacobians | None = None) -> sp.Matrix:
-    """G = ds/da (T x T) by forward substitution (MATH section 3)."""
+    """G = ds/da (T x T) by forward substitution (docs/MATH.md section 3)."""
     jac = jac or jacobians(system)
     X = forward_substitution(jac.dependent, jac.inputs)
     return X.extract(list(range(1, 2 * system.T, 2)), list(range(system.T)))

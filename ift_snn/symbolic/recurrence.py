@@ -13,7 +13,7 @@ Forward scan (per neuron, n = 0..T-1):
                u = max(pre, u_min); s = f(u)
     SRM:       z = eps(a); r = nu(s_prev); u = z - r; s = f(u)
 
-Backward scan (exodus, n = T-1..0), MATH section 4:
+Backward scan (exodus, n = T-1..0), docs/MATH.md section 4:
     membrane:  d = m (sigma g + c d_next),  c = alpha - rho sigma  (alpha (1 - s - u sigma) for reset to zero)
                dL/da = syn^T(d)
     SRM:       q = nu^T(d_next); dL/ds = g - q; d = sigma dL/ds; dL/da = eps^T(d)
@@ -301,7 +301,7 @@ def _diagnostics(c: sp.Expr):
 
 def _parameter_sums(model: NeuronModel, S: Mapping[str, sp.Symbol], explicit: Mapping[sp.Symbol, sp.Expr],
                     filters, boundary: Mapping[sp.Symbol, sp.Expr]):
-    """Per-neuron sums acc_p with dL/dp = sum over neurons of acc_p (MATH section 5: the IFT with p
+    """Per-neuron sums acc_p with dL/dp = sum over neurons of acc_p (docs/MATH.md section 5: the IFT with p
     as an extra independent variable, dL/dp = -lambda^T d phi/dp).
 
     ``explicit[p]`` is the per-step term contracting the adjoint with d phi_u/dp in the symbols of
@@ -670,7 +670,7 @@ def exact_model(model: NeuronModel) -> NeuronModel:
 
 
 def _cut(jac, T: int, detach: bool, truncation: int | None, names: tuple[str, ...] = ()):
-    """The Jacobians of what SLAYER (reset detached) or truncated BPTT differentiate (MATH section 5):
+    """The Jacobians of what SLAYER (reset detached) or truncated BPTT differentiate (docs/MATH.md section 5):
     d phi_u/ds set to 0 (detach), and so d phi_u/d(the initial spike and reset-filter state, ``names``
     x0_s_prev, x0_w_nu*); couplings between chunks of K steps removed, in d phi/d(u, s), d phi/da and
     d phi/d(u_init, x0) (truncation). d phi/dp stays whole: parameter gradients contract the

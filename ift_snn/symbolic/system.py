@@ -1,4 +1,4 @@
-"""The vectorised SRM as an equation system phi(u, s; a) = 0 over T steps (MATH section 3).
+"""The vectorised SRM as an equation system phi(u, s; a) = 0 over T steps (docs/MATH.md section 3).
 
 Dependent variables, interleaved in causal order: (u_0, s_0, u_1, s_1, ...).
 Independent variables: the inputs a_0..a_{T-1}, the parameters (alpha, theta,
