@@ -43,6 +43,47 @@ def no_training(monkeypatch):
     return calls
 
 
+# ------------------------------------------------------------ missing extras
+@pytest.fixture
+def without(monkeypatch):
+    """Make modules look uninstalled to the commands' checks (``without("tqdm")``)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    hidden: set[str] = set()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in hidden else real(name, *a))
+    return hidden.update
+
+
+@pytest.mark.parametrize("argv, modules, needles", [
+    (["train", "--epochs", "1", *TINY], ("tqdm",), ["ift-snn train needs tqdm", "pip install 'ift-snn[train]'"]),
+    (["train", "--task", "digits", "--epochs", "1"], ("sklearn",), ["needs scikit-learn", "'ift-snn[train]'"]),
+    (["experiment", "scale-sweep", "--seeds", "1", "--epochs", "1", *TINY], ("matplotlib",),
+     ["scale-sweep needs matplotlib", "pip install -e '.[train]'"]),
+])
+def test_a_missing_extra_is_named_before_any_work(argv, modules, needles, tmp_path, capsys, no_training, without):
+    without(modules)
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 2
+    _one_error_line(capsys, *needles)
+    assert not no_training and not (tmp_path / "run").exists()
+
+
+def test_bench_torch_without_torch_fails_before_timing(capsys, monkeypatch, without):
+    import ift_snn.bench as bench_mod
+
+    monkeypatch.setattr(bench_mod, "run", lambda *a, **k: pytest.fail("the benchmark ran before the check"))
+    without({"torch"})
+    assert main(["bench", "--torch"]) == 2
+    _one_error_line(capsys, "bench --torch needs torch", "pip install 'ift-snn[torch]'")
+
+
+def test_demo_times_warm_kernels_and_says_so(capsys):
+    assert main(["demo", "--T", "30", "--neurons", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "(warm)" in out and "ms: warm, the median of 3 calls after a first one" in out
+    assert re.search(r"first calls \(derive, generate and compile .*\): forward \d+ ms, exodus \d+ ms", out)
+
+
 # ------------------------------------------------------------ output paths
 def test_train_out_that_is_a_file_fails_before_training(tmp_path, capsys, no_training):
     blocker = tmp_path / "file"
