@@ -371,7 +371,9 @@ def _train_config(args: argparse.Namespace):
     return TrainConfig(task=args.task, method=args.method, epochs=args.epochs, batch_size=args.batch_size,
                        lr=args.lr, hidden=tuple(args.hidden), loss=args.loss, truncation=args.truncation,
                        blocks=args.blocks, seed=args.seed, T=args.T, shd_path=args.shd_path,
-                       randman_samples=args.randman_samples, model=spec,
+                       randman_samples=args.randman_samples, model=spec, init_gain=args.init_gain,
+                       dtype=args.dtype, shd_test_path=args.shd_test_path, n_channels=args.n_channels,
+                       max_samples=args.max_samples,
                        **{k: v for k, v in lif.items() if v is not None})
 
 
@@ -665,11 +667,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--hidden", type=POSITIVE_INT, nargs="+", default=[64, 64], help="hidden layer sizes")
     train.add_argument("--loss", choices=("sum_ce", "max_ce", "count_mse"), default="sum_ce",
                        help="loss on the output spikes")
-    train.add_argument("--truncation", type=POSITIVE_INT, default=None, help="truncated BPTT window K")
+    train.add_argument("--truncation", type=POSITIVE_INT, default=None, metavar="K",
+                       help="truncated BPTT: the backward scan restarts every K steps (not --truncate, which cuts "
+                            "a kernel to K taps)")
     train.add_argument("--blocks", type=POSITIVE_INT, default=None, help="local blocks of this many layers")
     train.add_argument("--T", type=POSITIVE_INT, default=None,
                        help="time steps (default: the task's, randman 100, digits 50, shd 250)")
     train.add_argument("--randman-samples", type=AT_LEAST_2, default=100, help="randman samples per class")
+    train.add_argument("--init-gain", type=POSITIVE_FLOAT, default=2.0,
+                       help="initial weights ~ N(0, (gain / sqrt(fan-in))^2)")
+    train.add_argument("--dtype", choices=("f32", "f64"), default="f32", help="the network's floating-point type")
+    train.add_argument("--shd-test-path", type=_existing_file, default=None,
+                       help="task shd: the separate test file (without it 25%% of --shd-path is held out)")
+    train.add_argument("--n-channels", type=POSITIVE_INT, default=700,
+                       help="task shd: input channels the 700 units are binned into")
+    train.add_argument("--max-samples", type=POSITIVE_INT, default=None,
+                       help="task shd: read only the first N samples of each file (default: all)")
     train.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed of the data, weights and batches")
     train.add_argument("--out", default="runs/train",
                        help="output folder: metrics.json and weights.npz, rewritten after every epoch")

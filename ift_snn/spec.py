@@ -513,7 +513,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, extra_names: tuple[s
     group.add_argument("--u-min", type=_arg_type(_number_text("u_min"), "u_min"), metavar="X",
                        help="clip the membrane from below at X < theta (default: no clip)")
     group.add_argument("--truncate", type=_arg_type(_int_text, "truncate"), metavar="K",
-                       help="with --eps/--nu: turn kernels without a finite recurrence into their first K taps")
+                       help="with --eps/--nu: turn kernels without a finite recurrence into their first K taps "
+                            "(a model option; truncated BPTT is train's --truncation)")
     group.add_argument("--name", help="with --eps/--nu: the model's name (default: srm)")
     group.add_argument("--model-file", metavar="FILE",
                        help="the model from a .json or .toml file: the spec form (keys builtin or eps and nu, "

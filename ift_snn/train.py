@@ -52,6 +52,15 @@ class TrainConfig:
     shd_path: str | None = None
     randman_samples: int = 100
     model: dict | None = None
+    #: The standard deviation of W_l is init_gain / sqrt(fan-in).
+    init_gain: float = 2.0
+    #: The network's floating-point type: "f32" or "f64".
+    dtype: str = "f32"
+    #: SHD: the separate test file (without it, 25% of the training file is held out), the input channels the
+    #: 700 units are binned into, and how many samples of each file are read (None: all).
+    shd_test_path: str | None = None
+    n_channels: int = 700
+    max_samples: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.model, NeuronModel):  # keep the config JSON-able
@@ -71,9 +80,21 @@ class TrainConfig:
         if self.task == "shd":
             if not self.shd_path:
                 raise ValueError("task 'shd' needs --shd-path FILE (the Spiking Heidelberg Digits HDF5 file)")
-            if not os.path.isfile(self.shd_path):
-                what = "is a folder, not a file" if os.path.isdir(self.shd_path) else "does not exist"
-                raise ValueError(f"shd_path {str(self.shd_path)!r} {what} (the Spiking Heidelberg Digits HDF5 file)")
+            for name in ("shd_path", "shd_test_path"):
+                path = getattr(self, name)
+                if path is not None and not os.path.isfile(path):
+                    what = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+                    raise ValueError(f"{name} {str(path)!r} {what} (a Spiking Heidelberg Digits HDF5 file)")
+            _check_int("n_channels", self.n_channels)
+            if self.n_channels > 700:
+                raise ValueError(f"n_channels={self.n_channels!r} is out of range: SHD has 700 units, expected 1..700")
+            if self.max_samples is not None:
+                _check_int("max_samples", self.max_samples)
+        elif self.shd_test_path is not None or self.max_samples is not None or self.n_channels != 700:
+            raise ValueError("shd_test_path, n_channels and max_samples configure the SHD files; "
+                             f"task {self.task!r} does not read them")
+        if self.dtype not in ("f32", "f64"):
+            raise ValueError(f"dtype={self.dtype!r}: expected 'f32' or 'f64'")
         for name in ("epochs", "batch_size"):
             _check_int(name, getattr(self, name))
         _check_int("randman_samples", self.randman_samples, 2)  # the 25 % test split needs a sample
@@ -86,7 +107,7 @@ class TrainConfig:
             raise TypeError(f"hidden={hidden!r}: expected a tuple of positive ints (hidden layer sizes)")
         for k in hidden:
             _check_int("hidden", k)
-        for name in ("lr", "surrogate_scale", "surrogate_width"):
+        for name in ("lr", "surrogate_scale", "surrogate_width", "init_gain"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise TypeError(f"{name}={value!r}: expected a finite number > 0")
@@ -109,7 +130,11 @@ def make_task(cfg: TrainConfig):
     elif cfg.task == "digits":
         ds = data.digits(T=cfg.T or 50, seed=cfg.seed)
     else:
-        ds = data.load_shd(cfg.shd_path, T=cfg.T or 250)
+        read = lambda path: data.load_shd(path, T=cfg.T or 250, n_channels=cfg.n_channels,  # noqa: E731
+                                          max_samples=cfg.max_samples)
+        ds = read(cfg.shd_path)
+        if cfg.shd_test_path is not None:  # the data set's own split
+            return ds, read(cfg.shd_test_path)
     return ds.split(0.25, seed=cfg.seed)
 
 
@@ -168,7 +193,8 @@ def _write_json(path: Path, data) -> None:
 
 def build_network(cfg: TrainConfig, n_in: int, n_classes: int) -> Network:
     model = _model(cfg)
-    return Network([n_in, *cfg.hidden, n_classes], model, seed=cfg.seed, blocks=cfg.blocks, n_classes=n_classes)
+    return Network([n_in, *cfg.hidden, n_classes], model, seed=cfg.seed, blocks=cfg.blocks, n_classes=n_classes,
+                   init_gain=cfg.init_gain, dtype=np.float32 if cfg.dtype == "f32" else np.float64)
 
 
 def _accuracy(net: Network, ds, cfg: TrainConfig) -> float:

@@ -53,12 +53,11 @@ def test_digits_task_trains(tmp_path):
     assert metrics["epochs"][0]["test_acc"] > 0.15  # 10 classes: above chance after one epoch
 
 
-def test_shd_task_reads_an_hdf5_file(tmp_path):
+def _shd_file(path, n: int = 24, seed: int = 0):
+    """A small file in the SHD layout: n samples of random spikes on the 700 units, 3 classes."""
     h5py = pytest.importorskip("h5py")
-    rng = np.random.default_rng(0)
-    path = tmp_path / "shd.h5"
+    rng = np.random.default_rng(seed)
     with h5py.File(path, "w") as f:
-        n = 24
         times = f.create_dataset("spikes/times", (n,), dtype=h5py.vlen_dtype(np.float32))
         units = f.create_dataset("spikes/units", (n,), dtype=h5py.vlen_dtype(np.uint16))
         for i in range(n):
@@ -66,9 +65,38 @@ def test_shd_task_reads_an_hdf5_file(tmp_path):
             times[i] = np.sort(rng.random(k)).astype(np.float32)
             units[i] = rng.integers(0, 700, k).astype(np.uint16)
         f["labels"] = rng.integers(0, 3, n)
+    return path
+
+
+def test_shd_task_reads_an_hdf5_file(tmp_path):
+    path = _shd_file(tmp_path / "shd.h5")
     metrics = train(TrainConfig(task="shd", shd_path=str(path), epochs=1, hidden=(8,), T=30, batch_size=8),
                     progress=False)
     assert len(metrics["epochs"]) == 1
+
+
+def test_train_cli_exposes_the_network_and_the_shd_files(tmp_path, monkeypatch):
+    """--init-gain, --dtype, and for SHD its separate test file, --n-channels and --max-samples reach the run."""
+    from ift_snn import train as train_mod
+
+    train_file, test_file = _shd_file(tmp_path / "train.h5", 24), _shd_file(tmp_path / "test.h5", 12, seed=1)
+    seen = {}
+    real_accuracy = train_mod._accuracy
+
+    def accuracy(net, ds, cfg):
+        seen["test_samples"] = len(ds.y)
+        return real_accuracy(net, ds, cfg)
+
+    monkeypatch.setattr(train_mod, "_accuracy", accuracy)
+    out = tmp_path / "run"
+    assert main(["train", "--task", "shd", "--shd-path", str(train_file), "--shd-test-path", str(test_file),
+                 "--n-channels", "70", "--max-samples", "10", "--T", "20", "--hidden", "8", "--epochs", "1",
+                 "--batch-size", "8", "--init-gain", "0.5", "--dtype", "f64", "--out", str(out)]) == 0
+    net = Network.load(out / "weights.npz")
+    assert net.sizes[0] == 70 and net.dtype == np.float64 and net.init_gain == 0.5
+    assert seen["test_samples"] == 10  # the test file's first 10 samples, not a split of the training file
+    with pytest.raises(ValueError, match="n_channels, max_samples configure the SHD files|configure the SHD files"):
+        TrainConfig(task="randman", max_samples=5).validate()
 
 
 def test_bad_train_arguments():
