@@ -81,6 +81,34 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class counted_warnings:
+    """Record the warnings of a long command instead of streaming them (a diverging run of a sweep raises
+    hundreds of identical overflow warnings); :meth:`summary` is one line per kind with its first message."""
+
+    def __enter__(self):
+        import warnings
+
+        self._context = warnings.catch_warnings(record=True)
+        self.caught = self._context.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        return self._context.__exit__(*exc)
+
+    def summary(self, why: str = "") -> list[str]:
+        kinds: dict[str, list] = {}
+        for w in self.caught:
+            kinds.setdefault(w.category.__name__, []).append(w)
+        lines = []
+        for kind, items in sorted(kinds.items()):
+            first = str(items[0].message).splitlines()[0][:160]
+            lines.append(f"{len(items)} {kind}{'s' if len(items) > 1 else ''} (first: {first})")
+        if lines and why:
+            lines.append(why)
+        return lines
+
+
 #: What each optional dependency is for: module -> the extra that installs it.
 EXTRAS = {"tqdm": "train", "matplotlib": "train", "sklearn": "train", "h5py": "train", "torch": "torch"}
 #: Package names where they differ from the module's.
@@ -253,7 +281,6 @@ def _bench_zoo(args: argparse.Namespace) -> int:
     """``bench --zoo``: the first call of every zoo neuron, in a fresh kernel cache folder (nothing compiled
     before), one row as each finishes; warnings counted, not streamed; JSON rewritten after every row."""
     import tempfile
-    import warnings
 
     from .zoo import ZOO, bench_zoo, delay_line, format_zoo_table, tap_list
 
@@ -263,9 +290,7 @@ def _bench_zoo(args: argparse.Namespace) -> int:
         specs.update({f"taps{n}": tap_list(n) for n in args.taps or ()})
     rows: list = []
     args.kept = lambda: f"kept {args.json} ({len(rows)} of {len(specs)} neurons)" if args.json and rows else None
-    with tempfile.TemporaryDirectory(prefix="ift_snn_zoo_") as folder, \
-            warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with tempfile.TemporaryDirectory(prefix="ift_snn_zoo_") as folder, counted_warnings() as warned:
         before = os.environ.get("IFT_SNN_CACHE_DIR")
         os.environ["IFT_SNN_CACHE_DIR"] = folder
 
@@ -285,9 +310,8 @@ def _bench_zoo(args: argparse.Namespace) -> int:
             else:
                 os.environ["IFT_SNN_CACHE_DIR"] = before
     print(format_zoo_table(rows, target=not (args.delays or args.taps)))
-    if caught:
-        kinds = sorted({type(w.message).__name__ if isinstance(w.message, Warning) else "Warning" for w in caught})
-        print(f"{len(caught)} warnings while timing ({', '.join(kinds)}): the zoo's random inputs, not errors")
+    for line in warned.summary("warnings while timing, counted: the random inputs, not errors"):
+        print(line)
     if args.json:
         print(f"wrote {args.json}")
     return 0 if all(r["proved"] for r in rows) else 1
@@ -413,7 +437,10 @@ def _train(args: argparse.Namespace) -> int:
         cfg.validate()
         out = _prepare_out_dir(args.out, "--out")
         args.kept = lambda: _kept_training(out)
-        metrics = train(cfg, out)
+        with counted_warnings() as warned:
+            metrics = train(cfg, out)
+        for line in warned.summary("warnings while training, counted"):
+            print(f"ift-snn: {line}", file=sys.stderr)
     last = metrics["epochs"][-1] if metrics["epochs"] else None
     if last:
         print(f"final: loss {last['loss']:.4f}, train accuracy {last['train_acc']:.3f}, "
@@ -442,8 +469,9 @@ def _experiment(args: argparse.Namespace) -> int:
         return f"kept {out / 'scale_sweep.json'} ({len(data['runs'])} of {total} runs)"
 
     args.kept = kept
-    result = scale_sweep(tuple(args.scales), tuple(args.methods), tuple(range(args.seeds)), epochs=args.epochs,
-                         base=base, out=args.out)
+    with counted_warnings() as warned:
+        result = scale_sweep(tuple(args.scales), tuple(args.methods), tuple(range(args.seeds)), epochs=args.epochs,
+                             base=base, out=args.out)
     print(f"{'method':<8} {'scale':>6} {'|dL/dW1|':>12} {'test acc':>9} {'diverged':>9}")
     for method, per in result["summary"].items():
         for scale, row in per.items():
@@ -451,6 +479,9 @@ def _experiment(args: argparse.Namespace) -> int:
             print(f"{method:<8} {float(scale):>6g} {row['first_layer_grad_norm']:>12.4g} {acc:>9} "
                   f"{row['diverged_runs']:>9}")
     print(f"{result['seconds']:.0f} s; wrote {args.out}/scale_sweep.json, grad_norms.png, accuracy.png")
+    for line in warned.summary("warnings while training, counted (large surrogate scales make gradients "
+                               "overflow: those runs are the diverged ones)"):
+        print(f"ift-snn: {line}", file=sys.stderr)
     return 0
 
 

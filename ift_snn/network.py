@@ -135,6 +135,7 @@ class Adam:
         self.t += 1
         c1, c2 = 1 - self.beta1**self.t, 1 - self.beta2**self.t
         for p, g, m, v in zip(params, grads, self.m, self.v):
+            g = g.astype(np.float64)  # a float32 g*g overflows from |g| ~ 2e19 (a Python float keeps float32)
             m *= self.beta1
             m += (1 - self.beta1) * g
             v *= self.beta2
@@ -269,7 +270,7 @@ class Network:
                     f"layer {layer}: the weight gradient is not finite (largest |step factor| "
                     f"{grads.max_step_factor:.3g}, docs/MATH.md section 6)")
             grads_w[layer] = gw
-            norms[layer] = float(xp.linalg.norm(gw))
+            norms[layer] = float(xp.linalg.norm(gw.astype(np.float64)))  # finite where float32's sum of squares is not
             clock.lap("weight_grad")
             g = (da @ self.weights[layer].T).astype(self.dtype)
             clock.lap("backward")

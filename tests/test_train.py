@@ -118,3 +118,29 @@ def test_scale_sweep_writes_table_and_figures(tmp_path):
     assert data["runs"][0]["grad_norms"]
     for name in ("grad_norms.png", "accuracy.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_with_diverging_scales_reports_counts_not_streams(tmp_path, capsys):
+    """A diverging scale neither floods stderr with overflow warnings nor shows an infinite gradient norm for a
+    run that did not diverge (the norm and Adam's moments are taken in float64)."""
+    assert main(["experiment", "scale-sweep", "--seeds", "1", "--epochs", "2", "--scales", "1", "10", "100",
+                 "--methods", "exodus", "--out", str(tmp_path / "sweep"), *TINY]) == 0
+    captured = capsys.readouterr()
+    assert "RuntimeWarning:" not in captured.err and "overflow encountered" not in captured.err
+    rows = [line.split() for line in captured.out.splitlines() if line.startswith("exodus")]
+    assert len(rows) == 3
+    for method, scale, norm, acc, diverged in rows:
+        assert norm != "inf" or int(diverged) > 0, (scale, norm, diverged)
+
+
+def test_counted_warnings_summarise_by_kind():
+    import warnings
+
+    from ift_snn.cli import counted_warnings
+
+    with counted_warnings() as warned:
+        for k in range(5):
+            warnings.warn(f"overflow {k}", RuntimeWarning)
+        warnings.warn("a step factor above 1", UserWarning)
+    lines = warned.summary("counted")
+    assert lines == ["5 RuntimeWarnings (first: overflow 0)", "1 UserWarning (first: a step factor above 1)", "counted"]
