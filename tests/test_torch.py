@@ -396,10 +396,42 @@ def test_bad_rank():
         LIF(0.9)(torch.zeros(5))
 
 
-@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
 def test_bad_dtype(dtype):
-    with pytest.raises(TypeError, match=rf"input has dtype {dtype}; expected torch.float32 or torch.float64"):
+    with pytest.raises(TypeError, match=rf"input has dtype {dtype}; expected a floating type: float32 or float64"):
         LIF(0.9)(torch.zeros(2, 3, 4, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_are_computed_in_float32(dtype):
+    """float16 / bfloat16 (as SpikingJelly runs them): the scan in float32 on the half values, spikes and input
+    gradients in the input's type, equal to the float32 layer's on the same values; the carried state float32."""
+    gen = torch.Generator().manual_seed(3)
+    x = (0.4 + 0.6 * torch.randn(3, 40, 5, generator=gen)).to(dtype).requires_grad_(True)
+    g = torch.randn(3, 40, 5, generator=gen).to(dtype).float()  # dL/ds reaches half spikes in the half type
+    half, full = LIF(0.9, train_alpha=True), LIF(0.9, train_alpha=True)
+    s = half(x)
+    x32 = x.detach().float().requires_grad_(True)
+    s32 = full(x32)
+    assert s.dtype == dtype and torch.equal(s.float(), s32) and float(s32.sum()) > 0
+    (s.float() * g).sum().backward()
+    (s32 * g).sum().backward()
+    assert x.grad.dtype == dtype
+    torch.testing.assert_close(x.grad.float(), x32.grad.to(dtype).float())
+    torch.testing.assert_close(half.alpha.grad, full.alpha.grad)
+    stream = LIF(0.9, stateful=True)
+    stream(x.detach())
+    assert stream.state.dtype == torch.float32
+
+
+def test_constructor_keywords_of_the_peers_are_named():
+    """LIF(0.9, threshold=1.0) (snnTorch's name) says what the keyword is called here, not what lif() takes."""
+    with pytest.raises(TypeError, match=r"LIF\(\) got unexpected keyword\(s\) threshold \(threshold: use theta\); "
+                                        r"it takes method, .* \(the layer\) and theta_r, reset_before_decay"):
+        LIF(0.9, threshold=1.0)
+    with pytest.raises(TypeError, match=r"IF\(\) got unexpected keyword\(s\) reset_before_decay; .* and theta_r, "
+                                        r"spike, surrogate, reset, u_min \(the model\)"):
+        IF(reset_before_decay=True)
 
 
 def test_not_a_tensor():

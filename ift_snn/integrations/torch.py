@@ -73,6 +73,8 @@ from ..models import NeuronModel, cuba_lif, if_neuron, lif
 __all__ = ["SpikeScan", "spike_scan", "SpikingLayer", "LIF", "IF", "CUBALIF", "bench_layer"]
 
 _FLOATS = (torch.float32, torch.float64)
+#: Half types: computed in float32 (the kernels' narrowest type), spikes returned in the input's type.
+_HALVES = (torch.float16, torch.bfloat16)
 _DEVICES = ("cpu", "cuda")
 #: Keyword arguments of SpikingLayer (the rest of a constructor's keywords go to the model).
 _LAYER_KW = ("method", "truncation", "train_alpha", "train_theta", "stateful")
@@ -143,8 +145,9 @@ def _check_method(method: object, truncation: object) -> int | None:
 def _check_tensor(name: str, x: object, min_dim: int, layout: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor {layout}, got {type(x).__name__}")
-    if x.dtype not in _FLOATS:
-        raise TypeError(f"{name} has dtype {x.dtype}; expected torch.float32 or torch.float64 (cast it first)")
+    if x.dtype not in _FLOATS + _HALVES:
+        raise TypeError(f"{name} has dtype {x.dtype}; expected a floating type: float32 or float64 (float16 and "
+                        "bfloat16 are computed in float32)")
     if x.dim() < min_dim:
         raise ValueError(f"{name} has shape {tuple(x.shape)} ({x.dim()} dims); expected {layout}")
     if x.device.type not in _DEVICES:
@@ -285,7 +288,8 @@ def spike_scan(
     dL/da, dL/du0 (or dL/dx0) and dL/dp for each tensor in ``params`` by
     :func:`ift_snn.ops.backward`. Cost O(T) per neuron each way.
 
-    ``a``: (batch, time, *neurons) float32/float64 on cpu or cuda; ``u0``:
+    ``a``: (batch, time, *neurons) float32/float64 on cpu or cuda (float16 and bfloat16 are computed in
+    float32 and the spikes returned in the input's type, the state in float32); ``u0``:
     initial membrane (batch, *neurons) on the same device (default 0);
     ``state``: instead of u0, the whole initial state (n_state, batch, *neurons)
     in the order of :func:`ift_snn.state_names`, e.g. the state a previous call
@@ -296,6 +300,14 @@ def spike_scan(
     """
     model = _check_model(model)
     truncation = _check_method(method, truncation)
+    if isinstance(a, torch.Tensor) and a.dtype in _HALVES:
+        # float16 / bfloat16: the scan in float32 (a half membrane would lose the threshold crossings and the
+        # exact gradient), the spikes (0, 1 or counts: exact in either) back in the input's type; the state
+        # stays float32, so a carried membrane is not rounded between calls
+        single = lambda t: t.float() if isinstance(t, torch.Tensor) and t.dtype in _HALVES else t  # noqa: E731
+        spikes, final = spike_scan(model, a.float(), single(u0), state=single(state), params=params,
+                                   method=method, truncation=truncation)
+        return spikes.to(a.dtype), final
     a, u0 = _check_input(a, u0)
     if state is not None:
         if u0 is not None:
@@ -410,7 +422,25 @@ class SpikingLayer(nn.Module):
 
 
 # ------------------------------------------------------------ constructors
-def _split(kw: dict) -> tuple[dict, dict]:
+#: What users of the peers write, and what it is called here.
+_ALIASES = {"threshold": "theta", "spike_threshold": "theta", "beta": "alpha", "tau_mem": "alpha (= exp(-dt/tau))",
+            "reset_mechanism": "reset ('subtract' or 'zero')", "learn_beta": "train_alpha",
+            "learn_threshold": "train_theta", "record_states": "stateful / the returned state (spike_scan)"}
+
+
+def _split(kw: dict, constructor, where: str) -> tuple[dict, dict]:
+    """(layer keywords, model keywords: the keyword-only ones of ``constructor``); an unknown keyword raises a
+    TypeError naming ``where``, the keywords it takes and, for a name of snnTorch or sinabs, the one to use."""
+    import inspect
+
+    model_kw = tuple(name for name, p in inspect.signature(constructor).parameters.items()
+                     if p.kind is p.KEYWORD_ONLY)
+    unknown = [k for k in kw if k not in _LAYER_KW + model_kw]
+    if unknown:
+        hints = [f"{k}: use {_ALIASES[k]}" for k in unknown if k in _ALIASES]
+        raise TypeError(f"{where} got unexpected keyword(s) {', '.join(unknown)}"
+                        + (f" ({'; '.join(hints)})" if hints else "")
+                        + f"; it takes {', '.join(_LAYER_KW)} (the layer) and {', '.join(model_kw)} (the model)")
     layer = {k: kw.pop(k) for k in _LAYER_KW if k in kw}
     return layer, kw
 
@@ -419,19 +449,19 @@ def LIF(alpha: float, theta: float = 1.0, **kw) -> SpikingLayer:  # noqa: N802 -
     """SpikingLayer of :func:`ift_snn.lif` neurons; keywords go to the layer (method, truncation,
     train_alpha, train_theta, stateful) or to the model (theta_r, reset_before_decay, spike, surrogate,
     reset, u_min)."""
-    layer, model = _split(dict(kw))
+    layer, model = _split(dict(kw), lif, "LIF()")
     return SpikingLayer(lif(alpha, theta, **model), **layer)
 
 
 def IF(theta: float = 1.0, **kw) -> SpikingLayer:  # noqa: N802
     """SpikingLayer of :func:`ift_snn.if_neuron` neurons (keywords as for :func:`LIF`)."""
-    layer, model = _split(dict(kw))
+    layer, model = _split(dict(kw), if_neuron, "IF()")
     return SpikingLayer(if_neuron(theta, **model), **layer)
 
 
 def CUBALIF(alpha_mem: float, alpha_syn: float, theta: float = 1.0, **kw) -> SpikingLayer:  # noqa: N802
     """SpikingLayer of :func:`ift_snn.cuba_lif` neurons (keywords as for :func:`LIF`)."""
-    layer, model = _split(dict(kw))
+    layer, model = _split(dict(kw), cuba_lif, "CUBALIF()")
     return SpikingLayer(cuba_lif(alpha_mem, alpha_syn, theta, **model), **layer)
 
 
