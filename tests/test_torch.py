@@ -424,6 +424,25 @@ def test_half_inputs_are_computed_in_float32(dtype):
     assert stream.state.dtype == torch.float32
 
 
+def test_record_states_keeps_the_membrane():
+    """record_states=True (sinabs' recordings, SpikingJelly's store_v_seq): the membrane of the last call, the
+    value compared with theta (spikes where u >= theta), equal to ops.forward's, without gradient."""
+    gen = torch.Generator().manual_seed(4)
+    x = (0.4 + 0.6 * torch.randn(2, 30, 3, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    layer = LIF(0.9, theta=0.8, record_states=True)
+    s = layer(x)
+    v = layer.recordings["v_mem"]
+    assert v.shape == x.shape and not v.requires_grad
+    torch.testing.assert_close(s, (v >= 0.8).to(s.dtype))
+    want = ops.forward(layer.model, x.detach().numpy(), time_axis=1).u
+    np.testing.assert_allclose(v.numpy(), want, rtol=1e-14, atol=1e-14)
+    v.zero_()  # a copy: the backward still reads the layer's own membrane
+    s.sum().backward()
+    x2 = x.detach().requires_grad_(True)
+    LIF(0.9, theta=0.8)(x2).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad, rtol=0, atol=0)
+
+
 def test_constructor_keywords_of_the_peers_are_named():
     """LIF(0.9, threshold=1.0) (snnTorch's name) says what the keyword is called here, not what lif() takes."""
     with pytest.raises(TypeError, match=r"LIF\(\) got unexpected keyword\(s\) threshold \(threshold: use theta\); "

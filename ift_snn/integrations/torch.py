@@ -77,7 +77,7 @@ _FLOATS = (torch.float32, torch.float64)
 _HALVES = (torch.float16, torch.bfloat16)
 _DEVICES = ("cpu", "cuda")
 #: Keyword arguments of SpikingLayer (the rest of a constructor's keywords go to the model).
-_LAYER_KW = ("method", "truncation", "train_alpha", "train_theta", "stateful")
+_LAYER_KW = ("method", "truncation", "train_alpha", "train_theta", "stateful", "record_states")
 
 
 # ------------------------------------------------------------------ arrays
@@ -216,7 +216,8 @@ class SpikeScan(torch.autograd.Function):
     state (n_state, batch, *neurons) or None (not both), ``model`` already
     holding the values of ``params`` (0-d tensors named by ``names``, which
     only route dL/dp). Returns (spikes (batch, time, *neurons), the state after
-    the last step (n_state, batch, *neurons), not differentiable).
+    the last step (n_state, batch, *neurons), the membrane u (batch, time,
+    *neurons)); the last two not differentiable.
     """
 
     @staticmethod
@@ -227,18 +228,19 @@ class SpikeScan(torch.autograd.Function):
                                 state=None if x0 is None else _as_array(x0), time_axis=1)
             s = _as_tensor(trace.s)
             final = _as_tensor(trace.state)
+            u = _as_tensor(trace.u)
         ctx.trace, ctx.model, ctx.method, ctx.truncation = trace, model, method, truncation
         ctx.param_like = [(p.dtype, p.device, p.shape) for p in params]
         ctx.names = names
         # the trace holds views of these (no copy of the input): saving them makes PyTorch refuse a
         # backward after in-place edits of the input or the spikes
         ctx.save_for_backward(a_in, s)
-        ctx.mark_non_differentiable(final)
-        return s, final
+        ctx.mark_non_differentiable(final, u)
+        return s, final, u
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_s, grad_final):
+    def backward(ctx, grad_s, grad_final, grad_u):
         ctx.saved_tensors  # noqa: B018 - the version check
         needs = ctx.needs_input_grad
         with _on_device(grad_s):
@@ -281,7 +283,8 @@ def spike_scan(
     params: Mapping[str, torch.Tensor] | None = None,
     method: str = "exodus",
     truncation: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    record: bool = False,
+) -> tuple[torch.Tensor, ...]:
     """Spikes of one layer of ``model`` neurons, differentiable by ``method``.
 
     s = f(u), u the membrane of ``model`` driven by ``a`` (docs/MATH.md section 1);
@@ -296,7 +299,9 @@ def spike_scan(
     returned; ``params``: {name: 0-d tensor} values that replace the model's,
     with gradients. Returns (spikes like ``a``, the state after the last step
     (n_state, batch, *neurons), without gradient: pass it as the next call's
-    ``state`` to continue the sequence).
+    ``state`` to continue the sequence). ``record=True`` appends the membrane
+    u (batch, time, *neurons), without gradient: u[n] is the value compared with
+    theta at step n (before that step's spike resets it).
     """
     model = _check_model(model)
     truncation = _check_method(method, truncation)
@@ -305,9 +310,9 @@ def spike_scan(
         # exact gradient), the spikes (0, 1 or counts: exact in either) back in the input's type; the state
         # stays float32, so a carried membrane is not rounded between calls
         single = lambda t: t.float() if isinstance(t, torch.Tensor) and t.dtype in _HALVES else t  # noqa: E731
-        spikes, final = spike_scan(model, a.float(), single(u0), state=single(state), params=params,
-                                   method=method, truncation=truncation)
-        return spikes.to(a.dtype), final
+        out = spike_scan(model, a.float(), single(u0), state=single(state), params=params, method=method,
+                         truncation=truncation, record=record)
+        return (out[0].to(a.dtype), *out[1:])
     a, u0 = _check_input(a, u0)
     if state is not None:
         if u0 is not None:
@@ -321,7 +326,9 @@ def spike_scan(
                         "use method='exodus' (the same gradient) or CPU tensors")
     names, tensors = _check_params(model, params, a)
     model = _with_params(model, {k: float(p.detach()) for k, p in zip(names, tensors)})
-    return SpikeScan.apply(a, u0, state, model, method, truncation, names, *tensors)
+    spikes, final, u = SpikeScan.apply(a, u0, state, model, method, truncation, names, *tensors)
+    # u is a view of what the backward reads: a copy for the caller, who may change it in place
+    return (spikes, final, u.clone()) if record else (spikes, final)
 
 
 # ------------------------------------------------------------------- layer
@@ -338,6 +345,9 @@ class SpikingLayer(nn.Module):
     theta_r). Their values rebuild the model before each call; values out of
     range raise a ValueError naming them.
 
+    ``record_states=True`` keeps the membrane of the last call in ``layer.recordings["v_mem"]``
+    (batch, time, *neurons), without gradient.
+
     ``stateful=True`` carries the scan's whole state from one call to the next
     (every model; exact, detached at the boundary, see the module docstring);
     ``layer.state`` is the carried state (n_state, batch, *neurons) or None,
@@ -353,6 +363,7 @@ class SpikingLayer(nn.Module):
         train_alpha: bool = False,
         train_theta: bool = False,
         stateful: bool = False,
+        record_states: bool = False,
     ) -> None:
         super().__init__()
         self.model = _check_model(model)
@@ -376,6 +387,10 @@ class SpikingLayer(nn.Module):
                              "reference) starts every call from u0, not from a carried state")
         self.stateful = bool(stateful)
         self._state: torch.Tensor | None = None
+        self.record_states = bool(record_states)
+        #: ``record_states=True``: {"v_mem": the membrane (batch, time, *neurons) of the last call}, without
+        #: gradient (as sinabs' ``recordings``; u[n] is the value compared with theta at step n).
+        self.recordings: dict[str, torch.Tensor] = {}
 
     @property
     def state(self) -> torch.Tensor | None:
@@ -414,10 +429,12 @@ class SpikingLayer(nn.Module):
                     "reset_states() to start a new stream"
                 )
             state = self._state
-        spikes, final = spike_scan(self.model, x, u0, state=state, params=live, method=self.method,
-                                   truncation=self.truncation)
+        spikes, final, *u = spike_scan(self.model, x, u0, state=state, params=live, method=self.method,
+                                       truncation=self.truncation, record=self.record_states)
         if self.stateful:
             self._state = final
+        if self.record_states:
+            self.recordings = {"v_mem": u[0]}
         return spikes
 
 
@@ -425,7 +442,7 @@ class SpikingLayer(nn.Module):
 #: What users of the peers write, and what it is called here.
 _ALIASES = {"threshold": "theta", "spike_threshold": "theta", "beta": "alpha", "tau_mem": "alpha (= exp(-dt/tau))",
             "reset_mechanism": "reset ('subtract' or 'zero')", "learn_beta": "train_alpha",
-            "learn_threshold": "train_theta", "record_states": "stateful / the returned state (spike_scan)"}
+            "learn_threshold": "train_theta", "store_v_seq": "record_states (layer.recordings['v_mem'])"}
 
 
 def _split(kw: dict, constructor, where: str) -> tuple[dict, dict]:
