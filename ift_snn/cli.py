@@ -348,6 +348,9 @@ def _bench(args: argparse.Namespace) -> int:
         if args.json:
             print(f"wrote {args.json}")
         return 0
+    print(f"timing {'the model' if model is not None else 'LIF'} on the CPU (T = {args.T}, {args.batch} x "
+          f"{args.neurons} neurons, {args.dtype}, median of {args.repeats} runs; kernels compiled first, untimed), "
+          "then on the GPU if there is one ...", flush=True)
     results = run(T=args.T, batch=args.batch, neurons=args.neurons, dtype=args.dtype, repeats=args.repeats,
                   json_path=args.json, model=model)
     if model is not None:
@@ -363,6 +366,7 @@ def _bench(args: argparse.Namespace) -> int:
                 if not torch.cuda.is_available():
                     print("== torch layer on CUDA: no GPU here, skipped")
                     continue
+            print(f"timing the torch layer on {device} against a PyTorch BPTT loop ...", flush=True)
             r = bench_layer(T=args.T, batch=args.batch, neurons=args.neurons, device=device, repeats=args.repeats)
             print(f"== torch layer on {device}: SpikingLayer forward+backward {r['layer_fwd_bwd_ms']:.1f} ms, "
                   f"PyTorch BPTT loop {r['torch_bptt_fwd_bwd_ms']:.1f} ms, ratio {r['ratio_torch_over_layer']:.1f}x, "

@@ -229,7 +229,9 @@ def _time_major(x, T: int, blocks, xp):
 
 def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, backend: str = "auto",
             copy: bool = True, state: np.ndarray | None = None, time_axis: int = 0) -> Trace:
-    """Simulate one layer of neurons over time.
+    """Simulate one layer of neurons over time. Layout first: ``a`` is time-major, (T, *neurons), unless
+    ``time_axis=1`` says it is batch-first, (batch, T, *neurons) as in snnTorch, sinabs and PyTorch's
+    batch-first layers; a batch-first array passed without it is read as T = batch steps.
 
     u[n] = sum_k eps[k] a[n-k] - sum_k nu[k] s[n-1-k], s[n] = f(u[n]) (or the
     membrane form with clip and reset to zero, see :mod:`ift_snn.models`).
