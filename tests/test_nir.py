@@ -1,0 +1,95 @@
+"""NIR export and import (ift_snn/interchange.py): a round trip through a NIR file reproduces the spikes and
+the weights; an imported graph with other input gains runs the NIR equations (checked against a direct
+forward-Euler simulation of them, written here); what NIR cannot describe is refused with the reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ift_snn
+from ift_snn.interchange import NIR_NODES, from_nir, to_nir
+from ift_snn.network import Network
+
+nir = pytest.importorskip("nir")
+
+
+def _net(seed: int = 0) -> Network:
+    models = [ift_snn.lif(0.85, 0.9, reset="zero"), ift_snn.cuba_lif(0.8, 0.6, 1.1, reset="zero"),
+              ift_snn.if_neuron(1.3, reset="zero")]
+    return Network([12, 10, 8, 4], models, seed=seed, dtype=np.float64, init_gain=3.0)
+
+
+def _spikes(net: Network, x) -> list:
+    _, traces = net.forward(x)
+    return [t.s for t in traces]
+
+
+def test_round_trip_through_a_file_reproduces_the_spikes(tmp_path):
+    net = _net()
+    x = (np.random.default_rng(1).random((60, 5, 12)) < 0.3).astype(np.float64)
+    path = tmp_path / "net.nir"
+    nir.write(str(path), to_nir(net, dt=1e-3))
+    back = from_nir(path)  # dt recorded by the export
+    assert [m.name for m in back.models] == ["lif", "cuba_lif", "if"]
+    for a, b in zip(net.models, back.models):
+        for (k, v), (k2, v2) in zip(a.params, b.params):
+            assert k == k2 and v2 == pytest.approx(v, rel=1e-12)
+    for W, W2 in zip(net.weights, back.weights):
+        np.testing.assert_allclose(W2, W, rtol=1e-12)
+    spikes = _spikes(net, x)
+    assert sum(float(s.sum()) for s in spikes) > 0 and all(s.any() for s in spikes)
+    for s, s2 in zip(spikes, _spikes(back, x)):
+        np.testing.assert_array_equal(s2, s)
+
+
+def _euler_lif(x, W, tau, r, theta, dt):
+    """The NIR LIF equations stepped by forward Euler, written directly: v += dt/tau (-v + r I), reset to 0."""
+    v = np.zeros((x.shape[1], W.shape[0]))
+    out = []
+    for t in range(x.shape[0]):
+        v = v + dt / tau * (-v + r * (x[t] @ W.T))
+        z = v > theta
+        out.append(z.astype(float))
+        v = np.where(z, 0.0, v)
+    return np.stack(out)
+
+
+def test_an_imported_graph_runs_the_nir_equations():
+    """Input gains other than 1 (r != tau/dt) are folded into the weights: the spikes are those of the NIR
+    equations stepped by forward Euler."""
+    rng = np.random.default_rng(2)
+    W = rng.normal(0, 1.0, (6, 9))
+    tau, r, theta, dt = 8.0, 3.0, 0.7, 1.0
+    graph = nir.NIRGraph(
+        nodes={"in": nir.Input(input_type={"input": np.array([9])}),
+               "fc": nir.Affine(weight=W, bias=np.zeros(6)),
+               "lif": nir.LIF(tau=np.full(6, tau), r=np.full(6, r), v_leak=np.zeros(6),
+                              v_threshold=np.full(6, theta), v_reset=np.zeros(6)),
+               "out": nir.Output(output_type={"output": np.array([6])})},
+        edges=[("in", "fc"), ("fc", "lif"), ("lif", "out")])
+    net = from_nir(graph, dt=dt)
+    x = (rng.random((50, 4, 9)) < 0.4).astype(np.float64)
+    want = _euler_lif(x, W, tau, r, theta, dt)
+    assert want.sum() > 0
+    np.testing.assert_array_equal(_spikes(net, x)[0], want)
+
+
+def test_what_nir_cannot_describe_is_refused():
+    sub = Network([3, 2], ift_snn.lif(0.9), dtype=np.float64)  # the default subtractive reset
+    with pytest.raises(ValueError, match="layer 0 .* resets by subtraction; NIR's neurons reset to v_reset"):
+        to_nir(sub)
+    srm = Network([3, 2], ift_snn.get_model("alpha_srm"), dtype=np.float64)
+    with pytest.raises(ValueError, match="has no NIR node: NIR describes LIF, IF and CubaLIF"):
+        to_nir(srm)
+    graph = to_nir(_net())
+    graph.nodes["neuron0"].tau[0] += 1.0
+    with pytest.raises(ValueError, match="'neuron0': tau differs between neurons"):
+        from_nir(graph)
+    graph = to_nir(_net())
+    graph.nodes["neuron1"].v_leak[:] = 0.1
+    with pytest.raises(ValueError, match="'neuron1' .* has v_leak != 0"):
+        from_nir(graph)
+    with pytest.raises(ValueError, match="dt=0"):
+        to_nir(_net(), dt=0)
+    assert set(NIR_NODES) == {"lif", "if", "cuba_lif"}
