@@ -331,6 +331,94 @@ def spike_scan(
     return (spikes, final, u.clone()) if record else (spikes, final)
 
 
+# ------------------------------------------------------- torch.compile
+# Under torch.compile the scan is a torch.library custom op: opaque to the compiler (it runs the same
+# generated kernels through ops.forward / ops.backward), with a fake-tensor shape function and its autograd
+# formula registered, so that ``torch.compile(layer, fullgraph=True)`` captures a whole network. The model
+# reaches the op as a string key of a registry (ops take tensors, numbers and strings); the trainable
+# parameters as one tensor, whose values rebuild the model inside the op. The backward op recomputes the
+# forward scan (a Trace is not a tensor) before the reverse scan: one extra forward per backward, only
+# under torch.compile; eager calls keep :class:`SpikeScan`.
+_OP_MODELS: dict[str, tuple[NeuronModel, tuple[str, ...]]] = {}
+
+
+def _op_key(model: NeuronModel, names: tuple[str, ...]) -> str:
+    """The registry key of (model, trainable names): a sha256 of both, the model kept under it."""
+    import hashlib
+    import json
+
+    from ..models import model_to_dict
+
+    key = hashlib.sha256(json.dumps([model_to_dict(model), list(names)], sort_keys=True).encode()).hexdigest()[:16]
+    _OP_MODELS[key] = (model, tuple(names))
+    return key
+
+
+def _op_model(key: str, params: torch.Tensor) -> NeuronModel:
+    model, names = _OP_MODELS[key]
+    return _with_params(model, dict(zip(names, params.detach().double().tolist())))
+
+
+def _op_trace(a, u0, x0, params, key):
+    with _on_device(a):
+        return ops.forward(_op_model(key, params), _as_array(a), None if u0 is None else _as_array(u0), copy=False,
+                           state=None if x0 is None else _as_array(x0), time_axis=1)
+
+
+@torch.library.custom_op("ift_snn::spike_scan", mutates_args=())
+def _scan_op(a: torch.Tensor, u0: torch.Tensor | None, x0: torch.Tensor | None, params: torch.Tensor, key: str,
+             method: str, truncation: int) -> tuple[torch.Tensor, torch.Tensor]:
+    trace = _op_trace(a, u0, x0, params, key)
+    return _as_tensor(trace.s).clone(), _as_tensor(trace.state).clone()
+
+
+@_scan_op.register_fake
+def _(a, u0, x0, params, key, method, truncation):
+    n_state = len(ops.state_names(_OP_MODELS[key][0]))
+    return a.new_empty(a.shape), a.new_empty((n_state, a.shape[0], *a.shape[2:]))
+
+
+@torch.library.custom_op("ift_snn::spike_scan_backward", mutates_args=())
+def _scan_backward_op(grad_s: torch.Tensor, a: torch.Tensor, u0: torch.Tensor | None, x0: torch.Tensor | None,
+                      params: torch.Tensor, key: str, method: str,
+                      truncation: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    trace = _op_trace(a, u0, x0, params, key)
+    with _on_device(grad_s):
+        grads = ops.backward(trace.model, trace, _as_array(grad_s.contiguous()), method=method,
+                             truncation=truncation or None, parameters=params.numel() > 0)
+        grad_a = _as_tensor(grads.a).clone()
+        grad_u0 = _as_tensor(grads.u0).clone() if u0 is not None else a.new_empty(0)
+        grad_x0 = _as_tensor(grads.state).clone() if x0 is not None else a.new_empty(0)
+    names = _OP_MODELS[key][1]
+    grad_p = torch.tensor([grads.params[k] for k in names], dtype=params.dtype, device=params.device)
+    return grad_a, grad_u0, grad_x0, grad_p
+
+
+@_scan_backward_op.register_fake
+def _(grad_s, a, u0, x0, params, key, method, truncation):
+    return (a.new_empty(a.shape), a.new_empty(u0.shape if u0 is not None else (0,)),
+            a.new_empty(x0.shape if x0 is not None else (0,)), params.new_empty(params.shape))
+
+
+def _scan_setup(ctx, inputs, output):
+    a, u0, x0, params, key, method, truncation = inputs
+    ctx.key, ctx.method, ctx.truncation = key, method, truncation
+    ctx.has_u0, ctx.has_x0 = u0 is not None, x0 is not None
+    ctx.save_for_backward(a, params, *([u0] if u0 is not None else []), *([x0] if x0 is not None else []))
+
+
+def _scan_backward(ctx, grad_s, grad_final):
+    a, params, *rest = ctx.saved_tensors
+    u0 = rest.pop(0) if ctx.has_u0 else None
+    x0 = rest.pop(0) if ctx.has_x0 else None
+    grad_a, grad_u0, grad_x0, grad_p = torch.ops.ift_snn.spike_scan_backward(
+        grad_s, a, u0, x0, params, ctx.key, ctx.method, ctx.truncation)
+    return (grad_a, grad_u0 if ctx.has_u0 else None, grad_x0 if ctx.has_x0 else None, grad_p, None, None, None)
+
+
+torch.library.register_autograd("ift_snn::spike_scan", _scan_backward, setup_context=_scan_setup)
+
+
 # ------------------------------------------------------------------- layer
 class SpikingLayer(nn.Module):
     """A layer of spiking neurons of any :class:`~ift_snn.models.NeuronModel`.
@@ -388,9 +476,16 @@ class SpikingLayer(nn.Module):
         self.stateful = bool(stateful)
         self._state: torch.Tensor | None = None
         self.record_states = bool(record_states)
+        #: The key of (model, trainable names) in the custom op's registry, for torch.compile (made here: the
+        #: compiler does not trace the hashing of a model).
+        self._op_key = _op_key(self.model, self.trainable)
         #: ``record_states=True``: {"v_mem": the membrane (batch, time, *neurons) of the last call}, without
         #: gradient (as sinabs' ``recordings``; u[n] is the value compared with theta at step n).
         self.recordings: dict[str, torch.Tensor] = {}
+
+    def __setstate__(self, state: dict) -> None:  # unpickled in another process: register the model there
+        super().__setstate__(state)
+        _OP_MODELS.setdefault(self._op_key, (self.model, self.trainable))
 
     @property
     def state(self) -> torch.Tensor | None:
@@ -416,6 +511,8 @@ class SpikingLayer(nn.Module):
         return ", ".join(parts)
 
     def forward(self, x: torch.Tensor, u0: torch.Tensor | None = None) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return self._compiled_forward(x, u0)
         x, _ = _check_input(x, None)
         live = {k: getattr(self, k) for k in self.trainable}
         state = None
@@ -435,6 +532,18 @@ class SpikingLayer(nn.Module):
             self._state = final
         if self.record_states:
             self.recordings = {"v_mem": u[0]}
+        return spikes
+
+    def _compiled_forward(self, x: torch.Tensor, u0: torch.Tensor | None) -> torch.Tensor:
+        """The layer as the custom op ``ift_snn::spike_scan`` (under torch.compile; module docstring there)."""
+        if self.stateful or self.record_states or self.method == "bptt" or x.dtype not in _FLOATS:
+            raise NotImplementedError(
+                "under torch.compile the layer runs without stateful=True or record_states=True, with "
+                "method 'exodus' or 'slayer', on float32/float64 inputs; use it uncompiled for those")
+        params = (torch.stack([getattr(self, k).reshape(()) for k in self.trainable]).to(x.dtype) if self.trainable
+                  else x.new_zeros(0))
+        spikes, _ = torch.ops.ift_snn.spike_scan(x.contiguous(), None if u0 is None else u0.to(x.dtype), None, params,
+                                                 self._op_key, self.method, self.truncation or 0)
         return spikes
 
 
