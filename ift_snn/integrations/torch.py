@@ -70,7 +70,7 @@ from ..bench import median_ms, torch_lif_bptt
 from ..backends import cupy as cupy_backend
 from ..models import NeuronModel, cuba_lif, if_neuron, lif
 
-__all__ = ["SpikeScan", "spike_scan", "SpikingLayer", "LIF", "IF", "CUBALIF", "bench_layer"]
+__all__ = ["SpikeScan", "spike_scan", "SpikingLayer", "LIF", "IF", "CUBALIF", "from_snntorch", "bench_layer"]
 
 _FLOATS = (torch.float32, torch.float64)
 #: Half types: computed in float32 (the kernels' narrowest type), spikes returned in the input's type.
@@ -589,6 +589,63 @@ def CUBALIF(alpha_mem: float, alpha_syn: float, theta: float = 1.0, **kw) -> Spi
     """SpikingLayer of :func:`ift_snn.cuba_lif` neurons (keywords as for :func:`LIF`)."""
     layer, model = _split(dict(kw), cuba_lif, "CUBALIF()")
     return SpikingLayer(cuba_lif(alpha_mem, alpha_syn, theta, **model), **layer)
+
+
+# -------------------------------------------------------------- conversion
+#: snnTorch's surrogates (the closures snntorch.surrogate.<name>(...) returns) and their ift_snn equals: the same
+#: derivative, checked in tests/test_torch.py against snnTorch's own backward.
+_SNNTORCH_SURROGATES = {"atan": ("arctan", "alpha"), "fast_sigmoid": ("fast_sigmoid", "slope"),
+                        "sigmoid": ("sigmoid", "slope")}
+
+
+def from_snntorch(leaky, *, method: str = "exodus", stateful: bool = False) -> SpikingLayer:
+    """A :class:`SpikingLayer` of the LIF neuron an ``snntorch.Leaky`` describes, for the whole time axis at once.
+
+    snnTorch steps ``mem[t] = beta mem[t-1] + x[t] - R threshold`` with R = 1[mem[t-1] > threshold] (reset by
+    subtraction) or ``mem[t] = beta (1 - R) mem[t-1] + x[t]`` (reset to zero), and ``spk[t] = 1[mem[t] >
+    threshold]``: :func:`ift_snn.lif` with alpha = beta, theta = threshold, reset after decay. Its surrogate
+    (``atan``, ``fast_sigmoid`` or ``sigmoid``) becomes ift_snn's ``arctan``, ``fast_sigmoid`` or ``sigmoid``
+    of the same slope; ``learn_beta`` / ``learn_threshold`` become ``train_alpha`` / ``train_theta``. The
+    layer takes (batch, time, *neurons) where snnTorch is called once per step. snnTorch's backward detaches
+    the reset (its ``mem_reset`` is ``.detach()``-ed): that is ``method="slayer"`` here, which reproduces its
+    gradients; the default ``"exodus"`` is the exact gradient of the same spikes. Options with no equal here
+    (a per-neuron beta, graded spikes, inhibition, state quantisation, ``reset_delay=False``, another
+    surrogate, ``reset_mechanism="none"``) raise ValueError naming them.
+    """
+    from ..surrogates import SURROGATES
+
+    kind = type(leaky).__name__
+    if kind != "Leaky" or not hasattr(leaky, "beta"):
+        raise TypeError(f"from_snntorch converts an snntorch.Leaky, got {kind}")
+
+    def scalar(name):
+        value = torch.as_tensor(getattr(leaky, name)).detach()
+        if value.numel() != 1:
+            raise ValueError(f"snntorch.Leaky.{name} has {value.numel()} values (one per neuron); ift_snn's LIF has "
+                             "one per layer (per-neuron parameters are not supported yet)")
+        return float(value)
+
+    checks = {"graded spikes": float(torch.as_tensor(leaky.graded_spikes_factor)) != 1.0,
+              "inhibition=True": bool(leaky.inhibition), "state_quant": bool(leaky.state_quant),
+              "reset_delay=False (the reset within the spiking step)": not getattr(leaky, "reset_delay", True)}
+    for what, present in checks.items():
+        if present:
+            raise ValueError(f"snntorch.Leaky with {what} has no equal in ift_snn's LIF")
+    if leaky.reset_mechanism not in ("subtract", "zero"):
+        raise ValueError(f"snntorch.Leaky reset_mechanism={leaky.reset_mechanism!r}: ift_snn's LIF resets by "
+                         "'subtract' or to 'zero'")
+    grad = leaky.spike_grad
+    name = getattr(grad, "__qualname__", "").split(".")[0]
+    if name not in _SNNTORCH_SURROGATES or not getattr(grad, "__closure__", None):
+        raise ValueError(f"snntorch.Leaky's surrogate {getattr(grad, '__qualname__', grad)!r} has no equal here; "
+                         f"snnTorch's {', '.join(_SNNTORCH_SURROGATES)} have")
+    ours, slope_name = _SNNTORCH_SURROGATES[name]
+    constants = dict(zip(grad.__code__.co_freevars, (c.cell_contents for c in grad.__closure__)))
+    surrogate = SURROGATES[ours](scale=1.0, slope=float(constants[slope_name]))
+    beta = min(max(scalar("beta"), 0.0), 1.0)  # snnTorch clamps beta to [0, 1]
+    return LIF(beta, scalar("threshold"), reset=leaky.reset_mechanism, surrogate=surrogate, method=method,
+               stateful=stateful, train_alpha=isinstance(leaky.beta, nn.Parameter),  # learn_beta=True
+               train_theta=isinstance(leaky.threshold, nn.Parameter))
 
 
 # --------------------------------------------------------------- benchmark
