@@ -15,7 +15,9 @@ exports); import folds any other gain into the weights of the Linear/Affine befo
 exact because the layers are linear in their input. Not representable, and refused with the reason: the
 subtractive reset (ift_snn's default; NIR's neurons reset to v_reset), multi-spike and max-k spikes, a clip
 (``u_min``), kernels of a general SRM, per-neuron parameters that differ (ift_snn's models share one value
-per layer), a nonzero v_leak, v_reset or bias. NIR has no surrogate: an imported network gets
+per layer), a nonzero v_leak or v_reset (and a bias, for a ``Network``; an ``nn.Sequential`` keeps it in its
+``nn.Linear``). Both a dense :class:`~ift_snn.network.Network` and an ``nn.Sequential`` of ``nn.Linear`` and
+``SpikingLayer`` modules export, and import to either. NIR has no surrogate: an imported network gets
 ``surrogate`` (exponential by default). The threshold is compared with >= here and > in NIR: the two
 differ only where a membrane equals theta exactly.
 """
@@ -72,26 +74,57 @@ def _node(model: NeuronModel, n: int, dt: float, layer: int):
                        v_threshold=full(p["theta"]), v_reset=zeros, w_in=full(tau_syn / dt))
 
 
-def to_nir(net: Network, dt: float = 1.0):
-    """``net`` as a ``nir.NIRGraph``: input -> (Linear -> neuron) per layer -> output, steps of length ``dt``.
+def _layers_of(obj) -> list[tuple[np.ndarray, np.ndarray | None, NeuronModel]]:
+    """(weight (out, in), bias or None, model) per layer of a Network or of an nn.Sequential of nn.Linear and
+    ift_snn SpikingLayer modules (the layers' present parameter values)."""
+    if isinstance(obj, Network):
+        return [(np.asarray(W if isinstance(W, np.ndarray) else W.get(), dtype=np.float64).T.copy(), None, m)
+                for W, m in zip(obj.weights, obj.models)]
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is None or not isinstance(obj, torch.nn.Sequential):
+        raise TypeError(f"to_nir exports an ift_snn.network.Network or a torch.nn.Sequential of nn.Linear and "
+                        f"SpikingLayer modules, got {type(obj).__name__}")
+    from .integrations.torch import SpikingLayer
 
-    Linear weights are W_l^T (NIR and PyTorch store (out, in)); each layer's model becomes its NIR node
-    (:data:`NIR_NODES`, module docstring). The readouts of local blocks are training aids, not part of the
-    graph. Raises ValueError naming the layer whose model NIR cannot describe.
+    layers, pending = [], None
+    for k, module in enumerate(obj):
+        if isinstance(module, torch.nn.Linear) and pending is None:
+            bias = None if module.bias is None else module.bias.detach().cpu().double().numpy().copy()
+            pending = (module.weight.detach().cpu().double().numpy().copy(), bias)
+        elif isinstance(module, SpikingLayer) and pending is not None:
+            layers.append((*pending, module.current_model()))
+            pending = None
+        else:
+            raise ValueError(f"module {k} ({type(module).__name__}) of the Sequential: NIR export takes nn.Linear "
+                             "followed by SpikingLayer, repeated")
+    if pending is not None or not layers:
+        raise ValueError("the Sequential must end with a SpikingLayer after its last nn.Linear")
+    return layers
+
+
+def to_nir(net, dt: float = 1.0):
+    """``net`` (a ``Network``, or an ``nn.Sequential`` of ``nn.Linear`` and ``SpikingLayer``) as a
+    ``nir.NIRGraph``: input -> (Linear or Affine -> neuron) per layer -> output, steps of length ``dt``.
+
+    Weights are stored (out, in), as NIR and PyTorch do; a layer with a bias is an Affine node. Each
+    layer's model becomes its NIR node (:data:`NIR_NODES`, module docstring). The readouts of a
+    Network's local blocks are training aids, not part of the graph. Raises ValueError naming the layer
+    whose model NIR cannot describe.
     """
     nir = _require_nir()
-    if not isinstance(net, Network):
-        raise TypeError(f"to_nir exports an ift_snn.network.Network, got {type(net).__name__}")
     dt = _check_dt(dt)
-    nodes = {"input": nir.Input(input_type={"input": np.array([net.sizes[0]])})}
+    layers = _layers_of(net)
+    nodes = {"input": nir.Input(input_type={"input": np.array([layers[0][0].shape[1]])})}
     edges, last = [], "input"
-    for k, (W, model) in enumerate(zip(net.weights, net.models)):
-        W = np.asarray(W if isinstance(W, np.ndarray) else W.get(), dtype=np.float64)
-        nodes[f"linear{k}"] = nir.Linear(weight=W.T.copy())
-        nodes[f"neuron{k}"] = _node(model, W.shape[1], dt, k)
+    for k, (W, b, model) in enumerate(layers):
+        nodes[f"linear{k}"] = nir.Linear(weight=W) if b is None else nir.Affine(weight=W, bias=b)
+        nodes[f"neuron{k}"] = _node(model, W.shape[0], dt, k)
         edges += [(last, f"linear{k}"), (f"linear{k}", f"neuron{k}")]
         last = f"neuron{k}"
-    nodes["output"] = nir.Output(output_type={"output": np.array([net.sizes[-1]])})
+    nodes["output"] = nir.Output(output_type={"output": np.array([layers[-1][0].shape[0]])})
     edges.append((last, "output"))
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"ift_snn_dt": dt})
 
@@ -136,27 +169,16 @@ def _model_of(node, name: str, dt: float, surrogate) -> tuple[NeuronModel, float
                      "(between Linear or Affine layers)")
 
 
-def from_nir(graph, dt: float | None = None, *, surrogate="exponential", dtype=np.float64) -> Network:
-    """The dense ``Network`` of a NIR graph: input -> (Linear or Affine -> LIF/IF/CubaLIF) ... -> output, one path.
-
-    ``graph``: a ``nir.NIRGraph`` or a path to a NIR file (``nir.read``); ``dt``: the step (default: the
-    one an ift_snn export recorded, else 1). Each node's input gain is folded into the weights before it
-    (module docstring). Raises ValueError naming the node that ift_snn cannot represent.
-    """
+def _read_layers(graph, dt: float, surrogate) -> list[tuple[np.ndarray, np.ndarray | None, NeuronModel]]:
+    """(weight (out, in) times the node's input gain, bias likewise or None, model) per layer of a chain."""
     nir = _require_nir()
-    if not isinstance(graph, nir.NIRGraph):
-        graph = nir.read(str(graph))
-    if dt is None:
-        dt = float(graph.metadata.get("ift_snn_dt", 1.0)) if isinstance(graph.metadata, dict) else 1.0
-    dt = _check_dt(dt)
     succ: dict[str, list[str]] = {}
     for a, b in graph.edges:
         succ.setdefault(a, []).append(b)
     starts = [k for k, v in graph.nodes.items() if isinstance(v, nir.Input)]
     if len(starts) != 1:
         raise ValueError(f"the NIR graph has {len(starts)} Input nodes; ift_snn imports a chain with one input")
-    weights, models, name = [], [], starts[0]
-    pending = None
+    layers, name, pending = [], starts[0], None
     while True:
         nxt = succ.get(name, [])
         if not nxt:
@@ -170,19 +192,57 @@ def from_nir(graph, dt: float | None = None, *, surrogate="exponential", dtype=n
         if isinstance(node, (nir.Linear, nir.Affine)):
             if pending is not None:
                 raise ValueError(f"NIR nodes {pending[0]!r} and {name!r}: two linear layers in a row")
-            if isinstance(node, nir.Affine) and np.any(np.asarray(node.bias) != 0):
-                raise ValueError(f"NIR node {name!r} (Affine) has a nonzero bias; ift_snn's layers have none")
-            pending = (name, np.asarray(node.weight, dtype=np.float64).T)
+            bias = np.asarray(node.bias, dtype=np.float64) if isinstance(node, nir.Affine) else None
+            pending = (name, np.asarray(node.weight, dtype=np.float64), bias)
             continue
         if pending is None:
             raise ValueError(f"NIR node {name!r} ({type(node).__name__}) follows no Linear or Affine layer")
         model, gain = _model_of(node, name, dt, surrogate)
-        weights.append(pending[1] * gain)
-        models.append(model)
+        layers.append((pending[1] * gain, None if pending[2] is None else pending[2] * gain, model))
         pending = None
-    if not isinstance(graph.nodes.get(name), nir.Output) or pending is not None or not models:
+    if not isinstance(graph.nodes.get(name), nir.Output) or pending is not None or not layers:
         raise ValueError("the NIR graph is not input -> (Linear or Affine -> neuron) ... -> output")
-    sizes = [weights[0].shape[0]] + [W.shape[1] for W in weights]
-    net = Network(sizes, models, dtype=dtype)
-    net.weights = [W.astype(net.dtype) for W in weights]
+    return layers
+
+
+def from_nir(graph, dt: float | None = None, *, surrogate="exponential", dtype=np.float64, to: str = "network"):
+    """The network of a NIR graph input -> (Linear or Affine -> LIF/IF/CubaLIF) ... -> output, one path.
+
+    ``graph``: a ``nir.NIRGraph`` or a path to a NIR file (``nir.read``); ``dt``: the step (default: the
+    one an ift_snn export recorded, else 1). Each node's input gain is folded into the weights (and bias)
+    before it (module docstring). ``to="network"``: a dense :class:`Network` (no biases: a nonzero one is
+    refused); ``to="torch"``: an ``nn.Sequential`` of ``nn.Linear`` and ``SpikingLayer`` in ``dtype``.
+    Raises ValueError naming the node that ift_snn cannot represent.
+    """
+    nir = _require_nir()
+    if to not in ("network", "torch"):
+        raise ValueError(f"to={to!r}: expected 'network' or 'torch'")
+    if not isinstance(graph, nir.NIRGraph):
+        graph = nir.read(str(graph))
+    if dt is None:
+        dt = float(graph.metadata.get("ift_snn_dt", 1.0)) if isinstance(graph.metadata, dict) else 1.0
+    dt = _check_dt(dt)
+    layers = _read_layers(graph, dt, surrogate)
+    if to == "torch":
+        import torch
+
+        from .integrations.torch import SpikingLayer
+
+        tdtype = torch.float64 if np.dtype(dtype) == np.float64 else torch.float32
+        modules = []
+        for W, b, model in layers:
+            linear = torch.nn.Linear(W.shape[1], W.shape[0], bias=b is not None, dtype=tdtype)
+            with torch.no_grad():
+                linear.weight.copy_(torch.from_numpy(W))
+                if b is not None:
+                    linear.bias.copy_(torch.from_numpy(b))
+            modules += [linear, SpikingLayer(model)]
+        return torch.nn.Sequential(*modules)
+    for k, (_, b, _) in enumerate(layers):
+        if b is not None and np.any(b != 0):
+            raise ValueError(f"layer {k} of the NIR graph (an Affine) has a nonzero bias; ift_snn's Network has "
+                             "none: import it with to='torch' (nn.Linear keeps the bias)")
+    sizes = [layers[0][0].shape[1]] + [W.shape[0] for W, _, _ in layers]
+    net = Network(sizes, [m for _, _, m in layers], dtype=dtype)
+    net.weights = [W.T.astype(net.dtype) for W, _, _ in layers]
     return net

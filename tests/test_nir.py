@@ -93,3 +93,36 @@ def test_what_nir_cannot_describe_is_refused():
     with pytest.raises(ValueError, match="dt=0"):
         to_nir(_net(), dt=0)
     assert set(NIR_NODES) == {"lif", "if", "cuba_lif"}
+
+
+def test_a_torch_sequential_round_trips_and_crosses_to_a_network(tmp_path):
+    """nn.Sequential of nn.Linear (with biases) and SpikingLayers -> NIR file -> nn.Sequential: the same weights,
+    biases, trained parameter values and spikes; a Network's graph imported as an nn.Sequential spikes as the
+    Network does."""
+    torch = pytest.importorskip("torch")
+    from ift_snn.integrations.torch import CUBALIF, LIF
+
+    torch.manual_seed(0)
+    seq = torch.nn.Sequential(torch.nn.Linear(7, 9, dtype=torch.float64), LIF(0.8, reset="zero", train_alpha=True),
+                              torch.nn.Linear(9, 4, dtype=torch.float64), CUBALIF(0.85, 0.6, 0.9, reset="zero"))
+    with torch.no_grad():
+        seq[0].weight.mul_(3.0)
+        seq[0].bias.fill_(0.2)
+        seq[1].alpha.fill_(0.75)  # a trained value: exported as the layer holds it now
+    path = tmp_path / "seq.nir"
+    nir.write(str(path), to_nir(seq, dt=0.5))
+    back = from_nir(path, to="torch")
+    assert isinstance(back[1], type(seq[1])) and back[1].model.params[0][1] == pytest.approx(0.75, rel=1e-12)
+    torch.testing.assert_close(back[0].bias, seq[0].bias, rtol=1e-12, atol=0)
+    x = 2.0 * (torch.rand(3, 50, 7, dtype=torch.float64) < 0.3).double()
+    with torch.no_grad():
+        want, got = seq(x), back(x)
+    assert want.sum() > 0 and torch.equal(got, want)
+    net = _net()
+    as_torch = from_nir(to_nir(net), to="torch")
+    xs = (np.random.default_rng(4).random((40, 3, 12)) < 0.3).astype(np.float64)
+    with torch.no_grad():
+        spikes = as_torch(torch.from_numpy(np.ascontiguousarray(xs.transpose(1, 0, 2)))).numpy().transpose(1, 0, 2)
+    np.testing.assert_array_equal(spikes, _spikes(net, xs)[-1])
+    with pytest.raises(ValueError, match="nonzero bias; ift_snn's Network has none: import it with to='torch'"):
+        from_nir(path)
