@@ -475,6 +475,7 @@ class SpikingLayer(nn.Module):
                              "reference) starts every call from u0, not from a carried state")
         self.stateful = bool(stateful)
         self._state: torch.Tensor | None = None
+        self._step_state: torch.Tensor | None = None  # the state :meth:`step` carries
         self.record_states = bool(record_states)
         #: The key of (model, trainable names) in the custom op's registry, for torch.compile (made here: the
         #: compiler does not trace the hashing of a model).
@@ -497,8 +498,10 @@ class SpikingLayer(nn.Module):
         return _with_params(self.model, {k: float(getattr(self, k).detach()) for k in self.trainable})
 
     def reset_states(self) -> None:
-        """Forget the carried state: the next call starts from u0 = 0 (and zero filter states)."""
+        """Forget the carried state (of ``stateful=True`` calls and of :meth:`step`): the next call starts from
+        u0 = 0 (and zero filter states)."""
         self._state = None
+        self._step_state = None
 
     def extra_repr(self) -> str:
         parts = [repr(self.model), f"method={self.method!r}"]
@@ -514,6 +517,11 @@ class SpikingLayer(nn.Module):
         if torch.compiler.is_compiling():
             return self._compiled_forward(x, u0)
         x, _ = _check_input(x, None)
+        if x.dim() == 2:
+            import warnings
+
+            warnings.warn(f"SpikingLayer reads the 2-D input {tuple(x.shape)} as (batch, time) of one neuron each; "
+                          "for one time step of many neurons (batch, neurons) use layer.step(x)", stacklevel=2)
         live = {k: getattr(self, k) for k in self.trainable}
         state = None
         if self.stateful and u0 is None and self._state is not None:
@@ -533,6 +541,28 @@ class SpikingLayer(nn.Module):
         if self.record_states:
             self.recordings = {"v_mem": u[0]}
         return spikes
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """One time step, as the cells of snnTorch and Norse run: x (batch, *neurons) -> spikes (batch, *neurons),
+        the whole scan state carried to the next call (``reset_states()`` starts over), so that steps t = 0, 1,
+        ... give exactly the spikes of one call on the sequence. For running a trained network on a stream:
+        without gradients (under ``torch.no_grad``), because the exact gradient through a carried state is
+        not derived yet; a step with an input that requires grad raises. Train on sequences (``forward``)."""
+        if torch.is_tensor(x) and x.requires_grad and torch.is_grad_enabled():
+            raise RuntimeError("SpikingLayer.step runs without gradients (the exact gradient through the carried "
+                               "state is not derived yet): train on (batch, time, *neurons) sequences with forward(), "
+                               "or call step() on a detached input")
+        x = _check_tensor("input", x, 1, "(batch, *neurons) with at least 1 dim")
+        a = x.unsqueeze(1)
+        state = self._step_state
+        if state is not None and (tuple(state.shape[1:]) != (a.shape[0], *a.shape[2:]) or state.device != x.device):
+            raise ValueError(f"SpikingLayer.step: the input has (batch, *neurons) = {tuple(x.shape)} but the carried "
+                             f"state is for {tuple(state.shape[1:])}; call reset_states() to start a new stream")
+        with torch.no_grad():
+            live = {k: getattr(self, k) for k in self.trainable}
+            spikes, final = spike_scan(self.model, a, state=state, params=live, method="exodus")
+        self._step_state = final
+        return spikes.squeeze(1)
 
     def _compiled_forward(self, x: torch.Tensor, u0: torch.Tensor | None) -> torch.Tensor:
         """The layer as the custom op ``ift_snn::spike_scan`` (under torch.compile; module docstring there)."""
