@@ -1,5 +1,6 @@
 """The printed CUDA, run on the host: the kernel source compiled as C++ by g++ with a small shim (no GPU
-needed), one call per thread index, against the generated NumPy kernels of the same loop tree.
+needed), one call per thread index, against the generated NumPy kernels of the same loop tree (a membrane with a clip, a resonator, a delay
+line, a tap table).
 
 This checks what the CUDA printer decides on its own (indexing of (rows, M) arguments and ring buffers,
 constant tables, the restart block, float literals and math functions) on every CI run; the GPU tests
@@ -35,11 +36,10 @@ static ift_snn_dim3 blockIdx, threadIdx, blockDim;
 extern "C" void ift_snn_set_thread(int j) { blockIdx.x = j; threadIdx.x = 0; blockDim.x = 1; }
 """
 
+#: A membrane with its clip mask, a resonator (trigonometry), a delay line and a tap table (rings).
 MODELS = {
-    "lif": lambda: ift_snn.get_model("lif"),
     "cuba_lif_clip": lambda: ift_snn.cuba_lif(0.9, 0.8, u_min=-0.4),
     "rf": lambda: ift_snn.get_model("rf"),
-    "lif_multi": lambda: ift_snn.get_model("lif_multi"),
     "delay70": RING_MODELS["delay70"],
     "taps24": RING_MODELS["taps24"],
 }

@@ -78,10 +78,10 @@ def test_a_delay_line_is_one_chain_and_its_adjoint_another():
     assert rings(a, [a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], x], persistent=a[:4]) == ()
 
 
-#: Every model on the generated NumPy; the two shorter rings on the compiled target too (the same loop tree,
-#: codegen/tree.py; each compile is 2-4 s).
+#: Every model on the generated NumPy; the tap list (a ring with an increment in every slot, and a table) on the
+#: compiled target too: the same loop tree (codegen/tree.py), each compile 2-4 s.
 CASES = [(name, "numpy") for name in sorted(MODELS)]
-CASES += [(name, "cpu") for name in ("delayed_alpha12", "taps24") if "cpu" in TARGETS]
+CASES += [("taps24", "cpu")] if "cpu" in TARGETS else []
 
 
 @pytest.mark.parametrize("name, target", CASES)
@@ -108,7 +108,7 @@ def test_the_time_loop_does_not_grow_with_the_delay():
         assert short == long and args_short == args_long and len(args_long) < 35
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", ["numpy"])
 def test_streaming_through_the_ring_state(target):
     """Two calls of T/2, the second from the first's state (the delay line in flight included), equal one."""
     model = MODELS["delayed_alpha12"]()
@@ -124,7 +124,7 @@ def test_streaming_through_the_ring_state(target):
                                rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", ["numpy"])  # the launcher's binding, shared by every target
 def test_batch_major_blocks_with_rings(target):
     """(B, T, N) runs one call per block: the grouped (rows, M) vectors and finals are split and joined."""
     model = MODELS["delayed_alpha12"]()

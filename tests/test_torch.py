@@ -585,9 +585,9 @@ def test_cuda_gradients_stay_on_the_device_and_follow_the_stream():
 
 
 # ------------------------------------------------------------ from snnTorch
-@pytest.mark.parametrize("reset", ["subtract", "zero"])
-@pytest.mark.parametrize("kind, slope", [("atan", 3.0), ("fast_sigmoid", 10.0), ("sigmoid", 5.0)])
-def test_from_snntorch_gives_its_spikes_and_exact_gradients(reset, kind, slope):
+@pytest.mark.parametrize("kind, slope, reset", [("atan", 3.0, "subtract"), ("fast_sigmoid", 10.0, "zero"),
+                                                ("sigmoid", 5.0, "subtract")])
+def test_from_snntorch_gives_its_spikes_and_exact_gradients(kind, slope, reset):
     """An snntorch.Leaky stepped over time, and the converted layer on the whole sequence: the same spikes;
     method="slayer" gives snnTorch's gradients (its reset is detached) and the default the exact ones, both
     against the float64 oracle at 1e-12. Against snnTorch's own backward: 1e-12, except its sigmoid backward,

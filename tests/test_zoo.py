@@ -71,11 +71,12 @@ def test_zoo_generated_numpy_gradients_equal_the_oracle(name):
     _assert_equals_oracle(model, a, g, u0, "numpy", method="slayer")
 
 
-#: Members run through the compiled CPU (Numba) kernels too: one of each kind of kernel (the Numba and
-#: NumPy printers print the same loop tree, codegen/tree.py; every member runs on the generated NumPy),
-#: each compile is 1-4 s.
-COMPILED = ("alif", "resonate_and_fire", "damped_chirp", "delayed_alpha", "fir12", "srm_reset_zero",
-            "truncated_power_law", "alpha_multi_spike")
+#: Members run through the compiled CPU (Numba) kernels too: a slow reset kernel, the resonators (trigonometric
+#: coefficients, one of order 8) and a tap list (a ring buffer with a table). The Numba and NumPy printers print
+#: the same loop tree (codegen/tree.py) and every member runs on the generated NumPy; multi-spike and reset to
+#: zero run compiled in test_compiled.py, ring buffers in test_rings.py (a 24-tap list: a table and a shifting
+#: adjoint). Each compile is 1-4 s.
+COMPILED = ("alif", "resonate_and_fire", "damped_chirp", "fir12")
 
 
 @pytest.mark.parametrize("name", COMPILED)
