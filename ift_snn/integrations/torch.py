@@ -365,58 +365,62 @@ def _op_trace(a, u0, x0, params, key):
                            state=None if x0 is None else _as_array(x0), time_axis=1)
 
 
-@torch.library.custom_op("ift_snn::spike_scan", mutates_args=())
-def _scan_op(a: torch.Tensor, u0: torch.Tensor | None, x0: torch.Tensor | None, params: torch.Tensor, key: str,
-             method: str, truncation: int) -> tuple[torch.Tensor, torch.Tensor]:
-    trace = _op_trace(a, u0, x0, params, key)
-    return _as_tensor(trace.s).clone(), _as_tensor(trace.state).clone()
+def _register_ops() -> bool:
+    """Register the custom ops (torch.library.custom_op, PyTorch 2.4 and later); False where it is missing."""
+    if not hasattr(torch.library, "custom_op") or hasattr(torch.ops.ift_snn, "spike_scan"):
+        return hasattr(torch.library, "custom_op")
+
+    @torch.library.custom_op("ift_snn::spike_scan", mutates_args=())
+    def _scan_op(a: torch.Tensor, u0: torch.Tensor | None, x0: torch.Tensor | None, params: torch.Tensor, key: str,
+                 method: str, truncation: int) -> tuple[torch.Tensor, torch.Tensor]:
+        trace = _op_trace(a, u0, x0, params, key)
+        return _as_tensor(trace.s).clone(), _as_tensor(trace.state).clone()
+
+    @_scan_op.register_fake
+    def _(a, u0, x0, params, key, method, truncation):
+        n_state = len(ops.state_names(_OP_MODELS[key][0]))
+        return a.new_empty(a.shape), a.new_empty((n_state, a.shape[0], *a.shape[2:]))
+
+    @torch.library.custom_op("ift_snn::spike_scan_backward", mutates_args=())
+    def _scan_backward_op(grad_s: torch.Tensor, a: torch.Tensor, u0: torch.Tensor | None, x0: torch.Tensor | None,
+                          params: torch.Tensor, key: str, method: str,
+                          truncation: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        trace = _op_trace(a, u0, x0, params, key)
+        with _on_device(grad_s):
+            grads = ops.backward(trace.model, trace, _as_array(grad_s.contiguous()), method=method,
+                                 truncation=truncation or None, parameters=params.numel() > 0)
+            grad_a = _as_tensor(grads.a).clone()
+            grad_u0 = _as_tensor(grads.u0).clone() if u0 is not None else a.new_empty(0)
+            grad_x0 = _as_tensor(grads.state).clone() if x0 is not None else a.new_empty(0)
+        names = _OP_MODELS[key][1]
+        grad_p = torch.tensor([grads.params[k] for k in names], dtype=params.dtype, device=params.device)
+        return grad_a, grad_u0, grad_x0, grad_p
+
+    @_scan_backward_op.register_fake
+    def _(grad_s, a, u0, x0, params, key, method, truncation):
+        return (a.new_empty(a.shape), a.new_empty(u0.shape if u0 is not None else (0,)),
+                a.new_empty(x0.shape if x0 is not None else (0,)), params.new_empty(params.shape))
+
+    def _scan_setup(ctx, inputs, output):
+        a, u0, x0, params, key, method, truncation = inputs
+        ctx.key, ctx.method, ctx.truncation = key, method, truncation
+        ctx.has_u0, ctx.has_x0 = u0 is not None, x0 is not None
+        ctx.save_for_backward(a, params, *([u0] if u0 is not None else []), *([x0] if x0 is not None else []))
+
+    def _scan_backward(ctx, grad_s, grad_final):
+        a, params, *rest = ctx.saved_tensors
+        u0 = rest.pop(0) if ctx.has_u0 else None
+        x0 = rest.pop(0) if ctx.has_x0 else None
+        grad_a, grad_u0, grad_x0, grad_p = torch.ops.ift_snn.spike_scan_backward(
+            grad_s, a, u0, x0, params, ctx.key, ctx.method, ctx.truncation)
+        return (grad_a, grad_u0 if ctx.has_u0 else None, grad_x0 if ctx.has_x0 else None, grad_p, None, None, None)
+
+    torch.library.register_autograd("ift_snn::spike_scan", _scan_backward, setup_context=_scan_setup)
+    return True
 
 
-@_scan_op.register_fake
-def _(a, u0, x0, params, key, method, truncation):
-    n_state = len(ops.state_names(_OP_MODELS[key][0]))
-    return a.new_empty(a.shape), a.new_empty((n_state, a.shape[0], *a.shape[2:]))
-
-
-@torch.library.custom_op("ift_snn::spike_scan_backward", mutates_args=())
-def _scan_backward_op(grad_s: torch.Tensor, a: torch.Tensor, u0: torch.Tensor | None, x0: torch.Tensor | None,
-                      params: torch.Tensor, key: str, method: str,
-                      truncation: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    trace = _op_trace(a, u0, x0, params, key)
-    with _on_device(grad_s):
-        grads = ops.backward(trace.model, trace, _as_array(grad_s.contiguous()), method=method,
-                             truncation=truncation or None, parameters=params.numel() > 0)
-        grad_a = _as_tensor(grads.a).clone()
-        grad_u0 = _as_tensor(grads.u0).clone() if u0 is not None else a.new_empty(0)
-        grad_x0 = _as_tensor(grads.state).clone() if x0 is not None else a.new_empty(0)
-    names = _OP_MODELS[key][1]
-    grad_p = torch.tensor([grads.params[k] for k in names], dtype=params.dtype, device=params.device)
-    return grad_a, grad_u0, grad_x0, grad_p
-
-
-@_scan_backward_op.register_fake
-def _(grad_s, a, u0, x0, params, key, method, truncation):
-    return (a.new_empty(a.shape), a.new_empty(u0.shape if u0 is not None else (0,)),
-            a.new_empty(x0.shape if x0 is not None else (0,)), params.new_empty(params.shape))
-
-
-def _scan_setup(ctx, inputs, output):
-    a, u0, x0, params, key, method, truncation = inputs
-    ctx.key, ctx.method, ctx.truncation = key, method, truncation
-    ctx.has_u0, ctx.has_x0 = u0 is not None, x0 is not None
-    ctx.save_for_backward(a, params, *([u0] if u0 is not None else []), *([x0] if x0 is not None else []))
-
-
-def _scan_backward(ctx, grad_s, grad_final):
-    a, params, *rest = ctx.saved_tensors
-    u0 = rest.pop(0) if ctx.has_u0 else None
-    x0 = rest.pop(0) if ctx.has_x0 else None
-    grad_a, grad_u0, grad_x0, grad_p = torch.ops.ift_snn.spike_scan_backward(
-        grad_s, a, u0, x0, params, ctx.key, ctx.method, ctx.truncation)
-    return (grad_a, grad_u0 if ctx.has_u0 else None, grad_x0 if ctx.has_x0 else None, grad_p, None, None, None)
-
-
-torch.library.register_autograd("ift_snn::spike_scan", _scan_backward, setup_context=_scan_setup)
+#: Whether the layer can run under torch.compile (the custom ops need PyTorch 2.4 or later).
+COMPILABLE = _register_ops()
 
 
 # ------------------------------------------------------------------- layer
@@ -566,6 +570,9 @@ class SpikingLayer(nn.Module):
 
     def _compiled_forward(self, x: torch.Tensor, u0: torch.Tensor | None) -> torch.Tensor:
         """The layer as the custom op ``ift_snn::spike_scan`` (under torch.compile; module docstring there)."""
+        if not COMPILABLE:
+            raise NotImplementedError(f"torch.compile of the layer needs torch.library.custom_op (PyTorch 2.4 or "
+                                      f"later); this is PyTorch {torch.__version__}")
         if self.stateful or self.record_states or self.method == "bptt" or x.dtype not in _FLOATS:
             raise NotImplementedError(
                 "under torch.compile the layer runs without stateful=True or record_states=True, with "
