@@ -24,6 +24,7 @@ alpha never compiles again.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import threading
@@ -79,7 +80,7 @@ class _Launchable:
     work: tuple[int, ...] = ()
 
     @classmethod
-    def of(cls, kernel: ScanKernel, fn) -> _Launchable:
+    def of(cls, kernel: ScanKernel, fn=None) -> _Launchable:
         tree = lower(kernel)
 
         def names(kind):
@@ -114,13 +115,15 @@ def _dtype_name(dtype) -> str:
         raise TypeError(f"kernels run in float32 or float64, not {np.dtype(dtype)}") from None
 
 
-def _build(kernel: ScanKernel, model: NeuronModel, target: str, dtype: np.dtype):
+def _build(layout: _Launchable, model: NeuronModel, target: str, dtype: np.dtype):
+    """The compiled function of ``layout.kernel`` for ``target``."""
+    kernel = layout.kernel
     header = structure_header(model)
     if kernel.direction == "map":  # a pointwise map runs as vectorised NumPy on the CPU targets
         return compile_numpy(numpy_map_source(kernel, header=header))
     if target == "cpu":
         fn = compile_numba(python_source(kernel, header=header))
-        _warm_up(kernel, fn, dtype)  # Numba compiles on the first call: do it here
+        _warm_up(layout, fn, dtype)  # Numba compiles on the first call: do it here
         return fn
     if target == "numpy":
         return compile_numpy(numpy_source(kernel, header=header))
@@ -155,7 +158,8 @@ def _get(model: NeuronModel, quantity: str, dtype, target: str) -> _Launchable:
         ckey = (kernel.fingerprint, device)
         found = _compiled[target].get(ckey)
         if found is None:
-            found = _Launchable.of(kernel, _build(kernel, model, target, dtype))
+            layout = _Launchable.of(kernel)  # the loop tree's arguments, lowered once
+            found = dataclasses.replace(layout, fn=_build(layout, model, target, dtype))
             _compiled[target][ckey] = found
         CACHE_STATS["builds"] += 1
         CACHE_STATS["build_seconds"] += time.perf_counter() - start
@@ -186,15 +190,14 @@ def _read_only(x: np.ndarray) -> np.ndarray:
     return view
 
 
-def _warm_up(kernel: ScanKernel, fn, dtype: np.dtype) -> None:
+def _warm_up(k: _Launchable, fn, dtype: np.dtype) -> None:
     """Call a Numba kernel once on arrays of one neuron and one step of the real types, so that the compile
     is counted here (and happens once: the argument types are those of :func:`_run`)."""
-    k = _Launchable.of(kernel, fn)
     one = lambda: np.full((1, 1), 0.5, dtype)  # noqa: E731
     per = lambda entry: np.zeros((len(entry), 1) if isinstance(entry, tuple) else 1, dtype)  # noqa: E731
     args = [_read_only(one()) for _ in k.inputs] + [_read_only(per(v)) for v in k.vectors]
     args += [one() for _ in k.outputs] + [per(f) for f in k.finals]
-    args += [dtype.type(0.5) for _ in kernel.params] + [np.zeros((n, 1), dtype) for n in k.work]
+    args += [dtype.type(0.5) for _ in k.kernel.params] + [np.zeros((n, 1), dtype) for n in k.work]
     fn(*args, 1, 1, 0, CHUNK, 0, 1)
 
 

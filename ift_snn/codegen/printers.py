@@ -342,7 +342,7 @@ class _TreePrinter:
         for kind, group in groupby(body, key=type):
             getattr(self, f"top_{kind.__name__}")(list(group))
 
-    def _run(self, exprs) -> tuple | None:
+    def _pattern(self, exprs) -> tuple | None:
         """A loop for exprs[k], k = 0..n-1, when they follow one pattern: ("same", expr), or
         ("ref", kind, arg, first, step) for reads of rows or ring elements first + step k (step +-1)."""
         exprs = [sp.sympify(e) for e in exprs]
@@ -361,9 +361,9 @@ class _TreePrinter:
 
     def assign_all(self, depth: int, targets, exprs, index: str, op: str = "=", end: str = "") -> None:
         """targets[k](k) <op> exprs[k] for every k: one loop when the expressions follow a pattern
-        (:meth:`_run`), else one statement each. ``targets`` maps a position (int or loop variable) to
+        (:meth:`_pattern`), else one statement each. ``targets`` maps a position (int or loop variable) to
         the printed target."""
-        pattern = self._run(exprs) if len(exprs) > 2 else None
+        pattern = self._pattern(exprs) if len(exprs) > 2 else None
         if pattern is None:
             for k, e in enumerate(exprs):
                 self.emit(depth, f"{targets(k)} {op} {self.code(e, index)}{end}")
@@ -417,6 +417,34 @@ class _TreePrinter:
             self.tabled[ring] = (lo, self.table(values), factors.pop(), len(values))
             covered |= {ring.states[i] for i in terms}
         return covered
+
+    #: Statement terminator; whether scalar states get a ``next_`` local (else written in place, in turn).
+    END = ""
+    NEXT_FOR_SCALARS = True
+
+    def local(self, name: str, expr, index: str) -> str:
+        """The statement ``name = expr`` defining a local in the target's syntax."""
+        return f"{name} = {self.code(expr, index)}{self.END}"
+
+    def assign_state(self, state: sp.Symbol, expr, index: str) -> str:
+        """The statement that gives a scalar state its new value (its ``next_`` local, by default)."""
+        return f"{state.name} = next_{state.name}{self.END}"
+
+    def update_state(self, depth: int, pairs, index: str, ring_index: str) -> None:
+        """One step's state update: every new value computed from the old ones (``next_<state>`` locals; a
+        tabled ring's common factor as ``next_<ring>``), then the scalar states assigned, then the rings
+        written (:meth:`ring_update`)."""
+        covered = self.plan_tables(pairs)
+        for ring, (_, _, factor, _) in self.tabled.items():
+            self.emit(depth, self.local(f"next_{ring.arg.name}", factor, index))
+        for s, e in pairs:
+            ringed = s in self.in_ring
+            if s not in covered and (e != 0 if ringed else self.NEXT_FOR_SCALARS):
+                self.emit(depth, self.local(f"next_{s.name}", e, index))
+        for s, e in pairs:
+            if s not in self.in_ring:
+                self.emit(depth, self.assign_state(s, e, index))
+        self.ring_update(depth, pairs, ring_index, lambda s: f"next_{s.name}", end=self.END)
 
     def ring_update(self, depth: int, pairs, index: str, value, end: str = "") -> None:
         """The ring writes of one step: the last element's new value into the slot of the first, every
@@ -522,6 +550,10 @@ def _check_update(st) -> None:
 
 class _CudaTree(_TreePrinter):
     CLOSE = "}"
+    END = ";"
+
+    def local(self, name: str, expr, index: str) -> str:
+        return f"const {self.pr.ctype} {name} = {self.code(expr, index)};"
 
     def at(self, name: str, row: str, index: str) -> str:
         return f"{name}[(long long)({row}) * n_neurons + {index}]"
@@ -598,16 +630,7 @@ class _CudaTree(_TreePrinter):
                     self.emit(2, f"{st.arg.name}[i] = {st.value.name};")
                 else:
                     _check_update(st)
-                    covered = self.plan_tables(st.pairs)
-                    for ring, (_, _, factor, _) in self.tabled.items():
-                        self.emit(2, f"const {ct} next_{ring.arg.name} = {self.code(factor, 'j')};")
-                    for s, e in st.pairs:
-                        if (s not in self.in_ring or e != 0) and s not in covered:
-                            self.emit(2, f"const {ct} next_{s.name} = {self.code(e, 'j')};")
-                    for s, _ in st.pairs:
-                        if s not in self.in_ring:
-                            self.emit(2, f"{s.name} = next_{s.name};")
-                    self.ring_update(2, st.pairs, "j", lambda s: f"next_{s.name}", end=";")
+                    self.update_state(2, st.pairs, "j", "j")
             if self.fn.rings:
                 self.emit(2, f"++{RING_HEAD};")
             self.emit(1, "}")
@@ -618,6 +641,13 @@ class _CudaTree(_TreePrinter):
 
 class _NumbaTree(_TreePrinter):
     """Time loop outside, contiguous neurons inside in chunks of ``chunk``; the state of a chunk in arrays."""
+
+    #: The scalar states' right-hand sides read the locals loaded at the top of the step (and the rings,
+    #: written last): writing the state arrays in turn is simultaneous, no next_ locals needed.
+    NEXT_FOR_SCALARS = False
+
+    def assign_state(self, state: sp.Symbol, expr, index: str) -> str:
+        return f"st_{state.name}[_jj] = {self.code(expr, index)}"
 
     def at(self, name: str, row: str, index: str) -> str:
         return f"{name}[{row}, {index}]"
@@ -692,19 +722,8 @@ class _NumbaTree(_TreePrinter):
                 elif isinstance(st, Store):
                     self.emit(4, f"{st.arg.name}[_t, _j] = {st.value.name}")
                 else:
-                    # the right-hand sides read the locals loaded above and the rings, which are written last:
-                    # writing the state arrays in turn is simultaneous
                     _check_update(st)
-                    covered = self.plan_tables(st.pairs)
-                    for ring, (_, _, factor, _) in self.tabled.items():
-                        self.emit(4, f"next_{ring.arg.name} = {self.code(factor, '_j0 + _jj')}")
-                    for s, e in st.pairs:
-                        if s in self.in_ring and e != 0 and s not in covered:
-                            self.emit(4, f"next_{s.name} = {self.code(e, '_j0 + _jj')}")
-                    for s, e in st.pairs:
-                        if s not in self.in_ring:
-                            self.emit(4, f"st_{s.name}[_jj] = {self.code(e, '_j0 + _jj')}")
-                    self.ring_update(4, st.pairs, "_j", lambda s: f"next_{s.name}")
+                    self.update_state(4, st.pairs, "_j0 + _jj", "_j")
             if self.fn.rings:
                 self.emit(3, f"{RING_HEAD} += 1")
 
@@ -716,6 +735,11 @@ class _NumbaTree(_TreePrinter):
 
 class _NumpyTree(_TreePrinter):
     """A Python time loop; every statement acts on the neuron vector ``[j_begin:j_end]`` at once."""
+
+    def local(self, name: str, expr, index: str) -> str:
+        # a bare read of a ring row is a view that the ring writes of the step would change: a copy
+        value = self.code(expr, index)
+        return f"{name} = {f'np.copy({value})' if self.fn.rings and sp.sympify(expr).is_Symbol else value}"
 
     SLICE = "j_begin:j_end"
 
@@ -777,20 +801,7 @@ class _NumpyTree(_TreePrinter):
                     self.emit(2, f"{st.arg.name}[_t, {self.SLICE}] = {st.value.name}")
                 else:
                     _check_update(st)
-                    covered = self.plan_tables(st.pairs)
-                    for ring, (_, _, factor, _) in self.tabled.items():
-                        value = self.code(factor, self.SLICE)
-                        self.emit(2, f"next_{ring.arg.name} = {f'np.copy({value})' if factor.is_Symbol else value}")
-                    for s, e in st.pairs:
-                        if (s not in self.in_ring or e != 0) and s not in covered:
-                            # a bare read of a ring row is a view that the ring writes below would change
-                            value = self.code(e, self.SLICE)
-                            view = self.fn.rings and sp.sympify(e).is_Symbol
-                            self.emit(2, f"next_{s.name} = {f'np.copy({value})' if view else value}")
-                    for s, _ in st.pairs:
-                        if s not in self.in_ring:
-                            self.emit(2, f"{s.name} = next_{s.name}")
-                    self.ring_update(2, st.pairs, self.SLICE, lambda s: f"next_{s.name}")
+                    self.update_state(2, st.pairs, self.SLICE, self.SLICE)
             if self.fn.rings:
                 self.emit(2, f"{RING_HEAD} += 1")
 

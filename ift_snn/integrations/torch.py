@@ -208,6 +208,13 @@ def _check_params(model: NeuronModel, params: Mapping[str, torch.Tensor] | None,
 
 
 # ---------------------------------------------------------------- function
+def _forward_trace(model: NeuronModel, a: torch.Tensor, u0, x0) -> ops.Trace:
+    """ops.forward on zero-copy views of the batch-major tensors (time_axis=1), on a's device and stream."""
+    with _on_device(a):
+        return ops.forward(model, _as_array(a), None if u0 is None else _as_array(u0), copy=False,
+                           state=None if x0 is None else _as_array(x0), time_axis=1)
+
+
 class SpikeScan(torch.autograd.Function):
     """One spiking layer as an autograd Function (use :func:`spike_scan` rather than ``apply``).
 
@@ -222,10 +229,9 @@ class SpikeScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, u0, x0, model, method, truncation, names, *params):
+        a_in = a.detach().contiguous()  # (batch, time, *neurons): read in place by the kernels (time_axis=1)
+        trace = _forward_trace(model, a_in, u0, x0)
         with _on_device(a):
-            a_in = a.detach().contiguous()  # (batch, time, *neurons): read in place by the kernels (time_axis=1)
-            trace = ops.forward(model, _as_array(a_in), None if u0 is None else _as_array(u0), copy=False,
-                                state=None if x0 is None else _as_array(x0), time_axis=1)
             s = _as_tensor(trace.s)
             final = _as_tensor(trace.state)
             u = _as_tensor(trace.u)
@@ -360,9 +366,7 @@ def _op_model(key: str, params: torch.Tensor) -> NeuronModel:
 
 
 def _op_trace(a, u0, x0, params, key):
-    with _on_device(a):
-        return ops.forward(_op_model(key, params), _as_array(a), None if u0 is None else _as_array(u0), copy=False,
-                           state=None if x0 is None else _as_array(x0), time_axis=1)
+    return _forward_trace(_op_model(key, params), a, u0, x0)
 
 
 def _register_ops() -> bool:
