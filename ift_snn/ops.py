@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -106,6 +107,8 @@ class Trace:
     from_state: bool = False  # x0 was given (held fixed), not derived from u0
     #: 0: arrays are (T, *neurons); 1: batch-major (B, T, *rest), the neurons being (B, *rest).
     time_axis: int = 0
+    #: Parameters given one value per neuron (``forward(..., params=...)``): {name: (M,) values}, flat.
+    params: dict = field(repr=False, default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -114,14 +117,15 @@ class Trace:
 
 @dataclass(frozen=True, eq=False)
 class Gradients:
-    """Gradients of the loss: ``a`` (like the input), ``params`` {name: dL/dp},
+    """Gradients of the loss: ``a`` (like the input), ``params`` {name: dL/dp} (a float; for a parameter
+    given per neuron, an array of the neuron shape: dL/dp of each neuron's value),
     ``u0`` (*neurons), and the stability diagnostic: the largest |step factor|
     seen, the longest run of consecutive steps with |factor| > 1, and the
     largest product of |factors| over consecutive steps (the growth of the
     carried adjoint)."""
 
     a: np.ndarray
-    params: dict[str, float]
+    params: dict
     u0: np.ndarray
     method: str
     max_step_factor: float
@@ -227,8 +231,42 @@ def _time_major(x, T: int, blocks, xp):
     return x if blocks is None else xp.ascontiguousarray(x.transpose(1, 0, 2)).reshape(T, -1)
 
 
+def _per_neuron(model: NeuronModel, params, neurons: tuple[int, ...], M: int, a):
+    """{name: (M,) values in a's dtype and kind} of ``params``, each broadcast to the neuron shape; errors name
+    the parameter, its shape or the value out of range (checked at each parameter's least and largest value:
+    the ranges of the models are intervals)."""
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a mapping {{name: values per neuron}}, got {type(params).__name__}")
+    xp = _xp_of(a)
+    out = {}
+    for k, v in params.items():
+        if k not in model.parameter_names:
+            raise ValueError(f"params has {k!r}, which is not a parameter of the {model.name} model "
+                             f"(its parameters are {model.parameter_names})")
+        if cupy_backend.is_cupy_array(v) != cupy_backend.is_cupy_array(a):
+            raise TypeError(f"params[{k!r}] and a must both be numpy arrays or both cupy arrays")
+        v = _check_array(f"params[{k!r}]", v, dtype=a.dtype)
+        try:
+            b = xp.broadcast_to(v, neurons)
+        except ValueError:
+            raise ValueError(f"params[{k!r}] has shape {v.shape}, which does not broadcast to the neuron shape "
+                             f"{neurons}; expected one value per neuron (or a shape that broadcasts to it)") from None
+        out[k] = xp.ascontiguousarray(b).reshape(M)
+        if M:
+            for x in (float(out[k].min()), float(out[k].max())):
+                try:
+                    model.with_params(**{k: x})
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(f"params[{k!r}] holds {x!r}, out of range for the {model.name} model: {exc}") \
+                        from None
+    return out
+
+
 def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, backend: str = "auto",
-            copy: bool = True, state: np.ndarray | None = None, time_axis: int = 0) -> Trace:
+            copy: bool = True, state: np.ndarray | None = None, time_axis: int = 0,
+            params: Mapping | None = None) -> Trace:
     """Simulate one layer of neurons over time. Layout first: ``a`` is time-major, (T, *neurons), unless
     ``time_axis=1`` says it is batch-first, (batch, T, *neurons) as in snnTorch, sinabs and PyTorch's
     batch-first layers; a batch-first array passed without it is read as T = batch steps.
@@ -247,6 +285,10 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, 
     ``time_axis=1``: ``a`` is batch-major (B, T, *rest), as in PyTorch's batch-first layers; the
     neurons are then (B, *rest) (u0 of that shape, state (n_state, B, *rest)), the Trace's arrays
     keep the input's layout, and the kernels read it in place (no transposed copy).
+    ``params``: {name: values} of parameters given one value per neuron, each an array that broadcasts to the
+    neuron shape (``(*rest)`` broadcasts over the batch of a batch-major ``a``); they replace the model's
+    value of that parameter, and :func:`backward` gives dL/dp per neuron. The kernels then read them as
+    per-neuron vectors (one more kernel build per set of such parameters, not per value).
     """
     model = _check_model(model)
     a_in = a
@@ -273,6 +315,7 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, 
             raise ValueError(f"u0 has shape {u0.shape}; expected the neuron shape {neurons} of a {a.shape}")
         u0_2 = xp.array(u0.reshape(M), copy=True)
         u0 = u0_2.reshape(neurons)
+    per = _per_neuron(model, params, neurons, M, a)
     names = state_names(model)
     if state is not None:
         if u0 is not None:
@@ -286,9 +329,10 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, 
                              f"{a.shape}")
         x0 = xp.array(state.reshape(len(names), M), copy=True)
     else:
-        x0 = compiled.initial_state(model, u0_2, M, a.dtype, xp)
+        x0 = compiled.initial_state(model, u0_2, M, a.dtype, xp, per)
     vectors = {f"{STATE_IN}{n}": x0[k] for k, n in enumerate(names)}
-    u, s, sigma, mask, final = compiled.forward(model, a2, u0_2, backend, vectors=vectors, with_state=True)
+    u, s, sigma, mask, final = compiled.forward(model, a2, u0_2, backend, vectors=vectors, with_state=True,
+                                                per_neuron=per)
     sigma = _check_forward_finite(model, u, sigma, neurons, T, blocks)
     shape = lambda x: None if x is None else x.reshape(a.shape)  # noqa: E731
     record_a = a2.reshape(a.shape)
@@ -300,7 +344,7 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, 
         x0.flags.writeable = False
     return Trace(model=model, a=record_a, s=shape(s), u=shape(u), u0=u0, mask=shape(mask), sigma=shape(sigma),
                  backend=backend, state=final.reshape(len(names), *neurons), x0=x0, from_state=state is not None,
-                 time_axis=time_axis)
+                 time_axis=time_axis, params=per)
 
 
 def _first_bad(x) -> tuple[int, int]:
@@ -345,6 +389,27 @@ def _check_forward_finite(model: NeuronModel, u, sigma, neurons, T: int, blocks=
 
 
 # --------------------------------------------------------------- backward
+def _reference(model: NeuronModel, a, g, u0, truncation, per: Mapping):
+    """(dL/da (T, M), {p: dL/dp}, dL/du0 (M,)) by the float64 reference sweep; with per-neuron parameters
+    one sweep per neuron, each with that neuron's values (dL/dp per neuron for those, summed for the rest)."""
+    if not per:
+        ref = reference.bptt(model, a, g, u0, truncation=truncation)
+        return ref.a, ref.params, ref.u0
+    M = a.shape[1]
+    grad_a, grad_u0 = np.empty((a.shape[0], M)), np.empty(M)
+    params = {k: np.zeros(M) if k in per else 0.0 for k in model.parameter_names}
+    for j in range(M):
+        ref = reference.bptt(model.with_params(**{k: float(v[j]) for k, v in per.items()}), a[:, j:j + 1],
+                             g[:, j:j + 1], None if u0 is None else u0[j:j + 1], truncation=truncation)
+        grad_a[:, j], grad_u0[j] = ref.a[:, 0], ref.u0[0]
+        for k, v in ref.params.items():
+            if k in per:
+                params[k][j] = v
+            else:
+                params[k] += v
+    return grad_a, params, grad_u0
+
+
 def backward(
     model: NeuronModel,
     record: Trace,
@@ -400,7 +465,9 @@ def backward(
     mask = flat(record.mask)
     u0 = None if record.u0 is None else record.u0.reshape(M)
     names = state_names(model)
-    x0 = record.x0.reshape(len(names), M) if record.x0 is not None else compiled.initial_state(model, u0, M, dtype, xp)
+    per = record.params
+    x0 = (record.x0.reshape(len(names), M) if record.x0 is not None
+          else compiled.initial_state(model, u0, M, dtype, xp, per))
     vectors = {f"{STATE_IN}{n}": x0[k] for k, n in enumerate(names)}
     if method == "bptt" and record.from_state:
         raise ValueError("method='bptt' (the float64 reference) starts from u0, not from a whole state; "
@@ -411,27 +478,32 @@ def backward(
         if method == "bptt":
             if xp is not np:
                 raise TypeError("method='bptt' is the float64 CPU reference: pass numpy arrays")
-            ref = reference.bptt(model, _time_major(a2, T, blocks, xp), _time_major(g2, T, blocks, xp), u0,
-                                 truncation=truncation)
-            grad_a, params, grad_u0 = ref.a.astype(dtype), ref.params, ref.u0.astype(dtype)
+            grad_a, params, grad_u0 = _reference(model, _time_major(a2, T, blocks, xp), _time_major(g2, T, blocks, xp),
+                                                 u0, truncation, per)
+            grad_a, grad_u0 = grad_a.astype(dtype), grad_u0.astype(dtype)
+            params = {k: v.reshape(neurons) if k in per else v for k, v in params.items()}
             if blocks is not None:
                 grad_a = grad_a.reshape(T, blocks[0], blocks[1]).transpose(1, 0, 2)
             # the diagnostics of the exact gradient: the generated exodus kernel's (its gradients unused)
             _, fins = compiled.backward(model, "exodus", g2, u2, s2, sigma, mask, truncation, a2, u0, target,
-                                        vectors=vectors)
+                                        vectors=vectors, per_neuron=per)
         else:
             # One generated reverse scan: dL/da, and per neuron dL/du0, the parameter sums and the
             # stability diagnostics (derived in symbolic/recurrence.py, proved against the IFT).
             grad_a, fins = compiled.backward(model, method, g2, u2, s2, sigma, mask, truncation, a2, u0, target,
-                                             vectors=vectors)
+                                             vectors=vectors, per_neuron=per)
             grad_u0 = fins["grad_u_init"]
-            params = {k: float(xp.sum(fins[PARAMETER + k], dtype=xp.float64))
+            # a per-neuron parameter's gradient is that neuron's sum; a shared one's the sum over neurons
+            params = {k: fins[PARAMETER + k].astype(xp.float64) if k in per
+                      else float(xp.sum(fins[PARAMETER + k], dtype=xp.float64))
                       for k in model.parameter_names} if parameters else {}
             if parameters and not record.from_state:
                 # x0 stands for u0 and may depend on a parameter (an SRM's eps state): the derived chain term
                 u_init = xp.zeros(M, dtype) if u0 is None else u0
-                for k, v in u_init_parameter_terms(compiled.recurrence(model), fins, u_init, xp, model).items():
-                    params[k] += v
+                terms = u_init_parameter_terms(compiled.recurrence(model), fins, u_init, xp, model, per)
+                for k, v in terms.items():
+                    params[k] = params[k] + v
+            params = {k: v.reshape(neurons) if k in per else v for k, v in params.items()}
         grad_x0 = xp.stack([fins[STATE_GRAD + n] for n in names]) if names else xp.zeros((0, M), dtype)
         max_factor = float(xp.max(fins[DIAGNOSTIC + "max_factor"])) if M else 0.0
         longest = int(xp.max(fins[DIAGNOSTIC + "longest_run"])) if M else 0
@@ -442,9 +514,10 @@ def backward(
         f"largest |step factor| {max_factor:.3g}, {longest} consecutive steps above 1, "
         f"factors multiplying to {growth:.3g} over one run (neuron {worst})"
     )
-    if not (_all_finite(grad_a) and _all_finite(grad_u0) and all(math.isfinite(v) for v in params.values())):
+    finite = lambda k, v: _all_finite(v) if k in per else math.isfinite(v)  # noqa: E731
+    if not (_all_finite(grad_a) and _all_finite(grad_u0) and all(finite(k, v) for k, v in params.items())):
         bad = [k for k, v in (("dL/da", grad_a), ("dL/du0", grad_u0)) if not _all_finite(v)]
-        bad += [f"dL/d{k}" for k, v in params.items() if not math.isfinite(v)]
+        bad += [f"dL/d{k}" for k, v in params.items() if not finite(k, v)]
         if growth > GROWTH_LIMIT or longest >= STABILITY_RUN:
             cause = (f"{diagnostic}. The exact gradient grows like the product of step factors (docs/MATH.md section 6); "
                      "use a smaller surrogate scale, a wider surrogate, float64, or truncation")

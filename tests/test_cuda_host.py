@@ -45,9 +45,9 @@ MODELS = {
 }
 
 
-def _host_run(model, quantity, tmp_path, T, M, inputs, vectors, truncation):
+def _host_run(model, quantity, tmp_path, T, M, inputs, vectors, truncation, per_neuron=()):
     """Compile the CUDA source of one scan (float64) with g++ and run it once per neuron j."""
-    kernel = build_kernel(model, quantity, "f64")
+    kernel = build_kernel(model, quantity, "f64", per_neuron=per_neuron)
     fn = lower(kernel)
     src = tmp_path / f"{kernel.name}.cpp"
     src.write_text(SHIM + cuda_source(kernel).code)
@@ -61,7 +61,7 @@ def _host_run(model, quantity, tmp_path, T, M, inputs, vectors, truncation):
         keep.append(x)
         return x.ctypes.data_as(ctypes.c_void_p)
 
-    values = iter(argument_values(model))
+    values = iter(argument_values(model, per_neuron))
     for a in fn.args:
         if a.kind == INPUT:
             args.append(pointer(inputs[a.symbol.name]))
@@ -87,16 +87,25 @@ def _host_run(model, quantity, tmp_path, T, M, inputs, vectors, truncation):
     return outs, fins  # written through the pointers (C-contiguous float64 arrays are passed as they are)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+#: Models with parameters given per neuron (vectors in_pv_<name>, per-thread invariants).
+PER_NEURON = {"alif": ("alpha", "beta", "theta"), "cuba_lif_clip": ("alpha_mem",)}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS) + [f"{k}/per-neuron" for k in sorted(PER_NEURON)])
 def test_cuda_source_run_on_the_host_equals_the_numpy_kernels(name, tmp_path):
-    model = MODELS[name]()
+    name, _, per = name.partition("/")
+    model = MODELS[name]() if name in MODELS else ift_snn.zoo.zoo_model(name)
     rng = np.random.default_rng(7)
     T, M = 90, 3
     a = rng.normal(0.5, 0.7, (T, M))
     u0 = rng.normal(0.0, 0.3, M)
-    vectors = compiled._vectors(model, None, u0, M, np.dtype(np.float64), np)
-    want, want_fins = compiled._run(model, "forward", "numpy", np.dtype(np.float64), T, M, {"a": a}, vectors, 0)
-    got, got_fins = _host_run(model, "forward", tmp_path, T, M, {"a": a}, vectors, 0)
+    names = PER_NEURON[name] if per else ()
+    per_neuron = {k: dict(model.params)[k] * rng.uniform(0.9, 1.0, M) for k in names}
+    vectors = compiled._vectors(model, None, u0, M, np.dtype(np.float64), np, per_neuron)
+    vectors.update({f"pv_{k}": v for k, v in per_neuron.items()})
+    run = lambda *args: compiled._run(*args, per_neuron=per_neuron)  # noqa: E731
+    want, want_fins = run(model, "forward", "numpy", np.dtype(np.float64), T, M, {"a": a}, vectors, 0)
+    got, got_fins = _host_run(model, "forward", tmp_path, T, M, {"a": a}, vectors, 0, names)
     assert want["s"].any(), "no spikes: the reset path would go untested"
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-13, atol=1e-13, err_msg=f"forward {k}")
@@ -106,8 +115,8 @@ def test_cuda_source_run_on_the_host_equals_the_numpy_kernels(name, tmp_path):
     if "m" in want:
         named["m"] = want["m"]
     for quantity, K in (("backward", 0), ("backward", 11), ("slayer", 0)):
-        want_b, want_bf = compiled._run(model, quantity, "numpy", np.dtype(np.float64), T, M, named, vectors, K)
-        got_b, got_bf = _host_run(model, quantity, tmp_path, T, M, named, vectors, K)
+        want_b, want_bf = run(model, quantity, "numpy", np.dtype(np.float64), T, M, named, vectors, K)
+        got_b, got_bf = _host_run(model, quantity, tmp_path, T, M, named, vectors, K, names)
         np.testing.assert_allclose(got_b["grad_a"], want_b["grad_a"], rtol=1e-12, atol=1e-13,
                                    err_msg=f"{quantity} K={K} dL/da")
         for k in want_bf:

@@ -34,12 +34,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import sympy as sp
 
 from ..codegen.cpu import (CHUNK, compile_numba, compile_numpy, numba_available, numpy_map_source, numpy_source,
                            python_source)
-from ..codegen.ir import ScanKernel, argument_values, build_kernel, structure_header
+from ..codegen.ir import PER_NEURON, ScanKernel, argument_values, build_kernel, check_per_neuron, structure_header
 from ..codegen.tree import FINAL, INPUT, OUTPUT, VECTOR, WORK, lower
-from ..models import NeuronModel
+from ..models import NeuronModel, param_symbol
 from ..symbolic.recurrence import STATE_OUT, derive_recurrence
 from ..symbolic.recurrence import initial_state as _initial_state
 from ..symbolic.system import STATE_IN
@@ -133,12 +134,13 @@ def _build(layout: _Launchable, model: NeuronModel, target: str, dtype: np.dtype
     return require_cupy().RawKernel(source.code, source.name, options=source.options)
 
 
-def _get(model: NeuronModel, quantity: str, dtype, target: str) -> _Launchable:
-    """The memoised kernel of one scan of ``model`` for ``target``; built once per structure and dtype."""
+def _get(model: NeuronModel, quantity: str, dtype, target: str, per_neuron: tuple[str, ...] = ()) -> _Launchable:
+    """The memoised kernel of one scan of ``model`` for ``target``; built once per structure, dtype and set of
+    per-neuron parameters."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     dtype = np.dtype(dtype)
-    key = (model.structure, quantity, _dtype_name(dtype))
+    key = (model.structure, quantity, _dtype_name(dtype), tuple(per_neuron))
     device = require_cupy().cuda.Device().id if target == "cupy" else None
     with _lock:
         hit = _ir.get(key)
@@ -153,7 +155,7 @@ def _get(model: NeuronModel, quantity: str, dtype, target: str) -> _Launchable:
             recurrence = _recurrences.get(model.structure)
             if recurrence is None:
                 recurrence = _recurrences[model.structure] = derive_recurrence(model)
-            kernel = build_kernel(model, quantity, key[2], recurrence)
+            kernel = build_kernel(model, quantity, key[2], recurrence, per_neuron=per_neuron)
         _ir[key] = kernel
         ckey = (kernel.fingerprint, device)
         found = _compiled[target].get(ckey)
@@ -166,9 +168,10 @@ def _get(model: NeuronModel, quantity: str, dtype, target: str) -> _Launchable:
         return found
 
 
-def get_kernel(model: NeuronModel, quantity: str, dtype, target: str = "cpu") -> tuple[ScanKernel, object]:
+def get_kernel(model: NeuronModel, quantity: str, dtype, target: str = "cpu",
+               per_neuron: tuple[str, ...] = ()) -> tuple[ScanKernel, object]:
     """(IR, compiled function) for one scan of ``model`` on ``target``; built once per structure and dtype."""
-    found = _get(model, quantity, dtype, target)
+    found = _get(model, quantity, dtype, target, check_per_neuron(model, per_neuron))
     return found.kernel, found.fn
 
 
@@ -194,7 +197,9 @@ def _warm_up(k: _Launchable, fn, dtype: np.dtype) -> None:
     """Call a Numba kernel once on arrays of one neuron and one step of the real types, so that the compile
     is counted here (and happens once: the argument types are those of :func:`_run`)."""
     one = lambda: np.full((1, 1), 0.5, dtype)  # noqa: E731
-    per = lambda entry: np.zeros((len(entry), 1) if isinstance(entry, tuple) else 1, dtype)  # noqa: E731
+    # (a per-neuron parameter as 0.5 like the scalar ones: a threshold of 0 would divide by zero)
+    per = lambda entry: np.full((len(entry), 1) if isinstance(entry, tuple) else 1,  # noqa: E731
+                                0.5 if isinstance(entry, str) and entry.startswith(PER_NEURON) else 0.0, dtype)
     args = [_read_only(one()) for _ in k.inputs] + [_read_only(per(v)) for v in k.vectors]
     args += [one() for _ in k.outputs] + [per(f) for f in k.finals]
     args += [dtype.type(0.5) for _ in k.kernel.params] + [np.zeros((n, 1), dtype) for n in k.work]
@@ -296,7 +301,8 @@ def _thread_pool(n: int) -> ThreadPoolExecutor:
 
 
 def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, inputs: Mapping,
-         vectors: Mapping, truncation: int, blocks: tuple[int, int] | None = None) -> tuple[dict, dict]:
+         vectors: Mapping, truncation: int, blocks: tuple[int, int] | None = None,
+         per_neuron: Mapping | None = None) -> tuple[dict, dict]:
     """Bind the arguments of one kernel and run it: ({output: (T, M)}, {final: (M,)}).
 
     ``inputs`` maps per-step input names to (T, M) C-contiguous arrays of ``dtype``; ``vectors``
@@ -304,8 +310,14 @@ def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, 
     ``blocks`` = (B, N): batch-major layout, the per-step arrays are (B, T, N) with M = B N; each
     block b is a C-contiguous (T, N) array, run as its own call over N neurons (its vectors and
     finals are the slices [b N, (b + 1) N)), so no array is transposed.
+    ``per_neuron`` maps parameter names to (M,) arrays of values, one per neuron (the kernel's vectors
+    ``pv_<name>``); the other parameters are the model's scalars.
     """
-    k = _get(model, quantity, dtype, target)
+    per_neuron = dict(per_neuron or {})
+    names = check_per_neuron(model, per_neuron)
+    if per_neuron:
+        vectors = {**vectors, **{PER_NEURON + k: v for k, v in per_neuron.items()}}
+    k = _get(model, quantity, dtype, target, names)
     xp = require_cupy() if target == "cupy" else np
     step_shape = (T, M) if blocks is None else (blocks[0], T, blocks[1])
     per_step = []
@@ -325,7 +337,7 @@ def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, 
     fins = {}
     for entry, arr in zip(k.finals, fin_arrays):
         fins.update(zip(entry, arr) if isinstance(entry, tuple) else [(entry, arr)])
-    params = [dtype.type(v) for v in argument_values(model)]
+    params = [dtype.type(v) for v in argument_values(model, names)]
     if blocks is None:
         work = [xp.empty((n, M), dtype) for n in k.work]
         calls = [(per_step + vecs + list(outs.values()) + fin_arrays + params + work, M)]
@@ -367,23 +379,32 @@ def recurrence(model: NeuronModel):
     return rec
 
 
-def initial_state(model: NeuronModel, u0, M: int, dtype, xp=np):
+def initial_state(model: NeuronModel, u0, M: int, dtype, xp=np, per_neuron: Mapping | None = None):
     """x0 (n_state, M): the forward state an initial membrane ``u0`` (M,) or None (zeros) stands for,
     from the derived map ``Recurrence.initial`` (for a membrane model (u0, 0, ...); for an SRM the
-    eps filter state after the input u0 at time -1)."""
+    eps filter state after the input u0 at time -1), at the model's values or the (M,) ``per_neuron`` ones."""
     rec = recurrence(model)
     u0 = xp.zeros(M, dtype) if u0 is None else u0
-    return _initial_state(rec, model.values, u0, xp)
+    values = model.values
+    if per_neuron:
+        values = {**values, **{param_symbol(k): v for k, v in per_neuron.items()}}
+    return _initial_state(rec, values, u0, xp)
 
 
-def _vectors(model: NeuronModel, vectors: Mapping | None, u0, M: int, dtype, xp) -> dict:
+def _surrogate_reads(model: NeuronModel) -> set[str]:
+    """Names of the model's parameters that its surrogate reads (theta, for every built-in one)."""
+    expr = model.surrogate.template if model.surrogate_arguments else model.surrogate.expr
+    return {s.name for s in sp.sympify(expr).free_symbols} & set(model.parameter_names)
+
+
+def _vectors(model: NeuronModel, vectors: Mapping | None, u0, M: int, dtype, xp, per_neuron=None) -> dict:
     """The kernel vectors: u_init, and x0_<state> from ``vectors`` or else from u0."""
     out = dict(vectors or {})
     if u0 is not None:
         out["u_init"] = u0
     names = [STATE_IN + st.name for st in recurrence(model).forward.state]
     if not any(n in out for n in names):
-        x0 = initial_state(model, u0, M, dtype, xp)
+        x0 = initial_state(model, u0, M, dtype, xp, per_neuron)
         out.update(zip(names, x0))
     return out
 
@@ -397,25 +418,26 @@ def _sizes(x):
 
 
 def forward(model: NeuronModel, a, u0=None, target: str = "cpu", *, vectors: Mapping | None = None,
-            with_state: bool = False):
+            with_state: bool = False, per_neuron: Mapping | None = None):
     """(u, s, sigma, mask) of the generated forward scan for (T, M) C-contiguous ``a``, or (B, T, N)
     batch-major (M = B N neurons, numbered b N + n; outputs in the same layout).
 
     ``u0``: the initial membrane (M,) or None (zeros); ``vectors``: further per-neuron vectors by
     name, among them the initial state x0_<state> (which then replaces u0). ``mask`` (1[not
     clipped], bool) is None for models without a clip. Arrays of ``target``'s kind (NumPy, or CuPy
-    for "cupy"), in a's dtype. ``with_state=True`` appends the final state (n_state, M).
+    for "cupy"), in a's dtype. ``with_state=True`` appends the final state (n_state, M). ``per_neuron``:
+    {parameter: (M,) values}, one value per neuron (see :func:`_run`).
     """
     T, M, blocks = _sizes(a)
     dtype = np.dtype(a.dtype)
     xp = require_cupy() if target == "cupy" else np
-    vecs = _vectors(model, vectors, u0, M, dtype, xp)
-    if target == "cpu":
+    vecs = _vectors(model, vectors, u0, M, dtype, xp, per_neuron)
+    if target == "cpu" and not set(per_neuron or ()) & _surrogate_reads(model):
         # the scan writes what the recurrence computes; the pointwise rest (sigma) runs vectorised after it
-        outs, fins = _run(model, "forward_core", target, dtype, T, M, {"a": a}, vecs, 0, blocks)
+        outs, fins = _run(model, "forward_core", target, dtype, T, M, {"a": a}, vecs, 0, blocks, per_neuron)
         outs.update(_map(model, dtype, outs))
-    else:
-        outs, fins = _run(model, "forward", target, dtype, T, M, {"a": a}, vecs, 0, blocks)
+    else:  # (a surrogate that reads a per-neuron parameter, e.g. theta, is computed in the scan)
+        outs, fins = _run(model, "forward", target, dtype, T, M, {"a": a}, vecs, 0, blocks, per_neuron)
     mask = outs["m"].astype(bool) if "m" in outs else None
     if not with_state:
         return outs["u"], outs["s"], outs["sigma"], mask
@@ -425,7 +447,7 @@ def forward(model: NeuronModel, a, u0=None, target: str = "cpu", *, vectors: Map
 
 
 def backward(model: NeuronModel, method: str, g, u, s, sigma, mask, truncation: int | None, a=None, u0=None,
-             target: str = "cpu", *, vectors: Mapping | None = None):
+             target: str = "cpu", *, vectors: Mapping | None = None, per_neuron: Mapping | None = None):
     """(dL/da, finals) by the generated exodus (``method="exodus"``) or slayer reverse scan.
 
     finals maps the kernel's per-neuron results by name: ``grad_u_init``, the parameter sums
@@ -439,6 +461,6 @@ def backward(model: NeuronModel, method: str, g, u, s, sigma, mask, truncation: 
     if mask is not None:
         named["m"] = mask.astype(dtype)
     xp = require_cupy() if target == "cupy" else np
-    outs, fins = _run(model, quantity, target, dtype, T, M, named, _vectors(model, vectors, u0, M, dtype, xp),
-                      truncation or 0, blocks)
+    outs, fins = _run(model, quantity, target, dtype, T, M, named,
+                      _vectors(model, vectors, u0, M, dtype, xp, per_neuron), truncation or 0, blocks, per_neuron)
     return outs["grad_a"], fins

@@ -30,11 +30,11 @@ from functools import cached_property
 import sympy as sp
 
 from ..kernels import MAX_DELAY
-from ..models import NeuronModel
+from ..models import NeuronModel, param_symbol
 from ..symbolic.recurrence import Recurrence, Scan, derive_recurrence
 from ..symbolic.system import U_INIT
 
-__all__ = ["ScanKernel", "build_kernel", "rings", "DTYPES", "CodegenError", "comment_lines", "argument_values", "structure_header"]
+__all__ = ["ScanKernel", "build_kernel", "per_neuron_symbol", "check_per_neuron", "PER_NEURON", "rings", "DTYPES", "CodegenError", "comment_lines", "argument_values", "structure_header"]
 
 DTYPES = ("f32", "f64")
 #: Largest scan state a generated kernel carries in scalars (registers per thread on a GPU), rings aside.
@@ -163,7 +163,15 @@ def _srepr(expr) -> str:
     return sp.srepr(expr, order="none") if long else sp.srepr(expr)
 
 
-def _structure_fingerprint(model: NeuronModel, scan: Scan, dtype: str) -> str:
+def _with_per_neuron(scan: Scan, pv: dict) -> Scan:
+    """``scan`` with each parameter of ``pv`` replaced by its per-neuron symbol."""
+    sub = lambda e: sp.sympify(e).xreplace(pv)  # noqa: E731
+    return dataclasses.replace(
+        scan, assignments=tuple((l, sub(r)) for l, r in scan.assignments), update=tuple(sub(e) for e in scan.update),
+        init=tuple(sub(e) for e in scan.init), finals=tuple((l, sub(r)) for l, r in scan.finals))
+
+
+def _structure_fingerprint(model: NeuronModel, scan: Scan, dtype: str, per_neuron: tuple[str, ...] = ()) -> str:
     surrogate = model.surrogate.template if model.surrogate_arguments else model.surrogate.expr
     parts = [model.name, scan.name, scan.direction, dtype, repr(model.parameter_names),
              sp.srepr(surrogate), repr(model.spike),
@@ -172,6 +180,8 @@ def _structure_fingerprint(model: NeuronModel, scan: Scan, dtype: str) -> str:
     parts += [_srepr(e) for e in scan.update] + [_srepr(e) for e in scan.init]
     parts += [f"{sp.srepr(l)}={_srepr(r)}" for l, r in scan.finals]
     parts += ["persistent:" + ",".join(p.name for p in scan.persistent)]
+    if per_neuron:  # (absent for scalar parameters: the fingerprints of those kernels stay as they were)
+        parts += ["per-neuron:" + ",".join(per_neuron)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -209,8 +219,36 @@ def _check_supported(expr: sp.Expr, what: str) -> None:
             )
 
 
-def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recurrence | None = None) -> ScanKernel:
-    """The ScanKernel of one scan (``forward``, ``backward`` = exodus, ``slayer``) of ``model``."""
+#: Prefix of the per-neuron vector that carries a parameter given one value per neuron.
+PER_NEURON = "pv_"
+
+
+def per_neuron_symbol(name: str) -> sp.Symbol:
+    """The kernel symbol of parameter ``name`` given per neuron (read from the vector ``in_pv_<name>``)."""
+    return sp.Symbol(PER_NEURON + name, real=True)
+
+
+def check_per_neuron(model: NeuronModel, per_neuron) -> tuple[str, ...]:
+    """``per_neuron`` as a tuple of parameter names of ``model``, in the model's order; an error naming
+    any other name."""
+    names = tuple(per_neuron or ())
+    unknown = [k for k in names if k not in model.parameter_names]
+    if unknown:
+        raise ValueError(f"per-neuron parameters {unknown} are not parameters of the {model.name} model "
+                         f"(its parameters are {model.parameter_names})")
+    return tuple(k for k in model.parameter_names if k in names)
+
+
+def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recurrence | None = None,
+                 per_neuron=()) -> ScanKernel:
+    """The ScanKernel of one scan (``forward``, ``backward`` = exodus, ``slayer``) of ``model``.
+
+    ``per_neuron``: names of parameters given one value per neuron. Each becomes the per-neuron vector
+    ``pv_<name>`` instead of a scalar argument; what the hoisting computes from it is then computed once per
+    neuron before the time loop (a per-neuron invariant), and its sum ``acc_<name>`` is dL/dp of that
+    neuron's value. The derivation is the same (a neuron's scan reads only its own values).
+    """
+    per_neuron = check_per_neuron(model, per_neuron)
     if quantity not in QUANTITIES + SPLIT_QUANTITIES:
         raise ValueError(f"unknown kernel quantity {quantity!r}; expected one of {QUANTITIES + SPLIT_QUANTITIES}")
     if dtype not in DTYPES:
@@ -235,8 +273,14 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
             (lhs, template if lhs.name == "sigma" else rhs) for lhs, rhs in scan.assignments))
     if quantity in SPLIT_QUANTITIES:
         scan = split_pointwise(scan, model.symbols + tuple(sym for sym, _ in lifted))[quantity == "surrogate"]
-    params = model.symbols + tuple(sym for sym, _ in lifted)
-    hoist = _Hoister(frozenset(params))
+    pv = {param_symbol(k): per_neuron_symbol(k) for k in per_neuron}
+    if pv:
+        if quantity == "surrogate":
+            raise CodegenError(f"{model.name}: the pointwise surrogate map reads scalar parameters only; with "
+                               f"per-neuron {', '.join(per_neuron)} the surrogate is computed in the forward scan")
+        scan = _with_per_neuron(scan, pv)
+    params = tuple(p for p in model.symbols if p not in pv) + tuple(sym for sym, _ in lifted)
+    hoist = _Hoister(frozenset(params) | frozenset(pv.values()))
     assigns = [(lhs, hoist(rhs)) for lhs, rhs in scan.assignments]
     update = [hoist(e) for e in scan.update]
     finals = [(lhs, hoist(rhs)) for lhs, rhs in scan.finals]
@@ -275,7 +319,7 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
     inputs = tuple(i for i in scan.inputs if i in used)  # no loads of what the scan never reads
     invariants = [(sym, expr) for expr, sym in hoist.table.items()]
     # Temporaries of parameters and invariants only are loop-invariant too: out of the loop.
-    constant = set(params) | {sym for sym, _ in invariants}
+    constant = set(params) | set(pv.values()) | {sym for sym, _ in invariants}
     kept = []
     for sym, expr in body:
         if sym.name.startswith("x") and expr.free_symbols <= constant:
@@ -301,8 +345,8 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
         invariants=invariants,
         body=tuple(body),
         update=tuple(upd),
-        vectors=_vectors(init, finals, set(scan.state) | constant),
-        fingerprint=_structure_fingerprint(model, scan, dtype),
+        vectors=_vectors(init, finals, set(scan.state) | constant) + tuple(pv.values()),
+        fingerprint=_structure_fingerprint(model, scan, dtype, per_neuron),
         persistent=tuple(scan.persistent),
         rings=chains,
     )
@@ -403,10 +447,11 @@ def structure_header(model: NeuronModel) -> str:
             + ("" if model.u_min is None else f"; u_min {model.u_min:g}"))
 
 
-def argument_values(model: NeuronModel) -> list[float]:
+def argument_values(model: NeuronModel, per_neuron=()) -> list[float]:
     """Values of a kernel's scalar parameters, in the order of ``ScanKernel.params``:
-    the model's parameters, then the surrogate constants lifted to arguments."""
-    return [v for _, v in model.params] + [v for _, v in model.surrogate_arguments]
+    the model's parameters (but those given ``per_neuron``), then the surrogate constants lifted to
+    arguments."""
+    return ([v for k, v in model.params if k not in per_neuron] + [v for _, v in model.surrogate_arguments])
 
 
 def _emit_needed(expr, pending, placed, body):

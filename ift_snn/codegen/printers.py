@@ -298,6 +298,8 @@ class _TreePrinter:
         for ring in fn.rings:
             self.refs.update({sym: ("ring", ring, i) for i, sym in enumerate(ring.states)})
         self.in_ring = {sym for ring in fn.rings for sym in ring.states}
+        #: Invariants computed per neuron (they read a per-neuron parameter): the Numba printer keeps them in arrays.
+        self.per_neuron: tuple[sp.Symbol, ...] = ()
         self.n_acc = 0
         #: Constant tables (the taps of a long tap list) by values -> name, printed before the function.
         self.tables: dict[tuple[float, ...], str] = {}
@@ -676,10 +678,29 @@ class _NumbaTree(_TreePrinter):
     def load_states(self, depth: int) -> None:
         for s in self.fn.states:
             self.emit(depth, f"{s.name} = st_{s.name}[_jj]")
+        for s in self.per_neuron:
+            self.emit(depth, f"{s.name} = iv_{s.name}[_jj]")
 
     def top_Invariant(self, group: list[Invariant]) -> None:
+        # an invariant that reads a per-neuron parameter (a vector) is per neuron: computed once per neuron of
+        # the chunk into iv_<name>, loaded with the state inside the neuron loops
+        varying = {a.symbol for a in self.fn.vectors if a.symbol is not None}
+        per = []
         for st in group:
-            self.emit(2, f"{st.target.name} = {self.code(st.expr, '_j0 + _jj')}")
+            if st.expr.free_symbols & varying:
+                varying.add(st.target)
+                per.append(st)
+            else:
+                self.emit(2, f"{st.target.name} = {self.code(st.expr, '_j0')}")
+        self.per_neuron = tuple(st.target for st in per)
+        if not per:
+            return
+        for st in per:
+            self.emit(2, f"iv_{st.target.name} = np.empty(_w, dtype={self.np_dtype})")
+        self.emit(2, "for _jj in range(_w):")
+        for st in per:
+            self.emit(3, f"{st.target.name} = {self.code(st.expr, '_j0 + _jj')}")
+            self.emit(3, f"iv_{st.target.name}[_jj] = {st.target.name}")
 
     def top_InitState(self, group: list[InitState]) -> None:
         for st in group:

@@ -6,7 +6,8 @@ order; the printers of :mod:`ift_snn.codegen.printers` only choose the syntax
 NumPy: whole neuron vectors)::
 
     Function(name, args)
-      Invariant(target, expr)          parameter-only values, once, before the time loop
+      Invariant(target, expr)          parameter-only values, once, before the time loop (per neuron
+                                       where they read a per-neuron parameter ``pv_<name>``)
       InitState(state, expr)           the scan state per neuron (expr may read vectors)
       TimeLoop(direction, restart)     t = 0..T-1 (forward) or T-1..0 (reverse)
         restart: InitState*            reverse scans: at the top of step t when K > 0 and (t + 1) % K == 0
@@ -68,7 +69,7 @@ RESERVED = frozenset({"i", "j", "t", "np", "math", "scipy", "chunk", "j_begin", 
                       "enum", "extern", "float", "for", "goto", "if", "int", "long", "register", "return", "short",
                       "signed", "sizeof", "static", "struct", "switch", "typedef", "union", "unsigned", "void",
                       "volatile", "while"})
-_RESERVED_PREFIXES = ("_", "next_", "st_", "p_", "in_", "out_", "fin_", "rb_")
+_RESERVED_PREFIXES = ("_", "next_", "st_", "p_", "in_", "out_", "fin_", "rb_", "pv_", "iv_")
 
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: a grouped Arg holds thousands of rows

@@ -539,24 +539,39 @@ def _state_grads(state, grads, initial) -> tuple[tuple[sp.Symbol, sp.Expr], ...]
 def initial_state(recurrence: Recurrence, values, u0, xp=np):
     """The forward state x0 that an initial membrane ``u0`` (M,) stands for: (n_state, M), from the
     derived expressions ``recurrence.initial`` (linear in u_init) at the parameter ``values``."""
-    coefs = _initial_coefficients(recurrence.initial, tuple(sorted(values.items(), key=lambda kv: kv[0].name)))
-    rows = [u0 * u0.dtype.type(c) if c else xp.zeros_like(u0) for c in coefs]
+    scalar = {k: v for k, v in values.items() if isinstance(v, (int, float))}
+    coefs = _initial_coefficients(recurrence.initial, tuple(sorted(scalar.items(), key=lambda kv: kv[0].name)))
+    varying = {k: v for k, v in values.items() if k not in scalar}  # per-neuron values (M,)
+    rows = []
+    for c in coefs:
+        if not isinstance(c, sp.Expr):
+            rows.append(u0 * u0.dtype.type(c) if c else xp.zeros_like(u0))
+            continue
+        syms = sorted(c.free_symbols, key=lambda x: x.name)
+        missing = [x for x in syms if x not in varying]
+        if missing:
+            raise ValueError(f"the initial state needs the values of {missing}")
+        fn = sp.lambdify(syms, c, modules="numpy")  # (NumPy's ufuncs dispatch CuPy arrays to CuPy)
+        rows.append(u0 * xp.asarray(fn(*[varying[x] for x in syms]), dtype=u0.dtype))
     return xp.stack(rows) if rows else xp.zeros((0,) + u0.shape, u0.dtype)
 
 
 def u_init_parameter_terms(recurrence: Recurrence, finals: Mapping[str, np.ndarray], u0, xp,
-                           model: NeuronModel) -> dict[str, float]:
+                           model: NeuronModel, per_neuron: Mapping | None = None) -> dict:
     """{parameter: sum over neurons of ``Recurrence.from_u_init``}: the part of dL/dp that flows through
     x0 when x0 stands for u0 (an SRM's eps state eps[1] u0 depends on the eps parameters), evaluated on
-    the backward's per-neuron finals gw_<state>; {} when no initial state depends on a parameter."""
+    the backward's per-neuron finals gw_<state>; {} when no initial state depends on a parameter.
+    ``per_neuron``: {parameter: (M,) values}; the term of such a parameter is per neuron (M,), not summed."""
+    per_neuron = per_neuron or {}
     # the values come from ``model``: a recurrence is shared by every model of its structure (compiled
     # caches it per structure), and its own ``model`` holds the values of whichever came first
     out = {}
     for name, fn in _u_init_functions(recurrence).items():
         M = len(u0)
         args = [finals.get(STATE_WHOLE + st.name, xp.zeros(M)) for st in recurrence.forward.state]
-        term = fn(*args, u0, *[v for _, v in model.params])
-        out[name] = float(xp.sum(xp.asarray(term, dtype=xp.float64)))
+        term = fn(*args, u0, *[per_neuron.get(k, v) for k, v in model.params])
+        term = xp.asarray(term, dtype=xp.float64)
+        out[name] = xp.broadcast_to(term, (M,)).copy() if name in per_neuron else float(xp.sum(term))
     return out
 
 
@@ -568,8 +583,14 @@ def _u_init_functions(recurrence: Recurrence) -> dict:
 
 
 @functools.lru_cache(maxsize=512)
-def _initial_coefficients(initial, values) -> tuple[float, ...]:
-    return tuple(float(sp.N(sp.diff(e, U_INIT).subs(dict(values)))) for e in initial)
+def _initial_coefficients(initial, values) -> tuple:
+    """d x0 / d u_init at the scalar ``values``: floats, or expressions where a parameter is not among them
+    (one given per neuron)."""
+    out = []
+    for e in initial:
+        c = sp.diff(e, U_INIT).subs(dict(values))
+        out.append(float(sp.N(c)) if not c.free_symbols else c)
+    return tuple(out)
 
 
 def _filter_state_after(k: KernelRecurrence, x: sp.Expr) -> tuple[sp.Expr, ...]:
