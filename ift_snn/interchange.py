@@ -14,12 +14,13 @@ is to zero (``reset="zero"``) and its spike single: ``lif`` (alpha = 1 - dt/tau)
 exports); import folds any other gain into the weights of the Linear/Affine before the node, which is
 exact because the layers are linear in their input. Not representable, and refused with the reason: the
 subtractive reset (ift_snn's default; NIR's neurons reset to v_reset), multi-spike and max-k spikes, a clip
-(``u_min``), kernels of a general SRM, per-neuron parameters that differ (ift_snn's models share one value
-per layer), a nonzero v_leak or v_reset (and a bias, for a ``Network``; an ``nn.Sequential`` keeps it in its
+(``u_min``), kernels of a general SRM, a nonzero v_leak or v_reset (and a bias, for a ``Network``; an ``nn.Sequential`` keeps it in its
 ``nn.Linear``). Both a dense :class:`~ift_snn.network.Network` and an ``nn.Sequential`` of ``nn.Linear`` and
 ``SpikingLayer`` modules export, and import to either. NIR has no surrogate: an imported network gets
 ``surrogate`` (exponential by default). The threshold is compared with >= here and > in NIR: the two
-differ only where a membrane equals theta exactly.
+differ only where a membrane equals theta exactly. Values that differ between neurons (tau, v_threshold,
+r, w_in per neuron) are per-neuron values of a ``SpikingLayer`` (``values=``): they export from and import
+to an ``nn.Sequential``; a ``Network``'s models share one value per layer (import with ``to="torch"``).
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ def _check_dt(dt: float) -> float:
     return float(dt)
 
 
-def _node(model: NeuronModel, n: int, dt: float, layer: int):
-    """The NIR node of one layer of ``n`` neurons of ``model``."""
+def _node(model: NeuronModel, n: int, dt: float, layer: int, per=None):
+    """The NIR node of one layer of ``n`` neurons of ``model``; ``per``: {parameter: (n,) values} that replace
+    the model's (per-neuron values of a SpikingLayer)."""
     nir = _require_nir()
     where = f"layer {layer} ({model!r})"
     if model.name not in NIR_NODES:
@@ -61,24 +63,31 @@ def _node(model: NeuronModel, n: int, dt: float, layer: int):
                          f"reset='zero' ({model.name}(..., reset='zero'))")
     if model.spike != "single" or model.u_min is not None:
         raise ValueError(f"{where}: NIR has single spikes and no clip (spike={model.spike!r}, u_min={model.u_min})")
-    p = dict(model.params)
-    full = lambda v: np.full(n, v, dtype=np.float64)  # noqa: E731
+    p = {**dict(model.params), **(per or {})}
+    full = lambda v: np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)).copy()  # noqa: E731
     zeros = full(0.0)
-    if model.name == "if" or (model.name == "lif" and p["alpha"] == 1):  # alpha = 1: no leak, an IF
+    leakless = [k for k in ("alpha", "alpha_mem", "alpha_syn") if k in p and np.any(full(p[k]) == 1)]
+    if model.name == "lif" and np.all(full(p["alpha"]) == 1):  # alpha = 1: no leak, an IF
+        leakless = []
+        p = {**p, "alpha": None}
+    if leakless:
+        raise ValueError(f"{where}: {leakless[0]} = 1 (no leak) for some neurons but not all; NIR's {NIR_NODES[model.name]} "
+                         "needs a finite tau for every neuron")
+    if model.name == "if" or p.get("alpha", 0) is None:
         return nir.IF(r=full(1.0 / dt), v_threshold=full(p["theta"]), v_reset=zeros)
     if model.name == "lif":
-        tau = dt / (1.0 - p["alpha"])
+        tau = dt / (1.0 - full(p["alpha"]))
         return nir.LIF(tau=full(tau), r=full(tau / dt), v_leak=zeros, v_threshold=full(p["theta"]), v_reset=zeros)
-    tau_mem, tau_syn = dt / (1.0 - p["alpha_mem"]), dt / (1.0 - p["alpha_syn"])
+    tau_mem, tau_syn = dt / (1.0 - full(p["alpha_mem"])), dt / (1.0 - full(p["alpha_syn"]))
     return nir.CubaLIF(tau_syn=full(tau_syn), tau_mem=full(tau_mem), r=full(tau_mem / dt), v_leak=zeros,
                        v_threshold=full(p["theta"]), v_reset=zeros, w_in=full(tau_syn / dt))
 
 
-def _layers_of(obj) -> list[tuple[np.ndarray, np.ndarray | None, NeuronModel]]:
-    """(weight (out, in), bias or None, model) per layer of a Network or of an nn.Sequential of nn.Linear and
-    ift_snn SpikingLayer modules (the layers' present parameter values)."""
+def _layers_of(obj) -> list[tuple[np.ndarray, np.ndarray | None, NeuronModel, dict]]:
+    """(weight (out, in), bias or None, model, {parameter: per-neuron values}) per layer of a Network or of an
+    nn.Sequential of nn.Linear and ift_snn SpikingLayer modules (the layers' present parameter values)."""
     if isinstance(obj, Network):
-        return [(np.asarray(W if isinstance(W, np.ndarray) else W.get(), dtype=np.float64).T.copy(), None, m)
+        return [(np.asarray(W if isinstance(W, np.ndarray) else W.get(), dtype=np.float64).T.copy(), None, m, {})
                 for W, m in zip(obj.weights, obj.models)]
     try:
         import torch
@@ -95,7 +104,16 @@ def _layers_of(obj) -> list[tuple[np.ndarray, np.ndarray | None, NeuronModel]]:
             bias = None if module.bias is None else module.bias.detach().cpu().double().numpy().copy()
             pending = (module.weight.detach().cpu().double().numpy().copy(), bias)
         elif isinstance(module, SpikingLayer) and pending is not None:
-            layers.append((*pending, module.current_model()))
+            n = pending[0].shape[0]
+            per = {}
+            for k, v in module.parameter_values().items():
+                if v.numel() != 1:
+                    try:
+                        per[k] = np.broadcast_to(v.cpu().double().numpy(), (n,)).copy()
+                    except ValueError:
+                        raise ValueError(f"module {k} ({type(module).__name__}): its {k} has shape {tuple(v.shape)}, "
+                                         f"not one value per neuron of the {n} after the nn.Linear") from None
+            layers.append((*pending, module.current_model(), per))
             pending = None
         else:
             raise ValueError(f"module {k} ({type(module).__name__}) of the Sequential: NIR export takes nn.Linear "
@@ -119,9 +137,9 @@ def to_nir(net, dt: float = 1.0):
     layers = _layers_of(net)
     nodes = {"input": nir.Input(input_type={"input": np.array([layers[0][0].shape[1]])})}
     edges, last = [], "input"
-    for k, (W, b, model) in enumerate(layers):
+    for k, (W, b, model, per) in enumerate(layers):
         nodes[f"linear{k}"] = nir.Linear(weight=W) if b is None else nir.Affine(weight=W, bias=b)
-        nodes[f"neuron{k}"] = _node(model, W.shape[0], dt, k)
+        nodes[f"neuron{k}"] = _node(model, W.shape[0], dt, k, per)
         edges += [(last, f"linear{k}"), (f"linear{k}", f"neuron{k}")]
         last = f"neuron{k}"
     nodes["output"] = nir.Output(output_type={"output": np.array([layers[-1][0].shape[0]])})
@@ -129,48 +147,61 @@ def to_nir(net, dt: float = 1.0):
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"ift_snn_dt": dt})
 
 
-def _uniform(node, field: str, name: str) -> float:
+def _uniform(node, field: str, name: str):
+    """The node's ``field``: a float when every neuron has the same value, else the (n,) array."""
     values = np.asarray(getattr(node, field), dtype=np.float64).ravel()
-    if values.size == 0 or not np.all(values == values[0]):
-        raise ValueError(f"NIR node {name!r}: {field} differs between neurons; ift_snn's models share one value per "
-                         "layer (per-neuron parameters are not supported yet)")
-    return float(values[0])
+    if values.size == 0:
+        raise ValueError(f"NIR node {name!r}: {field} is empty")
+    return float(values[0]) if np.all(values == values[0]) else values
 
 
-def _model_of(node, name: str, dt: float, surrogate) -> tuple[NeuronModel, float]:
-    """(model, input gain) of a NIR neuron node; the gain is folded into the weights before it."""
+def _model_of(node, name: str, dt: float, surrogate) -> tuple[NeuronModel, object, dict]:
+    """(model, input gain (a float or per neuron), {parameter: per-neuron values}) of a NIR neuron node; the
+    gain is folded into the weights before it."""
     nir = _require_nir()
     kind = type(node).__name__
     for field in ("v_leak", "v_reset"):
-        if hasattr(node, field) and getattr(node, field) is not None and _uniform(node, field, name) != 0:
+        if hasattr(node, field) and getattr(node, field) is not None and np.any(_uniform(node, field, name) != 0):
             raise ValueError(f"NIR node {name!r} ({kind}) has {field} != 0; ift_snn's neurons rest at 0 and reset to 0")
     theta = _uniform(node, "v_threshold", name) if hasattr(node, "v_threshold") else None
-    if theta is not None and not theta > 0:
-        raise ValueError(f"NIR node {name!r}: v_threshold {theta} must be > 0")
+    if theta is not None and not np.all(theta > 0):
+        raise ValueError(f"NIR node {name!r}: v_threshold {np.min(theta)} must be > 0")
+    per = {}
 
-    def decay(tau_field: str) -> float:
+    def scalar(key: str, value):  # the first value for the model; all of them as per-neuron values
+        if isinstance(value, float):
+            return value
+        per[key] = value
+        return float(value[0])
+
+    def decay(tau_field: str):
         tau = _uniform(node, tau_field, name)
-        if not tau >= dt:
-            raise ValueError(f"NIR node {name!r}: {tau_field} = {tau} is shorter than the step dt = {dt}: the Euler "
-                             "step would not decay (1 - dt/tau < 0); import with a smaller dt")
+        if not np.all(tau >= dt):
+            raise ValueError(f"NIR node {name!r}: {tau_field} = {np.min(tau)} is shorter than the step dt = {dt}: the "
+                             "Euler step would not decay (1 - dt/tau < 0); import with a smaller dt")
         return (1.0 - dt / tau), tau
 
     if isinstance(node, nir.IF):
-        return if_neuron(theta, reset="zero", surrogate=surrogate), dt * _uniform(node, "r", name)
+        return (if_neuron(scalar("theta", theta), reset="zero", surrogate=surrogate), dt * _uniform(node, "r", name),
+                per)
     if isinstance(node, nir.LIF):
         alpha, tau = decay("tau")
-        return lif(alpha, theta, reset="zero", surrogate=surrogate), dt * _uniform(node, "r", name) / tau
+        model = lif(scalar("alpha", alpha), scalar("theta", theta), reset="zero", surrogate=surrogate)
+        return model, dt * _uniform(node, "r", name) / tau, per
     if isinstance(node, nir.CubaLIF):
         alpha_mem, tau_mem = decay("tau_mem")
         alpha_syn, tau_syn = decay("tau_syn")
         gain = (dt * _uniform(node, "w_in", name) / tau_syn) * (dt * _uniform(node, "r", name) / tau_mem)
-        return cuba_lif(alpha_mem, alpha_syn, theta, reset="zero", surrogate=surrogate), gain
+        model = cuba_lif(scalar("alpha_mem", alpha_mem), scalar("alpha_syn", alpha_syn), scalar("theta", theta),
+                         reset="zero", surrogate=surrogate)
+        return model, gain, per
     raise ValueError(f"NIR node {name!r} is a {kind}; ift_snn imports LIF, IF and CubaLIF neurons "
                      "(between Linear or Affine layers)")
 
 
-def _read_layers(graph, dt: float, surrogate) -> list[tuple[np.ndarray, np.ndarray | None, NeuronModel]]:
-    """(weight (out, in) times the node's input gain, bias likewise or None, model) per layer of a chain."""
+def _read_layers(graph, dt: float, surrogate) -> list[tuple[np.ndarray, np.ndarray | None, NeuronModel, dict]]:
+    """(weight (out, in) times the node's input gain, bias likewise or None, model, per-neuron values) per
+    layer of a chain."""
     nir = _require_nir()
     succ: dict[str, list[str]] = {}
     for a, b in graph.edges:
@@ -197,8 +228,9 @@ def _read_layers(graph, dt: float, surrogate) -> list[tuple[np.ndarray, np.ndarr
             continue
         if pending is None:
             raise ValueError(f"NIR node {name!r} ({type(node).__name__}) follows no Linear or Affine layer")
-        model, gain = _model_of(node, name, dt, surrogate)
-        layers.append((pending[1] * gain, None if pending[2] is None else pending[2] * gain, model))
+        model, gain, per = _model_of(node, name, dt, surrogate)
+        row = gain if isinstance(gain, float) else np.asarray(gain)[:, None]  # a gain per neuron scales its row
+        layers.append((pending[1] * row, None if pending[2] is None else pending[2] * gain, model, per))
         pending = None
     if not isinstance(graph.nodes.get(name), nir.Output) or pending is not None or not layers:
         raise ValueError("the NIR graph is not input -> (Linear or Affine -> neuron) ... -> output")
@@ -230,19 +262,23 @@ def from_nir(graph, dt: float | None = None, *, surrogate="exponential", dtype=n
 
         tdtype = torch.float64 if np.dtype(dtype) == np.float64 else torch.float32
         modules = []
-        for W, b, model in layers:
+        for W, b, model, per in layers:
             linear = torch.nn.Linear(W.shape[1], W.shape[0], bias=b is not None, dtype=tdtype)
             with torch.no_grad():
                 linear.weight.copy_(torch.from_numpy(W))
                 if b is not None:
                     linear.bias.copy_(torch.from_numpy(b))
-            modules += [linear, SpikingLayer(model)]
+            values = {k: torch.from_numpy(v).to(tdtype) for k, v in per.items()}
+            modules += [linear, SpikingLayer(model, values=values or None)]
         return torch.nn.Sequential(*modules)
-    for k, (_, b, _) in enumerate(layers):
+    for k, (_, b, _, per) in enumerate(layers):
         if b is not None and np.any(b != 0):
             raise ValueError(f"layer {k} of the NIR graph (an Affine) has a nonzero bias; ift_snn's Network has "
                              "none: import it with to='torch' (nn.Linear keeps the bias)")
-    sizes = [layers[0][0].shape[1]] + [W.shape[0] for W, _, _ in layers]
-    net = Network(sizes, [m for _, _, m in layers], dtype=dtype)
-    net.weights = [W.T.astype(net.dtype) for W, _, _ in layers]
+        if per:
+            raise ValueError(f"layer {k} of the NIR graph has {', '.join(per)} differing between neurons; a Network's "
+                             "models share one value per layer: import it with to='torch' (per-neuron values)")
+    sizes = [layers[0][0].shape[1]] + [W.shape[0] for W, *_ in layers]
+    net = Network(sizes, [m for _, _, m, _ in layers], dtype=dtype)
+    net.weights = [W.T.astype(net.dtype) for W, *_ in layers]
     return net

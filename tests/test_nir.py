@@ -84,7 +84,7 @@ def test_what_nir_cannot_describe_is_refused():
         to_nir(srm)
     graph = to_nir(_net())
     graph.nodes["neuron0"].tau[0] += 1.0
-    with pytest.raises(ValueError, match="'neuron0': tau differs between neurons"):
+    with pytest.raises(ValueError, match="layer 0 of the NIR graph has alpha differing between neurons.*to='torch'"):
         from_nir(graph)
     graph = to_nir(_net())
     graph.nodes["neuron1"].v_leak[:] = 0.1
@@ -126,3 +126,45 @@ def test_a_torch_sequential_round_trips_and_crosses_to_a_network(tmp_path):
     np.testing.assert_array_equal(spikes, _spikes(net, xs)[-1])
     with pytest.raises(ValueError, match="nonzero bias; ift_snn's Network has none: import it with to='torch'"):
         from_nir(path)
+
+
+def test_per_neuron_values_round_trip_through_nir(tmp_path):
+    """A Sequential whose layers have per-neuron alpha, theta (and a per-neuron r in the file: a gain per row of
+    the weights): NIR file -> nn.Sequential with the same per-neuron values and spikes; a graph with per-neuron
+    values runs the NIR equations (forward Euler, written in this file)."""
+    torch = pytest.importorskip("torch")
+    from ift_snn.integrations.torch import CUBALIF, LIF
+
+    torch.manual_seed(1)
+    alpha, theta = torch.linspace(0.7, 0.95, 9, dtype=torch.float64), torch.linspace(0.6, 1.2, 9, dtype=torch.float64)
+    seq = torch.nn.Sequential(torch.nn.Linear(7, 9, dtype=torch.float64), LIF(alpha, theta, reset="zero",
+                                                                               train_alpha=True),
+                              torch.nn.Linear(9, 4, dtype=torch.float64),
+                              CUBALIF(torch.tensor([0.8, 0.85, 0.9, 0.95]), 0.6, 0.9, reset="zero"))
+    with torch.no_grad():
+        seq[0].weight.mul_(3.0)
+        seq[2].weight.mul_(3.0)
+    path = tmp_path / "per_neuron.nir"
+    nir.write(str(path), to_nir(seq))
+    back = from_nir(path, to="torch")
+    assert back[1].per_neuron == ("alpha", "theta") and back[3].per_neuron == ("alpha_mem",)
+    torch.testing.assert_close(back[1].alpha, alpha, rtol=1e-12, atol=0)
+    torch.testing.assert_close(back[1].theta, theta, rtol=1e-12, atol=0)
+    x = (torch.rand(4, 50, 7, generator=torch.Generator().manual_seed(3)) < 0.4).double()
+    with torch.no_grad():
+        want, got = seq(x), back(x)
+    assert want.sum() > 0 and torch.equal(got, want)
+
+    rng = np.random.default_rng(4)
+    W, tau, r, th = rng.normal(0, 1.0, (6, 9)), np.linspace(4.0, 12.0, 6), np.linspace(2.0, 5.0, 6), 0.7
+    graph = nir.NIRGraph(
+        nodes={"in": nir.Input(input_type={"input": np.array([9])}), "fc": nir.Linear(weight=W),
+               "lif": nir.LIF(tau=tau, r=r, v_leak=np.zeros(6), v_threshold=np.full(6, th), v_reset=np.zeros(6)),
+               "out": nir.Output(output_type={"output": np.array([6])})},
+        edges=[("in", "fc"), ("fc", "lif"), ("lif", "out")])
+    spikes_in = (rng.random((50, 4, 9)) < 0.4).astype(np.float64)
+    euler = _euler_lif(spikes_in, W, tau, r, th, 1.0)
+    with torch.no_grad():
+        got = from_nir(graph, dt=1.0, to="torch")(torch.from_numpy(spikes_in.transpose(1, 0, 2)))
+    assert euler.sum() > 0
+    np.testing.assert_array_equal(got.numpy().transpose(1, 0, 2), euler)

@@ -630,12 +630,38 @@ def test_from_snntorch_gives_its_spikes_and_exact_gradients(kind, slope, reset):
             assert abs(float(layer.alpha.grad) - want_beta) <= (1e-5 if loose else 1e-6) * abs(want_beta)
 
 
+def test_from_snntorch_per_neuron_beta_and_threshold():
+    """snnTorch's per-neuron beta and threshold (tensors of the neuron shape): the same spikes, and with
+    method="slayer" snnTorch's gradients of x and of each neuron's beta (float32 spikes there: 1e-6)."""
+    snn = pytest.importorskip("snntorch")
+    from ift_snn.integrations.torch import from_snntorch
+
+    B, T, N = 3, 30, 4
+    leaky = snn.Leaky(beta=torch.tensor([0.6, 0.75, 0.9, 1.0]), threshold=torch.tensor([0.7, 0.9, 1.1, 1.3]),
+                      learn_beta=True).double()
+    gen = torch.Generator().manual_seed(8)
+    x = (0.5 + 0.7 * torch.randn(B, T, N, dtype=torch.float64, generator=gen)).requires_grad_(True)
+    g = torch.randn(B, T, N, generator=gen).double()
+    mem, spikes = leaky.init_leaky(), []
+    for t in range(T):
+        s, mem = leaky(x[:, t], mem)
+        spikes.append(s)
+    spikes = torch.stack(spikes, 1)
+    (spikes * g).sum().backward()
+    layer = from_snntorch(leaky, method="slayer")
+    assert layer.alpha.shape == (N,) and layer.per_neuron == ("theta",)
+    xi = x.detach().requires_grad_(True)
+    s = layer(xi)
+    (s * g).sum().backward()
+    assert torch.equal(s, spikes) and s.sum() > 0
+    assert rel_err(xi.grad.numpy(), x.grad.numpy()) < 1e-6
+    assert rel_err(layer.alpha.grad.numpy(), leaky.beta.grad.numpy()) < 1e-6
+
+
 def test_from_snntorch_refuses_what_has_no_equal():
     snn = pytest.importorskip("snntorch")
     from ift_snn.integrations.torch import from_snntorch
 
-    with pytest.raises(ValueError, match="Leaky.beta has 4 values .* one per layer"):
-        from_snntorch(snn.Leaky(beta=torch.full((4,), 0.9)))
     with pytest.raises(ValueError, match="reset_mechanism='none'"):
         from_snntorch(snn.Leaky(beta=0.9, reset_mechanism="none"))
     with pytest.raises(ValueError, match="surrogate .* has no equal here"):

@@ -60,13 +60,17 @@ def test_compiled_layer_with_an_initial_membrane():
         torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
-def test_the_custom_op_passes_opcheck():
-    """torch.library.opcheck: schema, fake tensor, autograd registration and AOT dispatch of the op."""
-    layer = LIF(0.9, train_alpha=True)
+@pytest.mark.parametrize("per_neuron", [False, True])
+def test_the_custom_op_passes_opcheck(per_neuron):
+    """torch.library.opcheck: schema, fake tensor, autograd registration and AOT dispatch of the op (with a
+    per-neuron theta: the op's list of per-neuron tensors)."""
+    theta = torch.tensor([0.8, 1.0, 1.2], dtype=torch.float64) if per_neuron else 1.0
+    layer = LIF(0.9, theta, train_alpha=True, train_theta=per_neuron)
     x = (0.4 + 0.5 * torch.randn(2, 12, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3)))
     params = layer.alpha.detach().reshape(1).clone().requires_grad_(True)
+    per = [layer.theta.detach().clone().requires_grad_(True)] if per_neuron else []
     torch.library.opcheck(torch.ops.ift_snn.spike_scan.default,
-                          (x.requires_grad_(True), None, None, params, layer._op_key, "exodus", 0))
+                          (x.requires_grad_(True), None, None, params, per, layer._op_key, "exodus", 0))
 
 
 def test_options_the_compiled_layer_does_not_take_are_named():

@@ -77,7 +77,7 @@ _FLOATS = (torch.float32, torch.float64)
 _HALVES = (torch.float16, torch.bfloat16)
 _DEVICES = ("cpu", "cuda")
 #: Keyword arguments of SpikingLayer (the rest of a constructor's keywords go to the model).
-_LAYER_KW = ("method", "truncation", "train_alpha", "train_theta", "stateful", "record_states")
+_LAYER_KW = ("method", "truncation", "train_alpha", "train_theta", "stateful", "record_states", "values")
 
 
 # ------------------------------------------------------------------ arrays
@@ -175,6 +175,34 @@ def _check_input(a: object, u0: object) -> tuple[torch.Tensor, torch.Tensor | No
     return a, u0.to(a.dtype)
 
 
+def _layer_values(model: NeuronModel, values: Mapping | None) -> dict[str, torch.Tensor]:
+    """{name: floating tensor} of a layer's ``values`` (numbers become 0-d tensors of the default dtype),
+    each in the model's range (a per-neuron tensor at its least and largest value)."""
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise TypeError(f"values must be a mapping {{parameter: number or tensor}}, got {type(values).__name__}")
+    out = {}
+    for k, v in values.items():
+        if k not in model.parameter_names:
+            raise ValueError(f"values has {k!r}, which is not a parameter of the {model.name} model "
+                             f"(its parameters are {model.parameter_names})")
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            v = torch.tensor(float(v), dtype=torch.get_default_dtype())
+        elif isinstance(v, np.ndarray):
+            v = torch.from_numpy(v)
+        if not isinstance(v, torch.Tensor) or v.numel() == 0:
+            raise TypeError(f"values[{k!r}] must be a number or a non-empty tensor, got {v!r:.80}")
+        if not v.is_floating_point():
+            v = v.to(torch.get_default_dtype())
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError(f"values[{k!r}] holds NaN or inf; expected finite values")
+        _with_params(model, {k: float(v.min())})
+        _with_params(model, {k: float(v.max())})
+        out[k] = v
+    return out
+
+
 def _with_params(model: NeuronModel, values: Mapping[str, float]) -> NeuronModel:
     """``model.with_params`` with an error that says where the values came from and what to do."""
     if not values:
@@ -190,6 +218,8 @@ def _with_params(model: NeuronModel, values: Mapping[str, float]) -> NeuronModel
 
 
 def _check_params(model: NeuronModel, params: Mapping[str, torch.Tensor] | None, like: torch.Tensor):
+    """(names, tensors) of ``params``: each a one-element tensor (one value for the layer) or one value per
+    neuron, a tensor whose shape broadcasts to the neuron shape ``like.shape[2:]`` (shared over the batch)."""
     if not params:
         return (), ()
     unknown = set(params) - set(model.parameter_names)
@@ -197,22 +227,34 @@ def _check_params(model: NeuronModel, params: Mapping[str, torch.Tensor] | None,
         raise ValueError(f"unknown parameters {sorted(unknown)}; the {model.name} model has {model.parameter_names}")
     names = tuple(params)
     tensors = []
+    neurons = tuple(like.shape[2:])
     for k in names:
         p = params[k]
-        if not isinstance(p, torch.Tensor) or p.numel() != 1 or not p.is_floating_point():
-            raise TypeError(f"parameter {k} must be a one-element floating torch.Tensor, got {p!r}")
+        if not isinstance(p, torch.Tensor) or not p.is_floating_point():
+            raise TypeError(f"parameter {k} must be a floating torch.Tensor (one value, or one per neuron), got {p!r}")
         if p.device != like.device:
             raise ValueError(f"parameter {k} is on device {p.device} but the input is on {like.device}")
+        if p.numel() != 1:
+            try:
+                fits = len(p.shape) <= len(neurons) and torch.broadcast_shapes(tuple(p.shape), neurons) == neurons
+            except RuntimeError:
+                fits = False
+            if not fits:
+                raise ValueError(f"parameter {k} has shape {tuple(p.shape)}, which does not broadcast to the neuron "
+                                 f"shape {neurons} of the input {tuple(like.shape)} (batch, time, *neurons); expected "
+                                 "one value, or one per neuron")
         tensors.append(p)
     return names, tuple(tensors)
 
 
 # ---------------------------------------------------------------- function
-def _forward_trace(model: NeuronModel, a: torch.Tensor, u0, x0) -> ops.Trace:
-    """ops.forward on zero-copy views of the batch-major tensors (time_axis=1), on a's device and stream."""
+def _forward_trace(model: NeuronModel, a: torch.Tensor, u0, x0, per_neuron=None) -> ops.Trace:
+    """ops.forward on zero-copy views of the batch-major tensors (time_axis=1), on a's device and stream;
+    ``per_neuron``: {name: tensor of values per neuron (broadcasting to a.shape[2:])}."""
     with _on_device(a):
+        per = {k: _as_array(v.to(a.dtype)) for k, v in (per_neuron or {}).items()}
         return ops.forward(model, _as_array(a), None if u0 is None else _as_array(u0), copy=False,
-                           state=None if x0 is None else _as_array(x0), time_axis=1)
+                           state=None if x0 is None else _as_array(x0), time_axis=1, params=per or None)
 
 
 class SpikeScan(torch.autograd.Function):
@@ -221,8 +263,10 @@ class SpikeScan(torch.autograd.Function):
     ``apply(a, u0, x0, model, method, truncation, names, *params)``: ``a`` (batch,
     time, *neurons), ``u0`` (batch, *neurons) or None, ``x0`` the whole initial
     state (n_state, batch, *neurons) or None (not both), ``model`` already
-    holding the values of ``params`` (0-d tensors named by ``names``, which
-    only route dL/dp). Returns (spikes (batch, time, *neurons), the state after
+    holding the values of the one-element ``params`` (these only route dL/dp);
+    a param with more values holds one per neuron (broadcasting to ``a.shape[2:]``),
+    read by the kernels as a per-neuron vector, its dL/dp summed over the batch
+    (and over whatever it broadcasts along). ``names`` name ``params``. Returns (spikes (batch, time, *neurons), the state after
     the last step (n_state, batch, *neurons), the membrane u (batch, time,
     *neurons)); the last two not differentiable.
     """
@@ -230,7 +274,8 @@ class SpikeScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, u0, x0, model, method, truncation, names, *params):
         a_in = a.detach().contiguous()  # (batch, time, *neurons): read in place by the kernels (time_axis=1)
-        trace = _forward_trace(model, a_in, u0, x0)
+        per = {k: p.detach() for k, p in zip(names, params) if p.numel() != 1}
+        trace = _forward_trace(model, a_in, u0, x0, per)
         with _on_device(a):
             s = _as_tensor(trace.s)
             final = _as_tensor(trace.state)
@@ -261,11 +306,17 @@ class SpikeScan(torch.autograd.Function):
             grad_a = _as_tensor(grads.a) if needs[0] else None
             grad_u0 = _as_tensor(grads.u0) if needs[1] else None
             grad_x0 = _as_tensor(grads.state) if needs[2] else None
-        grad_p = [
-            torch.tensor(grads.params[k], dtype=dtype, device=device).reshape(shape) if need else None
-            for k, (dtype, device, shape), need in zip(ctx.names, ctx.param_like, needs[7:])
-        ]
+        grad_p = [_param_grad(grads.params[k], dtype, device, shape) if need else None
+                  for k, (dtype, device, shape), need in zip(ctx.names, ctx.param_like, needs[7:])]
         return (grad_a, grad_u0, grad_x0, None, None, None, None, *grad_p)
+
+
+def _param_grad(value, dtype, device, shape) -> torch.Tensor:
+    """dL/dp as a tensor of the parameter's shape: a float (a one-element parameter), or the per-(batch,
+    neuron) array of a per-neuron one, summed over what the parameter broadcasts along (the batch)."""
+    if isinstance(value, float):
+        return torch.tensor(value, dtype=dtype, device=device).reshape(shape)
+    return _as_tensor(value).sum_to_size(shape).to(dtype)  # float64 (batch, *neurons), summed
 
 
 def _check_state(model: NeuronModel, x0: object, a: torch.Tensor, what: str = "state") -> torch.Tensor:
@@ -308,7 +359,8 @@ def spike_scan(
     ``state``: instead of u0, the whole initial state (n_state, batch, *neurons)
     in the order of :func:`ift_snn.state_names`, e.g. the state a previous call
     returned; ``params``: {name: 0-d tensor} values that replace the model's,
-    with gradients. Returns (spikes like ``a``, the state after the last step
+    with gradients: a one-element tensor, or one value per neuron (a tensor whose shape broadcasts to
+    ``a.shape[2:]``, shared over the batch; its gradient has its shape). Returns (spikes like ``a``, the state after the last step
     (n_state, batch, *neurons), without gradient: pass it as the next call's
     ``state`` to continue the sequence). ``record=True`` appends the membrane
     u (batch, time, *neurons), without gradient: u[n] is the value compared with
@@ -336,7 +388,11 @@ def spike_scan(
         raise TypeError(f"method='bptt' is the float64 CPU reference; the input is on {a.device}: "
                         "use method='exodus' (the same gradient) or CPU tensors")
     names, tensors = _check_params(model, params, a)
-    model = _with_params(model, {k: float(p.detach()) for k, p in zip(names, tensors)})
+    model = _with_params(model, {k: float(p.detach()) for k, p in zip(names, tensors) if p.numel() == 1})
+    for k, p in zip(names, tensors):
+        if p.numel() != 1:  # per-neuron values: in range at their least and largest (the ranges are intervals)
+            _with_params(model, {k: float(p.detach().min())})
+            _with_params(model, {k: float(p.detach().max())})
     spikes, final, u = SpikeScan.apply(a, u0, state, model, method, truncation, names, *tensors)
     # u is a view of what the backward reads: a copy for the caller, who may change it in place
     return (spikes, final, u.clone()) if record else (spikes, final)
@@ -350,28 +406,30 @@ def spike_scan(
 # parameters as one tensor, whose values rebuild the model inside the op. The backward op recomputes the
 # forward scan (a Trace is not a tensor) before the reverse scan: one extra forward per backward, only
 # under torch.compile; eager calls keep :class:`SpikeScan`.
-_OP_MODELS: dict[str, tuple[NeuronModel, tuple[str, ...]]] = {}
+_OP_MODELS: dict[str, tuple[NeuronModel, tuple[str, ...], tuple[str, ...]]] = {}
 
 
-def _op_key(model: NeuronModel, names: tuple[str, ...]) -> str:
-    """The registry key of (model, trainable names): a sha256 of both, the model kept under it."""
+def _op_key(model: NeuronModel, names: tuple[str, ...], vector_names: tuple[str, ...] = ()) -> str:
+    """The registry key of (model, trainable one-value names, per-neuron names): a sha256 of them, the model
+    kept under it."""
     import hashlib
     import json
 
     from ..models import model_to_dict
 
-    key = hashlib.sha256(json.dumps([model_to_dict(model), list(names)], sort_keys=True).encode()).hexdigest()[:16]
-    _OP_MODELS[key] = (model, tuple(names))
+    parts = [model_to_dict(model), list(names)] + ([list(vector_names)] if vector_names else [])
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    _OP_MODELS[key] = (model, tuple(names), tuple(vector_names))
     return key
 
 
 def _op_model(key: str, params: torch.Tensor) -> NeuronModel:
-    model, names = _OP_MODELS[key]
+    model, names, _ = _OP_MODELS[key]
     return _with_params(model, dict(zip(names, params.detach().double().tolist())))
 
 
-def _op_trace(a, u0, x0, params, key):
-    return _forward_trace(_op_model(key, params), a, u0, x0)
+def _op_trace(a, u0, x0, params, per, key):
+    return _forward_trace(_op_model(key, params), a, u0, x0, dict(zip(_OP_MODELS[key][2], per)))
 
 
 def _register_ops() -> bool:
@@ -380,49 +438,53 @@ def _register_ops() -> bool:
         return hasattr(torch.library, "custom_op")
 
     @torch.library.custom_op("ift_snn::spike_scan", mutates_args=())
-    def _scan_op(a: torch.Tensor, u0: torch.Tensor | None, x0: torch.Tensor | None, params: torch.Tensor, key: str,
-                 method: str, truncation: int) -> tuple[torch.Tensor, torch.Tensor]:
-        trace = _op_trace(a, u0, x0, params, key)
+    def _scan_op(a: torch.Tensor, u0: torch.Tensor | None, x0: torch.Tensor | None, params: torch.Tensor,
+                 per: list[torch.Tensor], key: str, method: str, truncation: int) -> tuple[torch.Tensor, torch.Tensor]:
+        trace = _op_trace(a, u0, x0, params, per, key)
         return _as_tensor(trace.s).clone(), _as_tensor(trace.state).clone()
 
     @_scan_op.register_fake
-    def _(a, u0, x0, params, key, method, truncation):
+    def _(a, u0, x0, params, per, key, method, truncation):
         n_state = len(ops.state_names(_OP_MODELS[key][0]))
         return a.new_empty(a.shape), a.new_empty((n_state, a.shape[0], *a.shape[2:]))
 
     @torch.library.custom_op("ift_snn::spike_scan_backward", mutates_args=())
     def _scan_backward_op(grad_s: torch.Tensor, a: torch.Tensor, u0: torch.Tensor | None, x0: torch.Tensor | None,
-                          params: torch.Tensor, key: str, method: str,
-                          truncation: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        trace = _op_trace(a, u0, x0, params, key)
+                          params: torch.Tensor, per: list[torch.Tensor], key: str, method: str,
+                          truncation: int) -> list[torch.Tensor]:
+        trace = _op_trace(a, u0, x0, params, per, key)
         with _on_device(grad_s):
             grads = ops.backward(trace.model, trace, _as_array(grad_s.contiguous()), method=method,
-                                 truncation=truncation or None, parameters=params.numel() > 0)
+                                 truncation=truncation or None, parameters=params.numel() > 0 or len(per) > 0)
             grad_a = _as_tensor(grads.a).clone()
             grad_u0 = _as_tensor(grads.u0).clone() if u0 is not None else a.new_empty(0)
             grad_x0 = _as_tensor(grads.state).clone() if x0 is not None else a.new_empty(0)
-        names = _OP_MODELS[key][1]
+        _, names, vector_names = _OP_MODELS[key]
         grad_p = torch.tensor([grads.params[k] for k in names], dtype=params.dtype, device=params.device)
-        return grad_a, grad_u0, grad_x0, grad_p
+        grad_per = [_param_grad(grads.params[k], p.dtype, p.device, p.shape) for k, p in zip(vector_names, per)]
+        return [grad_a, grad_u0, grad_x0, grad_p, *grad_per]
 
     @_scan_backward_op.register_fake
-    def _(grad_s, a, u0, x0, params, key, method, truncation):
-        return (a.new_empty(a.shape), a.new_empty(u0.shape if u0 is not None else (0,)),
-                a.new_empty(x0.shape if x0 is not None else (0,)), params.new_empty(params.shape))
+    def _(grad_s, a, u0, x0, params, per, key, method, truncation):
+        return [a.new_empty(a.shape), a.new_empty(u0.shape if u0 is not None else (0,)),
+                a.new_empty(x0.shape if x0 is not None else (0,)), params.new_empty(params.shape),
+                *[p.new_empty(p.shape) for p in per]]
 
     def _scan_setup(ctx, inputs, output):
-        a, u0, x0, params, key, method, truncation = inputs
+        a, u0, x0, params, per, key, method, truncation = inputs
         ctx.key, ctx.method, ctx.truncation = key, method, truncation
-        ctx.has_u0, ctx.has_x0 = u0 is not None, x0 is not None
-        ctx.save_for_backward(a, params, *([u0] if u0 is not None else []), *([x0] if x0 is not None else []))
+        ctx.has_u0, ctx.has_x0, ctx.n_per = u0 is not None, x0 is not None, len(per)
+        ctx.save_for_backward(a, params, *per, *([u0] if u0 is not None else []), *([x0] if x0 is not None else []))
 
     def _scan_backward(ctx, grad_s, grad_final):
         a, params, *rest = ctx.saved_tensors
+        per, rest = rest[:ctx.n_per], rest[ctx.n_per:]
         u0 = rest.pop(0) if ctx.has_u0 else None
         x0 = rest.pop(0) if ctx.has_x0 else None
-        grad_a, grad_u0, grad_x0, grad_p = torch.ops.ift_snn.spike_scan_backward(
-            grad_s, a, u0, x0, params, ctx.key, ctx.method, ctx.truncation)
-        return (grad_a, grad_u0 if ctx.has_u0 else None, grad_x0 if ctx.has_x0 else None, grad_p, None, None, None)
+        grad_a, grad_u0, grad_x0, grad_p, *grad_per = torch.ops.ift_snn.spike_scan_backward(
+            grad_s, a, u0, x0, params, list(per), ctx.key, ctx.method, ctx.truncation)
+        return (grad_a, grad_u0 if ctx.has_u0 else None, grad_x0 if ctx.has_x0 else None, grad_p, list(grad_per),
+                None, None, None)
 
     torch.library.register_autograd("ift_snn::spike_scan", _scan_backward, setup_context=_scan_setup)
     return True
@@ -446,6 +508,12 @@ class SpikingLayer(nn.Module):
     theta_r). Their values rebuild the model before each call; values out of
     range raise a ValueError naming them.
 
+    ``values``: {parameter: value} replacing the model's: a number, or a tensor with one value per neuron
+    (its shape broadcasting to the input's neuron shape ``x.shape[2:]``, shared over the batch; e.g.
+    ``values={"alpha": torch.full((128,), 0.9)}``, or ``LIF(torch.full((128,), 0.9))``). A trainable
+    per-neuron parameter is an ``nn.Parameter`` of that shape, with dL/dp per neuron; a fixed one a buffer.
+    The kernels read per-neuron values as vectors (built once per set of such parameters).
+
     ``record_states=True`` keeps the membrane of the last call in ``layer.recordings["v_mem"]``
     (batch, time, *neurons), without gradient.
 
@@ -465,9 +533,13 @@ class SpikingLayer(nn.Module):
         train_theta: bool = False,
         stateful: bool = False,
         record_states: bool = False,
+        values: Mapping[str, float | torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
-        self.model = _check_model(model)
+        model = _check_model(model)
+        given = _layer_values(model, values)
+        model = _with_params(model, {k: float(v) for k, v in given.items() if v.numel() == 1})
+        self.model = model
         self.truncation = _check_method(method, truncation)
         self.method = method
         names = []
@@ -480,9 +552,14 @@ class SpikingLayer(nn.Module):
         if train_theta:
             names.append("theta")
         self.trainable = tuple(names)
-        values = dict(model.params)
+        scalars = dict(model.params)
         for k in names:
-            self.register_parameter(k, nn.Parameter(torch.tensor(values[k], dtype=torch.get_default_dtype())))
+            start = given[k] if k in given else torch.tensor(scalars[k], dtype=torch.get_default_dtype())
+            self.register_parameter(k, nn.Parameter(start.detach().clone()))
+        #: Parameters with fixed values per neuron (buffers); the trainable ones are in ``trainable``.
+        self.per_neuron = tuple(k for k, v in given.items() if v.numel() != 1 and k not in names)
+        for k in self.per_neuron:
+            self.register_buffer(k, given[k].detach().clone())
         if stateful and method == "bptt":
             raise ValueError("stateful=True needs method='exodus' or 'slayer': method='bptt' (the float64 "
                              "reference) starts every call from u0, not from a carried state")
@@ -492,14 +569,20 @@ class SpikingLayer(nn.Module):
         self.record_states = bool(record_states)
         #: The key of (model, trainable names) in the custom op's registry, for torch.compile (made here: the
         #: compiler does not trace the hashing of a model).
-        self._op_key = _op_key(self.model, self.trainable)
+        self._op_scalar, self._op_vector = self._op_names()
+        self._op_key = _op_key(self.model, self._op_scalar, self._op_vector)
         #: ``record_states=True``: {"v_mem": the membrane (batch, time, *neurons) of the last call}, without
         #: gradient (as sinabs' ``recordings``; u[n] is the value compared with theta at step n).
         self.recordings: dict[str, torch.Tensor] = {}
 
     def __setstate__(self, state: dict) -> None:  # unpickled in another process: register the model there
         super().__setstate__(state)
-        _OP_MODELS.setdefault(self._op_key, (self.model, self.trainable))
+        _OP_MODELS.setdefault(self._op_key, (self.model, *self._op_names()))
+
+    def _op_names(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(trainable one-value parameters, per-neuron parameters) as the custom op takes them."""
+        vector = tuple(k for k in self.trainable + self.per_neuron if getattr(self, k).numel() != 1)
+        return tuple(k for k in self.trainable if k not in vector), vector
 
     @property
     def state(self) -> torch.Tensor | None:
@@ -507,8 +590,20 @@ class SpikingLayer(nn.Module):
         return self._state
 
     def current_model(self) -> NeuronModel:
-        """The model with the trainable parameters' present values."""
-        return _with_params(self.model, {k: float(getattr(self, k).detach()) for k in self.trainable})
+        """The model with the trainable parameters' present values (those given per neuron: see
+        :meth:`parameter_values`)."""
+        shared = {k: float(getattr(self, k).detach()) for k in self.trainable if getattr(self, k).numel() == 1}
+        return _with_params(self.model, shared)
+
+    def parameter_values(self) -> dict[str, torch.Tensor]:
+        """{name: value} of every parameter of the model, detached: a 0-d tensor, or the tensor of values per
+        neuron of a per-neuron parameter."""
+        own = self.trainable + self.per_neuron
+        return {k: (getattr(self, k).detach() if k in own else torch.tensor(v)) for k, v in self.model.params}
+
+    def _live(self) -> dict[str, torch.Tensor]:
+        """The tensors that replace the model's values in a call: trainable and per-neuron parameters."""
+        return {k: getattr(self, k) for k in self.trainable + self.per_neuron}
 
     def reset_states(self) -> None:
         """Forget the carried state (of ``stateful=True`` calls and of :meth:`step`): the next call starts from
@@ -535,7 +630,7 @@ class SpikingLayer(nn.Module):
 
             warnings.warn(f"SpikingLayer reads the 2-D input {tuple(x.shape)} as (batch, time) of one neuron each; "
                           "for one time step of many neurons (batch, neurons) use layer.step(x)", stacklevel=2)
-        live = {k: getattr(self, k) for k in self.trainable}
+        live = self._live()
         state = None
         if self.stateful and u0 is None and self._state is not None:
             want = (x.shape[0], *x.shape[2:])
@@ -572,7 +667,7 @@ class SpikingLayer(nn.Module):
             raise ValueError(f"SpikingLayer.step: the input has (batch, *neurons) = {tuple(x.shape)} but the carried "
                              f"state is for {tuple(state.shape[1:])}; call reset_states() to start a new stream")
         with torch.no_grad():
-            live = {k: getattr(self, k) for k in self.trainable}
+            live = self._live()
             spikes, final = spike_scan(self.model, a, state=state, params=live, method="exodus")
         self._step_state = final
         return spikes.squeeze(1)
@@ -586,10 +681,11 @@ class SpikingLayer(nn.Module):
             raise NotImplementedError(
                 "under torch.compile the layer runs without stateful=True or record_states=True, with "
                 "method 'exodus' or 'slayer', on float32/float64 inputs; use it uncompiled for those")
-        params = (torch.stack([getattr(self, k).reshape(()) for k in self.trainable]).to(x.dtype) if self.trainable
-                  else x.new_zeros(0))
+        params = (torch.stack([getattr(self, k).reshape(()) for k in self._op_scalar]).to(x.dtype)
+                  if self._op_scalar else x.new_zeros(0))
+        per = [getattr(self, k) for k in self._op_vector]
         spikes, _ = torch.ops.ift_snn.spike_scan(x.contiguous(), None if u0 is None else u0.to(x.dtype), None, params,
-                                                 self._op_key, self.method, self.truncation or 0)
+                                                 per, self._op_key, self.method, self.truncation or 0)
         return spikes
 
 
@@ -617,24 +713,40 @@ def _split(kw: dict, constructor, where: str) -> tuple[dict, dict]:
     return layer, kw
 
 
-def LIF(alpha: float, theta: float = 1.0, **kw) -> SpikingLayer:  # noqa: N802 - layer class style
+def _build(constructor, where: str, positional: dict, kw: dict) -> SpikingLayer:
+    """A SpikingLayer of ``constructor``'s model. A parameter given as a tensor (or array) of more than one
+    value is per neuron: the model gets its first value, the layer all of them (``values``)."""
+    layer, model_kw = _split(dict(kw), constructor, where)
+    per = {}
+    args = {**positional, **{k: v for k, v in model_kw.items() if k == "theta_r"}}
+    for k, v in args.items():
+        if isinstance(v, (torch.Tensor, np.ndarray)):
+            t = torch.as_tensor(v)
+            per[k] = t
+            args[k] = float(t.reshape(-1)[0]) if t.numel() else v
+    model_kw.update({k: v for k, v in args.items() if k == "theta_r"})
+    model = constructor(*[args[k] for k in positional], **model_kw)
+    values = {**per, **(layer.pop("values", None) or {})}
+    return SpikingLayer(model, **layer, values=values or None)
+
+
+def LIF(alpha: float | torch.Tensor, theta: float | torch.Tensor = 1.0, **kw) -> SpikingLayer:  # noqa: N802
     """SpikingLayer of :func:`ift_snn.lif` neurons; keywords go to the layer (method, truncation,
-    train_alpha, train_theta, stateful) or to the model (theta_r, reset_before_decay, spike, surrogate,
-    reset, u_min)."""
-    layer, model = _split(dict(kw), lif, "LIF()")
-    return SpikingLayer(lif(alpha, theta, **model), **layer)
+    train_alpha, train_theta, stateful, record_states, values) or to the model (theta_r, reset_before_decay,
+    spike, surrogate, reset, u_min). ``alpha``, ``theta`` (and ``theta_r``) may be tensors of one value per
+    neuron (e.g. ``LIF(torch.full((128,), 0.9), train_alpha=True)``, as snnTorch's per-neuron ``beta``)."""
+    return _build(lif, "LIF()", {"alpha": alpha, "theta": theta}, kw)
 
 
-def IF(theta: float = 1.0, **kw) -> SpikingLayer:  # noqa: N802
-    """SpikingLayer of :func:`ift_snn.if_neuron` neurons (keywords as for :func:`LIF`)."""
-    layer, model = _split(dict(kw), if_neuron, "IF()")
-    return SpikingLayer(if_neuron(theta, **model), **layer)
+def IF(theta: float | torch.Tensor = 1.0, **kw) -> SpikingLayer:  # noqa: N802
+    """SpikingLayer of :func:`ift_snn.if_neuron` neurons (keywords and per-neuron tensors as for :func:`LIF`)."""
+    return _build(if_neuron, "IF()", {"theta": theta}, kw)
 
 
-def CUBALIF(alpha_mem: float, alpha_syn: float, theta: float = 1.0, **kw) -> SpikingLayer:  # noqa: N802
-    """SpikingLayer of :func:`ift_snn.cuba_lif` neurons (keywords as for :func:`LIF`)."""
-    layer, model = _split(dict(kw), cuba_lif, "CUBALIF()")
-    return SpikingLayer(cuba_lif(alpha_mem, alpha_syn, theta, **model), **layer)
+def CUBALIF(alpha_mem: float | torch.Tensor, alpha_syn: float | torch.Tensor, theta: float | torch.Tensor = 1.0,
+            **kw) -> SpikingLayer:  # noqa: N802
+    """SpikingLayer of :func:`ift_snn.cuba_lif` neurons (keywords and per-neuron tensors as for :func:`LIF`)."""
+    return _build(cuba_lif, "CUBALIF()", {"alpha_mem": alpha_mem, "alpha_syn": alpha_syn, "theta": theta}, kw)
 
 
 # -------------------------------------------------------------- conversion
@@ -654,8 +766,9 @@ def from_snntorch(leaky, *, method: str = "exodus", stateful: bool = False) -> S
     of the same slope; ``learn_beta`` / ``learn_threshold`` become ``train_alpha`` / ``train_theta``. The
     layer takes (batch, time, *neurons) where snnTorch is called once per step. snnTorch's backward detaches
     the reset (its ``mem_reset`` is ``.detach()``-ed): that is ``method="slayer"`` here, which reproduces its
-    gradients; the default ``"exodus"`` is the exact gradient of the same spikes. Options with no equal here
-    (a per-neuron beta, graded spikes, inhibition, state quantisation, ``reset_delay=False``, another
+    gradients; the default ``"exodus"`` is the exact gradient of the same spikes. A per-neuron ``beta`` or
+    ``threshold`` (a tensor of the neuron shape) becomes per-neuron values of the layer. Options with no equal
+    here (graded spikes, inhibition, state quantisation, ``reset_delay=False``, another
     surrogate, ``reset_mechanism="none"``) raise ValueError naming them.
     """
     from ..surrogates import SURROGATES
@@ -664,12 +777,9 @@ def from_snntorch(leaky, *, method: str = "exodus", stateful: bool = False) -> S
     if kind != "Leaky" or not hasattr(leaky, "beta"):
         raise TypeError(f"from_snntorch converts an snntorch.Leaky, got {kind}")
 
-    def scalar(name):
-        value = torch.as_tensor(getattr(leaky, name)).detach()
-        if value.numel() != 1:
-            raise ValueError(f"snntorch.Leaky.{name} has {value.numel()} values (one per neuron); ift_snn's LIF has "
-                             "one per layer (per-neuron parameters are not supported yet)")
-        return float(value)
+    def value(name):  # a float, or a tensor of values per neuron
+        t = torch.as_tensor(getattr(leaky, name)).detach()
+        return float(t) if t.numel() == 1 else t.clone()
 
     checks = {"graded spikes": float(torch.as_tensor(leaky.graded_spikes_factor)) != 1.0,
               "inhibition=True": bool(leaky.inhibition), "state_quant": bool(leaky.state_quant),
@@ -688,8 +798,9 @@ def from_snntorch(leaky, *, method: str = "exodus", stateful: bool = False) -> S
     ours, slope_name = _SNNTORCH_SURROGATES[name]
     constants = dict(zip(grad.__code__.co_freevars, (c.cell_contents for c in grad.__closure__)))
     surrogate = SURROGATES[ours](scale=1.0, slope=float(constants[slope_name]))
-    beta = min(max(scalar("beta"), 0.0), 1.0)  # snnTorch clamps beta to [0, 1]
-    return LIF(beta, scalar("threshold"), reset=leaky.reset_mechanism, surrogate=surrogate, method=method,
+    beta = value("beta")
+    beta = min(max(beta, 0.0), 1.0) if isinstance(beta, float) else beta.clamp(0.0, 1.0)  # snnTorch clamps beta
+    return LIF(beta, value("threshold"), reset=leaky.reset_mechanism, surrogate=surrogate, method=method,
                stateful=stateful, train_alpha=isinstance(leaky.beta, nn.Parameter),  # learn_beta=True
                train_theta=isinstance(leaky.threshold, nn.Parameter))
 
