@@ -42,7 +42,7 @@ import numpy as np
 from .backends import compiled, cpu, reference
 from .backends import cupy as cupy_backend
 from .models import NeuronModel
-from .symbolic.recurrence import DIAGNOSTIC, PARAMETER, STATE_GRAD, u_init_parameter_terms
+from .symbolic.recurrence import DIAGNOSTIC, PARAMETER, STATE_GRAD, STATE_WHOLE, u_init_parameter_terms
 from .symbolic.system import STATE_IN
 
 __all__ = [
@@ -389,6 +389,57 @@ def _check_forward_finite(model: NeuronModel, u, sigma, neurons, T: int, blocks=
 
 
 # --------------------------------------------------------------- backward
+def _step_backward(model, record, g, method, grad_state, parameters, T, M, neurons, blocks, xp, dtype) -> Gradients:
+    """backward of a one-step record with dL/dx1 = ``grad_state`` (see :func:`backward`)."""
+    names = state_names(model)
+    if T != 1:
+        raise ValueError(f"grad_state (dL/d of the state after the last step) is taken for one-step records (T = 1, "
+                         f"as SpikingLayer.step makes); this record has T = {T}. Over a sequence, the state after its "
+                         "last step reaches no loss unless a next call reads it: step through it, or run one call")
+    if method == "bptt":
+        raise ValueError("grad_state needs method 'exodus' (exact) or 'slayer'; 'bptt' is the reference sweep of a "
+                         "whole sequence")
+    if cupy_backend.is_cupy_array(grad_state) != cupy_backend.is_cupy_array(record.s):
+        raise TypeError("grad_state and the record must both hold numpy arrays or both cupy arrays")
+    lam = _check_array("grad_state", grad_state, dtype=dtype)
+    if lam.shape != (len(names), *neurons):
+        raise ValueError(f"grad_state has shape {lam.shape}; expected (n_state, *neurons) = {(len(names), *neurons)} "
+                         f"(the rows {names} of the record's state)")
+    flat = lambda x: _flat(x, T, M, blocks, xp)  # noqa: E731
+    u0 = None if record.u0 is None else record.u0.reshape(M)
+    per = record.params
+    x0 = (record.x0.reshape(len(names), M) if record.x0 is not None
+          else compiled.initial_state(model, u0, M, dtype, xp, per))
+    target = record.backend if record.backend in compiled.TARGETS else "numpy"
+    with np.errstate(over="ignore", invalid="ignore"):
+        grad_a, fins = compiled.step_backward(model, method, flat(record.a), flat(g), x0,
+                                              xp.ascontiguousarray(lam.reshape(len(names), M)), target,
+                                              per_neuron=per)
+        grad_x0 = xp.stack([fins[STATE_GRAD + n] for n in names]) if names else xp.zeros((0, M), dtype)
+        # dL/du0 = sum_k dL/dx0_k dx0_k/du0 (x0 is linear in u0: its coefficients are x0 of u0 = 1)
+        coef = compiled.initial_state(model, xp.ones(M, dtype), M, dtype, xp, per)
+        grad_u0 = (coef * grad_x0).sum(axis=0) if names else xp.zeros(M, dtype)
+        params = {}
+        if parameters:
+            params = {k: fins[PARAMETER + k].astype(xp.float64) if k in per
+                      else float(xp.sum(fins[PARAMETER + k], dtype=xp.float64)) for k in model.parameter_names}
+            if not record.from_state:  # x0 stands for u0 and may depend on a parameter: the derived chain term
+                whole = {STATE_WHOLE + n: fins[STATE_GRAD + n] for n in names}  # one step: nothing truncated
+                u_init = xp.zeros(M, dtype) if u0 is None else u0
+                for k, v in u_init_parameter_terms(compiled.recurrence(model), whole, u_init, xp, model, per).items():
+                    params[k] = params[k] + v
+            params = {k: v.reshape(neurons) if k in per else v for k, v in params.items()}
+    bad = [k for k, v in (("dL/da", grad_a), ("dL/dx0", grad_x0)) if not _all_finite(v)]
+    bad += [f"dL/d{k}" for k, v in params.items() if not (_all_finite(v) if k in per else math.isfinite(v))]
+    if bad:
+        raise GradientOverflowError(f"the {method} step's vector-Jacobian product overflowed to inf/NaN in "
+                                    f"{', '.join(bad)}; the carried dL/dx1 (largest {float(xp.max(xp.abs(lam))):.3g}) "
+                                    "or dL/ds is too large for the dtype: scale the loss or use float64")
+    return Gradients(a=grad_a.reshape(record.shape), params=params, u0=grad_u0.reshape(neurons),
+                     state=grad_x0.reshape(len(names), *neurons), method=method, max_step_factor=math.nan,
+                     longest_unstable_run=0, max_growth=math.nan)
+
+
 def _reference(model: NeuronModel, a, g, u0, truncation, per: Mapping):
     """(dL/da (T, M), {p: dL/dp}, dL/du0 (M,)) by the float64 reference sweep; with per-neuron parameters
     one sweep per neuron, each with that neuron's values (dL/dp per neuron for those, summed for the rest)."""
@@ -418,6 +469,7 @@ def backward(
     truncation: int | None = None,
     *,
     parameters: bool = True,
+    grad_state: np.ndarray | None = None,
 ) -> Gradients:
     """Gradients of the loss given g = dL/ds, by the chosen method.
 
@@ -433,6 +485,13 @@ def backward(
     (``params`` is then empty), which saves several passes over the data
     when no parameter is trained. Raises :class:`GradientOverflowError`
     instead of returning inf or NaN.
+
+    ``grad_state``: dL/dx1, the gradient of the state after the last step (``record.state``, e.g. from the
+    next step's ``Gradients.state``), for a one-step record (T = 1: stepping a layer with the state
+    carried, as :meth:`SpikingLayer.step` does). The step's vector-Jacobian product (derived in
+    :mod:`ift_snn.symbolic.step`) then gives dL/da, dL/dx0 (``state``), dL/du0 and dL/dp of the step;
+    chaining steps this way is BPTT through the whole sequence (exact for "exodus", the reset detached for
+    "slayer"). The stability diagnostics are not computed there (nan).
     """
     model = _check_model(model)
     if not isinstance(record, Trace):
@@ -466,6 +525,8 @@ def backward(
     u0 = None if record.u0 is None else record.u0.reshape(M)
     names = state_names(model)
     per = record.params
+    if grad_state is not None:
+        return _step_backward(model, record, g, method, grad_state, parameters, T, M, neurons, blocks, xp, dtype)
     x0 = (record.x0.reshape(len(names), M) if record.x0 is not None
           else compiled.initial_state(model, u0, M, dtype, xp, per))
     vectors = {f"{STATE_IN}{n}": x0[k] for k, n in enumerate(names)}

@@ -114,6 +114,16 @@ def test_cuda_source_run_on_the_host_equals_the_numpy_kernels(name, tmp_path):
     named = {"g": rng.normal(size=(T, M)), "sigma": want["sigma"], "s": want["s"], "u": want["u"], "a": a}
     if "m" in want:
         named["m"] = want["m"]
+    # one step's vector-Jacobian product (the gradient through a carried state), from a random state and dL/dx1
+    x0 = {f"x0_{n}": rng.normal(0, 0.4, M) for n in ift_snn.state_names(model)}
+    lam = {f"lT_{n}": rng.normal(0, 1.0, M) for n in ift_snn.state_names(model)}
+    one = {"a": a[:1], "g": named["g"][:1]}
+    for quantity in ("step", "step_slayer"):
+        want_s, _ = run(model, quantity, "numpy", np.dtype(np.float64), 1, M, one, {**vectors, **x0, **lam}, 0)
+        got_s, _ = _host_run(model, quantity, tmp_path, 1, M, one, {**vectors, **x0, **lam}, 0, names)
+        assert {"grad_a", "gx_" + ift_snn.state_names(model)[0]} <= set(want_s)
+        for k in want_s:  # dL/da, dL/dx0 per state, dL/dp per parameter
+            np.testing.assert_allclose(got_s[k], want_s[k], rtol=1e-12, atol=1e-12, err_msg=f"{quantity} {k}")
     for quantity, K in (("backward", 0), ("backward", 11), ("slayer", 0)):
         want_b, want_bf = run(model, quantity, "numpy", np.dtype(np.float64), T, M, named, vectors, K)
         got_b, got_bf = _host_run(model, quantity, tmp_path, T, M, named, vectors, K, names)

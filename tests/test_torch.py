@@ -672,7 +672,8 @@ def test_from_snntorch_refuses_what_has_no_equal():
 
 def test_single_steps_carry_the_state_and_equal_one_call():
     """layer.step(x_t), t = 0..T-1 (the cells of snnTorch and Norse): the spikes of one call on the sequence,
-    for a membrane model and an SRM; without gradients (it says so); a 2-D input to forward() is named."""
+    for a membrane model and an SRM; a 2-D input to forward() is named (gradients through steps:
+    tests/test_step_gradients.py)."""
     gen = torch.Generator().manual_seed(6)
     x = 0.5 + 0.7 * torch.randn(3, 25, 4, dtype=torch.float64, generator=gen)
     for layer in (CUBALIF(0.85, 0.7), SpikingLayer(ift_snn.get_model("alpha_srm"))):
@@ -681,7 +682,5 @@ def test_single_steps_carry_the_state_and_equal_one_call():
         assert whole.sum() > 0 and torch.equal(steps, whole)
         layer.reset_states()
         assert torch.equal(layer.step(x[:, 0]), whole[:, 0])
-    with pytest.raises(RuntimeError, match="step runs without gradients"):
-        LIF(0.9).step(x[:, 0].clone().requires_grad_(True))
     with pytest.warns(UserWarning, match=r"reads the 2-D input \(3, 25\) as \(batch, time\) .* use layer.step\(x\)"):
         LIF(0.9)(x[:, :, 0])

@@ -149,3 +149,28 @@ def test_bad_per_neuron_values_are_named():
         trained.alpha[1] = 1.2
     with pytest.raises(ValueError, match=r"alpha=1.2\d* is out of range.*clamp_"):
         trained(torch.rand(2, 5, 3))
+
+
+@pytest.mark.gpu
+def test_cuda_per_neuron_values_and_steps_equal_the_cpu():
+    """On a GPU (CuPy kernels): per-neuron trainable values, and stepping with gradients through the state,
+    give the CPU's spikes and gradients (float64, 1e-12)."""
+    pytest.importorskip("cupy")
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch has no CUDA device")
+    x, g = _data(B=4, T=30, neurons=(64,), seed=21)
+    alpha = torch.linspace(0.7, 1.0, 64, dtype=F64)
+    results = {}
+    for device in ("cpu", "cuda"):
+        layer = LIF(alpha, torch.linspace(0.8, 1.2, 64, dtype=F64), train_alpha=True, train_theta=True).to(device)
+        xi = x.to(device).requires_grad_(True)
+        s = layer(xi)
+        (s * g.to(device)).sum().backward()
+        stepper = CUBALIF(alpha, 0.7, train_alpha=True).to(device, F64)
+        xs = x.to(device).requires_grad_(True)
+        ss = torch.stack([stepper.step(xs[:, t]) for t in range(x.shape[1])], 1)
+        (ss * g.to(device)).sum().backward()
+        results[device] = [t.detach().cpu() for t in (s, xi.grad, layer.alpha.grad, layer.theta.grad, ss, xs.grad,
+                                                      stepper.alpha_mem.grad)]
+    for got, want in zip(results["cuda"], results["cpu"]):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

@@ -42,6 +42,7 @@ from ..codegen.ir import PER_NEURON, ScanKernel, argument_values, build_kernel, 
 from ..codegen.tree import FINAL, INPUT, OUTPUT, VECTOR, WORK, lower
 from ..models import NeuronModel, param_symbol
 from ..symbolic.recurrence import STATE_OUT, derive_recurrence
+from ..symbolic.step import STATE_COTANGENT
 from ..symbolic.recurrence import initial_state as _initial_state
 from ..symbolic.system import STATE_IN
 from .cache import LRU, MAX_KERNELS
@@ -464,3 +465,21 @@ def backward(model: NeuronModel, method: str, g, u, s, sigma, mask, truncation: 
     outs, fins = _run(model, quantity, target, dtype, T, M, named,
                       _vectors(model, vectors, u0, M, dtype, xp, per_neuron), truncation or 0, blocks, per_neuron)
     return outs["grad_a"], fins
+
+
+def step_backward(model: NeuronModel, method: str, a, g, x0, lam, target: str = "cpu", *,
+                  per_neuron: Mapping | None = None):
+    """(dL/da, finals) of one step by the generated vector-Jacobian product (:mod:`ift_snn.symbolic.step`):
+    ``method="exodus"`` exact, ``"slayer"`` with the reset detached. ``a``, ``g`` = dL/ds: (1, M) or
+    batch-major (B, 1, N); ``x0`` the state the step started from and ``lam`` = dL/dx1, the gradient of the
+    state after it, both (n_state, M). The second value maps ``gx_<state>`` (dL/dx0) and ``acc_<p>`` (dL/dp
+    per neuron) to (M,) arrays."""
+    quantity = "step" if method == "exodus" else "step_slayer"
+    T, M, blocks = _sizes(g)
+    dtype = np.dtype(g.dtype)
+    names = [st.name for st in recurrence(model).forward.state]
+    vectors = {STATE_IN + n: x0[k] for k, n in enumerate(names)}
+    vectors.update({STATE_COTANGENT + n: lam[k] for k, n in enumerate(names)})
+    outs, _ = _run(model, quantity, target, dtype, T, M, {"a": a, "g": g}, vectors, 0, blocks, per_neuron)
+    return outs.pop("grad_a"), {k: v.reshape(M) for k, v in outs.items()}
+

@@ -105,7 +105,8 @@ def numpy_map_source(kernel: ScanKernel, *, header: str = "") -> NumpySource:
 
 
 #: The only names a kernel file may carry (with hashes); nothing a user typed reaches a path.
-_CACHE_NAME = re.compile(r"ift_snn_[a-z0-9_]+_(forward|backward|slayer|forward_core|surrogate)_(f32|f64)_[0-9a-f]{8}")
+_CACHE_NAME = re.compile(r"ift_snn_[a-z0-9_]+_(forward|backward|slayer|forward_core|surrogate|step|step_slayer)_(f32|f64)"
+                         r"_[0-9a-f]{8}")
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 _cache_lock = threading.Lock()
 _warned_dirs: set[str] = set()

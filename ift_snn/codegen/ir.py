@@ -32,6 +32,7 @@ import sympy as sp
 from ..kernels import MAX_DELAY
 from ..models import NeuronModel, param_symbol
 from ..symbolic.recurrence import Recurrence, Scan, derive_recurrence
+from ..symbolic.step import step_scans
 from ..symbolic.system import U_INIT
 
 __all__ = ["ScanKernel", "build_kernel", "per_neuron_symbol", "check_per_neuron", "PER_NEURON", "rings", "DTYPES", "CodegenError", "comment_lines", "argument_values", "structure_header"]
@@ -45,6 +46,8 @@ RING_MIN = 8
 #: in each scan that carries it; its derivative filters a few more).
 MAX_RING = MAX_DELAY + MAX_STATE
 QUANTITIES = ("forward", "backward", "slayer")
+#: One step's vector-Jacobian product (:mod:`ift_snn.symbolic.step`): the gradient through a carried state.
+STEP_QUANTITIES = ("step", "step_slayer")
 #: The forward scan split for the CPU: ``forward_core`` writes only what the recurrence computes (u, s,
 #: ...), ``surrogate`` is the pointwise rest (sigma from u) as a map printed for vectorised NumPy
 #: (SIMD exp; a scalar exp in a Numba loop cost 58 of 97 ms at 500 x 65,536 float32 on 2 cores).
@@ -55,7 +58,8 @@ class CodegenError(ValueError):
     """The code generator cannot handle this model or expression."""
 
 
-_KERNEL_NAME = re.compile(r"ift_snn_[a-z_][a-z0-9_]{0,39}_(forward|backward|slayer|forward_core|surrogate)_(f32|f64)"
+_KERNEL_NAME = re.compile(r"ift_snn_[a-z_][a-z0-9_]{0,39}_(forward|backward|slayer|forward_core|surrogate|step|step_slayer)"
+                          r"_(f32|f64)"
                           r"_[0-9a-f]{8}")
 _COMMENT_SAFE = re.compile(r"[^A-Za-z0-9 _.,:;=+\-*/()<>\[\]{}'\"|&^%!~@$#]")
 
@@ -249,8 +253,9 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
     neuron's value. The derivation is the same (a neuron's scan reads only its own values).
     """
     per_neuron = check_per_neuron(model, per_neuron)
-    if quantity not in QUANTITIES + SPLIT_QUANTITIES:
-        raise ValueError(f"unknown kernel quantity {quantity!r}; expected one of {QUANTITIES + SPLIT_QUANTITIES}")
+    if quantity not in QUANTITIES + SPLIT_QUANTITIES + STEP_QUANTITIES:
+        raise ValueError(f"unknown kernel quantity {quantity!r}; expected one of "
+                         f"{QUANTITIES + SPLIT_QUANTITIES + STEP_QUANTITIES}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r}: expected one of {DTYPES}")
     rec = recurrence or derive_recurrence(model)
@@ -264,7 +269,10 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
                 "such a ring for every neuron). Shorten the delay or the tap list, or write the kernel as a closed "
                 "form with a short recurrence (a sum of exponentials)"
             )
-    scan = {"backward": rec.backward, "slayer": rec.slayer}.get(quantity, rec.forward)
+    if quantity in STEP_QUANTITIES:
+        scan = step_scans(rec)[quantity == "step_slayer"]
+    else:
+        scan = {"backward": rec.backward, "slayer": rec.slayer}.get(quantity, rec.forward)
     lifted = model.surrogate_arguments
     if lifted:
         # The surrogate's constants become kernel arguments: sigma = template(u; theta, sg_*).
@@ -345,7 +353,9 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
         invariants=invariants,
         body=tuple(body),
         update=tuple(upd),
-        vectors=_vectors(init, finals, set(scan.state) | constant) + tuple(pv.values()),
+        # (a per-step expression may read a vector too: a step's dL/dx1, symbolic/step.py)
+        vectors=_vectors(list(init) + [e for _, e in body] + list(upd), finals,
+                         set(scan.state) | constant | set(scan.inputs) | {sym for sym, _ in body}) + tuple(pv.values()),
         fingerprint=_structure_fingerprint(model, scan, dtype, per_neuron),
         persistent=tuple(scan.persistent),
         rings=chains,
@@ -426,11 +436,12 @@ def _placed(update: list, indices: list[int], values) -> list:
     return out
 
 
-def _vectors(init, finals, known: set) -> tuple[sp.Symbol, ...]:
-    """The per-neuron vectors ``init`` and ``finals`` read: every free symbol that is neither state,
-    parameter nor invariant, in the order of first appearance (U_INIT today)."""
+def _vectors(exprs, finals, known: set) -> tuple[sp.Symbol, ...]:
+    """The per-neuron vectors ``exprs`` (the initial state, the per-step expressions) and ``finals`` read:
+    every free symbol that is neither state, input, assigned, parameter nor invariant, in the order of first
+    appearance (u_init, x0_<state>, a step's lT_<state>)."""
     out: dict[sp.Symbol, None] = {}
-    for expr in list(init) + [rhs for _, rhs in finals]:
+    for expr in list(exprs) + [rhs for _, rhs in finals]:
         for sym in sorted(sp.sympify(expr).free_symbols, key=lambda x: x.name):
             if sym not in known:
                 out.setdefault(sym)

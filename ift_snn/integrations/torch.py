@@ -286,7 +286,9 @@ class SpikeScan(torch.autograd.Function):
         # the trace holds views of these (no copy of the input): saving them makes PyTorch refuse a
         # backward after in-place edits of the input or the spikes
         ctx.save_for_backward(a_in, s)
-        ctx.mark_non_differentiable(final, u)
+        # the state after a one-step call carries the gradient to the step before it (stepping a layer: BPTT
+        # through the chain of steps, symbolic/step.py); after a longer call it is detached (truncated BPTT)
+        ctx.mark_non_differentiable(*((u,) if a.shape[1] == 1 else (final, u)))
         # the state and the membrane have no gradient: no zero tensors of their size made for them in backward
         # (materialising the (batch, time, *neurons) membrane's cost 15-20% of a backward)
         ctx.set_materialize_grads(False)
@@ -295,14 +297,17 @@ class SpikeScan(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_s, grad_final, grad_u):
-        ctx.saved_tensors  # noqa: B018 - the version check
+        a_in, _ = ctx.saved_tensors  # (the version check)
         needs = ctx.needs_input_grad
-        if grad_s is None:  # the spikes reached no loss (grads are not materialised)
+        if grad_s is None and grad_final is None:  # neither reached a loss (grads are not materialised)
             return (None,) * (7 + len(ctx.names))
+        if grad_s is None:
+            grad_s = torch.zeros_like(a_in)
         with _on_device(grad_s):
             g = _as_array(grad_s.contiguous())
+            lam = None if grad_final is None else _as_array(grad_final.to(grad_s.dtype).contiguous())
             grads = ops.backward(ctx.model, ctx.trace, g, method=ctx.method, truncation=ctx.truncation,
-                                 parameters=any(needs[7:]))
+                                 parameters=any(needs[7:]), grad_state=lam)
             grad_a = _as_tensor(grads.a) if needs[0] else None
             grad_u0 = _as_tensor(grads.u0) if needs[1] else None
             grad_x0 = _as_tensor(grads.state) if needs[2] else None
@@ -358,11 +363,13 @@ def spike_scan(
     initial membrane (batch, *neurons) on the same device (default 0);
     ``state``: instead of u0, the whole initial state (n_state, batch, *neurons)
     in the order of :func:`ift_snn.state_names`, e.g. the state a previous call
-    returned; ``params``: {name: 0-d tensor} values that replace the model's,
+    returned; ``params``: {name: tensor} values that replace the model's,
     with gradients: a one-element tensor, or one value per neuron (a tensor whose shape broadcasts to
-    ``a.shape[2:]``, shared over the batch; its gradient has its shape). Returns (spikes like ``a``, the state after the last step
-    (n_state, batch, *neurons), without gradient: pass it as the next call's
-    ``state`` to continue the sequence). ``record=True`` appends the membrane
+    ``a.shape[2:]``, shared over the batch; its gradient has its shape). Returns (spikes like ``a``, the state
+    after the last step (n_state, batch, *neurons): pass it as the next call's ``state`` to continue the
+    sequence; after a call of one step (T = 1) it carries the gradient back into that step (stepping with
+    the state carried is BPTT, :meth:`SpikingLayer.step`), after a longer call it has none (the next call
+    holds it fixed: truncated BPTT at call boundaries)). ``record=True`` appends the membrane
     u (batch, time, *neurons), without gradient: u[n] is the value compared with
     theta at step n (before that step's spike resets it).
     """
@@ -653,24 +660,31 @@ class SpikingLayer(nn.Module):
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """One time step, as the cells of snnTorch and Norse run: x (batch, *neurons) -> spikes (batch, *neurons),
         the whole scan state carried to the next call (``reset_states()`` starts over), so that steps t = 0, 1,
-        ... give exactly the spikes of one call on the sequence. For running a trained network on a stream:
-        without gradients (under ``torch.no_grad``), because the exact gradient through a carried state is
-        not derived yet; a step with an input that requires grad raises. Train on sequences (``forward``)."""
-        if torch.is_tensor(x) and x.requires_grad and torch.is_grad_enabled():
-            raise RuntimeError("SpikingLayer.step runs without gradients (the exact gradient through the carried "
-                               "state is not derived yet): train on (batch, time, *neurons) sequences with forward(), "
-                               "or call step() on a detached input")
+        ... give exactly the spikes of one call on the sequence.
+
+        Differentiable: the carried state keeps its autograd history, so a loss over the steps
+        back-propagates through all of them (BPTT: each step's vector-Jacobian product is derived from the
+        forward step, :mod:`ift_snn.symbolic.step`; exact for method "exodus", the reset detached for "slayer";
+        "bptt" steps as "exodus", the same gradient). As with a hidden state in snnTorch or Norse, the
+        history grows with the steps: :meth:`detach_states` cuts it (truncated BPTT), :meth:`reset_states`
+        starts over. On whole sequences ``forward`` is faster (one scan per call instead of one per step)."""
         x = _check_tensor("input", x, 1, "(batch, *neurons) with at least 1 dim")
         a = x.unsqueeze(1)
         state = self._step_state
         if state is not None and (tuple(state.shape[1:]) != (a.shape[0], *a.shape[2:]) or state.device != x.device):
             raise ValueError(f"SpikingLayer.step: the input has (batch, *neurons) = {tuple(x.shape)} but the carried "
                              f"state is for {tuple(state.shape[1:])}; call reset_states() to start a new stream")
-        with torch.no_grad():
-            live = self._live()
-            spikes, final = spike_scan(self.model, a, state=state, params=live, method="exodus")
+        method = "exodus" if self.method == "bptt" else self.method
+        spikes, final = spike_scan(self.model, a, state=state, params=self._live(), method=method)
         self._step_state = final
         return spikes.squeeze(1)
+
+    def detach_states(self) -> None:
+        """Keep the carried states' values but cut their autograd history (truncated BPTT at this step)."""
+        if self._step_state is not None:
+            self._step_state = self._step_state.detach()
+        if self._state is not None:
+            self._state = self._state.detach()
 
     def _compiled_forward(self, x: torch.Tensor, u0: torch.Tensor | None) -> torch.Tensor:
         """The layer as the custom op ``ift_snn::spike_scan`` (under torch.compile; module docstring there)."""
