@@ -489,6 +489,58 @@ def _experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _paper(args: argparse.Namespace) -> int:
+    require_extras("ift-snn experiment paper", "tqdm", "matplotlib", "h5py", "sklearn")
+    from .paper import QUICK, PaperConfig, paper_experiment
+
+    given = {k: getattr(args, k) for k in ("epochs", "n_train", "n_test", "n_channels", "lr", "batch_size")
+             if getattr(args, k) is not None}
+    quick = QUICK if args.quick else {}
+    seeds = tuple(range(args.seeds)) if args.seeds is not None else None
+    cfg = PaperConfig(**{**quick, **given, **({"seeds": seeds} if seeds else {}), "scales": tuple(args.scales),
+                         "methods": tuple(args.methods), "bptt_scale": None if args.no_bptt else 1.0,
+                         "shd_path": args.shd_path, "shd_test_path": args.shd_test_path})
+    cfg.validate()
+    out = _prepare_out_dir(args.out, "--out")
+
+    def kept():
+        try:
+            data = json.loads((out / "paper.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return f"kept {out / 'paper.json'} ({len(data['runs'])} runs, rewritten after every epoch)"
+
+    args.kept = kept
+    with counted_warnings() as warned:
+        result = paper_experiment(cfg, out)
+    if "baselines" in result:
+        print("logistic regression on the inputs, test accuracy (1 bin = per-channel counts): "
+              + ", ".join(f"{k} bins {v:.3f}" for k, v in result["baselines"].items())
+              + f"; chance {1 / result['data']['n_classes']:.3f}")
+    print(f"{'method':<8} {'scale':>6} {'final acc (min-max)':>22} {'best acc':>9} {'|dL/dW1| init':>14} "
+          f"{'|dL/dW4| init':>14} {'s/epoch':>8}")
+    for key, row in result["summary"].items():
+        method, scale = key.split("@")
+        acc, best = row["final_test_acc"], row["best_test_acc"]
+        init = row["init_grad_norms"] or [math.inf] * 2  # (overflowed at initialisation)
+        if acc is None:
+            print(f"{method:<8} {float(scale):>6g} {'stopped (overflow)':>22} {'-':>9} {init[0]:>14.4g} "
+                  f"{init[-1]:>14.4g} {'-':>8}")
+        else:
+            print(f"{method:<8} {float(scale):>6g} {acc['mean']:>8.3f} ({acc['min']:.3f}-{acc['max']:.3f}) "
+                  f"{best['mean']:>9.3f} {init[0]:>14.4g} {init[-1]:>14.4g} {row['epoch_seconds']:>8.1f}")
+        if row["stopped"]:
+            print(f"         {row['stopped']} of {row['runs']} runs stopped: the gradient overflowed (paper.json "
+                  "says where)")
+        if "init_grad_rel_diff_vs_exodus" in row:
+            print(f"         bptt against exodus at initialisation: largest relative difference of dL/dW "
+                  f"{row['init_grad_rel_diff_vs_exodus']:.2g}")
+    print(f"{result['seconds']:.0f} s; wrote {args.out}/paper.json, accuracy.png, grad_norms.png")
+    for line in warned.summary("warnings while training, counted"):
+        print(f"ift-snn: {line}", file=sys.stderr)
+    return 0
+
+
 # ------------------------------------------------------------ argument checks
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line ``ift-snn: error: --FLAG: ...`` and exit code 2."""
@@ -741,6 +793,32 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", default="runs/scale_sweep",
                        help="output folder: scale_sweep.json (rewritten after every run) and figures")
     sweep.set_defaults(func=_experiment)
+    paper = exp_sub.add_parser(
+        "paper", formatter_class=defaults,
+        help="the EXODUS paper's SHD setting (IF neurons, 4 layers, max-over-time CE, T = 250) on the SHD-like "
+             "order task or an SHD file pair: exodus vs slayer over surrogate scales and seeds")
+    paper.add_argument("--quick", action="store_true",
+                       help="one seed, 240 training samples, 3 epochs (a first look: about a minute)")
+    paper.add_argument("--scales", type=POSITIVE_FLOAT, nargs="+", default=[0.3, 1.0, 3.0], help="surrogate scales")
+    paper.add_argument("--methods", nargs="+", default=["exodus", "slayer"], choices=("exodus", "slayer"),
+                       help="gradient methods (bptt runs once, on the first seed at scale 1, as the equality check)")
+    paper.add_argument("--no-bptt", action="store_true", help="leave out the bptt equality run")
+    paper.add_argument("--seeds", type=POSITIVE_INT, default=None, help="number of seeds (0, 1, ...; default 3)")
+    paper.add_argument("--epochs", type=POSITIVE_INT, default=None, help="epochs per run (default 12)")
+    paper.add_argument("--n-train", type=POSITIVE_INT, default=None,
+                       help="SHD-like training samples to generate (default 1200)")
+    paper.add_argument("--n-test", type=POSITIVE_INT, default=None, help="SHD-like test samples (default 400)")
+    paper.add_argument("--n-channels", type=POSITIVE_INT, default=None,
+                       help="input channels the 700 units are binned into (default 64)")
+    paper.add_argument("--lr", type=POSITIVE_FLOAT, default=None, help="Adam learning rate (default 2e-3)")
+    paper.add_argument("--batch-size", type=POSITIVE_INT, default=None, help="samples per step (default 32)")
+    paper.add_argument("--shd-path", type=_existing_file, default=None,
+                       help="an SHD-format training file (e.g. shd_train.h5) instead of the generated task")
+    paper.add_argument("--shd-test-path", type=_existing_file, default=None,
+                       help="its test file (e.g. shd_test.h5); needed with --shd-path")
+    paper.add_argument("--out", default="runs/paper",
+                       help="output folder: paper.json (rewritten after every epoch), accuracy.png, grad_norms.png")
+    paper.set_defaults(func=_paper)
     return parser
 
 
