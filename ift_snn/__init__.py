@@ -24,6 +24,7 @@ from .ops import (
     forward,
     state_names,
 )
+from .stability import UnstableModelWarning, largest_stable_scale, stabilized, worst_step_factor
 from .surrogates import Surrogate, get_surrogate
 
 __version__ = "0.1.0"
@@ -41,6 +42,10 @@ __all__ = [
     "NeuronModel",
     "NoRecurrenceError",
     "StabilityWarning",
+    "UnstableModelWarning",
+    "largest_stable_scale",
+    "stabilized",
+    "worst_step_factor",
     "Surrogate",
     "Trace",
     "backward",

@@ -32,6 +32,11 @@ is the same thing for LIF and IF.
 Parameters are named symbols (``alpha``, ``theta``, ``theta_r``,
 ``alpha_mem``, ``alpha_syn`` or the user's kernel parameters) with numeric
 values; ``backward`` returns dL/dp for each of them.
+
+The constructors :func:`lif`, :func:`if_neuron`, :func:`cuba_lif` and :func:`srm` (with a membrane
+form) warn :class:`ift_snn.stability.UnstableModelWarning`, once per model, when the worst-case step
+factor of the exact gradient is above ``stability.WARN_ABOVE``, naming the largest stable surrogate
+scale (docs/MATH.md section 6).
 """
 
 from __future__ import annotations
@@ -363,6 +368,16 @@ def _reset_amount(theta_r, params: list[tuple[str, float]]) -> sp.Expr:
     return param_symbol("theta_r")
 
 
+def _checked(model: NeuronModel) -> NeuronModel:
+    """``model``, after :func:`ift_snn.stability.warn_if_unstable`: an UnstableModelWarning, once per model,
+    when the worst-case step factor of its exact gradient is above ``stability.WARN_ABOVE``. Only the
+    public constructors call it (not ``with_params``, which training calls every step)."""
+    from .stability import warn_if_unstable  # here: stability reads the derivation (symbolic/), a layer above
+
+    warn_if_unstable(model)
+    return model
+
+
 # --------------------------------------------------------------- constructors
 def lif(
     alpha: float,
@@ -395,7 +410,7 @@ def lif(
     rho = a_sym * r_sym if reset_before_decay else r_sym
     spike, surrogate = _spike_and_surrogate(spike, surrogate)
     convention = "reset before decay" if reset_before_decay else "reset after decay"
-    return NeuronModel(
+    return _checked(NeuronModel(
         name="lif",
         eps=Kernel.closed_form(a_sym**N),
         nu=Kernel.closed_form(rho * a_sym**N) if reset == "subtract" else None,
@@ -407,7 +422,7 @@ def lif(
         membrane=Membrane(alpha=a_sym, rho=rho if reset == "subtract" else sp.Integer(0),
                           syn=Kernel.from_taps([1.0])),
         convention=convention,
-    )
+    ))
 
 
 def if_neuron(
@@ -426,7 +441,7 @@ def if_neuron(
     rho = _reset_amount(theta_r, params)
     spike, surrogate = _spike_and_surrogate(spike, surrogate)
     one = sp.Integer(1)
-    return NeuronModel(
+    return _checked(NeuronModel(
         name="if",
         eps=Kernel.closed_form(one),
         nu=Kernel.closed_form(rho) if reset == "subtract" else None,
@@ -438,7 +453,7 @@ def if_neuron(
         membrane=Membrane(alpha=one, rho=rho if reset == "subtract" else sp.Integer(0),
                           syn=Kernel.from_taps([1.0])),
         convention="reset after decay",
-    )
+    ))
 
 
 def cuba_lif(
@@ -476,7 +491,7 @@ def cuba_lif(
         )
     eps = (am ** (N + 1) - asyn ** (N + 1)) / (am - asyn)
     spike, surrogate = _spike_and_surrogate(spike, surrogate)
-    return NeuronModel(
+    return _checked(NeuronModel(
         name="cuba_lif",
         eps=Kernel.closed_form(eps),
         nu=Kernel.closed_form(rho * am**N) if reset == "subtract" else None,
@@ -488,7 +503,7 @@ def cuba_lif(
         membrane=Membrane(alpha=am, rho=rho if reset == "subtract" else sp.Integer(0),
                           syn=Kernel.closed_form(asyn**N)),
         convention="reset after decay",
-    )
+    ))
 
 
 KernelSpec = str | sp.Expr | Kernel | Sequence[float]
@@ -659,7 +674,7 @@ def srm(
                                  "write nu as theta*alpha**n")
             membrane = dataclasses.replace(membrane, rho=sp.Integer(0))
             nu_k = None
-    return NeuronModel(
+    model = NeuronModel(
         name=name,
         eps=eps_k,
         nu=nu_k,
@@ -670,6 +685,9 @@ def srm(
         u_min=_clip(u_min),
         membrane=membrane,
     )
+    # Checked where there is a membrane form (its derivation is cheap); a general SRM's takes 50-120 ms per
+    # structure, so its worst step factor is left to stability.worst_step_factor and the backward's diagnostics.
+    return model if membrane is None else _checked(model)
 
 
 def alif(

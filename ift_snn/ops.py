@@ -42,6 +42,7 @@ import numpy as np
 from .backends import compiled, cpu, reference
 from .backends import cupy as cupy_backend
 from .models import NeuronModel
+from .stability import StabilityWarning
 from .symbolic.recurrence import DIAGNOSTIC, PARAMETER, STATE_GRAD, STATE_WHOLE, u_init_parameter_terms
 from .symbolic.system import STATE_IN
 
@@ -68,10 +69,6 @@ STABILITY_RUN = 20
 #: ...and so does a run of steps whose factors multiply to more than this (the carried adjoint
 #: amplified 100x; LIF(0.9) with the exponential surrogate at scale 2 over 2000 steps reaches 1e4).
 GROWTH_LIMIT = 100.0
-
-
-class StabilityWarning(RuntimeWarning):
-    """The exact gradient may grow geometrically (docs/MATH.md section 6)."""
 
 
 class NonFiniteError(FloatingPointError):

@@ -71,7 +71,8 @@ class Surrogate:
     or None; ``shift_invariant`` says F depends on u - theta only.
     ``template`` (built-ins only) is ``expr`` with each constant a symbol
     ``sg_<name>``: generated kernels take the constants as arguments, so a
-    new scale or width reuses the compiled kernel.
+    new scale or width reuses the compiled kernel; ``primitive_template`` is
+    ``primitive`` written the same way (None without a primitive).
     """
 
     name: str
@@ -79,6 +80,7 @@ class Surrogate:
     constants: tuple[tuple[str, float], ...] = ()
     primitive: sp.Expr | None = None
     template: sp.Expr | None = field(default=None, compare=False, repr=False)
+    primitive_template: sp.Expr | None = field(default=None, compare=False, repr=False)
 
     def __call__(self, u: np.ndarray, theta: float) -> np.ndarray:
         """sigma(u) elementwise, in the dtype of ``u``."""
@@ -103,6 +105,22 @@ class Surrogate:
         if self.template is None:
             return ()
         return tuple((constant_symbol(k), v) for k, v in self.constants)
+
+    def with_constants(self, **values: float) -> Surrogate:
+        """The same catalogue surrogate with some constants replaced, e.g. ``with_constants(scale=0.5)``.
+
+        Raises ValueError for a custom surrogate (its constants are baked into its expression) and for a
+        name the surrogate does not take.
+        """
+        if self.template is None or self.name not in SURROGATES:
+            raise ValueError(f"surrogate {self!r} is not from the catalogue: its constants cannot be replaced "
+                             f"(built-ins: {', '.join(SURROGATES)})")
+        known = dict(self.constants)
+        unknown = set(values) - set(known)
+        if unknown:
+            raise ValueError(f"surrogate {self!r} has no constant {', '.join(sorted(unknown))}; "
+                             f"it takes {', '.join(known)}")
+        return SURROGATES[self.name](**{**known, **values})
 
     @property
     def structure(self) -> tuple:
@@ -144,8 +162,8 @@ def _builtin(name: str, build, **constants: float) -> Surrogate:
     """A catalogue surrogate: ``build(**constants)`` -> (sigma, primitive or None), numeric and as a template."""
     values = {k: _positive(k, v, f"{name} surrogate") for k, v in constants.items()}
     expr, primitive = build(**{k: _number(v) for k, v in values.items()})
-    template, _ = build(**{k: constant_symbol(k) for k in values})
-    return Surrogate(name, expr, tuple(values.items()), primitive, template)
+    template, primitive_template = build(**{k: constant_symbol(k) for k in values})
+    return Surrogate(name, expr, tuple(values.items()), primitive, template, primitive_template)
 
 
 def _exponential(scale, width):

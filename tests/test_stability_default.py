@@ -1,0 +1,175 @@
+"""The worst-case step factor (ift_snn/stability.py, docs/MATH.md section 6): against a brute-force scan of u,
+against the backward's running diagnostic, the largest stable scale, stabilized models, and the warning
+the constructors give (once per model)."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+import ift_snn
+from ift_snn import ops, stability, surrogates
+from ift_snn.models import builtin_model, cuba_lif, if_neuron, lif
+from ift_snn.stability import (
+    UnstableModelWarning,
+    largest_stable_scale,
+    stabilized,
+    worst_step_factor,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.stability.UnstableModelWarning",
+                                        "ignore::ift_snn.StabilityWarning")
+
+#: The membrane models and their step factors c(u, s, sigma), written out here (the library reads them
+#: from the derivation): reset by subtraction alpha - rho sigma, reset to zero alpha (1 - s - u sigma).
+MEMBRANES = {
+    "lif": (lambda sg: lif(0.9, surrogate=sg), lambda u, s, sig: 0.9 - 1.0 * sig),
+    "lif_theta_r": (lambda sg: lif(0.8, 1.2, theta_r=0.5, surrogate=sg), lambda u, s, sig: 0.8 - 0.5 * sig),
+    "if": (lambda sg: if_neuron(surrogate=sg), lambda u, s, sig: 1.0 - sig),
+    "cuba_lif": (lambda sg: cuba_lif(0.9, 0.8, surrogate=sg), lambda u, s, sig: 0.9 - sig),
+    "before_decay": (lambda sg: lif(0.9, reset_before_decay=True, surrogate=sg), lambda u, s, sig: 0.9 * (1 - sig)),
+    "reset_zero": (lambda sg: lif(0.9, reset="zero", surrogate=sg), lambda u, s, sig: 0.9 * (1 - s - u * sig)),
+    "multi": (lambda sg: lif(0.9, spike="multi", surrogate=sg), lambda u, s, sig: 0.9 - sig),
+}
+SURROGATES = sorted(surrogates.SURROGATES)
+
+
+def _brute_force(model, c, half_width=12.0, points=240_001):
+    """max |c| over a fine uniform grid of u around theta (theta itself on it), by the model's sigma and f."""
+    theta = model.theta
+    u = theta + theta * np.linspace(-half_width, half_width, points)
+    if model.u_min is not None:
+        u = u[u >= model.u_min]
+    with np.errstate(all="ignore"):
+        return float(np.nanmax(np.abs(c(u, model.spike_fn(u), model.sigma(u)))))
+
+
+@pytest.mark.parametrize("surrogate", SURROGATES)
+@pytest.mark.parametrize("name", sorted(MEMBRANES))
+def test_worst_step_factor_is_the_brute_force_maximum(name, surrogate):
+    build, c = MEMBRANES[name]
+    model = build(surrogates.get_surrogate(surrogate, scale=2.0))
+    worst, brute = worst_step_factor(model), _brute_force(model, c)
+    assert brute <= worst * (1 + 1e-12)
+    assert brute >= worst * (1 - 2e-3), f"{model!r}: grid {brute} vs worst {worst}"
+
+
+def test_the_defaults_and_their_largest_stable_scales():
+    """Exponential surrogate, scale 1, width 0.5: peak sigma 2 / theta."""
+    expected = {  # (worst factor, largest stable scale)
+        "lif": (1.1, 0.95),  # |0.9 - 2|, (1 + 0.9) / 2
+        "if": (1.0, 1.0),  # |1 - 2|, 2 / 2
+        "cuba_lif": (1.1, 0.95),
+        "lif_before_decay": (0.9, (1 + 1 / 0.9) / 2),  # 0.9 |1 - 2 k| <= 1
+        "lif_reset_zero": (1.8, 1 / 1.8),  # at u = theta, s = 1: 0.9 u sigma = 1.8 k
+        "lif_multi": (1.1, 0.95),
+        "lif_clip": (1.1, 0.95),
+    }
+    for name, (worst, scale) in expected.items():
+        model = builtin_model(name)
+        assert worst_step_factor(model) == pytest.approx(worst, rel=1e-12), name
+        assert largest_stable_scale(model) == pytest.approx(scale, rel=1e-12), name
+
+
+@pytest.mark.parametrize("surrogate", SURROGATES)
+@pytest.mark.parametrize("name", ["lif", "if", "cuba_lif", "before_decay", "reset_zero"])
+def test_largest_stable_scale_is_where_the_factor_reaches_one(name, surrogate):
+    build = MEMBRANES[name][0]
+    model = build(surrogates.get_surrogate(surrogate, scale=2.0))
+    k = largest_stable_scale(model)
+    at = build(model.surrogate.with_constants(scale=k))
+    assert worst_step_factor(at) <= 1
+    assert worst_step_factor(at) == pytest.approx(1.0, abs=1e-9)
+    assert worst_step_factor(build(model.surrogate.with_constants(scale=1.01 * k))) > 1
+    fixed = stabilized(model)
+    assert worst_step_factor(fixed) <= 1
+    assert dict(fixed.surrogate.constants)["scale"] == pytest.approx(min(2.0, k), rel=1e-15)
+    assert {k: v for k, v in fixed.surrogate.constants if k != "scale"} == \
+           {k: v for k, v in model.surrogate.constants if k != "scale"}
+
+
+def test_largest_stable_scale_of_reset_by_subtraction_is_the_closed_form():
+    """theta_r sigma_max <= 1 + alpha: scale <= (1 + alpha) / (theta_r peak_1), peak_1 = 1/(width theta)."""
+    for alpha, theta, theta_r, width in [(0.9, 1.0, 1.0, 0.5), (0.7, 2.0, 0.5, 0.3), (1.0, 0.5, 0.5, 1.0)]:
+        model = lif(alpha, theta, theta_r=theta_r, surrogate=surrogates.exponential(width=width))
+        assert largest_stable_scale(model) == pytest.approx((1 + alpha) * width * theta / theta_r, rel=1e-12)
+
+
+def test_stable_models_are_left_alone_and_edge_cases():
+    quiet = lif(0.9, surrogate=surrogates.exponential(scale=0.5))
+    assert stabilized(quiet) is quiet
+    assert largest_stable_scale(lif(0.9, theta_r=0.0)) == np.inf  # no reset: c = alpha
+    custom = lif(0.9, surrogate=surrogates.custom("3*exp(-abs(u - theta))"))
+    assert worst_step_factor(custom) == pytest.approx(2.1, rel=1e-12)  # |0.9 - 3|
+    with pytest.raises(ValueError, match=re.escape(f"{custom.surrogate!r} has no scale")):
+        largest_stable_scale(custom)
+    with pytest.raises(ValueError, match="has no scale"):
+        stabilized(custom)
+    # IF with reset to zero: c = 1 - s - u sigma(u) is 1 + |u| sigma(u) > 1 at u < 0 for every scale > 0
+    zero = if_neuron(reset="zero")
+    assert worst_step_factor(zero) == pytest.approx(2.0, rel=1e-12) and largest_stable_scale(zero) == 0.0
+    with pytest.raises(ValueError, match="no surrogate scale makes"):
+        stabilized(zero)
+    with pytest.raises(ValueError, match="has no constant slope"):
+        surrogates.exponential().with_constants(slope=2.0)
+
+
+def test_general_srms_use_the_backward_factor():
+    """alpha_srm: c = beta - theta sigma (the pole of nu = theta beta^n); finite taps: c = -nu[0] sigma."""
+    assert worst_step_factor(builtin_model("alpha_srm")) == pytest.approx(abs(0.9 - 2.0), rel=1e-12)
+    assert worst_step_factor(builtin_model("taps4_srm")) == pytest.approx(2.0, rel=1e-12)
+    model = builtin_model("alpha_srm", surrogate=surrogates.exponential(scale=3.0))
+    assert worst_step_factor(stabilized(model)) <= 1
+
+
+def _peak_visiting_input(T, M, theta, seed=0):
+    """Random input, and in neuron 0 a first step of exactly theta from u0 = 0 (u = theta: sigma's peak)."""
+    a = np.random.default_rng(seed).normal(0.3, 0.6, (T, M))
+    a[0, 0] = theta
+    return a
+
+
+@pytest.mark.parametrize("name", ["lif", "if", "cuba_lif", "lif_before_decay", "lif_reset_zero", "lif_clip",
+                                  "alpha_srm"])
+def test_the_running_diagnostic_stays_below_and_reaches_the_worst_factor(name):
+    model = builtin_model(name, surrogate=surrogates.exponential(scale=1.5, width=0.5))
+    a = _peak_visiting_input(120, 64, model.theta)
+    trace = ift_snn.forward(model, a, backend="numpy")
+    got = ift_snn.backward(model, trace, np.ones_like(a)).max_step_factor
+    worst = worst_step_factor(model)
+    assert got <= worst * (1 + 1e-12)
+    assert got >= 0.99 * worst, f"{model!r}: diagnostic {got} vs worst {worst}"
+
+
+def test_warn_above_is_the_growth_the_backward_warns_at():
+    assert stability.WARN_ABOVE == pytest.approx(ops.GROWTH_LIMIT ** (1 / ops.STABILITY_RUN), rel=1e-15)
+
+
+def test_construction_warns_once_naming_the_largest_stable_scale():
+    stability._WARNED.clear()
+    with pytest.warns(UnstableModelWarning, match=r"5\.1 > 1.*largest stable scale is 0\.95.*"
+                                                  r"surrogate=exponential\(scale=0\.95, width=0\.5\)") as record:
+        model = lif(0.9, surrogate=surrogates.exponential(scale=3))
+    assert len(record) == 1
+    assert record[0].filename == __file__  # attributed to the caller, not to ift_snn
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = lif(0.9, surrogate=surrogates.exponential(scale=3))  # the same model: not again
+        model.with_params(alpha=0.8)  # training steps never warn
+        stabilized(model)
+    assert again == model
+
+
+def test_the_defaults_do_not_warn(monkeypatch):
+    stability._WARNED.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in ("lif", "if", "cuba_lif", "lif_before_decay", "lif_multi", "lif_clip"):
+            builtin_model(name)
+    monkeypatch.setattr(stability, "WARN_ABOVE", 1.0)
+    with pytest.warns(UnstableModelWarning, match=r"1\.1 > 1.*largest stable scale is 0\.95"):
+        lif(0.9)
+    stability._WARNED.clear()
