@@ -499,6 +499,7 @@ def _paper(args: argparse.Namespace) -> int:
     seeds = tuple(range(args.seeds)) if args.seeds is not None else None
     cfg = PaperConfig(**{**quick, **given, **({"seeds": seeds} if seeds else {}), "scales": tuple(args.scales),
                          "methods": tuple(args.methods), "bptt_scale": None if args.no_bptt else 1.0,
+                         "stable": args.stable,
                          "shd_path": args.shd_path, "shd_test_path": args.shd_test_path})
     cfg.validate()
     out = _prepare_out_dir(args.out, "--out")
@@ -536,6 +537,29 @@ def _paper(args: argparse.Namespace) -> int:
             print(f"         bptt against exodus at initialisation: largest relative difference of dL/dW "
                   f"{row['init_grad_rel_diff_vs_exodus']:.2g}")
     print(f"{result['seconds']:.0f} s; wrote {args.out}/paper.json, accuracy.png, grad_norms.png")
+    for line in warned.summary("warnings while training, counted"):
+        print(f"ift-snn: {line}", file=sys.stderr)
+    return 0
+
+
+def _truncation(args: argparse.Namespace) -> int:
+    require_extras("ift-snn experiment truncation", "tqdm", "matplotlib", "h5py")
+    from .local_training import memory_experiment
+
+    out = _prepare_out_dir(args.out, "--out")
+    args.kept = lambda: f"kept {out / 'memory.json'} (rewritten after every measurement and epoch)"
+    with counted_warnings() as warned:
+        result = memory_experiment(out, quick=args.quick, epochs=args.epochs, n_train=args.n_train,
+                                   n_test=args.n_test, neuron=args.neuron, seed=args.seed)
+    print(f"{'configuration':<30} {'peak MiB':>9} {'of end-to-end':>14} {'floor MiB':>10} {'final acc':>10} {'best':>6}")
+    for name, mem in result["memory"].items():
+        run = result["training"].get(name, {})
+        acc = run.get("test_acc") or []
+        final = f"{acc[-1]:.3f}" if acc else "-"
+        best = f"{max(acc):.3f}" if acc else "-"
+        print(f"{name:<30} {mem['peak_bytes'] / 2**20:>9.1f} {mem['ratio']:>14.3f} {mem['floor_bytes'] / 2**20:>10.1f} "
+              f"{final:>10} {best:>6}")
+    print(f"{result['seconds']:.0f} s; wrote {args.out}/memory.json and memory.png")
     for line in warned.summary("warnings while training, counted"):
         print(f"ift-snn: {line}", file=sys.stderr)
     return 0
@@ -803,10 +827,12 @@ def build_parser() -> argparse.ArgumentParser:
     paper.add_argument("--methods", nargs="+", default=["exodus", "slayer"], choices=("exodus", "slayer"),
                        help="gradient methods (bptt runs once, on the first seed at scale 1, as the equality check)")
     paper.add_argument("--no-bptt", action="store_true", help="leave out the bptt equality run")
+    paper.add_argument("--stable", action="store_true",
+                       help="lower every surrogate scale to the model's largest stable one (worst step factor <= 1)")
     paper.add_argument("--seeds", type=POSITIVE_INT, default=None, help="number of seeds (0, 1, ...; default 3)")
-    paper.add_argument("--epochs", type=POSITIVE_INT, default=None, help="epochs per run (default 12)")
+    paper.add_argument("--epochs", type=POSITIVE_INT, default=None, help="epochs per run (default 10)")
     paper.add_argument("--n-train", type=POSITIVE_INT, default=None,
-                       help="SHD-like training samples to generate (default 1200)")
+                       help="SHD-like training samples to generate (default 1000)")
     paper.add_argument("--n-test", type=POSITIVE_INT, default=None, help="SHD-like test samples (default 400)")
     paper.add_argument("--n-channels", type=POSITIVE_INT, default=None,
                        help="input channels the 700 units are binned into (default 64)")
@@ -819,6 +845,19 @@ def build_parser() -> argparse.ArgumentParser:
     paper.add_argument("--out", default="runs/paper",
                        help="output folder: paper.json (rewritten after every epoch), accuracy.png, grad_norms.png")
     paper.set_defaults(func=_paper)
+    trunc = exp_sub.add_parser(
+        "truncation", formatter_class=defaults,
+        help="truncated and local training (Guo et al.): peak memory of a step and accuracy against the chunk "
+             "length K and blocks of b layers, on the SHD-like task")
+    trunc.add_argument("--quick", action="store_true", help="160 / 80 samples and 2 epochs (a first look)")
+    trunc.add_argument("--epochs", type=POSITIVE_INT, default=None, help="epochs per configuration (default 12)")
+    trunc.add_argument("--n-train", type=POSITIVE_INT, default=None, help="training samples (default 800)")
+    trunc.add_argument("--n-test", type=POSITIVE_INT, default=None, help="test samples (default 200)")
+    trunc.add_argument("--neuron", choices=("if", "lif"), default="if", help="the neurons of every layer")
+    trunc.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed of the data, weights and batches")
+    trunc.add_argument("--out", default="runs/truncation",
+                       help="output folder: memory.json (rewritten as results arrive) and memory.png")
+    trunc.set_defaults(func=_truncation)
     return parser
 
 
