@@ -493,8 +493,10 @@ def _paper(args: argparse.Namespace) -> int:
     require_extras("ift-snn experiment paper", "tqdm", "matplotlib", "h5py", "sklearn")
     from .paper import QUICK, PaperConfig, paper_experiment
 
-    given = {k: getattr(args, k) for k in ("epochs", "n_train", "n_test", "n_channels", "lr", "batch_size")
-             if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in ("epochs", "n_train", "n_test", "n_channels", "lr", "batch_size", "T",
+                                           "loss", "neuron") if getattr(args, k) is not None}
+    if args.hidden is not None:
+        given["hidden"] = tuple(args.hidden)
     quick = QUICK if args.quick else {}
     seeds = tuple(range(args.seeds)) if args.seeds is not None else None
     cfg = PaperConfig(**{**quick, **given, **({"seeds": seeds} if seeds else {}), "scales": tuple(args.scales),
@@ -838,6 +840,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="input channels the 700 units are binned into (default 64)")
     paper.add_argument("--lr", type=POSITIVE_FLOAT, default=None, help="Adam learning rate (default 2e-3)")
     paper.add_argument("--batch-size", type=POSITIVE_INT, default=None, help="samples per step (default 32)")
+    paper.add_argument("--neuron", choices=("if", "lif"), default=None,
+                       help="one factor at a time: the neurons (default if, the paper's; lif = lif(0.9))")
+    paper.add_argument("--hidden", type=POSITIVE_INT, nargs="+", default=None,
+                       help="one factor at a time: hidden layer sizes (default 128 128 128)")
+    paper.add_argument("--T", type=POSITIVE_INT, default=None, help="one factor at a time: time steps (default 250)")
+    paper.add_argument("--loss", choices=("max_ce", "sum_ce", "count_mse"), default=None,
+                       help="one factor at a time: the loss (default max_ce, the paper's)")
     paper.add_argument("--shd-path", type=_existing_file, default=None,
                        help="an SHD-format training file (e.g. shd_train.h5) instead of the generated task")
     paper.add_argument("--shd-test-path", type=_existing_file, default=None,

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .models import if_neuron
+from .models import if_neuron, lif
 from .network import NonFiniteLossError
 from .stability import stabilized
 from .surrogates import exponential
@@ -65,6 +65,9 @@ class PaperConfig:
     init_gain: float = 1.5
     width: float = 0.5
     loss: str = "max_ce"
+    #: "if" (the paper's) or "lif" (lif(alpha), the randman setting's neuron): to vary one factor at a time.
+    neuron: str = "if"
+    alpha: float = 0.9
     #: The equality check: method bptt on the first seed at this scale (None: no bptt run).
     bptt_scale: float | None = 1.0
     shd_path: str | None = None
@@ -89,6 +92,8 @@ class PaperConfig:
         if (self.shd_path is None) != (self.shd_test_path is None):
             raise ValueError("give both shd_path and shd_test_path (an SHD-format train and test file), or neither "
                              "(the SHD-like task is generated)")
+        if self.neuron not in ("if", "lif"):
+            raise ValueError(f"neuron={self.neuron!r}: expected 'if' or 'lif'")
         if self.bptt_scale is not None and self.bptt_scale not in self.scales:
             raise ValueError(f"bptt_scale={self.bptt_scale!r} is not one of the scales {list(self.scales)}")
         for name in ("shd_path", "shd_test_path"):
@@ -102,7 +107,9 @@ class PaperConfig:
 
     def train_config(self, scale: float, method: str, seed: int, shd=(None, None)) -> TrainConfig:
         """The :class:`~ift_snn.train.TrainConfig` of one run (data given to :func:`~ift_snn.train.fit`)."""
-        model = if_neuron(1.0, surrogate=exponential(scale=float(scale), width=self.width))
+        surrogate = exponential(scale=float(scale), width=self.width)
+        model = if_neuron(1.0, surrogate=surrogate) if self.neuron == "if" else lif(self.alpha, 1.0,
+                                                                                      surrogate=surrogate)
         if self.stable:
             model = stabilized(model)
         return TrainConfig(task="shd", shd_path=shd[0], shd_test_path=shd[1], method=method,

@@ -52,3 +52,18 @@ def test_bad_settings_are_refused_before_any_work(tmp_path):
     run = subprocess.run([sys.executable, "-m", "ift_snn.cli", "experiment", "paper", "--shd-path",
                           str(tmp_path / "missing.h5"), "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert run.returncode == 2 and "missing.h5" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_one_factor_at_a_time_and_stable_scaling(tmp_path):
+    """The setting's factors (neuron, loss) change one at a time; stable=True lowers scale 3 to the model's
+    largest stable scale (an IF neuron's: 1), so its run equals the scale-1 run of the same seed."""
+    cfg = PaperConfig(**{**SMALL, "scales": (1.0, 3.0), "epochs": 1}, neuron="lif", loss="sum_ce", bptt_scale=None,
+                      methods=("exodus",), stable=True)
+    data = paper_experiment(cfg, tmp_path, progress=False, baselines=False)
+    assert "lif" in repr(cfg.train_config(1.0, "exodus", 0).model) and data["config"]["loss"] == "sum_ce"
+    by = {r["scale"]: r for r in data["runs"]}
+    assert by[3.0]["stopped"] is None
+    # lif(0.9)'s largest stable scale is 0.95 < 1: both scales run at 0.95, from the same weights and batches
+    assert by[3.0]["epochs"][0]["test_acc"] == by[1.0]["epochs"][0]["test_acc"]
+    assert by[3.0]["init_grad_norms"] == by[1.0]["init_grad_norms"]
