@@ -832,13 +832,13 @@ def build_parser() -> argparse.ArgumentParser:
     paper.add_argument("--stable", action="store_true",
                        help="lower every surrogate scale to the model's largest stable one (worst step factor <= 1)")
     paper.add_argument("--seeds", type=POSITIVE_INT, default=None, help="number of seeds (0, 1, ...; default 3)")
-    paper.add_argument("--epochs", type=POSITIVE_INT, default=None, help="epochs per run (default 10)")
+    paper.add_argument("--epochs", type=POSITIVE_INT, default=None, help="epochs per run (default 12)")
     paper.add_argument("--n-train", type=POSITIVE_INT, default=None,
                        help="SHD-like training samples to generate (default 1000)")
     paper.add_argument("--n-test", type=POSITIVE_INT, default=None, help="SHD-like test samples (default 400)")
     paper.add_argument("--n-channels", type=POSITIVE_INT, default=None,
                        help="input channels the 700 units are binned into (default 64)")
-    paper.add_argument("--lr", type=POSITIVE_FLOAT, default=None, help="Adam learning rate (default 2e-3)")
+    paper.add_argument("--lr", type=POSITIVE_FLOAT, default=None, help="Adam learning rate (default 5e-4)")
     paper.add_argument("--batch-size", type=POSITIVE_INT, default=None, help="samples per step (default 32)")
     paper.add_argument("--neuron", choices=("if", "lif"), default=None,
                        help="one factor at a time: the neurons (default if, the paper's; lif = lif(0.9))")
