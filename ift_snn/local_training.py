@@ -58,10 +58,7 @@ starts from u0, not from a carried state, so it is refused with more than one ch
 from __future__ import annotations
 
 import gc
-import json
 import math
-import os
-import tempfile
 import time
 import tracemalloc
 import warnings
@@ -72,6 +69,7 @@ import numpy as np
 
 from . import ops
 from .network import COUNT_TARGET, LOSSES, MAX_BETA, Adam, Network, NonFiniteLossError, StepResult, _softmax_ce
+from .train import _write_json
 
 __all__ = ["chunked_step", "chunked_forward", "fit_local", "measure_memory", "memory_experiment", "block_layout",
            "LocalHistory"]
@@ -480,17 +478,6 @@ def measure_memory(net: Network, x, y, *, configs: list[dict] | None = None, los
 
 
 # ---------------------------------------------------------------- experiment
-def _write_json(path: Path, data) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (a temporary file, then a rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def memory_experiment(out, *, quick: bool = False, epochs: int | None = None, n_train: int | None = None,
@@ -520,17 +507,9 @@ def memory_experiment(out, *, quick: bool = False, epochs: int | None = None, n_
     on this task, whose class is the ORDER of phonemes over the whole word, cutting the gradient at K steps
     removes what the network must learn.
     """
-    import contextlib
+    from .train import blas_threads as limited_blas
 
-    limit = contextlib.nullcontext()
-    if blas_threads is not None:
-        try:
-            from threadpoolctl import threadpool_limits
-
-            limit = threadpool_limits(blas_threads, user_api="blas")
-        except ImportError:
-            pass
-    with limit:
+    with limited_blas(blas_threads):
         return _memory_experiment(out, quick=quick, epochs=epochs, n_train=n_train, n_test=n_test, seed=seed,
                                   neuron=neuron, loss=loss, lr=lr, batch_size=batch_size, T=T,
                                   init_gain=init_gain, configs=configs, train_configs=train_configs,

@@ -41,6 +41,7 @@ from .network import NonFiniteLossError
 from .stability import stabilized
 from .surrogates import exponential
 from .train import TrainConfig, _write_json, build_network, fit, prepare_out_dir
+from .train import blas_threads as limited_blas
 
 __all__ = ["PaperConfig", "paper_experiment", "QUICK"]
 
@@ -154,17 +155,7 @@ def paper_experiment(cfg: PaperConfig | None = None, out: str | Path = "runs/pap
 
     ``blas_threads``: BLAS threads during the run (threadpoolctl, which scikit-learn brings; None leaves
     them): OpenBLAS's spinning threads and the kernels' own threads compete on a 2-core machine."""
-    import contextlib
-
-    limit = contextlib.nullcontext()
-    if blas_threads is not None:
-        try:
-            from threadpoolctl import threadpool_limits
-
-            limit = threadpool_limits(blas_threads, user_api="blas")
-        except ImportError:
-            pass
-    with limit:
+    with limited_blas(blas_threads):
         return _paper_experiment(cfg, out, progress=progress, baselines=baselines)
 
 

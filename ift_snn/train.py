@@ -191,6 +191,23 @@ def _write_json(path: Path, data) -> None:
         raise
 
 
+def blas_threads(n: int | None):
+    """A context in which BLAS (NumPy's matrix products) uses at most ``n`` threads (threadpoolctl, which
+    scikit-learn brings; without it, or with ``n`` None, nothing changes). In a training loop the weight
+    gradients' products alternate with the kernels' own threads: OpenBLAS's spinning threads then compete with
+    them on a small machine (a --quick paper run took 26 s with one BLAS thread, minutes without, on 2 cores
+    shared with other work)."""
+    import contextlib
+
+    if n is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(n, user_api="blas")
+
+
 def build_network(cfg: TrainConfig, n_in: int, n_classes: int) -> Network:
     model = _model(cfg)
     return Network([n_in, *cfg.hidden, n_classes], model, seed=cfg.seed, blocks=cfg.blocks, n_classes=n_classes,

@@ -21,6 +21,7 @@ from ift_snn.backends import compiled
 from ift_snn.codegen.cuda import cuda_source
 from ift_snn.codegen.ir import argument_values, build_kernel
 from ift_snn.codegen.tree import FINAL, INPUT, OUTPUT, PARAM, VECTOR, WORK, lower
+from ift_snn.zoo import zoo_model
 
 from .test_rings import MODELS as RING_MODELS
 
@@ -94,7 +95,7 @@ PER_NEURON = {"alif": ("alpha", "beta", "theta"), "cuba_lif_clip": ("alpha_mem",
 @pytest.mark.parametrize("name", sorted(MODELS) + [f"{k}/per-neuron" for k in sorted(PER_NEURON)])
 def test_cuda_source_run_on_the_host_equals_the_numpy_kernels(name, tmp_path):
     name, _, per = name.partition("/")
-    model = MODELS[name]() if name in MODELS else ift_snn.zoo.zoo_model(name)
+    model = MODELS[name]() if name in MODELS else zoo_model(name)
     rng = np.random.default_rng(7)
     T, M = 90, 3
     a = rng.normal(0.5, 0.7, (T, M))

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import ift_snn
 from ift_snn import ops
 from ift_snn.backends import reference
+from ift_snn.zoo import zoo_model
 
 from .conftest import models, problems, rel_err
 
@@ -64,7 +65,7 @@ def test_chained_steps_equal_the_whole_sequence(model, problem, method):
 @pytest.mark.parametrize("name", ["lif", "alif", "cuba_lif_clip", "delayed_alpha"])
 def test_chained_compiled_steps_equal_the_oracle(name):
     """The Numba kernels of a step, chained, against the float64 reference BPTT of the whole sequence."""
-    model = ift_snn.zoo.zoo_model(name)
+    model = zoo_model(name)
     rng = np.random.default_rng(11)
     a, g, u0 = rng.normal(0.6, 0.8, (20, 5)), rng.normal(size=(20, 5)), rng.normal(0, 0.3, 5)
     grad_a, grad_u0, grad_p, _ = _chain(model, a, g, u0, "exodus", backend="cpu")

@@ -34,7 +34,6 @@ import sympy as sp
 from ..models import NeuronModel
 from ..surrogates import THETA
 from .recurrence import PARAMETER, STATE_GRAD, Recurrence, Scan
-from .system import STATE_IN
 
 __all__ = ["step_scans", "STATE_COTANGENT"]
 
@@ -110,7 +109,3 @@ def step_scans(rec: Recurrence) -> tuple[Scan, Scan]:
     """(exact, SLAYER) one-step vector-Jacobian products of ``rec``'s forward scan (module docstring)."""
     return _vjp_scan(rec, "step", False), _vjp_scan(rec, "step_slayer", True)
 
-
-def x0_symbols(rec: Recurrence) -> tuple[sp.Symbol, ...]:
-    """The vectors x0_<state> a step starts from."""
-    return tuple(sp.Symbol(STATE_IN + st.name, real=True) for st in rec.forward.state)
