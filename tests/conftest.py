@@ -38,12 +38,13 @@ def assert_close(got, want, dtype=np.float64, what=""):
     assert err <= RTOL[dtype], f"{what}: relative error {err:.3g} > {RTOL[dtype]:g}"
 
 
-def assert_params_close(got: dict, want: dict, dtype=np.float64):
+def assert_params_close(got: dict, want: dict, dtype=np.float64, rtol: float | None = None):
     assert set(got) == set(want)
     scale = max([abs(v) for v in want.values()] + [1e-300])
+    rtol = RTOL[dtype] if rtol is None else rtol
     for k in want:
         err = abs(got[k] - want[k]) / scale
-        assert err <= RTOL[dtype], f"dL/d{k}: {got[k]!r} vs {want[k]!r} (relative {err:.3g})"
+        assert err <= rtol, f"dL/d{k}: {got[k]!r} vs {want[k]!r} (relative {err:.3g})"
 
 
 alphas = st.floats(0.5, 1.0)

