@@ -154,8 +154,8 @@ def _surrogate_functions(surrogate: Surrogate, constants: Mapping[str, float]):
 def _grid(theta: float, u_min: float | None) -> np.ndarray:
     """The membrane values searched: around theta on a log scale (any surrogate width from 1e-9 to 1e3
     thresholds) and a linear one, theta itself and its left neighbour (f jumps there), 0; u >= u_min."""
-    logs = np.logspace(-9.0, 3.0, 1201)
-    offsets = np.concatenate([-logs, logs, np.linspace(-8.0, 8.0, 3201)])
+    logs = np.logspace(-9.0, 3.0, 241)
+    offsets = np.concatenate([-logs, logs, np.linspace(-8.0, 8.0, 641)])
     u = np.concatenate([theta + theta * offsets, [theta, np.nextafter(theta, -np.inf), 0.0]])
     if u_min is not None:
         u = np.append(u[u >= u_min], u_min)
