@@ -494,7 +494,7 @@ def _paper(args: argparse.Namespace) -> int:
     from .paper import QUICK, PaperConfig, paper_experiment
 
     given = {k: getattr(args, k) for k in ("epochs", "n_train", "n_test", "n_channels", "lr", "batch_size", "T",
-                                           "loss", "neuron") if getattr(args, k) is not None}
+                                           "loss", "neuron", "task") if getattr(args, k) is not None}
     if args.hidden is not None:
         given["hidden"] = tuple(args.hidden)
     quick = QUICK if args.quick else {}
@@ -840,6 +840,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="input channels the 700 units are binned into (default 64)")
     paper.add_argument("--lr", type=POSITIVE_FLOAT, default=None, help="Adam learning rate (default 5e-4)")
     paper.add_argument("--batch-size", type=POSITIVE_INT, default=None, help="samples per step (default 32)")
+    paper.add_argument("--task", choices=("shd_like", "randman"), default=None,
+                       help="one factor at a time: the task (default shd_like; randman = the scale sweep's "
+                            "random-manifold timing task, 4 classes)")
     paper.add_argument("--neuron", choices=("if", "lif"), default=None,
                        help="one factor at a time: the neurons (default if, the paper's; lif = lif(0.9))")
     paper.add_argument("--hidden", type=POSITIVE_INT, nargs="+", default=None,

@@ -71,6 +71,9 @@ class PaperConfig:
     #: "if" (the paper's) or "lif" (lif(alpha), the randman setting's neuron): to vary one factor at a time.
     neuron: str = "if"
     alpha: float = 0.9
+    #: "shd_like" (the order task, or the SHD files given) or "randman" (the random-manifold timing task of the
+    #: scale sweep: 4 classes, 40 channels, n_train + n_test samples): the task as one more factor.
+    task: str = "shd_like"
     #: The equality check: method bptt on the first seed at this scale (None: no bptt run).
     bptt_scale: float | None = 1.0
     shd_path: str | None = None
@@ -95,6 +98,10 @@ class PaperConfig:
         if (self.shd_path is None) != (self.shd_test_path is None):
             raise ValueError("give both shd_path and shd_test_path (an SHD-format train and test file), or neither "
                              "(the SHD-like task is generated)")
+        if self.task not in ("shd_like", "randman"):
+            raise ValueError(f"task={self.task!r}: expected 'shd_like' or 'randman'")
+        if self.task == "randman" and self.shd_path is not None:
+            raise ValueError("task='randman' generates its data; shd_path / shd_test_path are for the SHD task")
         if self.neuron not in ("if", "lif"):
             raise ValueError(f"neuron={self.neuron!r}: expected 'if' or 'lif'")
         if self.bptt_scale is not None and self.bptt_scale not in self.scales:
@@ -129,6 +136,11 @@ def _datasets(cfg: PaperConfig, out: Path):
     """(train, test, the files) from the SHD files given, or from the generated SHD-like task."""
     from . import data
 
+    if cfg.task == "randman":
+        per_class = max(2, -(-(cfg.n_train + cfg.n_test) // 4))
+        train, test = data.randman(samples_per_class=per_class, T=cfg.T, seed=0).split(
+            cfg.n_test / (cfg.n_train + cfg.n_test), seed=0)
+        return train, test, ("randman (generated)", "")
     if cfg.shd_path is not None:
         paths = (cfg.shd_path, cfg.shd_test_path)
     else:
@@ -169,7 +181,7 @@ def _paper_experiment(cfg: PaperConfig | None, out, *, progress: bool, baselines
     runs: list[dict] = []
     result = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
               "data": {"files": paths, "n_train": len(train_ds), "n_test": len(test_ds), "n_classes": n_classes,
-                       "generated": cfg.shd_path is None},
+                       "generated": cfg.shd_path is None, "task": cfg.task},
               "network": [n_in, *cfg.hidden, n_classes], "runs": runs, "complete": False}
 
     def write() -> None:

@@ -67,3 +67,14 @@ def test_one_factor_at_a_time_and_stable_scaling(tmp_path):
     # lif(0.9)'s largest stable scale is 0.95 < 1: both scales run at 0.95, from the same weights and batches
     assert by[3.0]["epochs"][0]["test_acc"] == by[1.0]["epochs"][0]["test_acc"]
     assert by[3.0]["init_grad_norms"] == by[1.0]["init_grad_norms"]
+
+
+def test_the_task_as_a_factor(tmp_path):
+    """task='randman': the same setting on the random-manifold task (generated, no SHD files)."""
+    cfg = PaperConfig(**{**SMALL, "scales": (1.0,), "epochs": 1, "n_train": 40, "n_test": 20}, task="randman",
+                      bptt_scale=None)
+    data = paper_experiment(cfg, tmp_path, progress=False, baselines=False)
+    assert data["data"]["task"] == "randman" and data["data"]["n_classes"] == 4
+    assert {r["method"] for r in data["runs"]} == {"exodus", "slayer"} and all(r["epochs"] for r in data["runs"])
+    with pytest.raises(ValueError, match="task='randman' generates its data"):
+        PaperConfig(task="randman", shd_path=__file__, shd_test_path=__file__).validate()
