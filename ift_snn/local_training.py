@@ -68,7 +68,8 @@ from pathlib import Path
 import numpy as np
 
 from . import ops
-from .network import COUNT_TARGET, LOSSES, MAX_BETA, Adam, Network, NonFiniteLossError, StepResult, _softmax_ce
+from .network import (COUNT_TARGET, LOSSES, Adam, Network, NonFiniteLossError, StepResult, _softmax_ce, loss_and_grad,
+                      max_filter)
 from .train import _write_json
 
 __all__ = ["chunked_step", "chunked_forward", "fit_local", "measure_memory", "memory_experiment", "block_layout",
@@ -118,14 +119,11 @@ class _Readout:
         """(weighted loss of the chunk, weighted dL/ds of the chunk (K_c, B, C))."""
         xp = _xp(s)
         w = (stop - start) / self.T
-        # prediction state, from the chunk's spikes
+        # prediction state, from the chunk's spikes (the max_ce filter carried from the chunk before)
+        r = None
         if self.predict == "max_ce" or self.kind == "max_ce":
-            r = xp.empty_like(s)
-            acc = xp.zeros_like(s[0]) if self.r is None else self.r
-            for n in range(s.shape[0]):
-                acc = MAX_BETA * acc + s[n]
-                r[n] = acc
-            self.r = acc
+            r = max_filter(s, self.r)
+            self.r = r[-1]
             top = r.max(axis=0)
             self.best = top if self.best is None else xp.maximum(self.best, top)
         counts = s.sum(axis=0)
@@ -133,26 +131,9 @@ class _Readout:
         if callable(self.kind):
             value, g = self.kind(start, stop, s, self.y)
             return float(value), xp.asarray(g).astype(s.dtype)
-        if self.kind == "sum_ce":
-            value, dlog = _softmax_ce(counts, self.y)
-            return w * value, xp.broadcast_to(w * dlog, s.shape).astype(s.dtype)
-        if self.kind == "max_ce":  # as network.loss_and_grad, from the carried filter
-            idx = r.argmax(axis=0)
-            logits = xp.take_along_axis(r, idx[None], axis=0)[0]
-            value, dlog = _softmax_ce(logits, self.y)
-            n = xp.arange(s.shape[0])[:, None, None]
-            lag = idx[None] - n
-            weight = xp.where(lag >= 0, MAX_BETA ** xp.clip(lag, 0, None), 0.0)
-            g = weight * dlog[None]
-            if w != 1.0:
-                g = w * g
-            return w * value, g.astype(s.dtype)
-        # count_mse
-        target = xp.zeros_like(counts)
-        target[xp.arange(counts.shape[0]), self.y] = COUNT_TARGET * w
-        diff = counts - target
-        value = float((diff**2).mean())
-        return w * value, xp.broadcast_to(w * 2 * diff / diff.size, s.shape).astype(s.dtype)
+        # the chunk's own loss (network.loss_and_grad; count_mse's target scaled to the chunk), weight K_c / T
+        value, g, _ = loss_and_grad(self.kind, s, self.y, self.n_classes, r=r, count_target=COUNT_TARGET * w)
+        return w * value, (w * g).astype(s.dtype)
 
     def predictions(self):
         if self.predict == "max_ce":

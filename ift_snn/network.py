@@ -83,19 +83,29 @@ def _softmax_ce(logits, y):
     return loss, grad / B
 
 
-def loss_and_grad(kind: str, s, y, n_classes: int):
-    """(loss, dL/ds (T, B, C), predictions (B,)) for output spikes s and labels y."""
+def max_filter(s, acc=None):
+    """r[n] = MAX_BETA r[n-1] + s[n] over the time axis of s (T, B, C), from r[-1] = ``acc`` (zeros)."""
+    xp = _xp(s)
+    r = xp.empty_like(s)
+    acc = xp.zeros_like(s[0]) if acc is None else acc
+    for n in range(s.shape[0]):
+        acc = MAX_BETA * acc + s[n]
+        r[n] = acc
+    return r
+
+
+def loss_and_grad(kind: str, s, y, n_classes: int, *, r=None, count_target: float = COUNT_TARGET):
+    """(loss, dL/ds (T, B, C), predictions (B,)) for output spikes s and labels y.
+
+    ``r``: for max_ce, the filter :func:`max_filter` of s already computed (e.g. from a carried state: a
+    chunk of a longer sequence); ``count_target``: count_mse's target count of the labelled output."""
     xp = _xp(s)
     if kind == "sum_ce":
         logits = s.sum(axis=0)
         loss, dlogits = _softmax_ce(logits, y)
         return loss, xp.broadcast_to(dlogits, s.shape).astype(s.dtype), logits.argmax(axis=1)
     if kind == "max_ce":
-        r = xp.empty_like(s)
-        acc = xp.zeros_like(s[0])
-        for n in range(s.shape[0]):
-            acc = MAX_BETA * acc + s[n]
-            r[n] = acc
+        r = max_filter(s) if r is None else r
         idx = r.argmax(axis=0)  # (B, C)
         logits = xp.take_along_axis(r, idx[None], axis=0)[0]
         loss, dlogits = _softmax_ce(logits, y)
@@ -107,7 +117,7 @@ def loss_and_grad(kind: str, s, y, n_classes: int):
     if kind == "count_mse":
         counts = s.sum(axis=0)
         target = xp.zeros_like(counts)
-        target[xp.arange(counts.shape[0]), y] = COUNT_TARGET
+        target[xp.arange(counts.shape[0]), y] = count_target
         diff = counts - target
         loss = float((diff**2).mean())
         grad = 2 * diff / diff.size

@@ -256,8 +256,9 @@ def _per_neuron(model: NeuronModel, params, neurons: tuple[int, ...], M: int, a)
                 try:
                     model.with_params(**{k: x})
                 except (TypeError, ValueError) as exc:
-                    raise ValueError(f"params[{k!r}] holds {x!r}, out of range for the {model.name} model: {exc}") \
-                        from None
+                    raise ValueError(f"params[{k!r}] holds {x!r}, out of range for the {model.name} model: {exc} "
+                                     "(trained values: keep them in range, e.g. clamp them after each optimiser "
+                                     "step)") from None
     return out
 
 
@@ -386,6 +387,20 @@ def _check_forward_finite(model: NeuronModel, u, sigma, neurons, T: int, blocks=
 
 
 # --------------------------------------------------------------- backward
+def _parameter_gradients(model: NeuronModel, record: Trace, fins, u0, M: int, neurons, xp, dtype) -> dict:
+    """{p: dL/dp} from a backward kernel's per-neuron sums acc_<p>: summed over the neurons (a float) for a
+    shared parameter, that neuron's sum (an array of the neuron shape) for one given per neuron; plus, when x0
+    stands for u0, the derived term through x0 (an SRM's eps state depends on its parameters)."""
+    per = record.params
+    params = {k: fins[PARAMETER + k].astype(xp.float64) if k in per
+              else float(xp.sum(fins[PARAMETER + k], dtype=xp.float64)) for k in model.parameter_names}
+    if not record.from_state:
+        u_init = xp.zeros(M, dtype) if u0 is None else u0
+        for k, v in u_init_parameter_terms(compiled.recurrence(model), fins, u_init, xp, model, per).items():
+            params[k] = params[k] + v
+    return {k: v.reshape(neurons) if k in per else v for k, v in params.items()}
+
+
 def _step_backward(model, record, g, method, grad_state, parameters, T, M, neurons, blocks, xp, dtype) -> Gradients:
     """backward of a one-step record with dL/dx1 = ``grad_state`` (see :func:`backward`)."""
     names = state_names(model)
@@ -416,16 +431,9 @@ def _step_backward(model, record, g, method, grad_state, parameters, T, M, neuro
         # dL/du0 = sum_k dL/dx0_k dx0_k/du0 (x0 is linear in u0: its coefficients are x0 of u0 = 1)
         coef = compiled.initial_state(model, xp.ones(M, dtype), M, dtype, xp, per)
         grad_u0 = (coef * grad_x0).sum(axis=0) if names else xp.zeros(M, dtype)
-        params = {}
-        if parameters:
-            params = {k: fins[PARAMETER + k].astype(xp.float64) if k in per
-                      else float(xp.sum(fins[PARAMETER + k], dtype=xp.float64)) for k in model.parameter_names}
-            if not record.from_state:  # x0 stands for u0 and may depend on a parameter: the derived chain term
-                whole = {STATE_WHOLE + n: fins[STATE_GRAD + n] for n in names}  # one step: nothing truncated
-                u_init = xp.zeros(M, dtype) if u0 is None else u0
-                for k, v in u_init_parameter_terms(compiled.recurrence(model), whole, u_init, xp, model, per).items():
-                    params[k] = params[k] + v
-            params = {k: v.reshape(neurons) if k in per else v for k, v in params.items()}
+        # one step: nothing is truncated, so dL/dx0 is also the whole sequence's (the finals gw_<state>)
+        whole = {**fins, **{STATE_WHOLE + n: fins[STATE_GRAD + n] for n in names}}
+        params = _parameter_gradients(model, record, whole, u0, M, neurons, xp, dtype) if parameters else {}
     bad = [k for k, v in (("dL/da", grad_a), ("dL/dx0", grad_x0)) if not _all_finite(v)]
     bad += [f"dL/d{k}" for k, v in params.items() if not (_all_finite(v) if k in per else math.isfinite(v))]
     if bad:
@@ -551,17 +559,7 @@ def backward(
             grad_a, fins = compiled.backward(model, method, g2, u2, s2, sigma, mask, truncation, a2, u0, target,
                                              vectors=vectors, per_neuron=per)
             grad_u0 = fins["grad_u_init"]
-            # a per-neuron parameter's gradient is that neuron's sum; a shared one's the sum over neurons
-            params = {k: fins[PARAMETER + k].astype(xp.float64) if k in per
-                      else float(xp.sum(fins[PARAMETER + k], dtype=xp.float64))
-                      for k in model.parameter_names} if parameters else {}
-            if parameters and not record.from_state:
-                # x0 stands for u0 and may depend on a parameter (an SRM's eps state): the derived chain term
-                u_init = xp.zeros(M, dtype) if u0 is None else u0
-                terms = u_init_parameter_terms(compiled.recurrence(model), fins, u_init, xp, model, per)
-                for k, v in terms.items():
-                    params[k] = params[k] + v
-            params = {k: v.reshape(neurons) if k in per else v for k, v in params.items()}
+            params = _parameter_gradients(model, record, fins, u0, M, neurons, xp, dtype) if parameters else {}
         grad_x0 = xp.stack([fins[STATE_GRAD + n] for n in names]) if names else xp.zeros((0, M), dtype)
         max_factor = float(xp.max(fins[DIAGNOSTIC + "max_factor"])) if M else 0.0
         longest = int(xp.max(fins[DIAGNOSTIC + "longest_run"])) if M else 0

@@ -147,7 +147,7 @@ def test_bad_per_neuron_values_are_named():
     trained = LIF(torch.full((3,), 0.9), train_alpha=True)
     with torch.no_grad():
         trained.alpha[1] = 1.2
-    with pytest.raises(ValueError, match=r"alpha=1.2\d* is out of range.*clamp_"):
+    with pytest.raises(ValueError, match=r"params\['alpha'\] holds 1.2\d*, out of range .*clamp"):
         trained(torch.rand(2, 5, 3))
 
 

@@ -198,9 +198,8 @@ def _warm_up(k: _Launchable, fn, dtype: np.dtype) -> None:
     """Call a Numba kernel once on arrays of one neuron and one step of the real types, so that the compile
     is counted here (and happens once: the argument types are those of :func:`_run`)."""
     one = lambda: np.full((1, 1), 0.5, dtype)  # noqa: E731
-    # (a per-neuron parameter as 0.5 like the scalar ones: a threshold of 0 would divide by zero)
-    per = lambda entry: np.full((len(entry), 1) if isinstance(entry, tuple) else 1,  # noqa: E731
-                                0.5 if isinstance(entry, str) and entry.startswith(PER_NEURON) else 0.0, dtype)
+    # (every value 0.5, like the parameters: a per-neuron threshold of 0 would divide by zero)
+    per = lambda entry: np.full((len(entry), 1) if isinstance(entry, tuple) else 1, 0.5, dtype)  # noqa: E731
     args = [_read_only(one()) for _ in k.inputs] + [_read_only(per(v)) for v in k.vectors]
     args += [one() for _ in k.outputs] + [per(f) for f in k.finals]
     args += [dtype.type(0.5) for _ in k.kernel.params] + [np.zeros((n, 1), dtype) for n in k.work]
@@ -433,7 +432,7 @@ def forward(model: NeuronModel, a, u0=None, target: str = "cpu", *, vectors: Map
     dtype = np.dtype(a.dtype)
     xp = require_cupy() if target == "cupy" else np
     vecs = _vectors(model, vectors, u0, M, dtype, xp, per_neuron)
-    if target == "cpu" and not set(per_neuron or ()) & _surrogate_reads(model):
+    if target == "cpu" and not (per_neuron and set(per_neuron) & _surrogate_reads(model)):
         # the scan writes what the recurrence computes; the pointwise rest (sigma) runs vectorised after it
         outs, fins = _run(model, "forward_core", target, dtype, T, M, {"a": a}, vecs, 0, blocks, per_neuron)
         outs.update(_map(model, dtype, outs))

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cuda import dump
-from .ir import CodegenError, ScanKernel
+from .ir import KERNEL_SUFFIX, CodegenError, ScanKernel
 from .printers import print_numba, print_numpy, print_numpy_map
 from .tree import lower
 
@@ -105,8 +105,7 @@ def numpy_map_source(kernel: ScanKernel, *, header: str = "") -> NumpySource:
 
 
 #: The only names a kernel file may carry (with hashes); nothing a user typed reaches a path.
-_CACHE_NAME = re.compile(r"ift_snn_[a-z0-9_]+_(forward|backward|slayer|forward_core|surrogate|step|step_slayer)_(f32|f64)"
-                         r"_[0-9a-f]{8}")
+_CACHE_NAME = re.compile(r"ift_snn_[a-z0-9_]+" + KERNEL_SUFFIX)
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 _cache_lock = threading.Lock()
 _warned_dirs: set[str] = set()

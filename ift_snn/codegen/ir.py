@@ -58,9 +58,10 @@ class CodegenError(ValueError):
     """The code generator cannot handle this model or expression."""
 
 
-_KERNEL_NAME = re.compile(r"ift_snn_[a-z_][a-z0-9_]{0,39}_(forward|backward|slayer|forward_core|surrogate|step|step_slayer)"
-                          r"_(f32|f64)"
-                          r"_[0-9a-f]{8}")
+#: Every kernel quantity: the names a generated kernel (and its cached file, codegen/cpu.py) may carry.
+ALL_QUANTITIES = QUANTITIES + SPLIT_QUANTITIES + STEP_QUANTITIES
+KERNEL_SUFFIX = rf"_({'|'.join(ALL_QUANTITIES)})_(f32|f64)_[0-9a-f]{{8}}"
+_KERNEL_NAME = re.compile(r"ift_snn_[a-z_][a-z0-9_]{0,39}" + KERNEL_SUFFIX)
 _COMMENT_SAFE = re.compile(r"[^A-Za-z0-9 _.,:;=+\-*/()<>\[\]{}'\"|&^%!~@$#]")
 
 
@@ -253,9 +254,8 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
     neuron's value. The derivation is the same (a neuron's scan reads only its own values).
     """
     per_neuron = check_per_neuron(model, per_neuron)
-    if quantity not in QUANTITIES + SPLIT_QUANTITIES + STEP_QUANTITIES:
-        raise ValueError(f"unknown kernel quantity {quantity!r}; expected one of "
-                         f"{QUANTITIES + SPLIT_QUANTITIES + STEP_QUANTITIES}")
+    if quantity not in ALL_QUANTITIES:
+        raise ValueError(f"unknown kernel quantity {quantity!r}; expected one of {ALL_QUANTITIES}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r}: expected one of {DTYPES}")
     rec = recurrence or derive_recurrence(model)

@@ -395,11 +395,8 @@ def spike_scan(
         raise TypeError(f"method='bptt' is the float64 CPU reference; the input is on {a.device}: "
                         "use method='exodus' (the same gradient) or CPU tensors")
     names, tensors = _check_params(model, params, a)
+    # (per-neuron values are checked by ops.forward, which names the parameter and the value out of range)
     model = _with_params(model, {k: float(p.detach()) for k, p in zip(names, tensors) if p.numel() == 1})
-    for k, p in zip(names, tensors):
-        if p.numel() != 1:  # per-neuron values: in range at their least and largest (the ranges are intervals)
-            _with_params(model, {k: float(p.detach().min())})
-            _with_params(model, {k: float(p.detach().max())})
     spikes, final, u = SpikeScan.apply(a, u0, state, model, method, truncation, names, *tensors)
     # u is a view of what the backward reads: a copy for the caller, who may change it in place
     return (spikes, final, u.clone()) if record else (spikes, final)

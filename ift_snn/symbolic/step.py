@@ -81,6 +81,7 @@ def _vjp_scan(rec: Recurrence, name: str, slayer: bool) -> Scan:
             out[v] = d
         return out
 
+    # (every forward scan assigns sigma, the surrogate at u: also the smooth spike's exact derivative)
     for lhs, rhs in fwd.assignments:
         assigns.append((lhs, rhs))
         if lhs == s:  # s = f(u): df/du := sigma, df/dtheta := -kappa sigma
@@ -90,8 +91,6 @@ def _vjp_scan(rec: Recurrence, name: str, slayer: bool) -> Scan:
             continue  # the surrogate and the clip mask are values, not paths (as in the backward scans)
         else:
             grads[lhs] = partials(rhs, _is_reset(lhs))
-    if sigma not in {lhs for lhs, _ in assigns}:  # the smooth spike: its derivative is the surrogate
-        assigns.append((sigma, model.surrogate.expr.subs(sp.Symbol("u", real=True), u)))
     # lam = dL/dx1 is read from the per-neuron vectors lT_<state>; one step: the gradients are its outputs
     lam = tuple(sp.Symbol(STATE_COTANGENT + st.name, real=True) for st in fwd.state)
     update = [partials(e, _is_reset(st)) for st, e in zip(fwd.state, fwd.update)]
