@@ -268,7 +268,7 @@ def _codegen(args: argparse.Namespace) -> int:
             if args.check:
                 for arch in ("sm_80", "sm_90"):
                     compile_ptx(source, arch)
-                print(f"// compiled to PTX for sm_80 and sm_90: ok", file=sys.stderr)
+                print("// compiled to PTX for sm_80 and sm_90: ok", file=sys.stderr)
         elif args.target == "numpy":
             source = numpy_source(kernel, header=f"model: {model!r}")
         else:
@@ -388,9 +388,9 @@ def _train_config(args: argparse.Namespace):
         if args.alpha is not None:
             extra["params.alpha"] = (args.alpha, "--alpha")
         if args.surrogate_scale is not None or args.surrogate_width is not None:
-            scale, width = args.surrogate_scale or 1.0, args.surrogate_width or 0.5
-            extra["surrogate"] = (f"exponential(scale={scale!r}, width={width!r})",
-                                  "--surrogate-scale/--surrogate-width")
+            given = {"scale": args.surrogate_scale, "width": args.surrogate_width or 0.5}
+            inner = ", ".join(f"{k}={v!r}" for k, v in given.items() if v is not None)
+            extra["surrogate"] = (f"exponential({inner})", "--surrogate-scale/--surrogate-width")
         model, spec = model_and_spec_from_args(args, extra=extra)
         if args.alpha is not None and model.name != "lif":
             raise ValueError(f"--alpha is the decay of the default LIF, and {model.name} is not a LIF: "
@@ -773,7 +773,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=POSITIVE_FLOAT, default=2e-3, help="Adam learning rate")
     add_model_arguments(train)
     train.add_argument("--surrogate-scale", type=POSITIVE_FLOAT,
-                       help="height of the exponential surrogate (default: 1.0)")
+                       help="height of the exponential surrogate (default: the largest stable scale, at most 1: "
+                            "0.95 for --alpha 0.9)")
     train.add_argument("--surrogate-width", type=POSITIVE_FLOAT,
                        help="width of the exponential surrogate, times theta (default: 0.5)")
     train.add_argument("--alpha", type=UNIT_INTERVAL, help="membrane decay of every LIF layer (default: 0.9)")

@@ -17,7 +17,8 @@ subtractive reset (ift_snn's default; NIR's neurons reset to v_reset), multi-spi
 (``u_min``), kernels of a general SRM, a nonzero v_leak or v_reset (and a bias, for a ``Network``; an ``nn.Sequential`` keeps it in its
 ``nn.Linear``). Both a dense :class:`~ift_snn.network.Network` and an ``nn.Sequential`` of ``nn.Linear`` and
 ``SpikingLayer`` modules export, and import to either. NIR has no surrogate: an imported network gets
-``surrogate`` (exponential by default). The threshold is compared with >= here and > in NIR: the two
+``surrogate`` (by default "exponential", its scale the largest stable one for every neuron's values, at most
+1; an IF neuron with NIR's reset to zero has none and warns). The threshold is compared with >= here and > in NIR: the two
 differ only where a membrane equals theta exactly. Values that differ between neurons (tau, v_threshold,
 r, w_in per neuron) are per-neuron values of a ``SpikingLayer`` (``values=``): they export from and import
 to an ``nn.Sequential``; a ``Network``'s models share one value per layer (import with ``to="torch"``).
@@ -27,8 +28,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .models import NeuronModel, cuba_lif, if_neuron, lif
+from .models import NeuronModel, chooses_scale, cuba_lif, if_neuron, lif
 from .network import Network
+from .stability import stable_default
 
 __all__ = ["to_nir", "from_nir", "NIR_NODES"]
 
@@ -229,6 +231,8 @@ def _read_layers(graph, dt: float, surrogate) -> list[tuple[np.ndarray, np.ndarr
         if pending is None:
             raise ValueError(f"NIR node {name!r} ({type(node).__name__}) follows no Linear or Affine layer")
         model, gain, per = _model_of(node, name, dt, surrogate)
+        if per and chooses_scale(surrogate):  # the scale stable for every neuron's values, not only the first's
+            model = stable_default(model, per)
         row = gain if isinstance(gain, float) else np.asarray(gain)[:, None]  # a gain per neuron scales its row
         layers.append((pending[1] * row, None if pending[2] is None else pending[2] * gain, model, per))
         pending = None

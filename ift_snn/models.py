@@ -33,10 +33,12 @@ Parameters are named symbols (``alpha``, ``theta``, ``theta_r``,
 ``alpha_mem``, ``alpha_syn`` or the user's kernel parameters) with numeric
 values; ``backward`` returns dL/dp for each of them.
 
-The constructors :func:`lif`, :func:`if_neuron`, :func:`cuba_lif` and :func:`srm` (with a membrane
-form) warn :class:`ift_snn.stability.UnstableModelWarning`, once per model, when the worst-case step
-factor of the exact gradient is above ``stability.WARN_ABOVE``, naming the largest stable surrogate
-scale (docs/MATH.md section 6).
+Stable by default (docs/MATH.md section 6): the constructors :func:`lif`, :func:`if_neuron`,
+:func:`cuba_lif` and :func:`srm` give a surrogate named by a string (the default ``"exponential"``) the
+scale min(1, largest stable scale), so that the exact gradient's worst-case step factor is at most 1
+(LIF(0.9): exponential(scale=0.95, width=0.5)); a Surrogate object is used as given, and they warn
+:class:`ift_snn.stability.UnstableModelWarning`, once per model, when its worst factor is above
+``stability.WARN_ABOVE`` (1), naming the largest stable scale.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ import sympy as sp
 
 from .expressions import CONSTANTS, FUNCTIONS, parse_expression
 from .kernels import MAX_TAPS, N, Kernel, KernelError, NoRecurrenceError
-from .surrogates import THETA, U, Surrogate, exponential, get_surrogate
+from .surrogates import THETA, Surrogate, exponential, get_surrogate, parse_surrogate_constants
 
 __all__ = [
     "NeuronModel",
@@ -346,11 +348,22 @@ def _check_model_ranges(model: NeuronModel) -> None:
             raise ValueError(f"theta_r={v!r} is out of range: expected theta_r >= 0")
 
 
-def _spike_and_surrogate(spike, surrogate) -> tuple[str | int, Surrogate]:
+def chooses_scale(surrogate: str | Surrogate) -> bool:
+    """Whether the constructors choose the surrogate's scale (the largest stable one, at most the family's
+    default: :func:`ift_snn.stability.stable_default`): for a built-in surrogate given as text without a
+    scale (the default ``"exponential"``, ``"exponential(width=0.3)"``), not for a Surrogate object."""
+    if not isinstance(surrogate, str):
+        return False
+    parsed, given = parse_surrogate_constants(surrogate)
+    return parsed.template is not None and "scale" not in given
+
+
+def _spike_and_surrogate(spike, surrogate) -> tuple[str | int, Surrogate, bool]:
+    """(spike, surrogate, :func:`chooses_scale`)."""
     _check_spike(spike)
     if isinstance(spike, np.integer):
         spike = int(spike)
-    return spike, get_surrogate(surrogate)
+    return spike, get_surrogate(surrogate), chooses_scale(surrogate)
 
 
 def _clip(u_min) -> float | None:
@@ -368,12 +381,16 @@ def _reset_amount(theta_r, params: list[tuple[str, float]]) -> sp.Expr:
     return param_symbol("theta_r")
 
 
-def _checked(model: NeuronModel) -> NeuronModel:
-    """``model``, after :func:`ift_snn.stability.warn_if_unstable`: an UnstableModelWarning, once per model,
-    when the worst-case step factor of its exact gradient is above ``stability.WARN_ABOVE``. Only the
-    public constructors call it (not ``with_params``, which training calls every step)."""
-    from .stability import warn_if_unstable  # here: stability reads the derivation (symbolic/), a layer above
+def _checked(model: NeuronModel, named: bool) -> NeuronModel:
+    """``model`` stable by default: a surrogate given by name (``named``) gets the scale
+    min(1, largest stable scale) (:func:`ift_snn.stability.stable_default`); then
+    :func:`ift_snn.stability.warn_if_unstable`: an UnstableModelWarning, once per model, when the worst-case
+    step factor of its exact gradient is above ``stability.WARN_ABOVE`` (1). Only the public constructors
+    call it (not ``with_params``, which training calls every step)."""
+    from .stability import stable_default, warn_if_unstable  # stability reads the derivation (symbolic/), above
 
+    if named:
+        model = stable_default(model)
     warn_if_unstable(model)
     return model
 
@@ -408,7 +425,7 @@ def lif(
     a_sym = param_symbol("alpha")
     r_sym = _reset_amount(theta_r, params)
     rho = a_sym * r_sym if reset_before_decay else r_sym
-    spike, surrogate = _spike_and_surrogate(spike, surrogate)
+    spike, surrogate, named = _spike_and_surrogate(spike, surrogate)
     convention = "reset before decay" if reset_before_decay else "reset after decay"
     return _checked(NeuronModel(
         name="lif",
@@ -422,7 +439,7 @@ def lif(
         membrane=Membrane(alpha=a_sym, rho=rho if reset == "subtract" else sp.Integer(0),
                           syn=Kernel.from_taps([1.0])),
         convention=convention,
-    ))
+    ), named)
 
 
 def if_neuron(
@@ -439,7 +456,7 @@ def if_neuron(
     _check_positive("theta", theta)
     params: list[tuple[str, float]] = [("theta", theta)]
     rho = _reset_amount(theta_r, params)
-    spike, surrogate = _spike_and_surrogate(spike, surrogate)
+    spike, surrogate, named = _spike_and_surrogate(spike, surrogate)
     one = sp.Integer(1)
     return _checked(NeuronModel(
         name="if",
@@ -453,7 +470,7 @@ def if_neuron(
         membrane=Membrane(alpha=one, rho=rho if reset == "subtract" else sp.Integer(0),
                           syn=Kernel.from_taps([1.0])),
         convention="reset after decay",
-    ))
+    ), named)
 
 
 def cuba_lif(
@@ -490,7 +507,7 @@ def cuba_lif(
             "kernel degenerates to (n+1) alpha^n: use srm(eps='(n+1)*alpha**n', ...) for that case"
         )
     eps = (am ** (N + 1) - asyn ** (N + 1)) / (am - asyn)
-    spike, surrogate = _spike_and_surrogate(spike, surrogate)
+    spike, surrogate, named = _spike_and_surrogate(spike, surrogate)
     return _checked(NeuronModel(
         name="cuba_lif",
         eps=Kernel.closed_form(eps),
@@ -503,7 +520,7 @@ def cuba_lif(
         membrane=Membrane(alpha=am, rho=rho if reset == "subtract" else sp.Integer(0),
                           syn=Kernel.closed_form(asyn**N)),
         convention="reset after decay",
-    ))
+    ), named)
 
 
 KernelSpec = str | sp.Expr | Kernel | Sequence[float]
@@ -657,7 +674,7 @@ def srm(
                              "into nu, e.g. nu='theta*beta**n', to make theta_r replace it)")
         nu_k = Kernel.closed_form(nu_k.expr.subs(THETA, param_symbol("theta_r")))
         values["theta_r"] = theta_r
-    spike, surrogate = _spike_and_surrogate(spike, surrogate)
+    spike, surrogate, named = _spike_and_surrogate(spike, surrogate)
     ordered = [(k, values[k]) for k in sorted(values)] + [("theta", theta)]
     membrane = None
     if reset == "zero" or u_min is not None:
@@ -685,9 +702,9 @@ def srm(
         u_min=_clip(u_min),
         membrane=membrane,
     )
-    # Checked where there is a membrane form (its derivation is cheap); a general SRM's takes 50-120 ms per
-    # structure, so its worst step factor is left to stability.worst_step_factor and the backward's diagnostics.
-    return model if membrane is None else _checked(model)
+    # A general SRM's step factor comes from its recurrence's derivation (50-120 ms per structure, cached: the
+    # kernels derive it too).
+    return _checked(model, named)
 
 
 def alif(

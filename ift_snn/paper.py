@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,7 @@ import numpy as np
 
 from .models import if_neuron, lif
 from .network import NonFiniteLossError
-from .stability import stabilized
+from .stability import UnstableModelWarning, stabilized
 from .surrogates import exponential
 from .train import TrainConfig, _write_json, build_network, fit, prepare_out_dir
 from .train import blas_threads as limited_blas
@@ -118,8 +119,11 @@ class PaperConfig:
     def train_config(self, scale: float, method: str, seed: int, shd=(None, None)) -> TrainConfig:
         """The :class:`~ift_snn.train.TrainConfig` of one run (data given to :func:`~ift_snn.train.fit`)."""
         surrogate = exponential(scale=float(scale), width=self.width)
-        model = if_neuron(1.0, surrogate=surrogate) if self.neuron == "if" else lif(self.alpha, 1.0,
-                                                                                      surrogate=surrogate)
+        with warnings.catch_warnings():
+            if self.stable:  # the scale given is lowered just below: no warning about it
+                warnings.simplefilter("ignore", UnstableModelWarning)
+            model = if_neuron(1.0, surrogate=surrogate) if self.neuron == "if" else lif(self.alpha, 1.0,
+                                                                                          surrogate=surrogate)
         if self.stable:
             model = stabilized(model)
         return TrainConfig(task="shd", shd_path=shd[0], shd_test_path=shd[1], method=method,

@@ -28,7 +28,6 @@ TypeError naming the option, or the file and the key.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import keyword
 import math
@@ -42,7 +41,7 @@ from pathlib import Path
 from .expressions import CONSTANTS, FUNCTIONS, MAX_LENGTH, ExpressionError, free_names
 from .models import BUILTINS, RESETS, NeuronModel, builtin_model, check_identifier, get_model, model_from_dict, \
     model_to_dict, srm
-from .surrogates import SURROGATES, Surrogate, custom
+from .surrogates import SURROGATES, Surrogate, parse_surrogate, parse_surrogate_constants
 
 __all__ = ["SPEC_KEYS", "add_model_arguments", "model_options", "model_and_spec_from_args", "model_from_args",
            "model_from_spec", "load_model_file", "save_model_file", "check_model_file_name", "parse_surrogate",
@@ -65,7 +64,6 @@ MAX_FILE_BYTES = 1 << 20
 _PARAM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _NUMBER = r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
 _TAPS = re.compile(rf"\[\s*(?:{_NUMBER}\s*(?:,\s*{_NUMBER}\s*)*,?\s*)?\]")
-_CONSTANT = re.compile(rf"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*({_NUMBER})\s*")
 _NUMBERS = {"theta": ("a finite number > 0", lambda v: v > 0), "theta_r": ("a finite number >= 0", lambda v: v >= 0),
             "u_min": ("a finite number", lambda v: True), "params": ("a finite number", lambda v: True)}
 
@@ -120,36 +118,12 @@ def parse_kernel(value) -> str | list[float]:
     return parse_kernel([float(number) for number in re.findall(_NUMBER, text)])
 
 
-def parse_surrogate(spec) -> Surrogate:
-    """The surrogate of a spec: a name, ``name(CONSTANT=NUMBER, ...)`` with the surrogate's own keyword
-    names, or ``custom(EXPR)`` in u and theta (parsed over a whitelist); ValueError saying what is wrong."""
-    if isinstance(spec, Surrogate):
-        return spec
-    if not isinstance(spec, str):
-        raise ValueError(f"expected a surrogate such as exponential or custom(EXPR), got {spec!r:.80}")
-    text = spec.strip()
-    match = re.fullmatch(r"custom\s*\((.*)\)", text, re.S)
-    if match:
-        return custom(match.group(1))
-    match = re.fullmatch(r"([a-z_]+)\s*(?:\((.*)\))?", text, re.S)
-    if not match or match.group(1) not in SURROGATES:
-        raise ValueError(f"unknown surrogate {spec!r:.80}; expected one of {', '.join(SURROGATES)}, one with "
-                         "constants such as exponential(scale=2, width=0.3), or custom(EXPR) in u and theta")
-    name, inner = match.groups()
-    takes = list(inspect.signature(SURROGATES[name]).parameters)
-    constants: dict[str, float] = {}
-    for item in (inner.split(",") if inner and inner.strip() else []):
-        constant = _CONSTANT.fullmatch(item)
-        if not constant:
-            raise ValueError(f"surrogate {spec!r:.80}: {item.strip()!r:.40} is not CONSTANT=NUMBER "
-                             f"(e.g. {name}({takes[0]}=2))")
-        key, number = constant.groups()
-        if key not in takes:
-            raise ValueError(f"surrogate {name} has no constant {key!r}; it takes {', '.join(takes)}")
-        if key in constants:
-            raise ValueError(f"surrogate {spec!r:.80}: {key} is given twice")
-        constants[key] = float(number)
-    return SURROGATES[name](**constants)
+def _surrogate(spec) -> Surrogate | str:
+    """A spec's surrogate, checked: a built-in's text without a scale stays text, so that the constructor chooses
+    its scale stable (ift_snn.stability.stable_default) as for its default; otherwise the Surrogate."""
+    surrogate, given = parse_surrogate_constants(spec)
+    return spec.strip() if isinstance(spec, str) and "scale" not in given and surrogate.template is not None \
+        else surrogate
 
 
 def _reserved_names() -> dict[str, str]:
@@ -291,7 +265,7 @@ def _checked(spec: Mapping, labels: _Labels) -> dict:
         out["params"][name] = _field(labels, "params", lambda v: _number("params", v), value, param=name)
     checks = {"theta": lambda v: _number("theta", v), "theta_r": lambda v: _number("theta_r", v),
               "u_min": lambda v: _number("u_min", v), "spike": _spike, "reset": _reset, "truncate": _truncate,
-              "surrogate": parse_surrogate, "name": lambda v: check_identifier(v, "the name")}
+              "surrogate": _surrogate, "name": lambda v: check_identifier(v, "the name")}
     for key, check in checks.items():
         if key in spec:
             out[key] = _field(labels, key, check, spec[key])

@@ -20,14 +20,17 @@ theta) and the smooth spike are covered too.
 
 Every built-in surrogate is linear in its ``scale``, so |c| <= 1 holds for all scales up to
 :func:`largest_stable_scale` (a root of the same evaluation); :func:`stabilized` and
-:func:`stable_surrogate` lower the scale to it. For the default exponential surrogate (scale 1,
-width 0.5, peak 2/theta) LIF(0.9) has worst factor 1.1 (stable up to scale 0.95), IF 1 (up to 1),
-reset before decay 0.9 (up to 1.056), reset to zero 1.8 (up to 0.556).
+:func:`stable_surrogate` lower the scale to it (4 significant digits, rounded down). At scale 1, width 0.5
+(peak 2/theta), LIF(0.9) has worst factor 1.1 (stable up to scale 0.95), IF 1 (up to 1), reset before
+decay 0.9 (up to 1.056), reset to zero 1.8 (up to 0.5555).
 
-The constructors :func:`~ift_snn.models.lif`, :func:`~ift_snn.models.if_neuron`,
-:func:`~ift_snn.models.cuba_lif` and :func:`~ift_snn.models.srm` (for a model with a first-order
-membrane form) call :func:`warn_if_unstable`: an :class:`UnstableModelWarning`, once per model,
-when the worst factor exceeds :data:`WARN_ABOVE`.
+Stable by default: the constructors (:func:`~ift_snn.models.lif`, :func:`~ift_snn.models.if_neuron`,
+:func:`~ift_snn.models.cuba_lif`, :func:`~ift_snn.models.srm` and those built on them) give a surrogate named
+by a string (the default ``"exponential"``) the scale min(1, largest stable scale) (:func:`stable_default`):
+LIF(0.9) gets exponential(scale=0.95, width=0.5), IF keeps scale 1, reset to zero gets 0.5555. A Surrogate
+object (``exponential(scale=3)``) is used as given, and the constructors call :func:`warn_if_unstable`: an
+:class:`UnstableModelWarning`, once per model, when its worst factor exceeds :data:`WARN_ABOVE` (1),
+naming the largest stable scale.
 """
 
 from __future__ import annotations
@@ -56,8 +59,10 @@ __all__ = [
     "step_factor_expression",
     "worst_step_factor",
     "largest_stable_scale",
+    "stable_scale",
     "stable_surrogate",
     "stabilized",
+    "stable_default",
     "warn_if_unstable",
 ]
 
@@ -73,14 +78,13 @@ class UnstableModelWarning(StabilityWarning):
     :class:`StabilityWarning`: filters of that silence it too)."""
 
 
-#: The constructors warn when worst_step_factor(model) > WARN_ABOVE. The default is the factor whose
-#: run of ops.STABILITY_RUN (20) steps multiplies to ops.GROWTH_LIMIT (100), the growth at which
-#: ops.backward warns: 100 ** (1/20) = 1.259. So the default surrogate does not warn for LIF(0.9) (1.1),
-#: IF (1) or CUBA-LIF(0.9, 0.8) (1.1), whose backward over 2000 random steps stays below the backward's
-#: warning (tests/test_hardening.py), while it does for reset to zero (1.8: a neuron driven to spike just
-#: above theta every step multiplies its adjoint by -1.8 each step) and for scale 2 (3.1) or 3 (5.1).
-#: Set it to 1.0 to be told about any factor above 1.
-WARN_ABOVE: float = 100.0 ** (1 / 20)
+#: The constructors warn when worst_step_factor(model) > WARN_ABOVE: a factor above 1 lets the exact gradient
+#: grow geometrically over steps near threshold. A surrogate given by name (the default) never warns where a
+#: stable scale exists, since the constructors lower its scale (stable_default); a scale chosen by hand
+#: above the largest stable one does (e.g. exponential(scale=1) on LIF(0.9): 1.1, scale 3: 5.1). ops.backward
+#: warns separately, from the factors a run actually saw (a growth of ops.GROWTH_LIMIT over
+#: ops.STABILITY_RUN steps).
+WARN_ABOVE: float = 1.0
 
 #: Models already warned about (by value: structure and numbers); bounded, cleared when full.
 _WARNED: set[NeuronModel] = set()
@@ -281,24 +285,67 @@ def largest_stable_scale(model: NeuronModel) -> float:
     return _largest_stable_scale(model)
 
 
-def stable_surrogate(model: NeuronModel) -> Surrogate:
-    """``model``'s surrogate with its scale lowered to :func:`largest_stable_scale` where it is above it
-    (unchanged otherwise): worst_step_factor <= 1 by construction. Raises ValueError for a surrogate
-    without a scale, or when no scale is stable."""
-    scale, largest = _scale_of(model), largest_stable_scale(model)
+def _corners(model: NeuronModel, per_neuron: Mapping[str, object] | None) -> list[NeuronModel]:
+    """``model`` at every corner of the ranges of its per-neuron values (each parameter at its smallest and
+    largest value): 2^k models for k per-neuron parameters, ``[model]`` without any."""
+    models = [model]
+    for name, values in sorted((per_neuron or {}).items()):
+        v = np.asarray(values, dtype=float).reshape(-1)
+        if v.size == 0:
+            continue
+        lo, hi = float(v.min()), float(v.max())
+        models = [m.with_params(**{name: x}) for m in models for x in dict.fromkeys((lo, hi))]
+    return models
+
+
+def stable_scale(model: NeuronModel, per_neuron: Mapping[str, object] | None = None) -> float:
+    """The scale :func:`stabilized` gives ``model``'s surrogate: min(scale, k), k the largest stable scale
+    (over the corners of the per-neuron ranges in ``per_neuron``, {name: values}) rounded down to 4
+    significant digits and lowered further by a unit of the last digit while rounding leaves the worst factor
+    above 1, so that it prints as it is and worst_step_factor <= 1 holds exactly. The corners suffice for the
+    built-in neurons, whose largest stable scale is monotone in each parameter ((1 + alpha) width theta /
+    theta_r for reset by subtraction). Raises ValueError for a surrogate without a scale, or when no scale
+    above 0 is stable."""
+    scale = _scale_of(model)
+    corners = _corners(model, per_neuron)
+    largest = min(largest_stable_scale(m) for m in corners)
     if scale <= largest:
-        return model.surrogate
+        return scale
     if largest <= 0:
         raise ValueError(f"no surrogate scale makes {model!r} stable: its step factor "
                          f"{sp.sstr(step_factor_expression(model))} exceeds 1 in magnitude somewhere for every scale")
-    return model.surrogate.with_constants(scale=largest)
+    k = _rounded_down(largest)
+    constants = dict(model.surrogate.constants)
+    while k > 0 and any(_worst(m, {**constants, "scale": k}) > 1 for m in corners):
+        k = _rounded_down(k * (1 - 1e-4))
+    return k
 
 
-def stabilized(model: NeuronModel) -> NeuronModel:
-    """``model`` with :func:`stable_surrogate`: the surrogate's scale set to min(scale, largest stable scale),
-    so that worst_step_factor(stabilized(model)) <= 1 (the same model where it already is)."""
-    surrogate = stable_surrogate(model)
+def stable_surrogate(model: NeuronModel, per_neuron: Mapping[str, object] | None = None) -> Surrogate:
+    """``model``'s surrogate with its scale lowered to :func:`stable_scale` where it is above it (unchanged
+    otherwise): worst_step_factor <= 1 by construction. Raises ValueError for a surrogate without a scale, or
+    when no scale is stable."""
+    scale = stable_scale(model, per_neuron)
+    return model.surrogate if scale == _scale_of(model) else model.surrogate.with_constants(scale=scale)
+
+
+def stabilized(model: NeuronModel, per_neuron: Mapping[str, object] | None = None) -> NeuronModel:
+    """``model`` with :func:`stable_surrogate`: the surrogate's scale set to min(scale, largest stable scale)
+    (4 significant digits, rounded down), so that worst_step_factor(stabilized(model)) <= 1 (the same model
+    where it already is); with ``per_neuron`` ({name: values}) at every neuron's values."""
+    surrogate = stable_surrogate(model, per_neuron)
     return model if surrogate is model.surrogate else dataclasses.replace(model, surrogate=surrogate)
+
+
+def stable_default(model: NeuronModel, per_neuron: Mapping[str, object] | None = None) -> NeuronModel:
+    """What the constructors make of a surrogate given by name (the default ``"exponential"``): the
+    family's default constants with the scale lowered to the largest stable one (:func:`stabilized`), so
+    that a model whose scale nobody chose is stable by construction. ``model`` itself where no scale above 0
+    is stable (IF with reset to zero: the constructor's warning then says so) or the surrogate has none."""
+    try:
+        return stabilized(model, per_neuron)
+    except ValueError:
+        return model
 
 
 # ------------------------------------------------------------------ the warning
@@ -315,7 +362,7 @@ def _message(model: NeuronModel, worst: float) -> str:
     if math.isinf(largest):
         return text
     sur = model.surrogate
-    shown = _rounded_down(largest)
+    shown = stable_scale(model)
     inner = ", ".join(f"{k}={shown:g}" if k == "scale" else f"{k}={v:g}" for k, v in sur.constants)
     return (f"{text}. The largest stable scale is {shown:g}: use surrogate={sur.name}({inner}), "
             "or ift_snn.stability.stabilized(model)")

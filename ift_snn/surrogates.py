@@ -25,11 +25,16 @@ custom(expr)    any expression in u and theta (parsed over a whitelist)
 F' = sigma and F(-inf) = 0, which the ``"smooth"`` spike function uses: a
 differentiable spike whose true derivative is exactly the surrogate, so that
 finite differences can check every gradient.
+
+The defaults are those of the functions (``exponential()`` is scale 1). A neuron constructor given a
+surrogate as text without a scale (its default ``"exponential"``, or ``"exponential(width=0.3)"``) lowers
+the scale to the largest stable one (``ift_snn.stability.stable_default``, docs/MATH.md section 6).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 from dataclasses import dataclass, field
 
@@ -276,7 +281,8 @@ SURROGATES = {
 
 
 def get_surrogate(spec: str | Surrogate, **kwargs: float) -> Surrogate:
-    """A surrogate by name (``"exponential"``, ...) or the Surrogate itself."""
+    """A surrogate by name (``"exponential"``), by text with constants (``"exponential(width=0.3)"``,
+    ``"custom(EXPR)"``: :func:`parse_surrogate`) or the Surrogate itself; ``kwargs`` are constants for a name."""
     if isinstance(spec, Surrogate):
         if kwargs:
             raise ValueError("surrogate parameters can only be given with a surrogate name")
@@ -284,8 +290,54 @@ def get_surrogate(spec: str | Surrogate, **kwargs: float) -> Surrogate:
     if not isinstance(spec, str):
         raise TypeError(f"surrogate must be a name or a Surrogate, got {type(spec).__name__}")
     if spec not in SURROGATES:
-        raise ValueError(f"unknown surrogate {spec!r}; expected one of {', '.join(SURROGATES)} or custom(expr)")
+        if kwargs or "(" not in spec:
+            raise ValueError(f"unknown surrogate {spec!r:.80}; expected one of {', '.join(SURROGATES)} or "
+                             "custom(expr)")
+        return parse_surrogate(spec)
     return SURROGATES[spec](**kwargs)
+
+
+_NUMBER = r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+_CONSTANT = re.compile(rf"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*({_NUMBER})\s*")
+
+
+def parse_surrogate_constants(spec: str | Surrogate) -> tuple[Surrogate, frozenset[str]]:
+    """(the surrogate of ``spec``, the names of the constants the text gives): ``spec`` a name, ``name(CONSTANT=NUMBER,
+    ...)`` with the surrogate's own keyword names, ``custom(EXPR)`` in u and theta (parsed over a whitelist),
+    or a Surrogate (every constant given). ValueError saying what is wrong."""
+    if isinstance(spec, Surrogate):
+        return spec, frozenset(k for k, _ in spec.constants)
+    if not isinstance(spec, str):
+        raise ValueError(f"expected a surrogate such as exponential or custom(EXPR), got {spec!r:.80}")
+    text = spec.strip()
+    match = re.fullmatch(r"custom\s*\((.*)\)", text, re.S)
+    if match:
+        return custom(match.group(1)), frozenset()
+    match = re.fullmatch(r"([a-z_]+)\s*(?:\((.*)\))?", text, re.S)
+    if not match or match.group(1) not in SURROGATES:
+        raise ValueError(f"unknown surrogate {spec!r:.80}; expected one of {', '.join(SURROGATES)}, one with "
+                         "constants such as exponential(scale=2, width=0.3), or custom(EXPR) in u and theta")
+    name, inner = match.groups()
+    takes = list(inspect.signature(SURROGATES[name]).parameters)
+    constants: dict[str, float] = {}
+    for item in (inner.split(",") if inner and inner.strip() else []):
+        constant = _CONSTANT.fullmatch(item)
+        if not constant:
+            raise ValueError(f"surrogate {spec!r:.80}: {item.strip()!r:.40} is not CONSTANT=NUMBER "
+                             f"(e.g. {name}({takes[0]}=2))")
+        key, number = constant.groups()
+        if key not in takes:
+            raise ValueError(f"surrogate {name} has no constant {key!r}; it takes {', '.join(takes)}")
+        if key in constants:
+            raise ValueError(f"surrogate {spec!r:.80}: {key} is given twice")
+        constants[key] = float(number)
+    return SURROGATES[name](**constants), frozenset(constants)
+
+
+def parse_surrogate(spec: str | Surrogate) -> Surrogate:
+    """The surrogate of ``spec``: a name, ``name(CONSTANT=NUMBER, ...)`` or ``custom(EXPR)``
+    (:func:`parse_surrogate_constants`)."""
+    return parse_surrogate_constants(spec)[0]
 
 
 @functools.lru_cache(maxsize=256)

@@ -31,7 +31,8 @@ TASKS = ("randman", "digits", "shd")
 @dataclass
 class TrainConfig:
     """A training run. The neuron of every layer is ``lif(alpha)`` with the exponential surrogate
-    (surrogate_scale, surrogate_width), or ``model``: a model spec or stored model (see
+    (surrogate_scale, surrogate_width; scale None: the largest stable scale up to 1, as
+    ``ift_snn.stability.stable_default`` chooses it), or ``model``: a model spec or stored model (see
     :func:`ift_snn.spec.model_from_spec`; a NeuronModel is kept as its stored form), which the LIF fields
     then must leave at their defaults."""
 
@@ -40,7 +41,7 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 32
     lr: float = 2e-3
-    surrogate_scale: float = 1.0
+    surrogate_scale: float | None = None
     surrogate_width: float = 0.5
     alpha: float = 0.9
     hidden: tuple = (64, 64)
@@ -109,6 +110,8 @@ class TrainConfig:
             _check_int("hidden", k)
         for name in ("lr", "surrogate_scale", "surrogate_width", "init_gain"):
             value = getattr(self, name)
+            if value is None and name == "surrogate_scale":
+                continue
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise TypeError(f"{name}={value!r}: expected a finite number > 0")
             if not (math.isfinite(value) and value > 0):
@@ -154,6 +157,8 @@ def _model(cfg: TrainConfig):
         from .spec import model_from_spec
 
         return model_from_spec(cfg.model, source="TrainConfig.model")
+    if cfg.surrogate_scale is None:  # the largest stable scale, at most 1 (ift_snn.stability.stable_default)
+        return lif(cfg.alpha, 1.0, surrogate=f"exponential(width={cfg.surrogate_width!r})")
     return lif(cfg.alpha, 1.0, surrogate=exponential(cfg.surrogate_scale, cfg.surrogate_width))
 
 

@@ -244,7 +244,8 @@ except ImportError:
 
 if torch is not None:
     torch.set_num_threads(os.cpu_count() or 1)
-    ALPHA, THETA, WIDTH = 0.9, 1.0, 0.5  # the model above: exponential surrogate, scale 1, width 0.5
+    ALPHA, THETA = 0.9, 1.0
+    SCALE, WIDTH = dict(model.surrogate.constants).values()  # the model above: exponential(scale=0.95, width=0.5)
 
     class Spike(torch.autograd.Function):
         """H(u - theta) forward; the exponential surrogate backward."""
@@ -257,7 +258,7 @@ if torch is not None:
         @staticmethod
         def backward(ctx, grad):
             (u,) = ctx.saved_tensors
-            return grad * torch.exp(-(u - THETA).abs() / (WIDTH * THETA)) / (WIDTH * THETA)
+            return grad * SCALE * torch.exp(-(u - THETA).abs() / (WIDTH * THETA)) / (WIDTH * THETA)
 
     def torch_lif(a_t, u0_t):
         """u[n] = alpha u[n-1] + a[n] - theta s[n-1], s[n] = H(u[n] - theta): a plain time loop."""

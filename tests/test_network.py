@@ -24,7 +24,8 @@ def _torch_bptt_grads(net: Network, x, y, loss: str, detach_reset=False):
     torch = pytest.importorskip("torch")
     model = net.models[0]
     alpha, theta = dict(model.params)["alpha"], model.theta
-    width = 0.5 * theta
+    sg = dict(model.surrogate.constants)  # the exponential surrogate: scale / width exp(-|u - theta| / width)
+    scale, width = sg["scale"], sg["width"] * theta
 
     class Spike(torch.autograd.Function):
         @staticmethod
@@ -35,7 +36,7 @@ def _torch_bptt_grads(net: Network, x, y, loss: str, detach_reset=False):
         @staticmethod
         def backward(ctx, grad):
             (u,) = ctx.saved_tensors
-            return grad * torch.exp(-(u - theta).abs() / width) / width
+            return grad * scale * torch.exp(-(u - theta).abs() / width) / width
 
     Ws = [torch.tensor(W, dtype=torch.float64, requires_grad=True) for W in net.weights]
     s = torch.tensor(x)

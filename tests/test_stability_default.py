@@ -4,6 +4,7 @@ the constructors give (once per model)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import warnings
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 import ift_snn
-from ift_snn import ops, stability, surrogates
+from ift_snn import stability, surrogates
 from ift_snn.models import builtin_model, cuba_lif, if_neuron, lif
 from ift_snn.stability import (
     UnstableModelWarning,
@@ -69,9 +70,32 @@ def test_the_defaults_and_their_largest_stable_scales():
         "lif_clip": (1.1, 0.95),
     }
     for name, (worst, scale) in expected.items():
-        model = builtin_model(name)
+        model = builtin_model(name, surrogate=surrogates.exponential())  # a Surrogate object: used as given
         assert worst_step_factor(model) == pytest.approx(worst, rel=1e-12), name
         assert largest_stable_scale(model) == pytest.approx(scale, rel=1e-12), name
+        # by name (the default): the scale min(1, largest stable scale), 4 digits rounded down
+        default = builtin_model(name)
+        assert default == dataclasses.replace(model, surrogate=default.surrogate), name
+        chosen = dict(default.surrogate.constants)
+        assert chosen["width"] == 0.5 and chosen["scale"] == pytest.approx(min(1.0, scale), rel=2e-4), name
+        assert chosen["scale"] <= min(1.0, scale) * (1 + 1e-12) and worst_step_factor(default) <= 1, name
+
+
+def test_the_default_scales_print_as_chosen():
+    """What a user sees: LIF(0.9) exponential(scale=0.95), IF 1, reset to zero 0.5555 (1/1.8 rounded down)."""
+    assert lif(0.9).surrogate == surrogates.exponential(scale=0.95, width=0.5)
+    assert if_neuron().surrogate == surrogates.exponential()
+    assert lif(0.9, reset="zero").surrogate == surrogates.exponential(scale=0.5555)
+    assert lif(0.9, reset_before_decay=True).surrogate == surrogates.exponential()  # stable up to 1.056: keeps 1
+    assert lif(0.9, surrogate="exponential(width=0.25)").surrogate == surrogates.exponential(scale=0.475, width=0.25)
+    assert lif(0.9, surrogate="exponential(scale=2)").surrogate == surrogates.exponential(scale=2.0)  # given: kept
+    for name in SURROGATES:  # every built-in family by name: stable, at most its default scale 1
+        model = lif(0.5, surrogate=name)
+        assert dict(model.surrogate.constants)["scale"] <= 1 and worst_step_factor(model) <= 1, name
+    custom = lif(0.9, surrogate="custom(3*exp(-abs(u - theta)))")  # no scale to choose: as given, warned
+    assert worst_step_factor(custom) == pytest.approx(2.1, rel=1e-12)
+    zero = if_neuron(reset="zero")  # no scale above 0 is stable: kept at 1, warned
+    assert zero.surrogate == surrogates.exponential()
 
 
 @pytest.mark.parametrize("surrogate", SURROGATES)
@@ -86,7 +110,9 @@ def test_largest_stable_scale_is_where_the_factor_reaches_one(name, surrogate):
     assert worst_step_factor(build(model.surrogate.with_constants(scale=1.01 * k))) > 1
     fixed = stabilized(model)
     assert worst_step_factor(fixed) <= 1
-    assert dict(fixed.surrogate.constants)["scale"] == pytest.approx(min(2.0, k), rel=1e-15)
+    scale = dict(fixed.surrogate.constants)["scale"]
+    assert scale == min(2.0, scale) and float(f"{scale:.4g}") == scale  # printed as it is
+    assert scale <= min(2.0, k) * (1 + 1e-12) and scale == pytest.approx(min(2.0, k), rel=2e-3)
     assert {k: v for k, v in fixed.surrogate.constants if k != "scale"} == \
            {k: v for k, v in model.surrogate.constants if k != "scale"}
 
@@ -119,8 +145,9 @@ def test_stable_models_are_left_alone_and_edge_cases():
 
 def test_general_srms_use_the_backward_factor():
     """alpha_srm: c = beta - theta sigma (the pole of nu = theta beta^n); finite taps: c = -nu[0] sigma."""
-    assert worst_step_factor(builtin_model("alpha_srm")) == pytest.approx(abs(0.9 - 2.0), rel=1e-12)
-    assert worst_step_factor(builtin_model("taps4_srm")) == pytest.approx(2.0, rel=1e-12)
+    scale_1 = surrogates.exponential()
+    assert worst_step_factor(builtin_model("alpha_srm", surrogate=scale_1)) == pytest.approx(abs(0.9 - 2.0), rel=1e-12)
+    assert worst_step_factor(builtin_model("taps4_srm", surrogate=scale_1)) == pytest.approx(2.0, rel=1e-12)
     model = builtin_model("alpha_srm", surrogate=surrogates.exponential(scale=3.0))
     assert worst_step_factor(stabilized(model)) <= 1
 
@@ -144,8 +171,8 @@ def test_the_running_diagnostic_stays_below_and_reaches_the_worst_factor(name):
     assert got >= 0.99 * worst, f"{model!r}: diagnostic {got} vs worst {worst}"
 
 
-def test_warn_above_is_the_growth_the_backward_warns_at():
-    assert stability.WARN_ABOVE == pytest.approx(ops.GROWTH_LIMIT ** (1 / ops.STABILITY_RUN), rel=1e-15)
+def test_the_warning_is_above_one():
+    assert stability.WARN_ABOVE == 1.0
 
 
 def test_construction_warns_once_naming_the_largest_stable_scale():
@@ -163,13 +190,71 @@ def test_construction_warns_once_naming_the_largest_stable_scale():
     assert again == model
 
 
-def test_the_defaults_do_not_warn(monkeypatch):
+def test_the_defaults_do_not_warn_and_a_scale_given_above_the_stable_one_does():
     stability._WARNED.clear()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for name in ("lif", "if", "cuba_lif", "lif_before_decay", "lif_multi", "lif_clip"):
+        for name in ("lif", "if", "cuba_lif", "lif_before_decay", "lif_reset_zero", "lif_multi", "lif_clip",
+                     "alpha_srm", "alif"):
             builtin_model(name)
-    monkeypatch.setattr(stability, "WARN_ABOVE", 1.0)
+        lif(0.9, surrogate=surrogates.exponential(scale=0.95))  # at the largest stable scale: quiet
     with pytest.warns(UnstableModelWarning, match=r"1\.1 > 1.*largest stable scale is 0\.95"):
-        lif(0.9)
+        lif(0.9, surrogate=surrogates.exponential())
     stability._WARNED.clear()
+
+
+def test_per_neuron_values_get_the_scale_stable_for_every_neuron():
+    model = lif(0.9)
+    per = {"alpha": np.array([0.9, 0.5, 0.95])}
+    fixed = stability.stable_default(model, per)
+    assert dict(fixed.surrogate.constants)["scale"] == 0.75  # (1 + 0.5) / 2: the smallest alpha decides
+    for alpha in per["alpha"]:
+        assert worst_step_factor(fixed.with_params(alpha=alpha)) <= 1
+    assert stability.stable_default(model, {"alpha": [0.95, 0.99]}) is model  # every neuron stable at 0.95
+    zero = if_neuron(reset="zero")
+    assert stability.stable_default(zero) is zero  # nothing stable: as it was
+
+
+def test_specs_the_training_config_and_the_command_line_choose_the_scale_as_the_constructors():
+    from ift_snn.spec import model_from_spec
+    from ift_snn.train import TrainConfig, _model
+
+    assert model_from_spec({"builtin": "lif", "surrogate": "exponential"}) == lif(0.9)
+    assert model_from_spec({"builtin": "lif", "surrogate": "exponential(width=0.25)"}).surrogate == \
+        surrogates.exponential(scale=0.475, width=0.25)
+    with pytest.warns(UnstableModelWarning):
+        given = model_from_spec({"builtin": "lif", "surrogate": "exponential(scale=1)"})
+    assert given.surrogate == surrogates.exponential()
+    assert _model(TrainConfig()).surrogate == surrogates.exponential(scale=0.95)
+    assert _model(TrainConfig(surrogate_width=0.25)).surrogate == surrogates.exponential(scale=0.475, width=0.25)
+    assert _model(TrainConfig(surrogate_scale=0.3)).surrogate == surrogates.exponential(scale=0.3)
+    with pytest.raises(TypeError, match="surrogate_scale"):
+        TrainConfig(surrogate_scale="1").validate()
+
+
+def test_torch_layers_and_nir_imports_get_the_scale_stable_for_every_neuron():
+    torch = pytest.importorskip("torch")
+    from ift_snn.integrations.torch import LIF
+
+    layer = LIF(torch.tensor([0.9, 0.5, 0.95]), train_alpha=True)
+    assert layer.model.surrogate == surrogates.exponential(scale=0.75)  # alpha 0.5 decides
+    assert LIF(0.9).model.surrogate == surrogates.exponential(scale=0.95)
+    given = LIF(torch.tensor([0.9, 0.5]), surrogate=surrogates.exponential(scale=0.9))
+    assert given.model.surrogate == surrogates.exponential(scale=0.9)  # given: kept
+    nir = pytest.importorskip("nir")
+    from ift_snn.interchange import from_nir
+
+    tau = np.array([2.0, 10.0, 20.0])  # alpha = 1 - 1/tau: 0.5, 0.9, 0.95
+    graph = nir.NIRGraph(
+        nodes={"in": nir.Input(input_type={"input": np.array([2])}), "fc": nir.Linear(weight=np.ones((3, 2))),
+               "lif": nir.LIF(tau=tau, r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3),
+                              v_reset=np.zeros(3)),
+               "out": nir.Output(output_type={"output": np.array([3])})},
+        edges=[("in", "fc"), ("fc", "lif"), ("lif", "out")])
+    model = from_nir(graph, dt=1.0, to="torch")[1].model
+    for alpha in (0.5, 0.9, 0.95):
+        assert worst_step_factor(model.with_params(alpha=alpha)) <= 1
+    # reset to zero: alpha (1 - s - u sigma) grows with alpha, so here the largest alpha decides (1 / 1.9)
+    assert dict(model.surrogate.constants)["scale"] == min(
+        stability.stable_scale(lif(a, reset="zero", surrogate=surrogates.exponential())) for a in (0.5, 0.9, 0.95))
+    assert dict(model.surrogate.constants)["scale"] == 0.5263

@@ -33,7 +33,8 @@ pytestmark = [pytest.mark.torch, pytest.mark.filterwarnings("ignore::ift_snn.Sta
 
 F64 = torch.float64
 RTOL = 1e-10
-SCALE, WIDTH = 1.0, 0.5  # the default exponential surrogate (one compiled kernel per structure)
+SCALE, WIDTH = 1.0, 0.5  # the exponential surrogate the loop oracle writes out, given to every model below
+SG = surrogates.exponential(SCALE, WIDTH)
 
 
 # ------------------------------------------------------------ the loop oracle
@@ -86,13 +87,14 @@ def bptt_loop(x, alpha, theta, *, u0=None, alpha_syn=None, spike="single", befor
 
 # name: (model, loop options, input mean, std)
 CASES = {
-    "single": (lambda: ift_snn.lif(0.9), {}, 0.3, 0.6),
-    "multi": (lambda: ift_snn.lif(0.9, spike="multi"), {"spike": "multi"}, 0.5, 1.2),
-    "before_decay": (lambda: ift_snn.lif(0.9, reset_before_decay=True), {"before_decay": True}, 0.3, 0.6),
-    "clip": (lambda: ift_snn.lif(0.9, u_min=-0.3), {"u_min": -0.3}, 0.2, 0.8),
-    "reset_zero": (lambda: ift_snn.lif(0.9, reset="zero"), {"reset": "zero"}, 0.3, 0.6),
-    "if": (lambda: ift_snn.if_neuron(1.0), {}, 0.2, 0.6),
-    "cuba": (lambda: ift_snn.cuba_lif(0.9, 0.7), {}, 0.15, 0.4),
+    "single": (lambda: ift_snn.lif(0.9, surrogate=SG), {}, 0.3, 0.6),
+    "multi": (lambda: ift_snn.lif(0.9, surrogate=SG, spike="multi"), {"spike": "multi"}, 0.5, 1.2),
+    "before_decay": (lambda: ift_snn.lif(0.9, surrogate=SG, reset_before_decay=True), {"before_decay": True},
+                     0.3, 0.6),
+    "clip": (lambda: ift_snn.lif(0.9, surrogate=SG, u_min=-0.3), {"u_min": -0.3}, 0.2, 0.8),
+    "reset_zero": (lambda: ift_snn.lif(0.9, surrogate=SG, reset="zero"), {"reset": "zero"}, 0.3, 0.6),
+    "if": (lambda: ift_snn.if_neuron(1.0, surrogate=SG), {}, 0.2, 0.6),
+    "cuba": (lambda: ift_snn.cuba_lif(0.9, 0.7, surrogate=SG), {}, 0.15, 0.4),
 }
 
 

@@ -16,8 +16,8 @@ def _net():
     from ift_snn.integrations.torch import LIF
 
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(6, 10, dtype=torch.float64), LIF(0.9, train_alpha=True),
-                               torch.nn.Linear(10, 3, dtype=torch.float64), LIF(0.85))
+    return torch.nn.Sequential(torch.nn.Linear(6, 10), LIF(0.9, train_alpha=True),
+                               torch.nn.Linear(10, 3), LIF(0.85)).double()  # alpha too: compared at 1e-12
 
 
 def _data():

@@ -68,7 +68,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 from .. import ops
 from ..bench import median_ms, torch_lif_bptt
 from ..backends import cupy as cupy_backend
-from ..models import NeuronModel, cuba_lif, if_neuron, lif
+from ..models import NeuronModel, chooses_scale, cuba_lif, if_neuron, lif
+from ..stability import stable_default
 
 __all__ = ["SpikeScan", "spike_scan", "SpikingLayer", "LIF", "IF", "CUBALIF", "from_snntorch", "bench_layer"]
 
@@ -726,7 +727,8 @@ def _split(kw: dict, constructor, where: str) -> tuple[dict, dict]:
 
 def _build(constructor, where: str, positional: dict, kw: dict) -> SpikingLayer:
     """A SpikingLayer of ``constructor``'s model. A parameter given as a tensor (or array) of more than one
-    value is per neuron: the model gets its first value, the layer all of them (``values``)."""
+    value is per neuron: the model gets its first value, the layer all of them (``values``); a surrogate
+    whose scale the constructor chooses gets the largest scale stable for every neuron's values."""
     layer, model_kw = _split(dict(kw), constructor, where)
     per = {}
     args = {**positional, **{k: v for k, v in model_kw.items() if k == "theta_r"}}
@@ -738,6 +740,8 @@ def _build(constructor, where: str, positional: dict, kw: dict) -> SpikingLayer:
     model_kw.update({k: v for k, v in args.items() if k == "theta_r"})
     model = constructor(*[args[k] for k in positional], **model_kw)
     values = {**per, **(layer.pop("values", None) or {})}
+    if values and chooses_scale(model_kw.get("surrogate", "exponential")):
+        model = stable_default(model, {k: torch.as_tensor(v).detach().cpu().double().numpy() for k, v in values.items()})
     return SpikingLayer(model, **layer, values=values or None)
 
 
