@@ -352,10 +352,12 @@ def chooses_scale(surrogate: str | Surrogate) -> bool:
     """Whether the constructors choose the surrogate's scale (the largest stable one, at most the family's
     default: :func:`ift_snn.stability.stable_default`): for a built-in surrogate given as text without a
     scale (the default ``"exponential"``, ``"exponential(width=0.3)"``), not for a Surrogate object."""
-    if not isinstance(surrogate, str):
-        return False
+    return isinstance(surrogate, str) and _parsed(surrogate)[1]
+
+
+def _parsed(surrogate: str) -> tuple[Surrogate, bool]:
     parsed, given = parse_surrogate_constants(surrogate)
-    return parsed.template is not None and "scale" not in given
+    return parsed, parsed.template is not None and "scale" not in given
 
 
 def _spike_and_surrogate(spike, surrogate) -> tuple[str | int, Surrogate, bool]:
@@ -363,7 +365,9 @@ def _spike_and_surrogate(spike, surrogate) -> tuple[str | int, Surrogate, bool]:
     _check_spike(spike)
     if isinstance(spike, np.integer):
         spike = int(spike)
-    return spike, get_surrogate(surrogate), chooses_scale(surrogate)
+    if isinstance(surrogate, str):
+        return (spike, *_parsed(surrogate))
+    return spike, get_surrogate(surrogate), False
 
 
 def _clip(u_min) -> float | None:
