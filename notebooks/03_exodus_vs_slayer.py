@@ -68,7 +68,8 @@ def rel2(got, want):
 # ## One layer, three methods, one oracle
 #
 # LIF with alpha = 0.9, theta = 1 (reset after decay, theta_r = theta) and the
-# SLAYER/sinabs exponential surrogate (scale 1, width 0.5). There are 32
+# SLAYER/sinabs exponential surrogate (width 0.5; by default its scale is the
+# largest stable one, 0.95 for this neuron: see "The step factor" below). There are 32
 # neurons, T = 200 steps, noisy input and a random initial membrane u0. Time
 # is on axis 0. NumPy inputs run the compiled CPU kernels generated from the
 # derivation (notebook 4).
