@@ -226,10 +226,17 @@ class Kernel:
     # ------------------------------------------------------------------ build
     @classmethod
     def closed_form(cls, expr: sp.Expr | float | int) -> Kernel:
-        """A kernel from a closed form in ``n`` (the symbol :data:`N`), n >= 0."""
+        """A kernel from a closed form in ``n`` (the symbol :data:`N`), n >= 0 (one derivation per expression:
+        kernels are immutable, and a model's parameters are symbols in them, so every value shares it)."""
         expr = sp.sympify(expr)
         if not isinstance(expr, sp.Expr):
             raise KernelError(f"kernel {expr!r} is not a SymPy expression")
+        if cls is Kernel:
+            return _closed_form(expr)
+        return cls._derive_closed_form(expr)
+
+    @classmethod
+    def _derive_closed_form(cls, expr: sp.Expr) -> Kernel:
         others = {s for s in expr.free_symbols if s.name == "n" and s != N}
         if others:
             expr = expr.subs({s: N for s in others})
@@ -425,3 +432,8 @@ def _number(v: float) -> sp.Expr:
 def _lambdified(exprs: tuple[sp.Expr, ...], symbols: tuple[sp.Symbol, ...]):
     """One function of ``symbols`` returning the list of ``exprs`` (one lambdify for a whole tap list)."""
     return sp.lambdify(symbols, list(exprs), modules="numpy")
+
+
+@functools.lru_cache(maxsize=512)
+def _closed_form(expr: sp.Expr) -> Kernel:
+    return Kernel._derive_closed_form(expr)

@@ -166,8 +166,8 @@ def _grid(theta: float, u_min: float | None) -> np.ndarray:
     return np.unique(u)
 
 
-def _abs_factor(model: NeuronModel, constants: Mapping[str, float]) -> Callable[[np.ndarray], np.ndarray]:
-    """u -> |c(u)| for ``model`` with its surrogate's constants replaced by ``constants``."""
+def _signed_factor(model: NeuronModel, constants: Mapping[str, float]) -> Callable[[np.ndarray], np.ndarray]:
+    """u -> c(u) for ``model`` with its surrogate's constants replaced by ``constants`` (NaN where undefined)."""
     _, names, fn = _factor(model)
     sigma_fn, primitive = _surrogate_functions(model.surrogate, constants)
     theta = model.theta
@@ -180,11 +180,41 @@ def _abs_factor(model: NeuronModel, constants: Mapping[str, float]) -> Callable[
                 env["sigma"] = sigma_fn(u, theta)
             if "s" in names:  # the spike f(u): floor counts for multi-spike, F(u) for the smooth spike
                 env["s"] = primitive(u, theta) if model.spike == "smooth" else model.spike_fn(u)
-            c = np.abs(np.broadcast_to(np.asarray(fn(*[env.get(n, values.get(n)) for n in names]), dtype=float),
-                                       u.shape))
+            return np.broadcast_to(np.asarray(fn(*[env.get(n, values.get(n)) for n in names]), dtype=float),
+                                   u.shape)
+
+    return f
+
+
+def _abs_factor(model: NeuronModel, constants: Mapping[str, float]) -> Callable[[np.ndarray], np.ndarray]:
+    """u -> |c(u)| for ``model`` with its surrogate's constants replaced by ``constants``; -inf where undefined."""
+    signed = _signed_factor(model, constants)
+
+    def f(u: np.ndarray) -> np.ndarray:
+        c = np.abs(signed(u))
         return np.where(np.isnan(c), -np.inf, c)
 
     return f
+
+
+def _grid_stable_scale(model: NeuronModel, constants: Mapping[str, float]) -> float | None:
+    """The largest stable scale on the grid of :func:`_grid`, in closed form: every built-in surrogate (and
+    its primitive) is linear in the scale k and c is affine in them, so c(u; k) = A(u) + k B(u) with
+    A = c(u; 0), B = c(u; 1) - A, and |A + k B| <= 1 at a grid point for all k up to (1 - A) / B where
+    B > 0, (1 + A) / -B where B < 0. The minimum over the points is the largest scale stable on the grid
+    (inf where no point binds). None where c is not affine in k at the grid (checked at k = 2), undefined
+    somewhere, or |A| > 1 (no scale stable): the caller then searches."""
+    u = _grid(model.theta, model.u_min)
+    a = _signed_factor(model, {**constants, "scale": 0.0})(u)
+    b = _signed_factor(model, {**constants, "scale": 1.0})(u) - a
+    two = _signed_factor(model, {**constants, "scale": 2.0})(u)
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b)) and np.all(np.isfinite(two))):
+        return None
+    if not np.allclose(two, a + 2.0 * b, rtol=1e-9, atol=1e-12) or np.max(np.abs(a)) > 1:
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bounds = np.where(b > 0, (1.0 - a) / b, np.where(b < 0, (1.0 + a) / -b, np.inf))
+    return float(max(np.min(bounds), 0.0))
 
 
 def _sup(f: Callable[[np.ndarray], np.ndarray], u: np.ndarray, candidates: int = 3, rounds: int = 3) -> float:
@@ -240,8 +270,29 @@ def _scale_of(model: NeuronModel) -> float:
     return constants["scale"]
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=1024)
 def _largest_stable_scale(model: NeuronModel) -> float:
+    """The grid's closed form (:func:`_grid_stable_scale`, two evaluations of c) where the refined maximum,
+    between grid points too, agrees with it; else the search (:func:`_searched_stable_scale`)."""
+    constants = dict(model.surrogate.constants)
+    k = _grid_stable_scale(model, constants)
+    if k is None:
+        return _searched_stable_scale(model)
+    if math.isinf(k) or k > 1e12 * constants["scale"]:
+        return math.inf
+    if k == 0.0:
+        return 0.0
+    worst = _worst(model, {**constants, "scale": k})
+    if worst > 1 + 1e-12:  # a higher peak between grid points: search below it
+        return _searched_stable_scale(model)
+    while worst > 1 and k > 0:  # 1 + rounding at the touching point
+        k *= 1 - 1e-14
+        worst = _worst(model, {**constants, "scale": k})
+    return k
+
+
+def _searched_stable_scale(model: NeuronModel) -> float:
+    """The root of worst(k) = 1 by search over k (doubling, then Brent's method or bisection)."""
     constants = dict(model.surrogate.constants)
     worst = lambda k: _worst(model, {**constants, "scale": k})  # noqa: E731
     if worst(0.0) > 1:

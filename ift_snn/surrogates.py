@@ -166,9 +166,20 @@ X = U - THETA
 def _builtin(name: str, build, **constants: float) -> Surrogate:
     """A catalogue surrogate: ``build(**constants)`` -> (sigma, primitive or None), numeric and as a template."""
     values = {k: _positive(k, v, f"{name} surrogate") for k, v in constants.items()}
-    expr, primitive = build(**{k: _number(v) for k, v in values.items()})
-    template, primitive_template = build(**{k: constant_symbol(k) for k in values})
-    return Surrogate(name, expr, tuple(values.items()), primitive, template, primitive_template)
+    return _built(name, build, tuple(values.items()))
+
+
+@functools.lru_cache(maxsize=1024)
+def _built(name: str, build, values: tuple[tuple[str, float], ...]) -> Surrogate:
+    """The Surrogate of checked ``values`` (immutable: one SymPy build per name and values)."""
+    expr, primitive = build(**{k: _number(v) for k, v in values})
+    template, primitive_template = _template_of(build, tuple(k for k, _ in values))
+    return Surrogate(name, expr, values, primitive, template, primitive_template)
+
+
+@functools.lru_cache(maxsize=64)
+def _template_of(build, names: tuple[str, ...]):
+    return build(**{k: constant_symbol(k) for k in names})
 
 
 def _exponential(scale, width):

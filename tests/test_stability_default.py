@@ -222,6 +222,7 @@ def test_specs_the_training_config_and_the_command_line_choose_the_scale_as_the_
     assert model_from_spec({"builtin": "lif", "surrogate": "exponential"}) == lif(0.9)
     assert model_from_spec({"builtin": "lif", "surrogate": "exponential(width=0.25)"}).surrogate == \
         surrogates.exponential(scale=0.475, width=0.25)
+    stability._WARNED.clear()  # warned once per model and process: whatever ran before in this worker
     with pytest.warns(UnstableModelWarning):
         given = model_from_spec({"builtin": "lif", "surrogate": "exponential(scale=1)"})
     assert given.surrogate == surrogates.exponential()
@@ -258,3 +259,24 @@ def test_torch_layers_and_nir_imports_get_the_scale_stable_for_every_neuron():
     assert dict(model.surrogate.constants)["scale"] == min(
         stability.stable_scale(lif(a, reset="zero", surrogate=surrogates.exponential())) for a in (0.5, 0.9, 0.95))
     assert dict(model.surrogate.constants)["scale"] == 0.5263
+
+
+@pytest.mark.parametrize("surrogate", SURROGATES)
+@pytest.mark.parametrize("name", sorted(MEMBRANES))
+def test_the_grid_closed_form_equals_the_search(name, surrogate):
+    """The largest stable scale from A + k B on the grid equals the root found by searching over k."""
+    model = MEMBRANES[name][0](surrogates.get_surrogate(surrogate, scale=2.0))
+    fast, searched = stability._largest_stable_scale(model), stability._searched_stable_scale(model)
+    assert fast == searched or fast == pytest.approx(searched, rel=1e-9), (fast, searched)
+
+
+def test_the_grid_closed_form_equals_the_search_for_smooth_spikes_and_srms():
+    models = [lif(0.9, spike="smooth", surrogate=surrogates.get_surrogate(name, scale=2.0))
+              for name in ("sigmoid", "arctan", "gaussian")]
+    models += [lif(0.8, reset="zero", spike="smooth", surrogate=surrogates.sigmoid(scale=2.0)),
+               builtin_model("alpha_srm", surrogate=surrogates.exponential(scale=3.0)),
+               builtin_model("taps4_srm", surrogate=surrogates.exponential(scale=3.0)),
+               builtin_model("alif", surrogate=surrogates.exponential(scale=3.0))]
+    for model in models:
+        fast, searched = stability._largest_stable_scale(model), stability._searched_stable_scale(model)
+        assert fast == pytest.approx(searched, rel=1e-9), (model, fast, searched)
