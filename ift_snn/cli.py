@@ -535,6 +535,9 @@ def _paper(args: argparse.Namespace) -> int:
         if row["stopped"]:
             print(f"         {row['stopped']} of {row['runs']} runs stopped: the gradient overflowed (paper.json "
                   "says where)")
+        if row.get("silent"):
+            print(f"         {row['silent']} of {row['runs']} runs had a silent layer (no spike in a whole epoch: "
+                  "training stalls; paper.json's 'silent' and 'spike_rates' say where)")
         if "init_grad_rel_diff_vs_exodus" in row:
             print(f"         bptt against exodus at initialisation: largest relative difference of dL/dW "
                   f"{row['init_grad_rel_diff_vs_exodus']:.2g}")

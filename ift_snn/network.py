@@ -162,6 +162,8 @@ class StepResult:
     #: Seconds of the step's phases: "forward" (layers and loss), "backward" (the scans and dL/ds handed
     #: down) and "weight_grad" (dL/dW and dL/dR).
     seconds: dict = field(default_factory=dict)
+    #: Per layer, the mean of its spikes s over time, batch and neurons (0: the layer was silent).
+    spike_rates: list = field(default_factory=list)
 
 
 class Network:
@@ -285,7 +287,8 @@ class Network:
             g = (da @ self.weights[layer].T).astype(self.dtype)
             clock.lap("backward")
         correct = int((pred == y).sum())
-        return StepResult(total, correct, norms, factors, clock.seconds), grads_w, grads_r
+        rates = [float(trace.s.mean(dtype=np.float64)) for trace in traces]
+        return StepResult(total, correct, norms, factors, clock.seconds, rates), grads_w, grads_r
 
     def parameters(self) -> list:
         return self.weights + [self.readouts[k] for k in sorted(self.readouts)]

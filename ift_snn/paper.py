@@ -41,7 +41,7 @@ from .models import if_neuron, lif
 from .network import NonFiniteLossError
 from .stability import UnstableModelWarning, stabilized
 from .surrogates import exponential
-from .train import TrainConfig, _write_json, build_network, fit, prepare_out_dir
+from .train import SilentLayerWarning, TrainConfig, _write_json, build_network, fit, prepare_out_dir
 from .train import blas_threads as limited_blas
 
 __all__ = ["PaperConfig", "paper_experiment", "QUICK"]
@@ -216,7 +216,7 @@ def _paper_experiment(cfg: PaperConfig | None, out, *, progress: bool, baselines
             net = build_network(tc, n_in, n_classes)  # the seed's weights: the same for every method and scale
             norms, grads = _first_batch_grads(build_network(tc, n_in, n_classes), train_ds, tc)
             run = {"seed": seed, "scale": scale, "method": method, "init_grad_norms": norms, "epochs": [],
-                   "stopped": None}
+                   "stopped": None, "silent": None}
             if method == "bptt":
                 exodus = cfg.train_config(scale, "exodus", seed, paths)
                 ref = _first_batch_grads(build_network(exodus, n_in, n_classes), train_ds, exodus)[1]
@@ -233,8 +233,10 @@ def _paper_experiment(cfg: PaperConfig | None, out, *, progress: bool, baselines
                     bar.set_postfix(run=f"{method} s={scale:g} seed={seed}", test=f"{last['test_acc']:.2f}")
                 write()
 
-            history = fit(net, train_ds, test_ds, tc, progress=False, on_epoch=on_epoch)
-            run["stopped"] = history.stopped
+            with warnings.catch_warnings():  # counted in the summary instead (one per run would interleave the bar)
+                warnings.simplefilter("ignore", SilentLayerWarning)
+                history = fit(net, train_ds, test_ds, tc, progress=False, on_epoch=on_epoch)
+            run["stopped"], run["silent"] = history.stopped, history.silent
             if bar is not None and len(history.epochs) < cfg.epochs:
                 bar.update(cfg.epochs - len(history.epochs))
             write()
@@ -270,6 +272,7 @@ def summarise(result: dict) -> dict:
             "train_grad_norms": np.mean(during, axis=0).tolist() if during else None,
             "epoch_seconds": float(np.mean(seconds)) if seconds else None, "phase_seconds": phases,
             "stopped": sum(r["stopped"] is not None for r in runs),
+            "silent": sum(r.get("silent") is not None for r in runs),
         }
         check = [r.get("init_grad_rel_diff_vs_exodus") for r in runs if r.get("init_grad_rel_diff_vs_exodus")]
         if check:

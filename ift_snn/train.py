@@ -14,6 +14,7 @@ import numbers
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from .models import NeuronModel, lif, model_to_dict
 from .network import Adam, Network, NonFiniteLossError
 from .surrogates import exponential
 
-__all__ = ["TrainConfig", "make_task", "build_network", "fit", "train", "scale_sweep", "TASKS", "prepare_out_dir"]
+__all__ = ["TrainConfig", "make_task", "build_network", "fit", "train", "scale_sweep", "TASKS", "prepare_out_dir",
+           "SilentLayerWarning"]
 
 TASKS = ("randman", "digits", "shd")
 
@@ -230,9 +232,17 @@ def _accuracy(net: Network, ds, cfg: TrainConfig) -> float:
 class History:
     epochs: list = field(default_factory=list)
     stopped: str | None = None
+    #: The first epoch in which a layer emitted no spike at all, and which layers (None: every layer fired).
+    silent: str | None = None
 
     def to_dict(self) -> dict:
-        return {"epochs": self.epochs, "stopped": self.stopped}
+        return {"epochs": self.epochs, "stopped": self.stopped, "silent": self.silent}
+
+
+class SilentLayerWarning(RuntimeWarning):
+    """A layer emitted no spike in a whole training epoch (``fit``): its gradient then flows only through the
+    surrogate far below threshold, and training stalls. Warned once per run; ``History.silent`` and the
+    metrics' ``silent`` say which layers, ``spike_rates`` per epoch how close the others are."""
 
 
 def fit(net: Network, train_ds, test_ds, cfg: TrainConfig, *, progress: bool = True,
@@ -257,6 +267,7 @@ def fit(net: Network, train_ds, test_ds, cfg: TrainConfig, *, progress: bool = T
             losses, correct, seen = [], 0, 0
             norms = np.zeros(len(net.weights))
             factors = np.zeros(len(net.weights))
+            rates = np.zeros(len(net.weights))
             phases = {"forward": 0.0, "backward": 0.0, "weight_grad": 0.0}
             try:
                 for x, y in train_ds.time_major_batches(cfg.batch_size, rng=rng):
@@ -269,6 +280,7 @@ def fit(net: Network, train_ds, test_ds, cfg: TrainConfig, *, progress: bool = T
                     seen += len(y)
                     norms += np.array(result.grad_norms)
                     factors = np.maximum(factors, result.max_step_factors)
+                    rates += np.array(result.spike_rates)
             except NonFiniteLossError as exc:
                 history.stopped = f"epoch {epoch}: {exc}"
                 if bar is not None:
@@ -282,11 +294,21 @@ def fit(net: Network, train_ds, test_ds, cfg: TrainConfig, *, progress: bool = T
                 "test_acc": _accuracy(net, test_ds, cfg),
                 "grad_norms": (norms / batches).tolist(),
                 "max_step_factor": factors.tolist(),
+                "spike_rates": (rates / batches).tolist(),
                 "seconds": time.perf_counter() - start,
                 # the training steps' phases (the rest of "seconds": data, Adam, the test accuracy)
                 **{f"{phase}_s": sec for phase, sec in phases.items()},
             }
             history.epochs.append(row)
+            silent = [k for k, rate in enumerate(row["spike_rates"]) if rate == 0]
+            if silent and not history.silent:
+                last = len(net.weights) - 1
+                history.silent = (f"epoch {epoch + 1}: layer(s) {silent} emitted no spike in the whole epoch "
+                                  f"(layers 0..{last}, {last} the output)")
+                warnings.warn(f"{history.silent}: training stalls there (its gradient flows only through sigma(u) "
+                              "far below threshold; a silent output gives the loss ln(classes)); a larger "
+                              "init_gain or a lower learning rate keeps layers firing", SilentLayerWarning,
+                              stacklevel=2)
             if on_epoch is not None:
                 on_epoch(history)
             if bar is not None:

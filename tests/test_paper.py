@@ -31,7 +31,11 @@ def test_small_paper_run_records_everything(tmp_path):
         assert len(run["epochs"]) == 2 and run["stopped"] is None
         for epoch in run["epochs"]:
             assert {"test_acc", "loss", "grad_norms", "seconds", "forward_s", "backward_s", "weight_grad_s"} <= set(epoch)
-            assert len(epoch["grad_norms"]) == 4  # the four weight layers
+            assert len(epoch["grad_norms"]) == 4 and len(epoch["spike_rates"]) == 4  # the four weight layers
+        assert (run["silent"] is None) == all(min(e["spike_rates"]) > 0 for e in run["epochs"])
+    assert all(row["silent"] == sum(r["silent"] is not None for r in data["runs"]
+                                    if f"{r['method']}@{r['scale']:g}" == key)
+               for key, row in data["summary"].items())
     # bptt (the float64 reference) against exodus (float32 kernels) at initialisation: rounding only
     check = data["summary"]["bptt@1"]["init_grad_rel_diff_vs_exodus"]
     assert check < 1e-4

@@ -9,7 +9,7 @@ import pytest
 
 from ift_snn.cli import main
 from ift_snn.network import Network
-from ift_snn.train import TrainConfig, scale_sweep, train
+from ift_snn.train import SilentLayerWarning, TrainConfig, scale_sweep, train
 
 pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.StabilityWarning")
 TINY = ["--randman-samples", "16", "--T", "40", "--hidden", "16", "16", "--batch-size", "16"]
@@ -25,7 +25,9 @@ def test_train_cli_writes_metrics_and_weights(tmp_path, capsys):
     for epoch in metrics["epochs"]:  # the steps' phases, each measured, within the epoch's time
         phases = [epoch["forward_s"], epoch["backward_s"], epoch["weight_grad_s"]]
         assert min(phases) > 0 and sum(phases) <= epoch["seconds"]
-    assert metrics["stopped"] is None
+    assert metrics["stopped"] is None and metrics["silent"] is None
+    rates = metrics["epochs"][-1]["spike_rates"]
+    assert len(rates) == 3 and all(0 < r < 1 for r in rates)
     net = Network.load(out / "weights.npz")
     assert net.sizes == [40, 16, 16, 4]
     assert "test accuracy" in capsys.readouterr().out
@@ -45,6 +47,21 @@ def test_training_stops_on_a_blown_up_gradient_and_names_the_layer(tmp_path, cap
     err = capsys.readouterr().err
     assert "training stopped" in err and "layer" in err and "step factor" in err
     assert json.loads((tmp_path / "metrics.json").read_text())["stopped"]
+
+
+def test_a_silent_layer_is_reported_once_with_its_spike_rate(tmp_path, capsys):
+    """Weights too small to reach threshold: nothing fires, the loss sits at ln(classes), and the run says so."""
+    cfg = TrainConfig(task="randman", epochs=2, randman_samples=16, T=40, hidden=(16,), batch_size=16,
+                      init_gain=1e-3)
+    with pytest.warns(SilentLayerWarning, match=r"epoch 1: layer\(s\) \[0, 1\] emitted no spike") as record:
+        metrics = train(cfg, tmp_path, progress=False)
+    assert len(record) == 1  # once per run, not per epoch
+    assert metrics["silent"].startswith("epoch 1")
+    assert all(rate == 0 for e in metrics["epochs"] for rate in e["spike_rates"])
+    assert metrics["epochs"][-1]["loss"] == pytest.approx(np.log(4), rel=1e-6)
+    assert json.loads((tmp_path / "metrics.json").read_text())["silent"] == metrics["silent"]
+    code = main(["train", "--epochs", "1", "--init-gain", "0.001", "--out", str(tmp_path / "cli"), *TINY])
+    assert code == 0 and "emitted no spike" in capsys.readouterr().err
 
 
 def test_digits_task_trains(tmp_path):
