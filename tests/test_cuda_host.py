@@ -125,7 +125,7 @@ def test_cuda_source_run_on_the_host_equals_the_numpy_kernels(name, tmp_path):
         assert {"grad_a", "gx_" + ift_snn.state_names(model)[0]} <= set(want_s)
         for k in want_s:  # dL/da, dL/dx0 per state, dL/dp per parameter
             np.testing.assert_allclose(got_s[k], want_s[k], rtol=1e-12, atol=1e-12, err_msg=f"{quantity} {k}")
-    for quantity, K in (("backward", 0), ("backward", 11), ("slayer", 0)):
+    for quantity, K in (("backward", 0), ("backward", 11), ("slayer", 0), ("backward_a", 11), ("slayer_a", 0)):
         want_b, want_bf = run(model, quantity, "numpy", np.dtype(np.float64), T, M, named, vectors, K)
         got_b, got_bf = _host_run(model, quantity, tmp_path, T, M, named, vectors, K, names)
         np.testing.assert_allclose(got_b["grad_a"], want_b["grad_a"], rtol=1e-12, atol=1e-13,

@@ -447,14 +447,16 @@ def forward(model: NeuronModel, a, u0=None, target: str = "cpu", *, vectors: Map
 
 
 def backward(model: NeuronModel, method: str, g, u, s, sigma, mask, truncation: int | None, a=None, u0=None,
-             target: str = "cpu", *, vectors: Mapping | None = None, per_neuron: Mapping | None = None):
+             target: str = "cpu", *, vectors: Mapping | None = None, per_neuron: Mapping | None = None,
+             parameters: bool = True):
     """(dL/da, finals) by the generated exodus (``method="exodus"``) or slayer reverse scan.
 
     finals maps the kernel's per-neuron results by name: ``grad_u_init``, the parameter sums
-    ``acc_<name>`` and the diagnostics ``dg_max_factor``, ``dg_longest_run``, ``dg_max_growth``.
+    ``acc_<name>`` (only with ``parameters``: without, the scan derived without them, which reads fewer
+    inputs) and the diagnostics ``dg_max_factor``, ``dg_longest_run``, ``dg_max_growth``.
     Inputs are (T, M) C-contiguous arrays of one dtype; ``mask`` is the forward's (bool) or None.
     """
-    quantity = "backward" if method == "exodus" else "slayer"
+    quantity = ("backward" if method == "exodus" else "slayer") + ("" if parameters else "_a")
     T, M, blocks = _sizes(g)
     dtype = np.dtype(g.dtype)
     named = {"g": g, "sigma": sigma, "s": s, "u": u, "a": a}

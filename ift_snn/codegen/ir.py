@@ -46,6 +46,10 @@ RING_MIN = 8
 #: in each scan that carries it; its derivative filters a few more).
 MAX_RING = MAX_DELAY + MAX_STATE
 QUANTITIES = ("forward", "backward", "slayer")
+#: The reverse scans without the parameter sums (``Scan.without_parameter_sums``): dL/da, dL/d(initial state)
+#: and the diagnostics only, for a backward that asks for no dL/dp (``ops.backward(..., parameters=False)``,
+#: training the weights): a LIF's then reads g and sigma, not also u and s.
+INPUT_QUANTITIES = ("backward_a", "slayer_a")
 #: One step's vector-Jacobian product (:mod:`ift_snn.symbolic.step`): the gradient through a carried state.
 STEP_QUANTITIES = ("step", "step_slayer")
 #: The forward scan split for the CPU: ``forward_core`` writes only what the recurrence computes (u, s,
@@ -59,7 +63,7 @@ class CodegenError(ValueError):
 
 
 #: Every kernel quantity: the names a generated kernel (and its cached file, codegen/cpu.py) may carry.
-ALL_QUANTITIES = QUANTITIES + SPLIT_QUANTITIES + STEP_QUANTITIES
+ALL_QUANTITIES = QUANTITIES + INPUT_QUANTITIES + SPLIT_QUANTITIES + STEP_QUANTITIES
 KERNEL_SUFFIX = rf"_({'|'.join(ALL_QUANTITIES)})_(f32|f64)_[0-9a-f]{{8}}"
 _KERNEL_NAME = re.compile(r"ift_snn_[a-z_][a-z0-9_]{0,39}" + KERNEL_SUFFIX)
 _COMMENT_SAFE = re.compile(r"[^A-Za-z0-9 _.,:;=+\-*/()<>\[\]{}'\"|&^%!~@$#]")
@@ -272,7 +276,9 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
     if quantity in STEP_QUANTITIES:
         scan = step_scans(rec)[quantity == "step_slayer"]
     else:
-        scan = {"backward": rec.backward, "slayer": rec.slayer}.get(quantity, rec.forward)
+        scan = {"backward": rec.backward, "slayer": rec.slayer}.get(quantity.removesuffix("_a"), rec.forward)
+        if quantity in INPUT_QUANTITIES:
+            scan = scan.without_parameter_sums()
     lifted = model.surrogate_arguments
     if lifted:
         # The surrogate's constants become kernel arguments: sigma = template(u; theta, sg_*).

@@ -74,6 +74,32 @@ class Scan:
                     tuple((l, r) for l, r in self.finals if not l.name.startswith(prefix)),
                     tuple(p for p in self.persistent if not p.name.startswith(prefix)))
 
+    def without_parameter_sums(self) -> Scan:
+        """This scan for dL/da (and dL/d(initial state), the diagnostics) alone: without the parameter sums
+        ``acc_<p>`` (:data:`PARAMETER`) and whatever state and assignments only they needed (an SRM's parameter
+        filters, the raw adjoint), so that the kernel no longer reads the inputs only they read (u and s for a
+        LIF). Every remaining assignment and update is the same expression: dL/da is the same number."""
+        finals = tuple((l, r) for l, r in self.finals if not l.name.startswith(PARAMETER))
+        assigned = dict(self.assignments)
+        updates = dict(zip(self.state, self.update))
+        needed: set[sp.Symbol] = set(self.outputs)
+        for _, rhs in finals:
+            needed |= rhs.free_symbols
+        todo = list(needed)
+        while todo:
+            sym = todo.pop()
+            for expr in (assigned.get(sym), updates.get(sym)):
+                if expr is not None:
+                    new = sp.sympify(expr).free_symbols - needed
+                    needed |= new
+                    todo.extend(new)
+        keep = [i for i, st in enumerate(self.state) if st in needed]
+        return Scan(self.name, self.direction, self.inputs, tuple(self.state[i] for i in keep),
+                    tuple(self.init[i] for i in keep),
+                    tuple((l, r) for l, r in self.assignments if l in needed), self.outputs,
+                    tuple(self.update[i] for i in keep), finals,
+                    tuple(p for p in self.persistent if p in needed))
+
     def __str__(self) -> str:
         lines = [f"{self.name} scan ({self.direction} in time)"]
         lines.append("  state: " + ", ".join(f"{s} = {i}" for s, i in zip(self.state, self.init)))

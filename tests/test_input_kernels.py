@@ -1,0 +1,81 @@
+"""The reverse scans without the parameter sums (``parameters=False``: quantities backward_a, slayer_a; derived
+by ``Scan.without_parameter_sums``) give the same dL/da, dL/du0, dL/d(state) and diagnostics as the full scans
+(to rounding: common subexpressions are chosen over fewer expressions, so the same value may be computed in
+another order), on every target, every model, both methods, truncated or not, with per-neuron values; and
+they read less."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ift_snn
+from ift_snn.backends import cpu
+from ift_snn.codegen.ir import build_kernel
+from ift_snn.zoo import zoo_model
+
+pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.StabilityWarning")
+needs_numba = pytest.mark.skipif(not cpu.available(), reason="Numba is not installed")
+TARGETS = ["numpy", pytest.param("cpu", marks=needs_numba), pytest.param("cupy", marks=pytest.mark.gpu)]
+MODELS = sorted(ift_snn.BUILTIN_MODELS)
+RTOL = {"float64": 1e-12, "float32": 1e-5}
+
+
+def _arrays(target, *xs):
+    if target != "cupy":
+        return xs
+    cupy = pytest.importorskip("cupy")
+    return tuple(cupy.asarray(x) for x in xs)
+
+
+def _host(x):
+    return x.get() if type(x).__module__.startswith("cupy") else np.asarray(x)
+
+
+def _compare(model, target, dtype=np.float64, per=None, seed=0):
+    rng = np.random.default_rng(seed)
+    T, M = 60, 23
+    a, g, u0 = rng.normal(0.4, 0.6, (T, M)).astype(dtype), rng.normal(size=(T, M)).astype(dtype), \
+        rng.normal(0, 0.3, M).astype(dtype)
+    a, g, u0 = _arrays(target, a, g, u0)
+    trace = ift_snn.forward(model, a, u0, backend=target, params=per)
+    assert _host(trace.s).any()
+    for method in ("exodus", "slayer"):
+        for truncation in (None, 9):
+            full = ift_snn.backward(model, trace, g, method=method, truncation=truncation)
+            lean = ift_snn.backward(model, trace, g, method=method, truncation=truncation, parameters=False)
+            what = f"{model.name} {method} K={truncation} {target}"
+            for k in ("a", "u0", "state"):
+                want = _host(getattr(full, k))
+                tol = RTOL[np.dtype(dtype).name] * max(float(np.max(np.abs(want), initial=0.0)), 1e-300)
+                np.testing.assert_allclose(_host(getattr(lean, k)), want, rtol=0, atol=tol, err_msg=f"{what}: {k}")
+            assert lean.max_step_factor == pytest.approx(full.max_step_factor, rel=RTOL[np.dtype(dtype).name])
+            assert lean.longest_unstable_run == full.longest_unstable_run, what
+            assert lean.params == {} and set(full.params) == set(model.parameter_names)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("name", MODELS)
+def test_without_parameter_sums_the_gradients_are_the_same_numbers(name, target):
+    _compare(ift_snn.get_model(name), target)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_float32_and_per_neuron_values_and_the_zoo(target):
+    _compare(ift_snn.get_model("lif"), target, np.float32)
+    _compare(ift_snn.get_model("alif"), target, per={"alpha": np.linspace(0.85, 0.95, 23)})
+    for name in ("dexp_3tap_reset", "fir12", "srm_reset_zero"):
+        _compare(zoo_model(name), target)
+
+
+def test_the_lean_scans_read_less():
+    """A LIF's dL/da needs g and sigma only; u and s were read for dL/dalpha and dL/dtheta."""
+    for quantity in ("backward", "slayer"):
+        full = build_kernel(ift_snn.get_model("lif"), quantity, "f32")
+        lean = build_kernel(ift_snn.get_model("lif"), quantity + "_a", "f32")
+        assert [i.name for i in lean.inputs] == ["g", "sigma"]
+        assert {"u", "s"} <= {i.name for i in full.inputs}
+        assert not any(st.name.startswith("acc_") for st in lean.state)
+        assert lean.name != full.name and f"_{quantity}_a_f32_" in lean.name
+    alif = build_kernel(ift_snn.get_model("alif"), "backward_a", "f64")
+    assert len(alif.state) < len(build_kernel(ift_snn.get_model("alif"), "backward", "f64").state)
