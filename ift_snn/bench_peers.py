@@ -94,6 +94,8 @@ ALPHA, THETA = 0.9, 1.0
 #: ift_snn exponential surrogate: scale / (width theta) exp(-|u - theta| / (width theta)) = exp(-2 |u - 1|).
 SG_SCALE, SG_WIDTH = 0.5, 0.5
 PEERS = ("snntorch", "spikingjelly", "norse")
+#: The exodus layer with alpha not trained (the peers' setting).
+FIXED = "ift_snn exodus, fixed alpha"
 #: Module each peer is imported from (lazily).
 _PEER_MODULES = {"snntorch": "snntorch", "spikingjelly": "spikingjelly.activation_based.neuron",
                  "norse": "norse.torch", "sinabs": "sinabs.layers"}
@@ -343,6 +345,12 @@ def _contestants(torch, peers: list[str]) -> list[Contestant]:
             f"ift_snn {method}", "ift_snn", f"integrations.torch.LIF(0.9, method={method!r}, train_alpha=True), "
             "reset after decay, (B, T, N)", SURROGATE_EXP, gradient, False, bt, _torch_timer(torch, layer),
             version=_version("ift-snn")))
+    # the peers' own setting: a decay that is not trained (snnTorch's learn_beta=False, SpikingJelly's fixed tau),
+    # where the layer's backward skips the parameter sums (ops.backward(..., parameters=False))
+    out.append(Contestant(
+        FIXED, "ift_snn", "integrations.torch.LIF(0.9, method='exodus'), alpha fixed as the peers', reset after "
+        "decay, (B, T, N)", SURROGATE_EXP, "exact (= BPTT)", False, bt,
+        _torch_timer(torch, _ift_layer(torch, "exodus", train_alpha=False)), version=_version("ift-snn")))
     if "snntorch" in peers:
         out.append(Contestant(
             "snnTorch", "snntorch", "snn.Leaky(beta=0.9, threshold=1, reset_mechanism='subtract') over "
@@ -626,6 +634,7 @@ def _one_size(torch, contestants, size, rounds, rng, seed, bandwidth, result, pr
         "exodus_over_fastest_peer": by["ift_snn exodus"]["fwd_bwd_ms"] / fastest["fwd_bwd_ms"],
         "slayer_over_fastest_peer": by["ift_snn slayer"]["fwd_bwd_ms"] / fastest["fwd_bwd_ms"],
         "exodus_over_slayer_backward": by["ift_snn exodus"]["backward_ms"] / by["ift_snn slayer"]["backward_ms"],
+        "exodus_fixed_alpha_over_fastest_peer": by[FIXED]["fwd_bwd_ms"] / fastest["fwd_bwd_ms"],
         "memory_floor_ms": floor_ms, "bytes_moved_MB": moved / 1e6,
         "kernels_fwd_bwd_ms": kern["fwd_bwd_ms"], "kernels_over_memory_floor": kern["fwd_bwd_ms"] / floor_ms,
         "layer_exodus_over_kernels": by["ift_snn exodus"]["fwd_bwd_ms"] / kern["fwd_bwd_ms"],
@@ -651,7 +660,7 @@ def format_peers_table(result: dict) -> str:
         for a in result["agreement"]:
             lines.append(f"     {a['dtype']} {a['peer']:<13} vs {a['versus']:<58} spikes differ "
                          f"{a['spikes_differ']}/{a['spikes']:<6} dL/dx {a['grad_rel_diff']:.1e}")
-    head = (f"   {'contestant':<16} {'fwd ms':>10} {'bwd ms':>10} {'fwd+bwd ms':>11} {'x fastest':>9} "
+    head = (f"   {'contestant':<27} {'fwd ms':>10} {'bwd ms':>10} {'fwd+bwd ms':>11} {'x fastest':>9} "
             f"{'peak MB':>9} {'agree f64':>9} {'agree f32':>9}  {'gradient':<20} surrogate")
     for s in result["summary"]:
         B, T, N = s["size"]
@@ -660,17 +669,20 @@ def format_peers_table(result: dict) -> str:
         for r in result["rows"]:
             if r["size"] != s["size"]:
                 continue
-            lines.append(f"   {r['contestant']:<16} {r['forward_ms']:>10.1f} {r['backward_ms']:>10.1f} "
+            lines.append(f"   {r['contestant']:<27} {r['forward_ms']:>10.1f} {r['backward_ms']:>10.1f} "
                          f"{r['fwd_bwd_ms']:>11.1f} {r['over_fastest_peer']:>9.3f} {r['peak_mb']:>9.0f} "
                          f"{_fmt(r['agreement_f64'], '>9.1e')} {_fmt(r['agreement_f32'], '>9.1e')}  "
                          f"{r['gradient']:<20} {r['surrogate']}")
         lines.append(f"   ift_snn exodus fwd+bwd / fastest peer ({s['fastest_peer']}): "
                      f"{s['exodus_over_fastest_peer']:.3f}; slayer {s['slayer_over_fastest_peer']:.3f}; "
                      f"exodus / slayer backward: {s['exodus_over_slayer_backward']:.2f}")
+        if "exodus_fixed_alpha_over_fastest_peer" in s:
+            lines.append(f"   ift_snn exodus with alpha fixed, as the peers run it: "
+                         f"{s['exodus_fixed_alpha_over_fastest_peer']:.3f} of the fastest peer")
         lines.append(f"   memory floor {s['memory_floor_ms']:.1f} ms ({s['bytes_moved_MB']:.0f} MB); kernels fwd+bwd "
                      f"{s['kernels_fwd_bwd_ms']:.1f} ms = {s['kernels_over_memory_floor']:.2f}x floor; "
                      f"layer exodus / kernels {s['layer_exodus_over_kernels']:.2f}")
     for c in result["contestants"]:
-        lines.append(f"   {c['name']:<16} {c['library']} {c['version']}: {c['config']}")
+        lines.append(f"   {c['name']:<27} {c['library']} {c['version']}: {c['config']}")
     lines += [f"   note: {n}" for n in result["notes"]]
     return "\n".join(lines)

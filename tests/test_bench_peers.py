@@ -59,12 +59,13 @@ def test_cli_peers_writes_json(tmp_path, capsys, monkeypatch):
     data = json.loads(out.read_text())
     assert data["config"]["sizes"] == [list(TINY)] and data["config"]["threads"] == 2
     names = {r["contestant"] for r in data["rows"]}
-    assert {"ift_snn exodus", "ift_snn slayer", "ift_snn kernels"} <= names
-    assert len(names) == 3 + len(peers)
+    assert {"ift_snn exodus", "ift_snn slayer", "ift_snn exodus, fixed alpha", "ift_snn kernels"} <= names
+    assert len(names) == 4 + len(peers)
     for r in data["rows"]:
         assert r["fwd_bwd_ms"] > 0 and r["forward_ms"] > 0 and r["peak_mb"] >= 0 and len(r["times_ms"]) == 1
     (s,) = data["summary"]
     assert s["exodus_over_fastest_peer"] > 0 and s["memory_floor_ms"] > 0 and s["exodus_over_slayer_backward"] > 0
+    assert s["exodus_fixed_alpha_over_fastest_peer"] > 0 and "with alpha fixed, as the peers run it" in printed
     assert {a["peer"] for a in data["agreement"]} == set(peers)
     assert all(a["grad_rel_diff"] < 1e-5 for a in data["agreement"])
 
