@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -387,18 +387,36 @@ def _check_forward_finite(model: NeuronModel, u, sigma, neurons, T: int, blocks=
 
 
 # --------------------------------------------------------------- backward
-def _parameter_gradients(model: NeuronModel, record: Trace, fins, u0, M: int, neurons, xp, dtype) -> dict:
-    """{p: dL/dp} from a backward kernel's per-neuron sums acc_<p>: summed over the neurons (a float) for a
-    shared parameter, that neuron's sum (an array of the neuron shape) for one given per neuron; plus, when x0
-    stands for u0, the derived term through x0 (an SRM's eps state depends on its parameters)."""
+def _parameter_gradients(model: NeuronModel, record: Trace, fins, u0, M: int, neurons, xp, dtype,
+                         wanted: tuple[str, ...]) -> dict:
+    """{p: dL/dp} for p in ``wanted`` from a backward kernel's per-neuron sums acc_<p>: summed over the neurons
+    (a float) for a shared parameter, that neuron's sum (an array of the neuron shape) for one given per
+    neuron; plus, when x0 stands for u0, the derived term through x0 (an SRM's eps state depends on its
+    parameters)."""
     per = record.params
     params = {k: fins[PARAMETER + k].astype(xp.float64) if k in per
-              else float(xp.sum(fins[PARAMETER + k], dtype=xp.float64)) for k in model.parameter_names}
-    if not record.from_state:
+              else float(xp.sum(fins[PARAMETER + k], dtype=xp.float64)) for k in wanted}
+    if not record.from_state and wanted:
         u_init = xp.zeros(M, dtype) if u0 is None else u0
         for k, v in u_init_parameter_terms(compiled.recurrence(model), fins, u_init, xp, model, per).items():
-            params[k] = params[k] + v
+            if k in params:
+                params[k] = params[k] + v
     return {k: v.reshape(neurons) if k in per else v for k, v in params.items()}
+
+
+def _wanted_parameters(model: NeuronModel, parameters) -> tuple[str, ...]:
+    """``backward``'s ``parameters`` as the tuple of names whose dL/dp is wanted (in the model's order)."""
+    if parameters is True or parameters is False:
+        return model.parameter_names if parameters else ()
+    if isinstance(parameters, str) or not isinstance(parameters, Iterable):
+        raise TypeError(f"parameters={parameters!r:.80}: expected True, False or a collection of parameter names "
+                        f"(of {model.parameter_names})")
+    names = list(parameters)
+    unknown = [k for k in names if k not in model.parameter_names]
+    if unknown:
+        raise ValueError(f"parameters {unknown!r:.80} are not parameters of {model.name}; it has "
+                         f"{', '.join(model.parameter_names)}")
+    return tuple(k for k in model.parameter_names if k in names)
 
 
 def _step_backward(model, record, g, method, grad_state, parameters, T, M, neurons, blocks, xp, dtype) -> Gradients:
@@ -433,7 +451,7 @@ def _step_backward(model, record, g, method, grad_state, parameters, T, M, neuro
         grad_u0 = (coef * grad_x0).sum(axis=0) if names else xp.zeros(M, dtype)
         # one step: nothing is truncated, so dL/dx0 is also the whole sequence's (the finals gw_<state>)
         whole = {**fins, **{STATE_WHOLE + n: fins[STATE_GRAD + n] for n in names}}
-        params = _parameter_gradients(model, record, whole, u0, M, neurons, xp, dtype) if parameters else {}
+        params = _parameter_gradients(model, record, whole, u0, M, neurons, xp, dtype, parameters)
     bad = [k for k, v in (("dL/da", grad_a), ("dL/dx0", grad_x0)) if not _all_finite(v)]
     bad += [f"dL/d{k}" for k, v in params.items() if not (_all_finite(v) if k in per else math.isfinite(v))]
     if bad:
@@ -473,7 +491,7 @@ def backward(
     method: str = "exodus",
     truncation: int | None = None,
     *,
-    parameters: bool = True,
+    parameters: bool | Collection[str] = True,
     grad_state: np.ndarray | None = None,
 ) -> Gradients:
     """Gradients of the loss given g = dL/ds, by the chosen method.
@@ -486,11 +504,13 @@ def backward(
     ``grad_s`` has the record's shape and is finite; ``truncation`` is None or
     an int >= 1. Warns :class:`StabilityWarning` when |step factor| > 1 for :data:`STABILITY_RUN`
     consecutive steps or when factors multiply to more than :data:`GROWTH_LIMIT`
-    over a run of steps. ``parameters=False`` skips the parameter gradients
-    (``params`` is then empty): the reverse scan derived without the parameter sums
-    (``Scan.without_parameter_sums``; kernels ``backward_a`` / ``slayer_a``) reads fewer
-    inputs (a LIF's g and sigma, not also u and s: 0.67x the time at T = 300, 64 x 256). Raises :class:`GradientOverflowError`
-    instead of returning inf or NaN.
+    over a run of steps. Raises :class:`GradientOverflowError` instead of returning inf or NaN.
+
+    ``parameters``: which dL/dp to compute: every one (True), none (False: ``params`` is empty) or the names
+    given (e.g. ``("alpha",)``: a layer that trains alpha only). Short of all of them, the reverse scan is
+    the one derived without the other parameter sums (``Scan.without_parameter_sums``; kernels
+    ``backward_a`` / ``slayer_a``), which reads fewer inputs: a LIF's needs g and sigma, plus u for alpha
+    and s for theta (without any: 0.67x the time at T = 300, 64 x 256).
 
     ``grad_state``: dL/dx1, the gradient of the state after the last step (``record.state``, e.g. from the
     next step's ``Gradients.state``), for a one-step record (T = 1: stepping a layer with the state
@@ -504,6 +524,7 @@ def backward(
         raise TypeError(f"record must be the Trace returned by forward(), got {type(record).__name__}")
     if record.model != model:
         raise ValueError(f"record was computed with {record.model!r}, not with {model!r}")
+    parameters = _wanted_parameters(model, parameters)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     if truncation is not None:
@@ -560,7 +581,7 @@ def backward(
             grad_a, fins = compiled.backward(model, method, g2, u2, s2, sigma, mask, truncation, a2, u0, target,
                                              vectors=vectors, per_neuron=per, parameters=parameters)
             grad_u0 = fins["grad_u_init"]
-            params = _parameter_gradients(model, record, fins, u0, M, neurons, xp, dtype) if parameters else {}
+            params = _parameter_gradients(model, record, fins, u0, M, neurons, xp, dtype, parameters)
         grad_x0 = xp.stack([fins[STATE_GRAD + n] for n in names]) if names else xp.zeros((0, M), dtype)
         max_factor = float(xp.max(fins[DIAGNOSTIC + "max_factor"])) if M else 0.0
         longest = int(xp.max(fins[DIAGNOSTIC + "longest_run"])) if M else 0

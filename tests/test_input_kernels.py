@@ -79,3 +79,51 @@ def test_the_lean_scans_read_less():
         assert lean.name != full.name and f"_{quantity}_a_f32_" in lean.name
     alif = build_kernel(ift_snn.get_model("alif"), "backward_a", "f64")
     assert len(alif.state) < len(build_kernel(ift_snn.get_model("alif"), "backward", "f64").state)
+
+
+def _subset_problem(model, target, seed=1):
+    rng = np.random.default_rng(seed)
+    a, g, u0 = rng.normal(0.4, 0.6, (50, 19)), rng.normal(size=(50, 19)), rng.normal(0, 0.3, 19)
+    a, g, u0 = _arrays(target, a, g, u0)
+    return ift_snn.forward(model, a, u0, backend=target), g
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("name", ["lif", "cuba_lif", "alpha_srm", "alif", "lif_reset_zero"])
+def test_a_subset_of_the_parameters_gets_the_same_gradients(name, target):
+    """parameters=(p,): only dL/dp, from a scan keeping only p's sum (and what it needs): the same numbers."""
+    model = ift_snn.get_model(name)
+    trace, g = _subset_problem(model, target)
+    for method, truncation in (("exodus", None), ("slayer", 7)):
+        full = ift_snn.backward(model, trace, g, method=method, truncation=truncation)
+        for p in model.parameter_names:
+            one = ift_snn.backward(model, trace, g, method=method, truncation=truncation, parameters=[p])
+            assert set(one.params) == {p}
+            assert one.params[p] == pytest.approx(full.params[p], rel=1e-12, abs=1e-12 * abs(full.params[p]) + 1e-300)
+            np.testing.assert_allclose(_host(one.a), _host(full.a), rtol=0,
+                                       atol=1e-12 * float(np.max(np.abs(_host(full.a)))))
+        both = ift_snn.backward(model, trace, g, method=method, truncation=truncation,
+                                parameters=model.parameter_names[::-1])  # every name, in any order: the full scan
+        assert both.params == full.params
+
+
+def test_a_lif_keeping_alpha_reads_u_and_not_s():
+    lean = build_kernel(ift_snn.get_model("lif"), "backward_a", "f32", sums=("alpha",))
+    assert [i.name for i in lean.inputs] == ["g", "sigma", "u"]
+    theta = build_kernel(ift_snn.get_model("lif"), "backward_a", "f32", sums=("theta",))
+    assert [i.name for i in theta.inputs] == ["g", "sigma", "s"]
+    assert len({lean.name, theta.name, build_kernel(ift_snn.get_model("lif"), "backward_a", "f32").name}) == 3
+    with pytest.raises(ValueError, match=r"sums \['beta'\] are not parameters of lif"):
+        build_kernel(ift_snn.get_model("lif"), "backward_a", "f32", sums=("beta",))
+    with pytest.raises(ValueError, match="not of 'backward'"):
+        build_kernel(ift_snn.get_model("lif"), "backward", "f32", sums=("alpha",))
+
+
+def test_bad_parameter_selections_are_refused_by_name():
+    model = ift_snn.get_model("lif")
+    trace, g = _subset_problem(model, "numpy")
+    with pytest.raises(ValueError, match=r"parameters \['beta'\] are not parameters of lif; it has alpha, theta"):
+        ift_snn.backward(model, trace, g, parameters=["beta"])
+    with pytest.raises(TypeError, match="expected True, False or a collection of parameter names"):
+        ift_snn.backward(model, trace, g, parameters="alpha")
+    assert ift_snn.backward(model, trace, g, parameters=[]).params == {}

@@ -135,13 +135,14 @@ def _build(layout: _Launchable, model: NeuronModel, target: str, dtype: np.dtype
     return require_cupy().RawKernel(source.code, source.name, options=source.options)
 
 
-def _get(model: NeuronModel, quantity: str, dtype, target: str, per_neuron: tuple[str, ...] = ()) -> _Launchable:
-    """The memoised kernel of one scan of ``model`` for ``target``; built once per structure, dtype and set of
-    per-neuron parameters."""
+def _get(model: NeuronModel, quantity: str, dtype, target: str, per_neuron: tuple[str, ...] = (),
+         sums: tuple[str, ...] = ()) -> _Launchable:
+    """The memoised kernel of one scan of ``model`` for ``target``; built once per structure, dtype, set of
+    per-neuron parameters and (``backward_a`` / ``slayer_a``) set of parameter sums kept."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     dtype = np.dtype(dtype)
-    key = (model.structure, quantity, _dtype_name(dtype), tuple(per_neuron))
+    key = (model.structure, quantity, _dtype_name(dtype), tuple(per_neuron), tuple(sorted(sums)))
     device = require_cupy().cuda.Device().id if target == "cupy" else None
     with _lock:
         hit = _ir.get(key)
@@ -156,7 +157,7 @@ def _get(model: NeuronModel, quantity: str, dtype, target: str, per_neuron: tupl
             recurrence = _recurrences.get(model.structure)
             if recurrence is None:
                 recurrence = _recurrences[model.structure] = derive_recurrence(model)
-            kernel = build_kernel(model, quantity, key[2], recurrence, per_neuron=per_neuron)
+            kernel = build_kernel(model, quantity, key[2], recurrence, per_neuron=per_neuron, sums=key[4])
         _ir[key] = kernel
         ckey = (kernel.fingerprint, device)
         found = _compiled[target].get(ckey)
@@ -302,7 +303,7 @@ def _thread_pool(n: int) -> ThreadPoolExecutor:
 
 def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, inputs: Mapping,
          vectors: Mapping, truncation: int, blocks: tuple[int, int] | None = None,
-         per_neuron: Mapping | None = None) -> tuple[dict, dict]:
+         per_neuron: Mapping | None = None, sums: tuple[str, ...] = ()) -> tuple[dict, dict]:
     """Bind the arguments of one kernel and run it: ({output: (T, M)}, {final: (M,)}).
 
     ``inputs`` maps per-step input names to (T, M) C-contiguous arrays of ``dtype``; ``vectors``
@@ -317,7 +318,7 @@ def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, 
     names = check_per_neuron(model, per_neuron)
     if per_neuron:
         vectors = {**vectors, **{PER_NEURON + k: v for k, v in per_neuron.items()}}
-    k = _get(model, quantity, dtype, target, names)
+    k = _get(model, quantity, dtype, target, names, sums)
     xp = require_cupy() if target == "cupy" else np
     step_shape = (T, M) if blocks is None else (blocks[0], T, blocks[1])
     per_step = []
@@ -448,15 +449,23 @@ def forward(model: NeuronModel, a, u0=None, target: str = "cpu", *, vectors: Map
 
 def backward(model: NeuronModel, method: str, g, u, s, sigma, mask, truncation: int | None, a=None, u0=None,
              target: str = "cpu", *, vectors: Mapping | None = None, per_neuron: Mapping | None = None,
-             parameters: bool = True):
+             parameters: bool | tuple[str, ...] = True):
     """(dL/da, finals) by the generated exodus (``method="exodus"``) or slayer reverse scan.
 
     finals maps the kernel's per-neuron results by name: ``grad_u_init``, the parameter sums
-    ``acc_<name>`` (only with ``parameters``: without, the scan derived without them, which reads fewer
-    inputs) and the diagnostics ``dg_max_factor``, ``dg_longest_run``, ``dg_max_growth``.
+    ``acc_<name>`` and the diagnostics ``dg_max_factor``, ``dg_longest_run``, ``dg_max_growth``.
+    ``parameters``: True for every sum, False for none, or the names whose sums are wanted; short of all,
+    the scan derived without the others (``backward_a`` / ``slayer_a``), which reads fewer inputs.
     Inputs are (T, M) C-contiguous arrays of one dtype; ``mask`` is the forward's (bool) or None.
     """
-    quantity = ("backward" if method == "exodus" else "slayer") + ("" if parameters else "_a")
+    quantity = "backward" if method == "exodus" else "slayer"
+    sums: tuple[str, ...] = ()
+    if parameters is not True:
+        sums = tuple(sorted(set(parameters or ())))
+        if set(sums) != set(model.parameter_names):
+            quantity += "_a"
+        else:
+            sums = ()
     T, M, blocks = _sizes(g)
     dtype = np.dtype(g.dtype)
     named = {"g": g, "sigma": sigma, "s": s, "u": u, "a": a}
@@ -464,7 +473,8 @@ def backward(model: NeuronModel, method: str, g, u, s, sigma, mask, truncation: 
         named["m"] = mask.astype(dtype)
     xp = require_cupy() if target == "cupy" else np
     outs, fins = _run(model, quantity, target, dtype, T, M, named,
-                      _vectors(model, vectors, u0, M, dtype, xp, per_neuron), truncation or 0, blocks, per_neuron)
+                      _vectors(model, vectors, u0, M, dtype, xp, per_neuron), truncation or 0, blocks, per_neuron,
+                      sums)
     return outs["grad_a"], fins
 
 

@@ -249,13 +249,14 @@ def check_per_neuron(model: NeuronModel, per_neuron) -> tuple[str, ...]:
 
 
 def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recurrence | None = None,
-                 per_neuron=()) -> ScanKernel:
+                 per_neuron=(), sums: tuple[str, ...] = ()) -> ScanKernel:
     """The ScanKernel of one scan (``forward``, ``backward`` = exodus, ``slayer``) of ``model``.
 
     ``per_neuron``: names of parameters given one value per neuron. Each becomes the per-neuron vector
     ``pv_<name>`` instead of a scalar argument; what the hoisting computes from it is then computed once per
     neuron before the time loop (a per-neuron invariant), and its sum ``acc_<name>`` is dL/dp of that
     neuron's value. The derivation is the same (a neuron's scan reads only its own values).
+    ``sums``: for ``backward_a`` / ``slayer_a``, the parameters whose sums the scan keeps (none by default).
     """
     per_neuron = check_per_neuron(model, per_neuron)
     if quantity not in ALL_QUANTITIES:
@@ -273,12 +274,17 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
                 "such a ring for every neuron). Shorten the delay or the tap list, or write the kernel as a closed "
                 "form with a short recurrence (a sum of exponentials)"
             )
+    if sums and quantity not in INPUT_QUANTITIES:
+        raise ValueError(f"sums= selects the parameter sums of {INPUT_QUANTITIES}, not of {quantity!r}")
+    unknown = sorted(set(sums) - set(model.parameter_names))
+    if unknown:
+        raise ValueError(f"sums {unknown} are not parameters of {model.name} ({model.parameter_names})")
     if quantity in STEP_QUANTITIES:
         scan = step_scans(rec)[quantity == "step_slayer"]
     else:
         scan = {"backward": rec.backward, "slayer": rec.slayer}.get(quantity.removesuffix("_a"), rec.forward)
         if quantity in INPUT_QUANTITIES:
-            scan = scan.without_parameter_sums()
+            scan = scan.without_parameter_sums(tuple(sorted(sums)))
     lifted = model.surrogate_arguments
     if lifted:
         # The surrogate's constants become kernel arguments: sigma = template(u; theta, sg_*).

@@ -308,7 +308,7 @@ class SpikeScan(torch.autograd.Function):
             g = _as_array(grad_s.contiguous())
             lam = None if grad_final is None else _as_array(grad_final.to(grad_s.dtype).contiguous())
             grads = ops.backward(ctx.model, ctx.trace, g, method=ctx.method, truncation=ctx.truncation,
-                                 parameters=any(needs[7:]), grad_state=lam)
+                                 parameters=[k for k, need in zip(ctx.names, needs[7:]) if need], grad_state=lam)
             grad_a = _as_tensor(grads.a) if needs[0] else None
             grad_u0 = _as_tensor(grads.u0) if needs[1] else None
             grad_x0 = _as_tensor(grads.state) if needs[2] else None
@@ -458,13 +458,13 @@ def _register_ops() -> bool:
                           params: torch.Tensor, per: list[torch.Tensor], key: str, method: str,
                           truncation: int) -> list[torch.Tensor]:
         trace = _op_trace(a, u0, x0, params, per, key)
+        _, names, vector_names = _OP_MODELS[key]
         with _on_device(grad_s):
             grads = ops.backward(trace.model, trace, _as_array(grad_s.contiguous()), method=method,
-                                 truncation=truncation or None, parameters=params.numel() > 0 or len(per) > 0)
+                                 truncation=truncation or None, parameters=[*names, *vector_names])
             grad_a = _as_tensor(grads.a).clone()
             grad_u0 = _as_tensor(grads.u0).clone() if u0 is not None else a.new_empty(0)
             grad_x0 = _as_tensor(grads.state).clone() if x0 is not None else a.new_empty(0)
-        _, names, vector_names = _OP_MODELS[key]
         grad_p = torch.tensor([grads.params[k] for k in names], dtype=params.dtype, device=params.device)
         grad_per = [_param_grad(grads.params[k], p.dtype, p.device, p.shape) for k, p in zip(vector_names, per)]
         return [grad_a, grad_u0, grad_x0, grad_p, *grad_per]

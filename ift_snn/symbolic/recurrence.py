@@ -74,12 +74,14 @@ class Scan:
                     tuple((l, r) for l, r in self.finals if not l.name.startswith(prefix)),
                     tuple(p for p in self.persistent if not p.name.startswith(prefix)))
 
-    def without_parameter_sums(self) -> Scan:
+    def without_parameter_sums(self, keep: tuple[str, ...] = ()) -> Scan:
         """This scan for dL/da (and dL/d(initial state), the diagnostics) alone: without the parameter sums
         ``acc_<p>`` (:data:`PARAMETER`) and whatever state and assignments only they needed (an SRM's parameter
         filters, the raw adjoint), so that the kernel no longer reads the inputs only they read (u and s for a
-        LIF). Every remaining assignment and update is the same expression: dL/da is the same number."""
-        finals = tuple((l, r) for l, r in self.finals if not l.name.startswith(PARAMETER))
+        LIF). Every remaining assignment and update is the same expression: dL/da is the same number.
+        ``keep``: parameter names whose sums stay (a LIF keeping alpha's reads u, not s)."""
+        kept = {PARAMETER + k for k in keep}
+        finals = tuple((l, r) for l, r in self.finals if not l.name.startswith(PARAMETER) or l.name in kept)
         assigned = dict(self.assignments)
         updates = dict(zip(self.state, self.update))
         needed: set[sp.Symbol] = set(self.outputs)
