@@ -46,9 +46,10 @@ RING_MIN = 8
 #: in each scan that carries it; its derivative filters a few more).
 MAX_RING = MAX_DELAY + MAX_STATE
 QUANTITIES = ("forward", "backward", "slayer")
-#: The reverse scans without the parameter sums (``Scan.without_parameter_sums``): dL/da, dL/d(initial state)
-#: and the diagnostics only, for a backward that asks for no dL/dp (``ops.backward(..., parameters=False)``,
-#: training the weights): a LIF's then reads g and sigma, not also u and s.
+#: The reverse scans without the parameter sums, or with those of ``build_kernel(sums=...)`` only
+#: (``Scan.without_parameter_sums``): for a backward that asks for fewer dL/dp (``ops.backward(...,
+#: parameters=False or names)``, training the weights or some parameters): a LIF's then reads g and sigma,
+#: plus u for alpha's sum and s for theta's.
 INPUT_QUANTITIES = ("backward_a", "slayer_a")
 #: One step's vector-Jacobian product (:mod:`ift_snn.symbolic.step`): the gradient through a carried state.
 STEP_QUANTITIES = ("step", "step_slayer")
