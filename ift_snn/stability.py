@@ -395,8 +395,8 @@ def stable_default(model: NeuronModel, per_neuron: Mapping[str, object] | None =
     is stable (IF with reset to zero: the constructor's warning then says so) or the surrogate has none."""
     try:
         return stabilized(model, per_neuron)
-    except ValueError:
-        return model
+    except Exception:  # noqa: BLE001 - no stable scale, no scale, or a model the derivation refuses (it fails
+        return model  # where it is used, with that error): the scale stays, and warn_if_unstable says what it can
 
 
 # ------------------------------------------------------------------ the warning
