@@ -405,6 +405,23 @@ def _train_config(args: argparse.Namespace):
                        **{k: v for k, v in lif.items() if v is not None})
 
 
+def _kept_json(path: Path, describe):
+    """``args.kept`` of a command that rewrites the JSON file ``path`` as results arrive: "kept PATH
+    (describe(data))", or None when nothing readable is there yet."""
+    def kept():
+        try:
+            return f"kept {path} ({describe(json.loads(path.read_text()))})"
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    return kept
+
+
+def _report_warnings(warned, why: str = "warnings while training, counted") -> None:
+    for line in warned.summary(why):
+        print(f"ift-snn: {line}", file=sys.stderr)
+
+
 def _kept_training(out: Path):
     """What an interrupted ``train`` left in ``out`` (None if nothing)."""
     try:
@@ -443,8 +460,7 @@ def _train(args: argparse.Namespace) -> int:
         args.kept = lambda: _kept_training(out)
         with counted_warnings() as warned:
             metrics = train(cfg, out)
-        for line in warned.summary("warnings while training, counted"):
-            print(f"ift-snn: {line}", file=sys.stderr)
+        _report_warnings(warned)
     last = metrics["epochs"][-1] if metrics["epochs"] else None
     if last:
         print(f"final: loss {last['loss']:.4f}, train accuracy {last['train_acc']:.3f}, "
@@ -464,15 +480,8 @@ def _experiment(args: argparse.Namespace) -> int:
                        hidden=tuple(args.hidden), batch_size=args.batch_size, lr=args.lr)
     out = _prepare_out_dir(args.out, "--out")
 
-    def kept():
-        try:
-            data = json.loads((out / "scale_sweep.json").read_text())
-        except (OSError, ValueError):
-            return None
-        total = len(data["scales"]) * len(data["methods"]) * len(data["seeds"])
-        return f"kept {out / 'scale_sweep.json'} ({len(data['runs'])} of {total} runs)"
-
-    args.kept = kept
+    args.kept = _kept_json(out / "scale_sweep.json", lambda data: f"{len(data['runs'])} of "
+                           f"{len(data['scales']) * len(data['methods']) * len(data['seeds'])} runs")
     with counted_warnings() as warned:
         result = scale_sweep(tuple(args.scales), tuple(args.methods), tuple(range(args.seeds)), epochs=args.epochs,
                              base=base, out=args.out)
@@ -483,9 +492,8 @@ def _experiment(args: argparse.Namespace) -> int:
             print(f"{method:<8} {float(scale):>6g} {row['first_layer_grad_norm']:>12.4g} {acc:>9} "
                   f"{row['diverged_runs']:>9}")
     print(f"{result['seconds']:.0f} s; wrote {args.out}/scale_sweep.json, grad_norms.png, accuracy.png")
-    for line in warned.summary("warnings while training, counted (large surrogate scales make gradients "
-                               "overflow: those runs are the diverged ones)"):
-        print(f"ift-snn: {line}", file=sys.stderr)
+    _report_warnings(warned, "warnings while training, counted (large surrogate scales make gradients overflow: "
+                             "those runs are the diverged ones)")
     return 0
 
 
@@ -506,14 +514,7 @@ def _paper(args: argparse.Namespace) -> int:
     cfg.validate()
     out = _prepare_out_dir(args.out, "--out")
 
-    def kept():
-        try:
-            data = json.loads((out / "paper.json").read_text())
-        except (OSError, ValueError):
-            return None
-        return f"kept {out / 'paper.json'} ({len(data['runs'])} runs, rewritten after every epoch)"
-
-    args.kept = kept
+    args.kept = _kept_json(out / "paper.json", lambda data: f"{len(data['runs'])} runs, rewritten after every epoch")
     with counted_warnings() as warned:
         result = paper_experiment(cfg, out)
     if "baselines" in result:
@@ -542,8 +543,7 @@ def _paper(args: argparse.Namespace) -> int:
             print(f"         bptt against exodus at initialisation: largest relative difference of dL/dW "
                   f"{row['init_grad_rel_diff_vs_exodus']:.2g}")
     print(f"{result['seconds']:.0f} s; wrote {args.out}/paper.json, accuracy.png, grad_norms.png")
-    for line in warned.summary("warnings while training, counted"):
-        print(f"ift-snn: {line}", file=sys.stderr)
+    _report_warnings(warned)
     return 0
 
 
@@ -552,7 +552,7 @@ def _truncation(args: argparse.Namespace) -> int:
     from .local_training import memory_experiment
 
     out = _prepare_out_dir(args.out, "--out")
-    args.kept = lambda: f"kept {out / 'memory.json'} (rewritten after every measurement and epoch)"
+    args.kept = _kept_json(out / "memory.json", lambda data: "rewritten after every measurement and epoch")
     with counted_warnings() as warned:
         result = memory_experiment(out, quick=args.quick, epochs=args.epochs, n_train=args.n_train,
                                    n_test=args.n_test, neuron=args.neuron, seed=args.seed)
@@ -565,8 +565,7 @@ def _truncation(args: argparse.Namespace) -> int:
         print(f"{name:<30} {mem['peak_bytes'] / 2**20:>9.1f} {mem['ratio']:>14.3f} {mem['floor_bytes'] / 2**20:>10.1f} "
               f"{final:>10} {best:>6}")
     print(f"{result['seconds']:.0f} s; wrote {args.out}/memory.json and memory.png")
-    for line in warned.summary("warnings while training, counted"):
-        print(f"ift-snn: {line}", file=sys.stderr)
+    _report_warnings(warned)
     return 0
 
 

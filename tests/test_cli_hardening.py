@@ -335,3 +335,17 @@ def test_help_and_version_still_exit_zero(capsys):
     out = capsys.readouterr().out
     for default in ("(default: 30)", "(default: 0.002)", "(default: runs/train)", "(default: exodus)"):
         assert default in out
+
+
+def test_what_an_interrupted_experiment_kept_is_read_from_its_json(tmp_path):
+    from ift_snn.cli import _kept_json
+
+    path = tmp_path / "paper.json"
+    kept = _kept_json(path, lambda data: f"{len(data['runs'])} runs")
+    assert kept() is None  # nothing written yet
+    path.write_text("{not json")
+    assert kept() is None  # a half-written file
+    path.write_text('{"runs": [1, 2]}')
+    assert kept() == f"kept {path} (2 runs)"
+    path.write_text('{"other": 1}')
+    assert kept() is None  # not the layout expected
