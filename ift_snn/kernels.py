@@ -231,9 +231,7 @@ class Kernel:
         expr = sp.sympify(expr)
         if not isinstance(expr, sp.Expr):
             raise KernelError(f"kernel {expr!r} is not a SymPy expression")
-        if cls is Kernel:
-            return _closed_form(expr)
-        return cls._derive_closed_form(expr)
+        return _closed_form(expr)
 
     @classmethod
     def _derive_closed_form(cls, expr: sp.Expr) -> Kernel:

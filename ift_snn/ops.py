@@ -574,12 +574,13 @@ def backward(
                 grad_a = grad_a.reshape(T, blocks[0], blocks[1]).transpose(1, 0, 2)
             # the diagnostics of the exact gradient: the generated exodus kernel's (its gradients unused)
             _, fins = compiled.backward(model, "exodus", g2, u2, s2, sigma, mask, truncation, a2, u0, target,
-                                        vectors=vectors, per_neuron=per, parameters=False)
+                                        vectors=vectors, per_neuron=per, sums=())
         else:
             # One generated reverse scan: dL/da, and per neuron dL/du0, the parameter sums and the
             # stability diagnostics (derived in symbolic/recurrence.py, proved against the IFT).
             grad_a, fins = compiled.backward(model, method, g2, u2, s2, sigma, mask, truncation, a2, u0, target,
-                                             vectors=vectors, per_neuron=per, parameters=parameters)
+                                             vectors=vectors, per_neuron=per,
+                                             sums=None if parameters == model.parameter_names else parameters)
             grad_u0 = fins["grad_u_init"]
             params = _parameter_gradients(model, record, fins, u0, M, neurons, xp, dtype, parameters)
         grad_x0 = xp.stack([fins[STATE_GRAD + n] for n in names]) if names else xp.zeros((0, M), dtype)

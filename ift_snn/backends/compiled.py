@@ -449,23 +449,16 @@ def forward(model: NeuronModel, a, u0=None, target: str = "cpu", *, vectors: Map
 
 def backward(model: NeuronModel, method: str, g, u, s, sigma, mask, truncation: int | None, a=None, u0=None,
              target: str = "cpu", *, vectors: Mapping | None = None, per_neuron: Mapping | None = None,
-             parameters: bool | tuple[str, ...] = True):
+             sums: tuple[str, ...] | None = None):
     """(dL/da, finals) by the generated exodus (``method="exodus"``) or slayer reverse scan.
 
     finals maps the kernel's per-neuron results by name: ``grad_u_init``, the parameter sums
     ``acc_<name>`` and the diagnostics ``dg_max_factor``, ``dg_longest_run``, ``dg_max_growth``.
-    ``parameters``: True for every sum, False for none, or the names whose sums are wanted; short of all,
-    the scan derived without the others (``backward_a`` / ``slayer_a``), which reads fewer inputs.
+    ``sums``: None for the scan with every parameter sum, else the names whose sums the scan keeps (the one
+    derived without the others: ``backward_a`` / ``slayer_a``, which reads fewer inputs).
     Inputs are (T, M) C-contiguous arrays of one dtype; ``mask`` is the forward's (bool) or None.
     """
-    quantity = "backward" if method == "exodus" else "slayer"
-    sums: tuple[str, ...] = ()
-    if parameters is not True:
-        sums = tuple(sorted(set(parameters or ())))
-        if set(sums) != set(model.parameter_names):
-            quantity += "_a"
-        else:
-            sums = ()
+    quantity = ("backward" if method == "exodus" else "slayer") + ("" if sums is None else "_a")
     T, M, blocks = _sizes(g)
     dtype = np.dtype(g.dtype)
     named = {"g": g, "sigma": sigma, "s": s, "u": u, "a": a}
@@ -474,7 +467,7 @@ def backward(model: NeuronModel, method: str, g, u, s, sigma, mask, truncation: 
     xp = require_cupy() if target == "cupy" else np
     outs, fins = _run(model, quantity, target, dtype, T, M, named,
                       _vectors(model, vectors, u0, M, dtype, xp, per_neuron), truncation or 0, blocks, per_neuron,
-                      sums)
+                      sums or ())
     return outs["grad_a"], fins
 
 
