@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import sympy as sp
 
-__all__ = ["N", "X", "Kernel", "KernelError", "NoRecurrenceError", "MAX_TAPS", "MAX_DELAY"]
+__all__ = ["N", "X", "Kernel", "KernelError", "NoRecurrenceError", "MAX_TAPS", "MAX_DELAY", "Section", "Parallel"]
 
 #: Longest tap kernel (and longest ``truncate=``): every tap is a multiply-add per step of the scan.
 MAX_TAPS = 1024
@@ -210,6 +210,72 @@ def _tidy(expr: sp.Expr) -> sp.Expr:
 
 
 @dataclass(frozen=True)
+class Section:
+    """One block of a kernel's parallel form: the pole ``r`` (``frequency`` 0) or the conjugate pair
+    r exp(+-i f), of multiplicity m = ``len(coeffs)``, with the impulse response (m >= 1)
+
+        real pole:     sum_j coeffs[j] C(n + j, j) r^n
+        conjugate pair sum_j C(n + j, j) r^n (coeffs[j][0] cos(f n) + coeffs[j][1] sin(f n))
+
+    run as a cascade of m first-order sections (v_1 = r v_1 + x, v_j = r v_j + v_(j-1); a pair: the same
+    with the complex pole r exp(i f) on the real and imaginary parts, a rotation), the output
+    sum_j c_j v_j (a pair: sum_j A_j Re v_j + B_j Im v_j). Each state is then as accurate as one LIF
+    membrane, however close the poles of other sections are (docs/MATH.md section 10)."""
+
+    pole: sp.Expr
+    frequency: sp.Expr
+    coeffs: tuple
+
+    @property
+    def multiplicity(self) -> int:
+        return len(self.coeffs)
+
+    @property
+    def size(self) -> int:
+        """State values: one per level, two (real and imaginary part) for a pair."""
+        return self.multiplicity * (1 if self.frequency == 0 else 2)
+
+    def __str__(self) -> str:
+        if self.frequency == 0:
+            terms = [f"{sp.sstr(c)}*C(n+{j},{j})" if j else sp.sstr(c) for j, c in enumerate(self.coeffs)]
+            return f"({' + '.join(terms)})*({sp.sstr(self.pole)})**n"
+        terms = []
+        for j, (ca, cb) in enumerate(self.coeffs):
+            binom = f"C(n+{j},{j})*" if j else ""
+            terms += [f"{binom}{sp.sstr(ca)}*cos({sp.sstr(self.frequency)}*n)" for _ in [0] if ca != 0]
+            terms += [f"{binom}{sp.sstr(cb)}*sin({sp.sstr(self.frequency)}*n)" for _ in [0] if cb != 0]
+        return f"({' + '.join(terms) or '0'})*({sp.sstr(self.pole)})**n"
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """The parallel form of a kernel: h[n] = taps[n] for n < delay, and for n >= delay the sum of the
+    sections' responses at n - delay (``delay = len(taps)``): H(x) = sum_k taps[k] x^k + x^delay
+    sum_sections G(x). The scans run the sections on the undelayed input and delay their sum in a shift
+    chain that also carries the taps (transposed form), so a delay costs a ring buffer, as before."""
+
+    taps: tuple
+    sections: tuple
+
+    @property
+    def delay(self) -> int:
+        return len(self.taps)
+
+    @property
+    def size(self) -> int:
+        """State values per neuron of one filter in this form."""
+        return self.delay + sum(s.size for s in self.sections)
+
+    def __str__(self) -> str:
+        parts = [str(s) for s in self.sections]
+        text = " + ".join(parts)
+        if self.delay:
+            lead = ", ".join(sp.sstr(t) for t in self.taps)
+            text = f"taps({lead}) then, delayed by {self.delay}: {text}"
+        return text
+
+
+@dataclass(frozen=True)
 class Kernel:
     """A causal kernel h[n], n >= 0, with its transfer function b(x)/a(x).
 
@@ -222,6 +288,9 @@ class Kernel:
     taps: tuple[float, ...] | None
     num: tuple[sp.Expr, ...]
     den: tuple[sp.Expr, ...]
+    #: The parallel form the scans run (kernels with two or more poles); None: the direct form b(x)/a(x),
+    #: which is the same thing for one pole and for finite taps.
+    parallel: Parallel | None = None
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -261,7 +330,8 @@ class Kernel:
             num.pop()
         if all(c == 0 for c in num):
             return cls(expr=sp.Integer(0), taps=None, num=(sp.Integer(0),), den=(sp.Integer(1),))
-        kernel = cls(expr=expr, taps=None, num=tuple(num), den=den)
+        parallel = _parallel_form(expr, start) if order >= 2 else None
+        kernel = cls(expr=expr, taps=None, num=tuple(num), den=den, parallel=parallel)
         kernel._check_recurrence()
         return kernel
 
@@ -315,6 +385,13 @@ class Kernel:
                 f"kernel {self.expr} did not match its derived recurrence numerically; "
                 "give it as taps instead"
             )
+        if self.parallel is not None:
+            via_sections = parallel_impulse(self.parallel, length, point)
+            if not np.allclose(direct, via_sections, rtol=1e-9, atol=1e-9 * scale):
+                raise NoRecurrenceError(
+                    f"kernel {self.expr} did not match its parallel form {self.parallel} numerically; "
+                    "give it as taps instead"
+                )
 
     # --------------------------------------------------------------- queries
     @property
@@ -332,6 +409,14 @@ class Kernel:
             symbols |= self.expr.free_symbols
         symbols.discard(N)
         return frozenset(symbols)
+
+    @property
+    def size(self) -> int:
+        """State values per neuron of the filter the scans run: the parallel form's, or the direct form's
+        max(len(b), len(a)) - 1 (transposed direct form II)."""
+        if self.parallel is not None:
+            return self.parallel.size
+        return max(len(self.num), len(self.den)) - 1
 
     @property
     def is_finite(self) -> bool:
@@ -435,3 +520,134 @@ def _lambdified(exprs: tuple[sp.Expr, ...], symbols: tuple[sp.Symbol, ...]):
 @functools.lru_cache(maxsize=512)
 def _closed_form(expr: sp.Expr) -> Kernel:
     return Kernel._derive_closed_form(expr)
+
+
+# ------------------------------------------------------------ parallel form
+def _binomial_basis(poly: sp.Poly) -> list[sp.Expr]:
+    """c_0..c_d with P(m) = sum_j c_j C(m + j, j): the polynomial in the basis of the responses of a
+    cascade of first-order sections (C(m + j, j) r^m is the impulse response of j + 1 of them)."""
+    m = poly.gens[0]
+    rest = poly
+    out: list[sp.Expr] = []
+    degree = poly.degree() if not poly.is_zero else -1
+    coeffs = [sp.Integer(0)] * (degree + 1)
+    for j in range(degree, -1, -1):
+        lead = rest.coeff_monomial(m**j)
+        c = lead * sp.factorial(j)  # C(m + j, j) = m^j / j! + lower powers
+        coeffs[j] = c
+        rest = rest - sp.Poly(c * sp.expand_func(sp.binomial(m + j, j)), m)
+    out = [_tidy(c) for c in coeffs]
+    return out
+
+
+def _trig_product(factors: list[dict]) -> dict:
+    """The product of trigonometric factors, each {F: (A, B)} meaning A cos(F m) + B sin(F m), as one such
+    dict with canonical frequencies (:func:`_canonical_frequency`; F = 0 keeps A only)."""
+    result = {sp.Integer(0): (sp.Integer(1), sp.Integer(0))}
+    for factor in factors:
+        new: dict = {}
+
+        def add(freq, a, b):
+            freq = sp.expand(freq)
+            canon = _canonical_frequency(freq)
+            if canon != freq:  # cos(-F m) = cos(F m), sin(-F m) = -sin(F m)
+                b = -b
+            if canon == 0:
+                b = sp.Integer(0)
+            old = new.get(canon, (sp.Integer(0), sp.Integer(0)))
+            new[canon] = (old[0] + a, old[1] + b)
+
+        for f1, (a1, b1) in result.items():
+            for f2, (a2, b2) in factor.items():
+                half = sp.Rational(1, 2)
+                add(f1 - f2, half * (a1 * a2 + b1 * b2), half * (b1 * a2 - a1 * b2))
+                add(f1 + f2, half * (a1 * a2 - b1 * b2), half * (a1 * b2 + b1 * a2))
+        result = new
+    return result
+
+
+def _parallel_form(expr: sp.Expr, start: int) -> Parallel:
+    """The parallel form of a closed form whose terms are all smooth from n = ``start`` on (see
+    :func:`_exp_poly_terms`): the taps h[0..start-1] and, for n = start + m, the sections of
+    sum_i P_i(m) r_i^m (A_i cos(F_i m) + B_i sin(F_i m)), one per distinct pole (r_i, F_i), read off the
+    terms exactly (no linear solve: the coefficients are those the closed form was written with)."""
+    m = sp.Dummy("m", integer=True, nonnegative=True)
+    expanded = sp.expand(sp.sympify(expr), power_exp=True, mul=True, multinomial=True, log=False)
+    taps = tuple(_tidy(expr.xreplace({N: sp.Integer(k)})) for k in range(start))
+    groups: dict[tuple[sp.Expr, sp.Expr], list] = {}
+    for term in sp.Add.make_args(expanded):
+        if term == 0 or any(isinstance(f, sp.KroneckerDelta) for f in sp.Mul.make_args(term)):
+            continue  # an impulse lies before ``start``: it is one of the taps
+        coefficient: sp.Expr = sp.Integer(1)
+        ratio: sp.Expr = sp.Integer(1)
+        poly = sp.Poly(1, m)
+        trig: list[dict] = []
+        for factor in _factors(term):
+            if not factor.has(N):
+                coefficient = coefficient * factor
+                continue
+            if isinstance(factor, sp.Heaviside):
+                continue  # 1 for n >= start
+            if isinstance(factor, (sp.cos, sp.sin)):
+                c, d = _linear_in_n(factor.args[0])
+                phase = c * start + d
+                if isinstance(factor, sp.cos):  # cos(c m + phase)
+                    trig.append({c: (sp.cos(phase), -sp.sin(phase))})
+                else:
+                    trig.append({c: (sp.sin(phase), sp.cos(phase))})
+                continue
+            base, exponent = factor.as_base_exp()
+            if isinstance(factor, sp.exp):
+                base, exponent = sp.E, factor.args[0]
+            if not base.has(N):
+                c, d = _linear_in_n(exponent)
+                ratio = ratio * base**c
+                coefficient = coefficient * base ** (c * start + d)
+                continue
+            poly = poly * sp.Poly(sp.expand(factor.xreplace({N: m + start})), m)
+        ratio = sp.powsimp(sp.simplify(ratio))
+        for freq, (a, b) in _trig_product(trig).items():
+            groups.setdefault((ratio, freq), []).append((coefficient, poly, a, b))
+    sections = []
+    for (ratio, freq), parts in groups.items():
+        pa = sum((sp.Poly(sp.expand(c * a), m) * p for c, p, a, _ in parts), sp.Poly(0, m))
+        pb = sum((sp.Poly(sp.expand(c * b), m) * p for c, p, _, b in parts), sp.Poly(0, m))
+        ca, cb = _binomial_basis(pa), _binomial_basis(pb)
+        size = max(len(ca), len(cb))
+        ca += [sp.Integer(0)] * (size - len(ca))
+        cb += [sp.Integer(0)] * (size - len(cb))
+        if freq == 0:
+            coeffs = tuple(ca)
+        else:
+            coeffs = tuple(zip(ca, cb))
+        while coeffs and (coeffs[-1] == 0 or coeffs[-1] == (0, 0)):
+            coeffs = coeffs[:-1]
+        if coeffs:
+            sections.append(Section(pole=ratio, frequency=freq, coeffs=coeffs))
+    sections.sort(key=lambda s: (sp.default_sort_key(s.frequency), sp.default_sort_key(s.pole)))
+    return Parallel(taps=taps, sections=tuple(sections))
+
+
+def parallel_impulse(form: Parallel, length: int, values: Mapping[sp.Symbol, float]) -> np.ndarray:
+    """h[0..length-1] of a parallel form, run as the scans run it (the sections' cascades, float64)."""
+    def num(e):
+        return complex(sp.N(sp.sympify(e).subs(values))).real
+
+    out = np.zeros(length)
+    for k, t in enumerate(form.taps[:length]):
+        out[k] = num(t)
+    d = form.delay
+    for sec in form.sections:
+        r = num(sec.pole)
+        pole = r * np.exp(1j * num(sec.frequency)) if sec.frequency != 0 else r
+        levels = [0j] * sec.multiplicity
+        for n in range(length - d):
+            prev = 1.0 if n == 0 else 0.0
+            for j in range(sec.multiplicity):
+                levels[j] = pole * levels[j] + prev
+                prev = levels[j]
+            if sec.frequency == 0:
+                out[d + n] += sum(num(c) * v.real for c, v in zip(sec.coeffs, levels))
+            else:
+                out[d + n] += sum(num(ca) * v.real + num(cb) * v.imag for (ca, cb), v in zip(sec.coeffs, levels))
+    return out

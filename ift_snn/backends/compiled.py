@@ -199,11 +199,13 @@ def _warm_up(k: _Launchable, fn, dtype: np.dtype) -> None:
     """Call a Numba kernel once on arrays of one neuron and one step of the real types, so that the compile
     is counted here (and happens once: the argument types are those of :func:`_run`)."""
     one = lambda: np.full((1, 1), 0.5, dtype)  # noqa: E731
-    # (every value 0.5, like the parameters: a per-neuron threshold of 0 would divide by zero)
-    per = lambda entry: np.full((len(entry), 1) if isinstance(entry, tuple) else 1, 0.5, dtype)  # noqa: E731
-    args = [_read_only(one()) for _ in k.inputs] + [_read_only(per(v)) for v in k.vectors]
-    args += [one() for _ in k.outputs] + [per(f) for f in k.finals]
-    args += [dtype.type(0.5) for _ in k.kernel.params] + [np.zeros((n, 1), dtype) for n in k.work]
+    # (values near 0.5 and distinct, like the parameters: a per-neuron threshold of 0 would divide by zero,
+    # and so would 1/(alpha - beta), a parallel form's coefficient, at alpha = beta)
+    distinct = lambda i: 0.5 + 0.0173 * i  # noqa: E731
+    per = lambda entry, i: np.full((len(entry), 1) if isinstance(entry, tuple) else 1, distinct(i), dtype)  # noqa: E731
+    args = [_read_only(one()) for _ in k.inputs] + [_read_only(per(v, i)) for i, v in enumerate(k.vectors)]
+    args += [one() for _ in k.outputs] + [per(f, 0) for f in k.finals]
+    args += [dtype.type(distinct(i)) for i, _ in enumerate(k.kernel.params)] + [np.zeros((n, 1), dtype) for n in k.work]
     fn(*args, 1, 1, 0, CHUNK, 0, 1)
 
 

@@ -153,10 +153,21 @@ def _prepare(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None):
 
 
 # ----------------------------------------------------------------- forward
-def simulate(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None):
-    """Plain time loop; returns (u, s, mask) with mask = 1[not clipped]."""
+def simulate(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None,
+             spikes: np.ndarray | None = None):
+    """Plain time loop; returns (u, s, mask) with mask = 1[not clipped].
+
+    ``spikes`` (T, M): use these spikes instead of f(u) (the membrane and gradients on another run's spikes,
+    e.g. a float32 run's, so that precision is compared on the same trajectory, not across a flipped spike)."""
     a, u0 = _prepare(model, a, u0)
     T, M = a.shape
+    fire = model.spike_fn
+    if spikes is not None:
+        given = np.asarray(spikes, dtype=np.float64)
+        if given.shape != (T, M):
+            raise ValueError(f"spikes have shape {given.shape}; expected {(T, M)} like a")
+        step = iter(range(T))
+        fire = lambda u: given[next(step)]  # noqa: E731  (called once per step, in order)
     u = np.zeros((T, M))
     s = np.zeros((T, M))
     mask = np.ones((T, M))
@@ -174,7 +185,7 @@ def simulate(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None):
                 mask[n] = pre > model.u_min
                 pre = np.maximum(pre, model.u_min)
             u[n] = pre
-            s[n] = model.spike_fn(pre)
+            s[n] = fire(pre)
             u_prev, s_prev = u[n], s[n]
         return u, s, mask
     eps = _taps(model.eps, T + 1, model)
@@ -183,7 +194,7 @@ def simulate(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None):
     for n in range(T):
         reset = sum(nu[k] * s[n - 1 - k] for k in range(n)) if n else 0.0
         u[n] = drive[n] - reset
-        s[n] = model.spike_fn(u[n])
+        s[n] = fire(u[n])
     return u, s, mask
 
 
@@ -196,14 +207,16 @@ def bptt(
     *,
     truncation: int | None = None,
     detach_reset: bool = False,
+    spikes: np.ndarray | None = None,
 ) -> RefResult:
-    """dL/da, dL/dp, dL/du0 for L = sum(g * s) by a reverse sweep through the loop."""
+    """dL/da, dL/dp, dL/du0 for L = sum(g * s) by a reverse sweep through the loop (``spikes``: on these
+    spikes instead of the simulated ones, :func:`simulate`)."""
     a, u0 = _prepare(model, a, u0)
     g = np.asarray(g, dtype=np.float64)
     T, M = a.shape
     check_size(model, T, M)
     K = truncation
-    u, s, mask = simulate(model, a, u0)
+    u, s, mask = simulate(model, a, u0, spikes)
     sigma = model.sigma(u)
     kappa = model.theta_factor(u) * np.ones_like(u)
     names = model.parameter_names

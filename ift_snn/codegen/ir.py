@@ -266,7 +266,7 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
         raise ValueError(f"dtype={dtype!r}: expected one of {DTYPES}")
     rec = recurrence or derive_recurrence(model)
     for k in rec.kernels:
-        size = max(len(k.num), len(k.den)) - 1  # the filter's state (transposed direct form II)
+        size = k.kernel.size  # the filter's state (transposed direct form II, or the parallel form)
         if size > MAX_RING:
             raise CodegenError(
                 f"kernel {k.name} = {k.kernel} needs a scan state of {size} values per neuron (a delay of d steps "

@@ -38,6 +38,8 @@ from ..kernels import X as X_DELAY
 from ..kernels import Kernel, trig_polynomial
 from ..models import NeuronModel
 from ..surrogates import THETA, U
+from .filters import decay, df2t as _df2t, df2t_adjoint as _adjoint, filter_adjoint, filter_state_after, filter_step
+from .filters import free_response_tangent
 from .system import STATE_IN, U_INIT
 
 __all__ = ["Scan", "Recurrence", "derive_recurrence", "unroll", "prove", "evaluate", "spike_expr", "Proof",
@@ -195,42 +197,6 @@ def spike_expr(model: NeuronModel, u: sp.Expr = U) -> sp.Expr:
     return count
 
 
-def _df2t(prefix: str, num: tuple[sp.Expr, ...], den: tuple[sp.Expr, ...], x: sp.Expr, y: sp.Symbol):
-    """State symbols, the output expression y = b0 x + w0, and the state update of one filter."""
-    order = max(len(num), len(den)) - 1
-    b = list(num) + [sp.Integer(0)] * (order + 1 - len(num))
-    a = list(den) + [sp.Integer(0)] * (order + 1 - len(den))
-    w = tuple(sp.Symbol(f"{prefix}{i}", real=True) for i in range(order))
-    out = b[0] * x + (w[0] if order else 0)
-    update = []
-    for i in range(order):
-        nxt = w[i + 1] if i + 1 < order else 0
-        update.append(b[i + 1] * x - a[i + 1] * y + nxt)
-    return w, out, tuple(update)
-
-
-def _adjoint(prefix: str, num: tuple[sp.Expr, ...], den: tuple[sp.Expr, ...], dy: sp.Expr):
-    """Reverse mode of one :func:`_df2t` step: (lam, dL/dx, lam before the step).
-
-    With w' = A w + B x, y = w_0 + b_0 x (A[i][0] = -a_{i+1}, A[i][i+1] = 1,
-    B_i = b_{i+1} - a_{i+1} b_0), the adjoint state lam = dL/dw' runs backward in time:
-    dL/dx = b_0 dy + B^T lam and dL/dw = A^T lam + e_0 dy, i.e.
-    lam_0 <- dy - sum_i a_{i+1} lam_i, lam_j <- lam_{j-1}. Run over a whole sequence it
-    gives the correlation of dy with the kernel (as dL/dx), and after the first step the
-    gradient of the filter's initial state (what :func:`_df2t`'s reverse run cannot give).
-    """
-    order = max(len(num), len(den)) - 1
-    b = list(num) + [sp.Integer(0)] * (order + 1 - len(num))
-    a = list(den) + [sp.Integer(0)] * (order + 1 - len(den))
-    lam = tuple(sp.Symbol(f"{prefix}{i}", real=True) for i in range(order))
-    dx = b[0] * dy + sp.Add(*[(b[i + 1] - a[i + 1] * b[0]) * lam[i] for i in range(order)])
-    update = []
-    if order:
-        update.append(dy - sp.Add(*[a[i + 1] * lam[i] for i in range(order)]))
-        update += [lam[j - 1] for j in range(1, order)]
-    return lam, dx, tuple(update)
-
-
 def _lagged_correlations(prefix: str, num: tuple, den: tuple, x: sp.Expr, count: int):
     """Y(i) = sum_n x_n G[n - i] for i < ``count``, G = num/den, as read after a reverse scan's last step:
     (states, assignments, updates, [Y(0), ..., Y(count - 1)]).
@@ -259,6 +225,7 @@ class _InitialState:
     den: tuple
     x: sp.Expr
     weights: tuple
+    kernel: Kernel | None = None  # its parallel form, when it has one, is what the scan runs
 
 
 def _is_identity(k: KernelRecurrence) -> bool:
@@ -273,24 +240,6 @@ DIAGNOSTIC, PARAMETER = "dg_", "acc_"
 STATE_OUT, STATE_GRAD = "xT_", "gx_"
 #: Prefix of the finals dL/dx0 over the whole sequence (un-truncated), for parameters x0 depends on.
 STATE_WHOLE = "gw_"
-
-
-def pole(den: tuple[sp.Expr, ...]) -> sp.Expr:
-    """The decay of a kernel's recurrence that multiplies the carried adjoint (for the diagnostics).
-
-    0 for finite taps; the pole -a_1 for one pole; the spectral radius max |root| of
-    x^2 + a_1 x + a_2 for two (real or complex pair); sum |a_i|, a bound on it, for more.
-    """
-    if len(den) == 1:
-        return sp.Integer(0)
-    if len(den) == 2:
-        return -den[1]
-    if len(den) == 3:
-        a1, a2 = den[1], den[2]
-        disc = a1**2 - 4 * a2
-        real = sp.Max(sp.Abs(-a1 + sp.sqrt(sp.Max(disc, 0))), sp.Abs(-a1 - sp.sqrt(sp.Max(disc, 0)))) / 2
-        return sp.Piecewise((real, disc >= 0), (sp.sqrt(sp.Abs(a2)), True))
-    return sp.Add(*[sp.Abs(c) for c in den[1:]])
 
 
 def _extend(scan: Scan, states, inits, assigns, updates, finals, persistent) -> Scan:
@@ -340,6 +289,8 @@ def _parameter_sums(model: NeuronModel, S: Mapping[str, sp.Symbol], explicit: Ma
     -dL/ds_n kappa_n sigma_n (df/dtheta = -kappa sigma).
     """
     states, inits, assigns, updates, finals, persistent = [], [], [], [], [], []
+    adjoints: dict = {}  # (kernel, input) -> the persistent adjoint the free-response tangents read
+    placed: set = set()
     kappa = sp.Integer(1) if model.spike in ("single", "smooth") else S["u"] / THETA
     for idx, (name, p) in enumerate(zip(model.parameter_names, model.symbols)):
         acc = sp.Symbol(f"{PARAMETER}{name}", real=True)
@@ -348,6 +299,29 @@ def _parameter_sums(model: NeuronModel, S: Mapping[str, sp.Symbol], explicit: Ma
         for j, entry in enumerate(filters):
             if isinstance(entry, _InitialState):
                 if entry.p != p:
+                    continue
+                if entry.kernel is not None and entry.kernel.parallel is not None:
+                    # the free response of w0 in the parallel form: the tangent of the filter's adjoint, run
+                    # persistently (one adjoint per filter and input, shared by its parameters)
+                    key = (entry.kernel, entry.x)
+                    if key not in adjoints:
+                        mu, _, before = filter_adjoint(f"k{len(adjoints)}_mu", entry.kernel, entry.x)
+                        adjoints[key] = (mu, before, len(adjoints))
+                    mu, before, number = adjoints[key]
+                    nu, more_updates = free_response_tangent(mu, before, p, f"k{number}_{idx}_nu")
+                    if not nu:
+                        continue
+                    if key not in placed:  # the adjoint's states go in once, where a tangent first needs them
+                        placed.add(key)
+                        states += list(mu)
+                        inits += [sp.Integer(0)] * len(mu)
+                        updates += list(before)
+                        persistent += list(mu)
+                    states += list(nu.values())
+                    inits += [sp.Integer(0)] * len(nu)
+                    updates += list(more_updates)
+                    persistent += list(nu.values())
+                    last = last + sp.Add(*[entry.weights[i] * v for i, v in nu.items()])
                     continue
                 A = sp.Add(*[c * X_DELAY**k for k, c in enumerate(entry.den)])
                 if sp.diff(A, p) == 0:
@@ -367,10 +341,10 @@ def _parameter_sums(model: NeuronModel, S: Mapping[str, sp.Symbol], explicit: Ma
             x_last = entry[5] if len(entry) > 5 else sp.Integer(0)
             if q != p:
                 continue
-            dnum, dden = kernel if isinstance(kernel, tuple) else (kernel.diff(p).num, kernel.diff(p).den)
-            if all(c == 0 for c in dnum):
+            derivative = kernel.diff(p)
+            if all(c == 0 for c in derivative.num):
                 continue
-            w, y_expr, w_update = _df2t(f"vd{idx}_{j}_", dnum, dden, x, sp.Symbol(f"yd{idx}_{j}", real=True))
+            w, y_expr, w_update = filter_step(f"vd{idx}_{j}_", derivative, x, sp.Symbol(f"yd{idx}_{j}", real=True))
             y = sp.Symbol(f"yd{idx}_{j}", real=True)
             states += list(w)
             inits += [sp.Integer(0)] * len(w)
@@ -432,7 +406,7 @@ def derive_recurrence(model: NeuronModel) -> Recurrence:
             kernels += (KernelRecurrence("nu", model.nu, model.nu.num, model.nu.den),)
         kernels += (syn,)
         # forward
-        w, current, w_update = _df2t("w_syn", syn.num, syn.den, S["a"], S["I"])
+        w, current, w_update = filter_step("w_syn", mem.syn, S["a"], S["I"])
         if model.reset == "zero":
             pre = mem.alpha * S["u_prev"] * (1 - S["s_prev"]) + S["I"]
         else:
@@ -470,11 +444,11 @@ def derive_recurrence(model: NeuronModel) -> Recurrence:
         boundary = {p: sp.diff(pre, p).xreplace(at_start) * S["d_raw"] for p in model.symbols}
         syn_filters = [(p, mem.syn, S["d"], S["a"], zero) for p in model.symbols if p in mem.syn.parameters]
         # the synaptic state w_syn0 enters I_n through its free response; dL/dp sees its p-dependence
-        syn_filters += [_InitialState(p, syn.den, S["d"], tuple(x0[2:2 + len(w)]))
+        syn_filters += [_InitialState(p, syn.den, S["d"], tuple(x0[2:2 + len(w)]), mem.syn)
                         for p in model.symbols if p in mem.syn.parameters and len(w)]
         scans = []
         for name, factor, ds in (("backward", exact, S["g"] + dropped), ("slayer", loose, S["g"])):
-            lam, grad_a, lam_update = _adjoint("l_syn", syn.num, syn.den, S["d"])
+            lam, grad_a, lam_update = filter_adjoint("l_syn", mem.syn, S["d"])
             assigns = ((S["c"], factor), (S["dl_ds"], ds),
                        (S["d"], mask * (S["sigma"] * S["g"] + S["c"] * S["d_next"])), (S["grad_a"], grad_a))
             # dL/dx0: pre_0 reads u_prev, s_prev of x0 (the latter through the reset, which SLAYER drops);
@@ -490,8 +464,8 @@ def derive_recurrence(model: NeuronModel) -> Recurrence:
 
     eps = KernelRecurrence("eps", model.eps, model.eps.num, model.eps.den)
     nu = KernelRecurrence("nu", model.nu, model.nu.num, model.nu.den)
-    we, z, we_update = _df2t("w_eps", eps.num, eps.den, S["a"], S["z"])
-    wn, r, wn_update = _df2t("w_nu", nu.num, nu.den, S["s_prev"], S["r"])
+    we, z, we_update = filter_step("w_eps", model.eps, S["a"], S["z"])
+    wn, r, wn_update = filter_step("w_nu", model.nu, S["s_prev"], S["r"])
     assigns = ((S["z"], z), (S["r"], r), (S["u"], S["z"] - S["r"]), (S["s"], f),
                (S["sigma"], sigma_u.subs(U, S["u"])))
     state = (S["s_prev"],) + we + wn
@@ -499,20 +473,19 @@ def derive_recurrence(model: NeuronModel) -> Recurrence:
     forward = Scan("forward", "forward", (S["a"],), state, x0, assigns, (S["u"], S["s"], S["sigma"]),
                    (S["s"],) + we_update + wn_update, _state_out(state))
     # u_init is an input at time -1: it enters the eps filter state, w <- update(x = u_init).
-    initial = (zero,) + _filter_state_after(eps, U_INIT) + (zero,) * len(wn)
+    initial = (zero,) + filter_state_after("t", model.eps, U_INIT) + (zero,) * len(wn)
     x0_s, x0_eps, x0_nu = x0[0], x0[1:1 + len(we)], x0[1 + len(we):]
     scans = []
     for name in ("backward", "slayer"):
         # the reset filter in reverse: at step n its state is lam_{n+2}; dL/dr_{n+1} = -d_{n+1}
-        ln, dx_reset, ln_update = _adjoint("l_nu", nu.num, nu.den, -S["d_next"])
-        le, grad_a, le_update = _adjoint("l_eps", eps.num, eps.den, S["d"])
+        ln, dx_reset, ln_update = filter_adjoint("l_nu", model.nu, -S["d_next"])
+        le, grad_a, le_update = filter_adjoint("l_eps", model.eps, S["d"])
         ds = S["g"] - S["q"] if name == "backward" else S["g"]
         assigns = ((S["q"], -dx_reset), (S["dl_ds"], ds), (S["d"], S["sigma"] * S["dl_ds"]), (S["grad_a"], grad_a))
         if name == "slayer":
             assigns = assigns[1:]
             ln, ln_update = (), ()
-        decay = pole(nu.den)
-        factor = decay - nu.num[0] * S["sigma"] if name == "backward" else decay
+        factor = decay(model.nu) - nu.num[0] * S["sigma"] if name == "backward" else decay(model.nu)
         # dL/dx0 after step 0: s_prev is the reset filter's input at step 0, w_nu its state (both dropped
         # by SLAYER); w_eps's gradient is the adjoint filter's state
         if name == "backward":
@@ -530,9 +503,9 @@ def derive_recurrence(model: NeuronModel) -> Recurrence:
         filters = [(p, model.eps, S["d"], S["a"], zero) for p in model.symbols if p in model.eps.parameters]
         filters += [(p, model.nu, S["d_raw"], -S["s"], -x0_s, S["d_raw"])
                     for p in model.symbols if p in model.nu.parameters]
-        filters += [_InitialState(p, eps.den, S["d"], tuple(x0_eps))
+        filters += [_InitialState(p, eps.den, S["d"], tuple(x0_eps), model.eps)
                     for p in model.symbols if p in model.eps.parameters and len(we)]
-        filters += [_InitialState(p, nu.den, S["d"], tuple(-x for x in x0_nu))
+        filters += [_InitialState(p, nu.den, S["d"], tuple(-x for x in x0_nu), model.nu)
                     for p in model.symbols if p in model.nu.parameters and len(wn)]
         scan = _with_gradients(scan, model, S, {}, filters, {}, S["c"], raw=True)
         # dL/dw_eps0_i over the whole sequence where u_init's state depends on a parameter: the
@@ -540,7 +513,11 @@ def derive_recurrence(model: NeuronModel) -> Recurrence:
         # (the correlation at n = -1 with x^(i+1)/A is Y(i) = sum_n d_n G[n - i], G = 1/A)
         whole = [i for i in range(len(we)) if initial[1 + i].free_symbols & set(model.symbols)]
         states, assigns, updates, fins = [], [], [], []
-        if whole:
+        if whole and model.eps.parallel is not None:  # dL/dw0 of the eps filter, its adjoint run persistently
+            mu, _, updates = filter_adjoint("wmu", model.eps, S["d"])
+            states, updates = list(mu), list(updates)
+            fins = [(sp.Symbol(STATE_WHOLE + we[i].name, real=True), mu[i]) for i in whole]
+        elif whole:
             states, assigns, updates, lagged = _lagged_correlations("w", (sp.Integer(1),), eps.den, S["d"],
                                                                    max(whole) + 1)
             fins = [(sp.Symbol(STATE_WHOLE + we[i].name, real=True), lagged[i]) for i in whole]
@@ -619,15 +596,6 @@ def _initial_coefficients(initial, values) -> tuple:
         c = sp.diff(e, U_INIT).subs(dict(values))
         out.append(float(sp.N(c)) if not c.free_symbols else c)
     return tuple(out)
-
-
-def _filter_state_after(k: KernelRecurrence, x: sp.Expr) -> tuple[sp.Expr, ...]:
-    """The DF2T state after filtering the single input x from rest (u_init at time -1)."""
-    y = sp.Symbol("y")
-    w, out, update = _df2t("t", k.num, k.den, x, y)
-    rest = {wi: sp.Integer(0) for wi in w}
-    rest[y] = sp.sympify(out).xreplace(rest)
-    return tuple(sp.expand(sp.sympify(e).xreplace(rest)) for e in update)
 
 
 # --------------------------------------------------------------- unrolling

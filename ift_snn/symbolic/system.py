@@ -28,8 +28,9 @@ from functools import cached_property
 import sympy as sp
 
 from ..models import NeuronModel
+from .filters import free_response as _free_response
 
-__all__ = ["System", "build_system", "SPIKE", "U_INIT", "STATE_IN", "initial_response", "state_names"]
+__all__ = ["System", "build_system", "SPIKE", "U_INIT", "STATE_IN", "state_names"]
 
 #: The opaque spike function f(u, theta).
 SPIKE = sp.Function("f")
@@ -39,23 +40,6 @@ U_INIT = sp.Symbol("u_init", real=True)
 MAX_T = 12
 #: Prefix of the initial-state symbols x0_<state> (the forward scan's state before step 0).
 STATE_IN = "x0_"
-
-
-def initial_response(den: tuple[sp.Expr, ...], i: int, T: int) -> list[sp.Expr]:
-    """r_i[0..T-1], the response of a filter with denominator ``den`` to a unit initial state w_i.
-
-    In transposed direct form II the output of the zero-input filter is
-    Y(x) = sum_i w_i x^i / A(x) (x the unit delay), so r_i is the power series of
-    x^i / A(x): r[k] = ([k == i] - sum_{j>=1} a_j r[k-j]) / a_0. A definition
-    from the transfer function, independent of the state update the scans run.
-    """
-    r: list[sp.Expr] = []
-    for k in range(T):
-        value = sp.Integer(1 if k == i else 0)
-        for j in range(1, min(len(den), k + 1)):
-            value -= den[j] * r[k - j]
-        r.append(sp.expand(value / den[0]))
-    return r
 
 
 def _seq(name: str, T: int, **assumptions) -> tuple[sp.Symbol, ...]:
@@ -103,18 +87,15 @@ class System:
         return rules
 
 
-def _order(num, den) -> int:
-    return max(len(num), len(den)) - 1
-
-
 def state_names(model: NeuronModel) -> tuple[str, ...]:
     """Names of the forward scan's state, in its order: (u_prev, s_prev, w_syn0, ...) for a membrane
-    model, (s_prev, w_eps0, ..., w_nu0, ...) for a general SRM (w: transposed direct form II state)."""
+    model, (s_prev, w_eps0, ..., w_nu0, ...) for a general SRM (w: the filter states, transposed direct
+    form II or the parallel form, ``symbolic/filters.py``)."""
     if model.membrane is not None:
         syn = model.membrane.syn
-        return ("u_prev", "s_prev") + tuple(f"w_syn{i}" for i in range(_order(syn.num, syn.den)))
-    return (("s_prev",) + tuple(f"w_eps{i}" for i in range(_order(model.eps.num, model.eps.den)))
-            + tuple(f"w_nu{i}" for i in range(_order(model.nu.num, model.nu.den))))
+        return ("u_prev", "s_prev") + tuple(f"w_syn{i}" for i in range(syn.size))
+    return (("s_prev",) + tuple(f"w_eps{i}" for i in range(model.eps.size))
+            + tuple(f"w_nu{i}" for i in range(model.nu.size)))
 
 
 def build_system(model: NeuronModel, T: int, *, state: bool = False) -> System:
@@ -122,7 +103,7 @@ def build_system(model: NeuronModel, T: int, *, state: bool = False) -> System:
 
     ``state=True``: the initial condition is the forward scan's whole state x0 (membrane, spike
     and filter states, :func:`state_names`) instead of the initial membrane u_init; a filter
-    state w_i enters through its zero-input response :func:`initial_response`.
+    state w_i enters through its zero-input response :func:`~ift_snn.symbolic.filters.free_response`.
     """
     from ..surrogates import THETA
 
@@ -149,8 +130,8 @@ def build_system(model: NeuronModel, T: int, *, state: bool = False) -> System:
 
     def free_response(prefix: str, kernel) -> list[sp.Expr]:
         out = [sp.Integer(0)] * T
-        for i in range(_order(kernel.num, kernel.den)):
-            for n, r in enumerate(initial_response(kernel.den, i, T)):
+        for i in range(kernel.size):
+            for n, r in enumerate(_free_response(kernel, i, T)):
                 out[n] += x0[f"{prefix}{i}"] * r
         return out
 
