@@ -18,6 +18,8 @@ import numpy as np
 
 from .models import NeuronModel
 
+G_MEAN = 0.0
+
 __all__ = ["PrecisionResult", "measure", "drive", "FAMILIES", "family_model", "format_precision_table"]
 
 
@@ -83,7 +85,7 @@ def measure(model: NeuronModel, T: int = 2000, M: int = 4, dtype=np.float32, see
     a64 = drive(model, T, M, seed) if a is None else np.asarray(a, dtype=np.float64)
     T, M = a64.shape
     rng = np.random.default_rng(seed + 1)
-    g64 = rng.normal(0.0, 1.0, size=(T, M))
+    g64 = rng.normal(G_MEAN, 1.0, size=(T, M))
     u064 = rng.normal(0.0, 0.3 * model.theta, size=M) if u0 is None else np.asarray(u0, dtype=np.float64)
     trace = ops.forward(model, a64.astype(dtype), u064.astype(dtype), backend=backend)
     grads = ops.backward(model, trace, g64.astype(dtype), method=method)

@@ -31,6 +31,7 @@ from sympy.printing.c import C99CodePrinter
 from sympy.printing.numpy import _known_functions_numpy
 from sympy.printing.pycode import PythonCodePrinter
 
+from ..symbolic.recurrence import PARAMETER as WIDE_PREFIX
 from .ir import RING_MIN
 from .tree import (FINAL, INPUT, OUTPUT, PARAM, RING_HEAD, SIZE, VECTOR, WORK, Assign, Final, Function, InitState,
                    Invariant, Load, Ring, RingInit, Store, TimeLoop, UpdateState)
@@ -306,6 +307,12 @@ class _TreePrinter:
         #: Per ring: (first increment position, table, common factor) where a loop over a table adds them.
         self.tabled: dict = {}
 
+    def wide(self, name: str) -> bool:
+        """Whether a state (or its ``next_`` local) is carried in float64 in a float32 kernel: the parameter
+        sums acc_<p>, each a sum over every step of the sequence (T terms rounded in float32 would lose about
+        T eps relative; in float64 the terms' own float32 rounding is what is left)."""
+        return self.fn.dtype == "f32" and name.removeprefix("next_").startswith(WIDE_PREFIX)
+
     def at(self, name: str, row: str, index: str) -> str:
         raise NotImplementedError
 
@@ -555,7 +562,7 @@ class _CudaTree(_TreePrinter):
     END = ";"
 
     def local(self, name: str, expr, index: str) -> str:
-        return f"const {self.pr.ctype} {name} = {self.code(expr, index)};"
+        return f"const {'double' if self.wide(name) else self.pr.ctype} {name} = {self.code(expr, index)};"
 
     def at(self, name: str, row: str, index: str) -> str:
         return f"{name}[(long long)({row}) * n_neurons + {index}]"
@@ -602,7 +609,8 @@ class _CudaTree(_TreePrinter):
 
     def top_InitState(self, group: list[InitState]) -> None:
         for st in group:
-            self.emit(1, f"{self.pr.ctype} {st.state.name} = {self.code(st.expr, 'j')};")
+            ctype = "double" if self.wide(st.state.name) else self.pr.ctype
+            self.emit(1, f"{ctype} {st.state.name} = {self.code(st.expr, 'j')};")
 
     def top_RingInit(self, group: list[RingInit]) -> None:
         self.ring_inits(1, group, "j", end=";")
@@ -704,7 +712,8 @@ class _NumbaTree(_TreePrinter):
 
     def top_InitState(self, group: list[InitState]) -> None:
         for st in group:
-            self.emit(2, f"st_{st.state.name} = np.empty(_w, dtype={self.np_dtype})")
+            dtype = "np.float64" if self.wide(st.state.name) else self.np_dtype
+            self.emit(2, f"st_{st.state.name} = np.empty(_w, dtype={dtype})")
         self.emit(2, "for _jj in range(_w):")
         for st in group:
             self.emit(3, f"st_{st.state.name}[_jj] = {self.code(st.expr, '_j0 + _jj')}")
@@ -793,7 +802,10 @@ class _NumpyTree(_TreePrinter):
 
     def top_InitState(self, group: list[InitState]) -> None:
         for st in group:
-            self.emit(1, f"{st.state.name} = {self.code(st.expr, self.SLICE)}")
+            value = self.code(st.expr, self.SLICE)
+            if self.wide(st.state.name):
+                value = f"np.asarray({value}, dtype=np.float64)"
+            self.emit(1, f"{st.state.name} = {value}")
 
     def top_RingInit(self, group: list[RingInit]) -> None:
         self.ring_inits(1, group, self.SLICE)
