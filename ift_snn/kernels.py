@@ -168,6 +168,34 @@ def _exp_poly_terms(expr: sp.Expr) -> tuple[dict[tuple[sp.Expr, sp.Expr], int], 
     return degrees, start
 
 
+def _normalised(expr: sp.Expr) -> sp.Expr:
+    """expr in the terms the decomposition reads: a power of a step, heaviside(n - d, h0)**k, is the step
+    heaviside(n - d, h0**k) (a delay written twice, e.g. by a membrane form's shift of a delayed kernel), and
+    complex exponentials exp(i w n) are written as cos and sin. A kernel is real: an imaginary part left
+    after that is refused, naming it (it would reach the scans as a complex number)."""
+    def single_step(e):
+        h0 = e.base.args[1] if len(e.base.args) > 1 else sp.S.Half
+        return sp.Heaviside(e.base.args[0], h0**e.exp)
+
+    expr = expr.replace(lambda e: e.is_Pow and isinstance(e.base, sp.Heaviside) and e.exp.is_Integer and e.exp > 0,
+                        single_step)
+    def euler(e):  # exp(a + i b) = exp(a) (cos b + i sin b)
+        terms = sp.Add.make_args(sp.expand(e.args[0]))
+        b = sp.Add(*[t for t in terms if t.has(sp.I)]) / sp.I
+        a = sp.Add(*[t for t in terms if not t.has(sp.I)])
+        return sp.exp(a) * (sp.cos(sp.expand(b)) + sp.I * sp.sin(sp.expand(b)))
+
+    if expr.has(sp.I):
+        rewritten = sp.expand(expr.replace(lambda e: isinstance(e, sp.exp) and e.args[0].has(sp.I), euler),
+                              power_exp=True)
+        imaginary = sp.Add(*[t for t in sp.Add.make_args(rewritten) if t.has(sp.I)])
+        if _tidy(sp.expand(imaginary)) != 0:
+            raise KernelError(f"kernel {expr} is not real: its imaginary part {sp.sstr(sp.expand(imaginary / sp.I))} "
+                              "is not zero (write a resonator with cos and sin, e.g. rho**n*cos(omega*n))")
+        expr = sp.Add(*[t for t in sp.Add.make_args(rewritten) if not t.has(sp.I)])
+    return expr
+
+
 def _poly_coeffs(expr: sp.Expr) -> tuple[sp.Expr, ...]:
     """Coefficients of a polynomial in X, lowest power first."""
     poly = sp.Poly(sp.expand(expr), X)
@@ -307,6 +335,7 @@ class Kernel:
         others = {s for s in expr.free_symbols if s.name == "n" and s != N}
         if others:
             expr = expr.subs({s: N for s in others})
+        expr = _normalised(expr)
         degrees, start = _exp_poly_terms(expr)
         if start - 1 > MAX_DELAY:
             raise KernelError(

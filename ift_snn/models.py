@@ -531,7 +531,9 @@ KernelSpec = str | sp.Expr | Kernel | Sequence[float]
 
 
 def _kernel(spec: KernelSpec, what: str, names: Mapping[str, sp.Symbol], truncate: int | None,
-            values: Mapping[sp.Symbol, float]) -> Kernel:
+            values: Mapping[sp.Symbol, float], truncated: list | None = None) -> Kernel:
+    """The kernel of ``spec``; a closed form without a finite recurrence as its first ``truncate`` taps (its
+    name ``what`` then goes into ``truncated``)."""
     if isinstance(spec, Kernel):
         return spec
     if isinstance(spec, str):
@@ -559,6 +561,8 @@ def _kernel(spec: KernelSpec, what: str, names: Mapping[str, sp.Symbol], truncat
     except NoRecurrenceError as exc:
         if truncate is None:
             raise NoRecurrenceError(f"kernel {what} = {expr}: {exc}") from None
+        if truncated is not None:
+            truncated.append(what)
         return _truncated(expr, truncate, what, values)
 
 
@@ -661,8 +665,13 @@ def srm(
         if not 1 <= truncate <= MAX_TAPS:
             raise ValueError(f"truncate={truncate!r} is out of range: expected an int from 1 to {MAX_TAPS}")
         truncate = int(truncate)
-    eps_k = _kernel(eps, "eps", names, truncate, numeric)
-    nu_k = _kernel(nu, "nu", names, truncate, numeric)
+    truncated: list[str] = []
+    eps_k = _kernel(eps, "eps", names, truncate, numeric, truncated)
+    nu_k = _kernel(nu, "nu", names, truncate, numeric, truncated)
+    if truncate is not None and not truncated:
+        raise ValueError(f"truncate={truncate} has nothing to truncate: eps = {eps_k} and nu = {nu_k} each have a "
+                         "finite recurrence (truncate=K replaces a closed form without one by its first K taps); "
+                         "drop truncate, or give the kernel as a list of taps")
     if all(v == 0 for v in eps_k.num):
         raise KernelError(f"kernel eps = {eps_k} is identically zero")
     used = (eps_k.parameters | nu_k.parameters) - {THETA}

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ift_snn
+from ift_snn.codegen.ir import build_kernel
 from ift_snn.backends import compiled, cpu, reference
 from ift_snn.surrogates import exponential
 
@@ -167,7 +168,15 @@ def test_numpy_kernels_keep_float32(name):
     finally:
         sys.settrace(previous)
     assert len(seen) > 10
-    assert {k: v for k, v in seen.items() if v != {np.dtype(np.float32)}} == {}
+    # float64 only where the derivation asks for it: the parameter sums acc_<p> (and their next values), and,
+    # for a model whose filters run in the parallel form, the scan states and what is computed from them
+    wide = {s.name for q in ("forward", "backward", "slayer") for s in build_kernel(model, q, "f32").wide}
+    widened = {k for k, v in seen.items() if v != {np.dtype(np.float32)}}
+    assert all(v <= {np.dtype(np.float32), np.dtype(np.float64)} for v in seen.values())
+    if not wide:
+        assert {k for k in widened if not k.removeprefix("next_").startswith("acc_")} == set()
+    else:
+        assert wide <= widened
     assert trace.u.dtype == trace.s.dtype == trace.sigma.dtype == np.float32
     assert all(gr.a.dtype == gr.u0.dtype == np.float32 for gr in grads)
     t64 = ift_snn.forward(model, a.astype(np.float64), u0.astype(np.float64), backend="numpy")

@@ -154,7 +154,7 @@ def test_spec_form_files(tmp_path, suffix):
     assert spec.load_model_file(file) == SPEC
     m = model("--model-file", str(file))
     assert dict(m.params) == {"alpha": 0.8, "beta": 0.8, "theta": 1.5} and m.spike == 2
-    custom = {"eps": [0.5, 1.0], "nu": "theta*beta**n", "params": {"beta": 0.7}, "name": "mine", "truncate": 4,
+    custom = {"eps": "0.9**n/(n + 1)", "nu": "theta*beta**n", "params": {"beta": 0.7}, "name": "mine", "truncate": 4,
               "surrogate": 'custom(exp(-abs(u-theta)))'}
     spec.save_model_file(custom, file)
     assert spec.load_model_file(file) == custom

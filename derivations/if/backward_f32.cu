@@ -50,7 +50,7 @@ extern "C" __global__ void ift_snn_if_backward_f32_3b657de5(
     if (j >= n_neurons) return;
     float d_next = 0;
     float d_raw = 0;
-    float acc_theta = 0;
+    double acc_theta = 0;
     float dg_max = 0;
     float dg_run = 0;
     float dg_best_run = 0;
@@ -76,7 +76,7 @@ extern "C" __global__ void ift_snn_if_backward_f32_3b657de5(
         out_grad_a[i] = grad_a;
         const float next_d_next = d;
         const float next_d_raw = d;
-        const float next_acc_theta = acc_theta - d_raw*s - dl_ds*sigma;
+        const double next_acc_theta = acc_theta - d_raw*s - dl_ds*sigma;
         const float next_dg_max = fmaxf(dg_abs_c, dg_max);
         const float next_dg_run = dg_run_now;
         const float next_dg_best_run = fmaxf(dg_best_run, dg_run_now);

@@ -56,8 +56,8 @@ extern "C" __global__ void ift_snn_lif_backward_f32_cc53d038(
     if (j >= n_neurons) return;
     float d_next = 0;
     float d_raw = 0;
-    float acc_alpha = 0;
-    float acc_theta = 0;
+    double acc_alpha = 0;
+    double acc_theta = 0;
     float dg_max = 0;
     float dg_run = 0;
     float dg_best_run = 0;
@@ -84,8 +84,8 @@ extern "C" __global__ void ift_snn_lif_backward_f32_cc53d038(
         out_grad_a[i] = grad_a;
         const float next_d_next = d;
         const float next_d_raw = d;
-        const float next_acc_alpha = acc_alpha + d_raw*u;
-        const float next_acc_theta = acc_theta - d_raw*s - dl_ds*sigma;
+        const double next_acc_alpha = acc_alpha + d_raw*u;
+        const double next_acc_theta = acc_theta - d_raw*s - dl_ds*sigma;
         const float next_dg_max = fmaxf(dg_abs_c, dg_max);
         const float next_dg_run = dg_run_now;
         const float next_dg_best_run = fmaxf(dg_best_run, dg_run_now);

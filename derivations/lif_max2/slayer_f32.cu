@@ -58,8 +58,8 @@ extern "C" __global__ void ift_snn_lif_slayer_f32_aaba671d(
     const float k0 = 1.0F/p_theta;
     float d_next = 0;
     float d_raw = 0;
-    float acc_alpha = 0;
-    float acc_theta = 0;
+    double acc_alpha = 0;
+    double acc_theta = 0;
     float dg_max = 0;
     float dg_run = 0;
     float dg_best_run = 0;
@@ -86,8 +86,8 @@ extern "C" __global__ void ift_snn_lif_slayer_f32_aaba671d(
         out_grad_a[i] = grad_a;
         const float next_d_next = d;
         const float next_d_raw = d;
-        const float next_acc_alpha = acc_alpha + d_raw*u;
-        const float next_acc_theta = acc_theta - d_raw*s - dl_ds*k0*sigma*u;
+        const double next_acc_alpha = acc_alpha + d_raw*u;
+        const double next_acc_theta = acc_theta - d_raw*s - dl_ds*k0*sigma*u;
         const float next_dg_max = fmaxf(dg_abs_c, dg_max);
         const float next_dg_run = dg_run_now;
         const float next_dg_best_run = fmaxf(dg_best_run, dg_run_now);

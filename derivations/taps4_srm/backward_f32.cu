@@ -73,7 +73,7 @@ extern "C" __global__ void ift_snn_taps4_srm_backward_f32_c990a363(
     float l_eps1 = 0;
     float l_eps2 = 0;
     float d_raw = 0;
-    float acc_theta = 0;
+    double acc_theta = 0;
     float dg_max = 0;
     float dg_run = 0;
     float dg_best_run = 0;
@@ -113,7 +113,7 @@ extern "C" __global__ void ift_snn_taps4_srm_backward_f32_c990a363(
         const float next_l_eps1 = l_eps0;
         const float next_l_eps2 = l_eps1;
         const float next_d_raw = d;
-        const float next_acc_theta = acc_theta - x1;
+        const double next_acc_theta = acc_theta - x1;
         const float next_dg_max = fmaxf(dg_abs_c, dg_max);
         const float next_dg_run = dg_run_now;
         const float next_dg_best_run = fmaxf(dg_best_run, dg_run_now);

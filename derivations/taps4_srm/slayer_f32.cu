@@ -65,7 +65,7 @@ extern "C" __global__ void ift_snn_taps4_srm_slayer_f32_e5d97468(
     float l_eps1 = 0;
     float l_eps2 = 0;
     float d_raw = 0;
-    float acc_theta = 0;
+    double acc_theta = 0;
     float dg_max = 0;
     float dg_run = 0;
     float dg_best_run = 0;
@@ -97,7 +97,7 @@ extern "C" __global__ void ift_snn_taps4_srm_slayer_f32_e5d97468(
         const float next_l_eps1 = l_eps0;
         const float next_l_eps2 = l_eps1;
         const float next_d_raw = d;
-        const float next_acc_theta = acc_theta - x0;
+        const double next_acc_theta = acc_theta - x0;
         const float next_dg_max = fmaxf(dg_abs_c, dg_max);
         const float next_dg_run = dg_run_now;
         const float next_dg_best_run = fmaxf(dg_best_run, dg_run_now);

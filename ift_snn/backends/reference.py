@@ -192,7 +192,7 @@ def simulate(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None,
     nu = _taps(model.nu, T, model)
     drive = _toeplitz(eps[:T], T) @ a + eps[1:, None] * u0[None, :]
     for n in range(T):
-        reset = sum(nu[k] * s[n - 1 - k] for k in range(n)) if n else 0.0
+        reset = nu[:n][::-1] @ s[:n] if n else 0.0  # sum_k nu[k] s[n-1-k]
         u[n] = drive[n] - reset
         s[n] = fire(u[n])
     return u, s, mask

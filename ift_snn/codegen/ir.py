@@ -31,7 +31,7 @@ import sympy as sp
 
 from ..kernels import MAX_DELAY
 from ..models import NeuronModel, param_symbol
-from ..symbolic.recurrence import Recurrence, Scan, derive_recurrence
+from ..symbolic.recurrence import DIAGNOSTIC, Recurrence, Scan, derive_recurrence
 from ..symbolic.step import step_scans
 from ..symbolic.system import U_INIT
 
@@ -109,6 +109,11 @@ class ScanKernel:
     #: Shift chains c_1..c_m carried as ring buffers (:func:`rings`): c_j <- c_(j+1) + update(c_j) for
     #: j < m, c_m <- update(c_m); the update of a ring member is its increment on top of the shift.
     rings: tuple[tuple[sp.Symbol, ...], ...] = ()
+    #: Scalar states a float32 kernel carries in float64 (and the values computed from them): the states of a
+    #: model whose filters run in the parallel form (docs/MATH.md section 10). A pole at 0.999 sums about a
+    #: thousand steps into each state; in float32 that rounding (and, in the adjoint, its feedback through the
+    #: reset) is what is left of the error once the poles are separated. Inputs and outputs stay float32.
+    wide: tuple[sp.Symbol, ...] = ()
 
     @property
     def restarted(self) -> tuple[tuple[sp.Symbol, sp.Expr], ...]:
@@ -181,7 +186,8 @@ def _with_per_neuron(scan: Scan, pv: dict) -> Scan:
         init=tuple(sub(e) for e in scan.init), finals=tuple((l, sub(r)) for l, r in scan.finals))
 
 
-def _structure_fingerprint(model: NeuronModel, scan: Scan, dtype: str, per_neuron: tuple[str, ...] = ()) -> str:
+def _structure_fingerprint(model: NeuronModel, scan: Scan, dtype: str, per_neuron: tuple[str, ...] = (),
+                           wide: tuple[sp.Symbol, ...] = ()) -> str:
     surrogate = model.surrogate.template if model.surrogate_arguments else model.surrogate.expr
     parts = [model.name, scan.name, scan.direction, dtype, repr(model.parameter_names),
              sp.srepr(surrogate), repr(model.spike),
@@ -192,6 +198,8 @@ def _structure_fingerprint(model: NeuronModel, scan: Scan, dtype: str, per_neuro
     parts += ["persistent:" + ",".join(p.name for p in scan.persistent)]
     if per_neuron:  # (absent for scalar parameters: the fingerprints of those kernels stay as they were)
         parts += ["per-neuron:" + ",".join(per_neuron)]
+    if wide:  # (likewise: absent where no state is widened)
+        parts += ["wide:" + ",".join(s.name for s in wide)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -350,6 +358,7 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
             kept.append((sym, expr))
     body = kept
     invariants = tuple(invariants)
+    wide = _wide_states(rec, scan, dtype, ringed)
     return ScanKernel(
         model_name=model.name,
         quantity=quantity,
@@ -369,10 +378,21 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
         # (a per-step expression may read a vector too: a step's dL/dx1, symbolic/step.py)
         vectors=_vectors(list(init) + [e for _, e in body] + list(upd), finals,
                          set(scan.state) | constant | set(scan.inputs) | {sym for sym, _ in body}) + tuple(pv.values()),
-        fingerprint=_structure_fingerprint(model, scan, dtype, per_neuron),
+        fingerprint=_structure_fingerprint(model, scan, dtype, per_neuron, wide),
         persistent=tuple(scan.persistent),
         rings=chains,
+        wide=wide,
     )
+
+
+def _wide_states(rec: Recurrence, scan: Scan, dtype: str, ringed) -> tuple[sp.Symbol, ...]:
+    """The states a float32 kernel of ``rec`` carries in float64 (see :attr:`ScanKernel.wide`): every scalar
+    state but the diagnostics, when a kernel the scans run is in the parallel form; none otherwise (a LIF's
+    kernels are unchanged)."""
+    run = [k for k in rec.kernels if k.name == "syn"] if rec.kind == "membrane" else list(rec.kernels)
+    if dtype != "f32" or not any(k.kernel.parallel is not None for k in run):
+        return ()
+    return tuple(st for st in scan.state if st not in ringed and not st.name.startswith(DIAGNOSTIC))
 
 
 def rings(state, update, persistent=()) -> tuple[tuple[sp.Symbol, ...], ...]:

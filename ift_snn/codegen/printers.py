@@ -302,6 +302,10 @@ class _TreePrinter:
         #: Invariants computed per neuron (they read a per-neuron parameter): the Numba printer keeps them in arrays.
         self.per_neuron: tuple[sp.Symbol, ...] = ()
         self.n_acc = 0
+        #: States carried in float64 in a float32 kernel (:attr:`ScanKernel.wide`; the acc_ sums by name), and the
+        #: locals computed from them.
+        self.wide_names = {s.name for s in fn.kernel.wide}
+        self.wide_locals: set[str] = set()
         #: Constant tables (the taps of a long tap list) by values -> name, printed before the function.
         self.tables: dict[tuple[float, ...], str] = {}
         #: Per ring: (first increment position, table, common factor) where a loop over a table adds them.
@@ -310,8 +314,21 @@ class _TreePrinter:
     def wide(self, name: str) -> bool:
         """Whether a state (or its ``next_`` local) is carried in float64 in a float32 kernel: the parameter
         sums acc_<p>, each a sum over every step of the sequence (T terms rounded in float32 would lose about
-        T eps relative; in float64 the terms' own float32 rounding is what is left)."""
-        return self.fn.dtype == "f32" and name.removeprefix("next_").startswith(WIDE_PREFIX)
+        T eps relative; in float64 the terms' own float32 rounding is what is left), and the states of
+        :attr:`ScanKernel.wide` (filters in the parallel form)."""
+        if self.fn.dtype != "f32":
+            return False
+        name = name.removeprefix("next_")
+        return name.startswith(WIDE_PREFIX) or name in self.wide_names
+
+    def reads_wide(self, name: str, expr) -> bool:
+        """Whether a local is float64 in a float32 kernel: it is a wide state's next value, or it reads a wide
+        state or another such local (CUDA declares its type; Numba and NumPy promote by themselves)."""
+        if self.wide(name) or (self.fn.dtype == "f32" and {s.name for s in sp.sympify(expr).free_symbols}
+                                & (self.wide_names | self.wide_locals)):
+            self.wide_locals.add(name)
+            return True
+        return False
 
     def at(self, name: str, row: str, index: str) -> str:
         raise NotImplementedError
@@ -562,7 +579,7 @@ class _CudaTree(_TreePrinter):
     END = ";"
 
     def local(self, name: str, expr, index: str) -> str:
-        return f"const {'double' if self.wide(name) else self.pr.ctype} {name} = {self.code(expr, index)};"
+        return f"const {'double' if self.reads_wide(name, expr) else self.pr.ctype} {name} = {self.code(expr, index)};"
 
     def at(self, name: str, row: str, index: str) -> str:
         return f"{name}[(long long)({row}) * n_neurons + {index}]"
@@ -635,7 +652,7 @@ class _CudaTree(_TreePrinter):
                     self.emit(2, f"const {ct} {st.target.name} = {st.arg.name}[i];")
                 elif isinstance(st, Assign):
                     expr = self.dot_loops(2, st.expr, "j", end=";")
-                    self.emit(2, f"const {ct} {st.target.name} = {self.code(expr, 'j')};")
+                    self.emit(2, self.local(st.target.name, expr, "j"))
                 elif isinstance(st, Store):
                     self.emit(2, f"{st.arg.name}[i] = {st.value.name};")
                 else:
@@ -800,12 +817,13 @@ class _NumpyTree(_TreePrinter):
         for st in group:
             self.emit(1, f"{st.target.name} = {self.code(st.expr, self.SLICE)}")
 
+    def init_value(self, st: InitState) -> str:
+        value = self.code(st.expr, self.SLICE)
+        return f"np.asarray({value}, dtype=np.float64)" if self.wide(st.state.name) else value
+
     def top_InitState(self, group: list[InitState]) -> None:
         for st in group:
-            value = self.code(st.expr, self.SLICE)
-            if self.wide(st.state.name):
-                value = f"np.asarray({value}, dtype=np.float64)"
-            self.emit(1, f"{st.state.name} = {value}")
+            self.emit(1, f"{st.state.name} = {self.init_value(st)}")
 
     def top_RingInit(self, group: list[RingInit]) -> None:
         self.ring_inits(1, group, self.SLICE)
@@ -820,7 +838,7 @@ class _NumpyTree(_TreePrinter):
                 self.emit(2, "if truncation > 0 and (_t + 1) % truncation == 0:")
                 for st in loop.restart:
                     if isinstance(st, InitState):
-                        self.emit(3, f"{st.state.name} = {self.code(st.expr, self.SLICE)}")
+                        self.emit(3, f"{st.state.name} = {self.init_value(st)}")
                 self.ring_inits(3, [st for st in loop.restart if isinstance(st, RingInit)], self.SLICE)
                 if not loop.restart:
                     self.emit(3, "pass")

@@ -172,8 +172,23 @@ def _kernel_lines(d: Derivation) -> list[str]:
         rel = k.relation()
         out.append(f"- `{k.name}[n] = {closed}`: transfer function "
                    f"`({' + '.join(_poly_terms(k.num))}) / ({' + '.join(_poly_terms(k.den))})`, "
-                   f"order {k.order}; recurrence `{rel}`")
+                   f"order {k.order}; recurrence `{rel}`; {_form(k.kernel)}")
     return out
+
+
+def _form(kernel) -> str:
+    """Which state representation the scans run the kernel in (docs/MATH.md section 10)."""
+    form = kernel.parallel
+    if form is None:
+        return f"run in the direct form ({kernel.size} state value(s): one pole or finite taps, the same thing)"
+    parts = []
+    for s in form.sections:
+        kind = "real pole" if s.frequency == 0 else f"conjugate pair at frequency {sp.sstr(s.frequency)}"
+        cascade = f", a cascade of {s.multiplicity} sections" if s.multiplicity > 1 else ""
+        parts.append(f"{kind} {sp.sstr(s.pole)}{cascade}")
+    delay = f" behind {form.delay} leading tap(s)" if form.delay else ""
+    return (f"run in the parallel form ({form.size} state values{delay}: {'; '.join(parts)}), "
+            f"`{form}`")
 
 
 def _poly_terms(coeffs) -> list[str]:
@@ -284,7 +299,10 @@ def recurrence_json(d: Derivation) -> dict:
         "parameters": dict(d.model.params),
         "surrogate": sp.sstr(d.model.surrogate.expr),
         "kernels": [{"name": k.name, "closed_form": str(k.kernel), "num": [sp.sstr(c) for c in k.num],
-                     "den": [sp.sstr(c) for c in k.den], "order": k.order} for k in rec.kernels],
+                     "den": [sp.sstr(c) for c in k.den], "order": k.order,
+                     "form": "direct" if k.kernel.parallel is None else "parallel",
+                     "parallel": None if k.kernel.parallel is None else str(k.kernel.parallel)}
+                    for k in rec.kernels],
         "step_factor": None if rec.step_factor is None else sp.sstr(rec.step_factor),
         "slayer_drops": sp.sstr(rec.dropped),
         "scans": {"forward": scan(rec.forward), "backward": scan(rec.backward), "slayer": scan(rec.slayer)},
