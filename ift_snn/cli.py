@@ -317,6 +317,40 @@ def _bench_zoo(args: argparse.Namespace) -> int:
     return 0 if all(r["proved"] for r in rows) else 1
 
 
+def _bench_precision(args: argparse.Namespace) -> int:
+    """``bench --precision``: every precision family (ift_snn.precision) in float64 and float32 at ``--T`` steps
+    against the float64 oracle on the same spikes, one row as each finishes; JSON rewritten after every row."""
+    import numpy as np
+
+    from .precision import FAMILIES, family_model, format_precision_table, measure
+
+    T = args.T or 2000
+    rows: list = []
+    args.kept = lambda: f"kept {args.json} ({len(rows)} rows)" if args.json and rows else None
+    print(f"precision of {len(FAMILIES)} families at T = {T}, 4 neurons, against the float64 oracle on the same "
+          "spikes, inputs and float32-rounded parameters (relative max-norm errors)")
+    with counted_warnings() as warned:
+        for name in FAMILIES:
+            for dtype in (np.float64, np.float32):
+                r = measure(family_model(name), T=T, M=4, dtype=dtype)
+                rows.append({"name": name, "dtype": r.dtype, "T": r.T, "u": r.u, "a": r.a, "u0": r.u0,
+                             "params": r.params, "spike_rate": r.spike_rate, "flips": r.flips})
+                print(f"  {name:<18} {r.dtype:<8} membrane {r.u:.1e}  worst gradient {r.worst_gradient:.1e}",
+                      flush=True)
+                if args.json:
+                    Path(args.json).write_text(json.dumps({"precision": rows}, indent=2))
+    print(format_precision_table(rows))
+    for line in warned.summary("warnings while measuring, counted: the random inputs, not errors"):
+        print(line)
+    met = all(r["u"] <= (1e-10 if r["dtype"] == "float64" else 1e-5)
+              and max([r["a"], r["u0"], *r["params"].values()]) <= (1e-10 if r["dtype"] == "float64" else 1e-4)
+              for r in rows)
+    print(f"targets (float64 1e-10; float32 membrane 1e-5, gradients 1e-4): {'met' if met else 'NOT met'}")
+    if args.json:
+        print(f"wrote {args.json}")
+    return 0 if met else 1
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .bench import format_table, run
 
@@ -333,11 +367,17 @@ def _bench(args: argparse.Namespace) -> int:
                          "model options, --peers and --torch do not apply there")
     if args.zoo and lines:
         raise ValueError("--zoo and --delays/--taps are two benchmarks: give one of them")
+    if args.precision and (options or args.peers or args.torch or args.zoo or lines):
+        raise ValueError("--precision measures neurons of its own (ift_snn.precision); model options, --peers, "
+                         "--torch, --zoo, --delays and --taps do not apply there")
     model = model_from_args(args) if options else None
     if args.json:
         _prepare_out_file(args.json, "--json")
     if args.zoo or lines:
         return _bench_zoo(args)
+    if args.precision:
+        return _bench_precision(args)
+    args.T = args.T or 300
     if args.peers:  # against snnTorch, SpikingJelly, Norse (sinabs): ift_snn.bench_peers
         from .bench_peers import DEFAULT_SIZES, format_peers_table, run_peers
 
@@ -734,7 +774,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="speed against PyTorch autograd BPTT and the memory floor (ratios)",
                            formatter_class=defaults)
     add_model_arguments(bench)
-    bench.add_argument("--T", type=POSITIVE_INT, default=300, help="time steps")
+    bench.add_argument("--T", type=POSITIVE_INT, default=None, help="time steps (default: 300; with --precision 2000)")
     bench.add_argument("--batch", type=POSITIVE_INT, default=64, help="batch size")
     bench.add_argument("--neurons", type=POSITIVE_INT, default=256, help="neurons per sample")
     bench.add_argument("--dtype", choices=("f32", "f64"), default="f32", help="floating-point type")
@@ -745,6 +785,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--zoo", action="store_true",
                        help="instead: the first call (derive + generate + compile) and the proofs of every neuron "
                             "of the zoo (ift_snn.zoo), in a fresh kernel cache")
+    bench.add_argument("--precision", action="store_true",
+                       help="instead: float64 and float32 errors of every precision family (ift_snn.precision) "
+                            "against the float64 oracle on the same spikes, at --T steps (default here 2000)")
     bench.add_argument("--delays", type=_delays, default=None, metavar="D[,D...]",
                        help="instead: as --zoo, for an exponential synapse delayed by each D steps (ring buffers; "
                             f"D from 1 to {MAX_DELAY})")

@@ -205,3 +205,20 @@ def test_stability_warning_of_a_multi_pole_reset_fires_where_the_adjoint_grows(s
         assert oracle > 1e4 and grads.max_growth > 1e4
     else:
         assert oracle < 100 and grads.max_growth < 100 and grads.longest_unstable_run < 20
+
+
+def test_bench_precision_cli(tmp_path, capsys, monkeypatch):
+    import json
+
+    from ift_snn.cli import main
+
+    monkeypatch.setattr(precision, "FAMILIES", {k: precision.FAMILIES[k] for k in ("lif", "alif")})
+    out = tmp_path / "precision.json"
+    assert main(["bench", "--precision", "--T", "400", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| alif | float32 | 400 |" in text and "targets (float64 1e-10; float32 membrane 1e-5, gradients 1e-4): met" in text
+    rows = json.loads(out.read_text())["precision"]
+    assert [(r["name"], r["dtype"]) for r in rows] == [("lif", "float64"), ("lif", "float32"), ("alif", "float64"),
+                                                        ("alif", "float32")]
+    assert main(["bench", "--precision", "--peers"]) == 2
+    assert "--precision measures neurons of its own" in capsys.readouterr().err
