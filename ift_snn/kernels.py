@@ -320,6 +320,16 @@ class Kernel:
     #: which is the same thing for one pole and for finite taps.
     parallel: Parallel | None = None
 
+    def __post_init__(self) -> None:
+        if len(self.den) > 2 and self.parallel is None:
+            # the poles of a denominator given by itself would have to be found numerically; the scans never
+            # fall back to the direct form of two or more poles (docs/MATH.md section 10)
+            raise KernelError(
+                f"kernel {self.expr if self.expr is not None else self.num} has {len(self.den) - 1} poles but no "
+                "parallel form: its poles are not known. Build it with Kernel.closed_form(expr) (the poles are read "
+                "off the closed form's terms) or give its taps"
+            )
+
     # ------------------------------------------------------------------ build
     @classmethod
     def closed_form(cls, expr: sp.Expr | float | int) -> Kernel:

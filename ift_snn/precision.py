@@ -79,7 +79,8 @@ def measure(model: NeuronModel, T: int = 2000, M: int = 4, dtype=np.float32, see
             a: np.ndarray | None = None, u0: np.ndarray | None = None, method: str = "exodus",
             backend: str = "auto") -> PrecisionResult:
     """Run ``model`` forward and backward (``method``) in ``dtype`` and compare with the float64 oracle
-    on the same spikes: the membrane, dL/da, dL/du0 and every dL/dp (L = sum g s, g fixed random)."""
+    on the same spikes: the membrane, dL/da, dL/du0 and every dL/dp (L = sum g s, g fixed random).
+    ``backend``: "auto", "cpu" (Numba), "numpy" (the NumPy-printed kernels) or "cupy" (CUDA, on a GPU)."""
     from . import ops
     from .backends import reference
 
@@ -92,17 +93,24 @@ def measure(model: NeuronModel, T: int = 2000, M: int = 4, dtype=np.float32, see
     # the oracle sees the same numbers the run sees (the inputs rounded to dtype), so that what is measured is
     # the scans' rounding, not the inputs' representation
     a64, g64, u064 = (x.astype(dtype).astype(np.float64) for x in (a64, g64, u064))
-    trace = ops.forward(model, a64.astype(dtype), u064.astype(dtype), backend=backend)
-    grads = ops.backward(model, trace, g64.astype(dtype), method=method)
-    s = np.asarray(trace.s, dtype=np.float64)
+    if backend == "cupy":  # the CUDA kernels: device arrays in, host copies of the results out
+        import cupy
+
+        put, get = cupy.asarray, cupy.asnumpy
+    else:
+        put = get = np.asarray
+    trace = ops.forward(model, put(a64.astype(dtype)), put(u064.astype(dtype)), backend=backend)
+    grads = ops.backward(model, trace, put(g64.astype(dtype)), method=method)
+    s = get(trace.s).astype(np.float64)
     # and the model's parameters as the kernels hold them (a pole 0.999 rounded to float32 is another pole:
     # over T steps its powers differ by about T times that rounding, a different model, not a scan's error)
     exact = model.with_params(**{k: float(dtype.type(v)) for k, v in model.params})
     want = reference.bptt(exact, a64, g64, u064, spikes=s, detach_reset=(method == "slayer"))
     own = reference.simulate(exact, a64, u064)[1]
-    params = {k: _rel(grads.params[k], v) for k, v in want.params.items()}
-    return PrecisionResult(model=model.name, dtype=dtype.name, T=T, u=_rel(trace.u, want.u), a=_rel(grads.a, want.a),
-                           u0=_rel(grads.u0, want.u0), params=params, spike_rate=float(np.mean(s > 0)),
+    params = {k: _rel(get(grads.params[k]), v) for k, v in want.params.items()}
+    return PrecisionResult(model=model.name, dtype=dtype.name, T=T, u=_rel(get(trace.u), want.u),
+                           a=_rel(get(grads.a), want.a), u0=_rel(get(grads.u0), want.u0), params=params,
+                           spike_rate=float(np.mean(s > 0)),
                            flips=int(np.sum(own != s)))
 
 

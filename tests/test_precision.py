@@ -222,3 +222,21 @@ def test_bench_precision_cli(tmp_path, capsys, monkeypatch):
                                                         ("alif", "float32")]
     assert main(["bench", "--precision", "--peers"]) == 2
     assert "--precision measures neurons of its own" in capsys.readouterr().err
+
+
+def test_a_kernel_with_two_or_more_poles_and_no_parallel_form_is_refused():
+    """A transfer function given by its coefficients alone has poles nobody separated: refused naming it, never
+    run in the direct form."""
+    with pytest.raises(KernelError, match="has 2 poles but no parallel form"):
+        Kernel(expr=None, taps=None, num=(sp.Integer(1),), den=(sp.Integer(1), sp.Float(-1.9), sp.Float(0.9025)))
+    assert Kernel(expr=None, taps=None, num=(sp.Integer(1),), den=(sp.Integer(1), sp.Float(-0.9))).size == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["alif", "reset_4_poles", "dexp_0.999_0.9", "resonator", "n2_pole0.95", "lif"])
+def test_float32_cuda_kernels_meet_the_same_targets(name):
+    """The CUDA kernels (float64 states declared double, locals read from them double) on a GPU."""
+    pytest.importorskip("cupy")
+    for dtype, membrane, gradient in ((np.float64, F64, F64), (np.float32, F32_MEMBRANE, F32_GRADIENT)):
+        r = precision.measure(precision.family_model(name), T=2000, M=4, dtype=dtype, backend="cupy")
+        _check(r, membrane, gradient)
