@@ -317,6 +317,15 @@ def _bench_zoo(args: argparse.Namespace) -> int:
     return 0 if all(r["proved"] for r in rows) else 1
 
 
+class _Given(argparse.Action):
+    """Stores the value and notes that it was given (``<dest>_given``), for an option whose default depends on
+    the rest of the command (``bench --T``: 300 for timing, 2000 for --precision)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
+
+
 def _bench_precision(args: argparse.Namespace) -> int:
     """``bench --precision``: every precision family (ift_snn.precision) in float64 and float32 at ``--T`` steps
     against the float64 oracle on the same spikes, one row as each finishes; JSON rewritten after every row."""
@@ -324,7 +333,7 @@ def _bench_precision(args: argparse.Namespace) -> int:
 
     from .precision import FAMILIES, family_model, format_precision_table, measure
 
-    T = args.T or 2000
+    T = args.T if getattr(args, "T_given", False) else 2000
     rows: list = []
     args.kept = lambda: f"kept {args.json} ({len(rows)} rows)" if args.json and rows else None
     print(f"precision of {len(FAMILIES)} families at T = {T}, 4 neurons, against the float64 oracle on the same "
@@ -377,7 +386,6 @@ def _bench(args: argparse.Namespace) -> int:
         return _bench_zoo(args)
     if args.precision:
         return _bench_precision(args)
-    args.T = args.T or 300
     if args.peers:  # against snnTorch, SpikingJelly, Norse (sinabs): ift_snn.bench_peers
         from .bench_peers import DEFAULT_SIZES, format_peers_table, run_peers
 
@@ -774,7 +782,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="speed against PyTorch autograd BPTT and the memory floor (ratios)",
                            formatter_class=defaults)
     add_model_arguments(bench)
-    bench.add_argument("--T", type=POSITIVE_INT, default=None, help="time steps (default: 300; with --precision 2000)")
+    bench.add_argument("--T", type=POSITIVE_INT, default=300, action=_Given,
+                       help="time steps (with --precision: 2000 unless given)")
     bench.add_argument("--batch", type=POSITIVE_INT, default=64, help="batch size")
     bench.add_argument("--neurons", type=POSITIVE_INT, default=256, help="neurons per sample")
     bench.add_argument("--dtype", choices=("f32", "f64"), default="f32", help="floating-point type")

@@ -476,6 +476,27 @@ class Kernel:
         return self.num[k] if k < len(self.num) else sp.Integer(0)  # the taps as SymPy numbers
 
     # --------------------------------------------------------------- numbers
+    def check_defined(self, values: Mapping[sp.Symbol, float], what: str = "kernel") -> None:
+        """Raise KernelError when the parallel form is undefined at ``values``: its coefficients are those of the
+        closed form as written, so (alpha^n - beta^n)/(alpha - beta) at alpha = beta divides by zero there, as
+        the closed form itself does (0/0)."""
+        if self.parallel is None:
+            return
+        form = self.parallel
+        exprs = tuple(form.taps) + tuple(s.pole for s in form.sections) + tuple(
+            c for s in form.sections for c in (sp.flatten(s.coeffs) if s.frequency != 0 else s.coeffs))
+        symbols = tuple(sorted(self.parameters, key=str))
+        try:
+            with np.errstate(all="ignore"):
+                numbers = [complex(v) for v in _lambdified(exprs, symbols)(*[float(values[s]) for s in symbols])]
+        except ZeroDivisionError:
+            numbers = [complex(np.nan)]
+        if not all(np.isfinite(v) for v in numbers):
+            shown = ", ".join(f"{s} = {float(values[s]):g}" for s in symbols)
+            raise KernelError(f"{what} = {self.expr} is undefined at {shown}: its terms divide by zero there (two "
+                              "poles that the closed form keeps apart are equal); give the parameters distinct "
+                              "values or write the kernel for that case (e.g. (n+1)*alpha**n)")
+
     def coefficients(self, values: Mapping[sp.Symbol, float]) -> tuple[np.ndarray, np.ndarray]:
         """Numeric (b, a) for ``scipy.signal.lfilter`` at the parameter ``values``."""
         symbols = tuple(sorted(self.parameters, key=str))

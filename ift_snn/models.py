@@ -222,6 +222,7 @@ class NeuronModel:
                     f"kernel {kname} = {kernel} uses {sorted(map(str, missing))} with no value; "
                     f"give them in params"
                 )
+            kernel.check_defined(self.values, f"kernel {kname}")
 
     # ------------------------------------------------------------ parameters
     @property

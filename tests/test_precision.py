@@ -240,3 +240,11 @@ def test_float32_cuda_kernels_meet_the_same_targets(name):
     for dtype, membrane, gradient in ((np.float64, F64, F64), (np.float32, F32_MEMBRANE, F32_GRADIENT)):
         r = precision.measure(precision.family_model(name), T=2000, M=4, dtype=dtype, backend="cupy")
         _check(r, membrane, gradient)
+
+
+def test_equal_poles_of_a_divided_difference_are_refused_by_name():
+    """(alpha^n - beta^n)/(alpha - beta) is 0/0 at alpha = beta: a clear error at construction and in
+    with_params (a training step), never a NaN in the scans."""
+    m = srm("(alpha**n - beta**n)/(alpha - beta)", "theta*alpha**n", params={"alpha": 0.9, "beta": 0.8})
+    with pytest.raises(KernelError, match=r"is undefined at alpha = 0.9, beta = 0.9"):
+        m.with_params(beta=0.9)
