@@ -222,7 +222,10 @@ class NeuronModel:
                     f"kernel {kname} = {kernel} uses {sorted(map(str, missing))} with no value; "
                     f"give them in params"
                 )
-            kernel.check_defined(self.values, f"kernel {kname}")
+            if self.membrane is None:  # (a membrane model runs its synaptic filter, not eps and nu)
+                kernel.check_defined(self.values, f"kernel {kname}")
+        if self.membrane is not None:
+            self.membrane.syn.check_defined(self.values, "the synaptic kernel")
 
     # ------------------------------------------------------------ parameters
     @property
