@@ -26,13 +26,17 @@ to an ``nn.Sequential``; a ``Network``'s models share one value per layer (impor
 
 from __future__ import annotations
 
+import os
+from collections import deque
+from collections.abc import Mapping
+
 import numpy as np
 
 from .models import NeuronModel, chooses_scale, cuba_lif, if_neuron, lif
 from .network import Network
 from .stability import stable_default
 
-__all__ = ["to_nir", "from_nir", "NIR_NODES"]
+__all__ = ["to_nir", "from_nir", "NIR_NODES", "MAX_WEIGHTS"]
 
 #: The ift_snn models that have a NIR node (with reset="zero" and single spikes), by name.
 NIR_NODES = {"lif": "LIF", "if": "IF", "cuba_lif": "CubaLIF"}
@@ -149,24 +153,124 @@ def to_nir(net, dt: float = 1.0):
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"ift_snn_dt": dt})
 
 
-def _uniform(node, field: str, name: str):
-    """The node's ``field``: a float when every neuron has the same value, else the (n,) array."""
-    values = np.asarray(getattr(node, field), dtype=np.float64).ravel()
-    if values.size == 0:
-        raise ValueError(f"NIR node {name!r}: {field} is empty")
+#: The most weight entries (all the Linear and Affine weights of a graph together) that :func:`from_nir` imports;
+#: a graph or file declaring more is refused from the declared shapes, before any weight is read or converted.
+MAX_WEIGHTS = 50_000_000
+
+#: The parameters of each NIR neuron node that ift_snn reads (v_leak and v_reset may be None: 0).
+_NEURON_FIELDS = {"IF": ("r", "v_threshold", "v_reset"),
+                  "LIF": ("tau", "r", "v_leak", "v_threshold", "v_reset"),
+                  "CubaLIF": ("tau_syn", "tau_mem", "r", "v_leak", "v_threshold", "v_reset", "w_in")}
+_MAY_BE_NONE = ("v_leak", "v_reset")
+_CHAIN = "ift_snn imports a chain input -> (Linear or Affine -> LIF/IF/CubaLIF) ... -> output"
+#: What a hostile array-like may raise when asked for its shape or its values (refused as ValueError).
+_ARRAY_ERRORS = (TypeError, ValueError, AttributeError, IndexError, KeyError, OverflowError)
+
+
+def _neuron_fields(node) -> tuple[str, ...]:
+    """The parameters ift_snn reads of a NIR neuron node (:data:`_NEURON_FIELDS`), by its class."""
+    nir = _require_nir()
+    return next(fields for kind, fields in _NEURON_FIELDS.items() if isinstance(node, getattr(nir, kind)))
+
+
+def _show(value, limit: int = 60) -> str:
+    """A one-line, bounded repr of ``value`` for an error message."""
+    try:
+        text = " ".join(repr(value).split())
+    except Exception:  # noqa: BLE001 - a hostile __repr__ must not hide the error being reported
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _shape(value, name, field: str) -> tuple[int, ...]:
+    """The shape of what node ``name`` holds as ``field``, read without converting it (``np.shape`` reads an
+    array's ``.shape``); ValueError when it is not array-like."""
+    try:
+        shape = tuple(int(d) for d in np.shape(value))
+    except _ARRAY_ERRORS:
+        raise ValueError(f"NIR node {name!r} holds {_show(value)} ({type(value).__name__}) as its {field}: expected "
+                         "an array of numbers") from None
+    if any(d < 0 for d in shape):
+        raise ValueError(f"NIR node {name!r} has {field} of shape {shape}: expected nonnegative sizes")
+    return shape
+
+
+def _numbers(value, name, field: str, shape: tuple[int, ...]) -> np.ndarray:
+    """``value`` (whose declared ``shape`` was checked) as float64, refused unless real and finite."""
+    try:
+        a = np.asarray(value)
+    except _ARRAY_ERRORS as exc:
+        raise ValueError(f"NIR node {name!r}: its {field} ({type(value).__name__}) cannot be read as an array "
+                         f"({type(exc).__name__}): expected an array of numbers") from None
+    if a.shape != shape:
+        raise ValueError(f"NIR node {name!r}: its {field} ({type(value).__name__}) declares shape {shape} but reads "
+                         f"as an array of shape {a.shape}: expected a dense array of numbers")
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"NIR node {name!r} has {field} of dtype {a.dtype} ({_show(value)}): expected real numbers")
+    a = a.astype(np.float64, copy=False)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"NIR node {name!r} has {field} {a[where]} at index {where} ({int(bad.sum())} of {a.size} "
+                         "values not finite): expected finite numbers")
+    return a
+
+
+def _values(node, field: str, name, n: int | None = None) -> np.ndarray | None:
+    """The node's ``field`` as finite float64 values, flattened: one value or (when ``n`` is given) ``n``, one per
+    neuron. None where v_leak or v_reset is None (0)."""
+    value = getattr(node, field, None)
+    if value is None:
+        if field in _MAY_BE_NONE:
+            return None
+        raise ValueError(f"NIR node {name!r} ({type(node).__name__}) has no {field}: expected an array of numbers")
+    shape = _shape(value, name, field)
+    size = int(np.prod(shape, dtype=object)) if shape else 1
+    if n is not None and size not in (1, n):
+        raise ValueError(f"NIR node {name!r} ({type(node).__name__}) has {field} of shape {shape}, but the layer has "
+                         f"{n} neurons: expected one value or one per neuron, shape ({n},)")
+    if size == 0:
+        raise ValueError(f"NIR node {name!r} ({type(node).__name__}) has {field} of shape {shape}: expected at least "
+                         "one value")
+    return _numbers(value, name, field, shape).ravel()
+
+
+def _uniform(node, field: str, name: str, n: int | None = None):
+    """The node's ``field``: a float when every neuron has the same value, else the (n,) array (finite values,
+    one or ``n`` of them: :func:`_values`)."""
+    values = _values(node, field, name, n)
+    if values is None:
+        return 0.0
     return float(values[0]) if np.all(values == values[0]) else values
 
 
-def _model_of(node, name: str, dt: float, surrogate) -> tuple[NeuronModel, object, dict]:
+def _named(exc: ValueError, name, node) -> ValueError:
+    """``exc`` (raised building the model of NIR node ``name``) as one line that names the node."""
+    text = " ".join(str(exc).split())
+    return exc if text.startswith("NIR node") else ValueError(f"NIR node {name!r} ({type(node).__name__}): {text}")
+
+
+def _model_of(node, name: str, dt: float, surrogate, n: int | None = None) -> tuple[NeuronModel, object, dict]:
     """(model, input gain (a float or per neuron), {parameter: per-neuron values}) of a NIR neuron node; the
-    gain is folded into the weights before it."""
+    gain is folded into the weights before it. ``n``: the layer's number of neurons (each parameter must have one
+    value or ``n``); every parameter must be finite. A value the model refuses is a ValueError naming the node."""
+    try:
+        return _neuron_model(node, name, dt, surrogate, n)
+    except ValueError as exc:
+        raise _named(exc, name, node) from exc
+
+
+def _neuron_model(node, name: str, dt: float, surrogate, n: int | None) -> tuple[NeuronModel, object, dict]:
     nir = _require_nir()
     kind = type(node).__name__
+    if not isinstance(node, (nir.IF, nir.LIF, nir.CubaLIF)):
+        raise ValueError(f"NIR node {name!r} is a {kind}; ift_snn imports LIF, IF and CubaLIF neurons "
+                         "(between Linear or Affine layers)")
     for field in ("v_leak", "v_reset"):
-        if hasattr(node, field) and getattr(node, field) is not None and np.any(_uniform(node, field, name) != 0):
+        if hasattr(node, field) and np.any(_uniform(node, field, name, n) != 0):
             raise ValueError(f"NIR node {name!r} ({kind}) has {field} != 0; ift_snn's neurons rest at 0 and reset to 0")
-    theta = _uniform(node, "v_threshold", name) if hasattr(node, "v_threshold") else None
-    if theta is not None and not np.all(theta > 0):
+    theta = _uniform(node, "v_threshold", name, n)
+    if not np.all(theta > 0):
         raise ValueError(f"NIR node {name!r}: v_threshold {np.min(theta)} must be > 0")
     per = {}
 
@@ -177,41 +281,62 @@ def _model_of(node, name: str, dt: float, surrogate) -> tuple[NeuronModel, objec
         return float(value[0])
 
     def decay(tau_field: str):
-        tau = _uniform(node, tau_field, name)
+        tau = _uniform(node, tau_field, name, n)
         if not np.all(tau >= dt):
             raise ValueError(f"NIR node {name!r}: {tau_field} = {np.min(tau)} is shorter than the step dt = {dt}: the "
                              "Euler step would not decay (1 - dt/tau < 0); import with a smaller dt")
         return (1.0 - dt / tau), tau
 
     if isinstance(node, nir.IF):
-        return (if_neuron(scalar("theta", theta), reset="zero", surrogate=surrogate), dt * _uniform(node, "r", name),
-                per)
+        return (if_neuron(scalar("theta", theta), reset="zero", surrogate=surrogate),
+                dt * _uniform(node, "r", name, n), per)
     if isinstance(node, nir.LIF):
         alpha, tau = decay("tau")
         model = lif(scalar("alpha", alpha), scalar("theta", theta), reset="zero", surrogate=surrogate)
-        return model, dt * _uniform(node, "r", name) / tau, per
-    if isinstance(node, nir.CubaLIF):
-        alpha_mem, tau_mem = decay("tau_mem")
-        alpha_syn, tau_syn = decay("tau_syn")
-        gain = (dt * _uniform(node, "w_in", name) / tau_syn) * (dt * _uniform(node, "r", name) / tau_mem)
-        model = cuba_lif(scalar("alpha_mem", alpha_mem), scalar("alpha_syn", alpha_syn), scalar("theta", theta),
-                         reset="zero", surrogate=surrogate)
-        return model, gain, per
-    raise ValueError(f"NIR node {name!r} is a {kind}; ift_snn imports LIF, IF and CubaLIF neurons "
-                     "(between Linear or Affine layers)")
+        return model, dt * _uniform(node, "r", name, n) / tau, per
+    alpha_mem, tau_mem = decay("tau_mem")
+    alpha_syn, tau_syn = decay("tau_syn")
+    gain = (dt * _uniform(node, "w_in", name, n) / tau_syn) * (dt * _uniform(node, "r", name, n) / tau_mem)
+    model = cuba_lif(scalar("alpha_mem", alpha_mem), scalar("alpha_syn", alpha_syn), scalar("theta", theta),
+                     reset="zero", surrogate=surrogate)
+    return model, gain, per
 
 
-def _read_layers(graph, dt: float, surrogate) -> list[tuple[np.ndarray, np.ndarray | None, NeuronModel, dict]]:
-    """(weight (out, in) times the node's input gain, bias likewise or None, model, per-neuron values) per
-    layer of a chain."""
+def _chain(graph) -> tuple[str, list[tuple[str, object, str, object]], str]:
+    """(the Input's name, [(Linear/Affine name, node, neuron name, node) per layer], the Output's name) of a
+    one-path graph, walked from its Input to its Output reading no array: a missing node, a branch, a cycle (a
+    node reached twice) or a node out of place is refused by name."""
     nir = _require_nir()
-    succ: dict[str, list[str]] = {}
-    for a, b in graph.edges:
+    nodes, edges = getattr(graph, "nodes", None), getattr(graph, "edges", None)
+    if not isinstance(nodes, Mapping):
+        raise ValueError(f"the NIR graph's nodes are a {type(nodes).__name__}: expected a dict of name: node")
+    try:
+        edges = list(edges)
+    except TypeError:
+        raise ValueError(f"the NIR graph's edges are a {type(edges).__name__}: expected a list of (source, target) "
+                         "pairs") from None
+    succ: dict = {}
+    for edge in edges:
+        try:
+            a, b = edge
+        except (TypeError, ValueError):
+            raise ValueError(f"the NIR graph has an edge {_show(edge)}: expected a pair (source, target) of node "
+                             "names") from None
+        for end in (a, b):
+            try:
+                known = end in nodes
+            except TypeError:
+                known = False
+            if not known:
+                raise ValueError(f"the NIR graph's edge ({_show(a)}, {_show(b)}) names node {_show(end)}, which the "
+                                 f"graph does not have: expected one of {_show(sorted(map(str, nodes)), 200)}")
         succ.setdefault(a, []).append(b)
-    starts = [k for k, v in graph.nodes.items() if isinstance(v, nir.Input)]
+    starts = [k for k, v in nodes.items() if isinstance(v, nir.Input)]
     if len(starts) != 1:
         raise ValueError(f"the NIR graph has {len(starts)} Input nodes; ift_snn imports a chain with one input")
-    layers, name, pending = [], starts[0], None
+    name = starts[0]
+    order, at = [name], {name: 0}
+    layers, pending = [], None
     while True:
         nxt = succ.get(name, [])
         if not nxt:
@@ -219,26 +344,227 @@ def _read_layers(graph, dt: float, surrogate) -> list[tuple[np.ndarray, np.ndarr
         if len(nxt) != 1:
             raise ValueError(f"NIR node {name!r} feeds {len(nxt)} nodes; ift_snn imports a chain (no branches)")
         name = nxt[0]
-        node = graph.nodes[name]
+        if name in at:
+            cycle = " -> ".join(repr(k) for k in order[at[name]:] + [name])
+            raise ValueError(f"the NIR graph has a cycle: {cycle} (node {name!r} is reached twice); {_CHAIN}")
+        at[name] = len(order)
+        order.append(name)
+        node = nodes[name]
         if isinstance(node, nir.Output):
             break
         if isinstance(node, (nir.Linear, nir.Affine)):
             if pending is not None:
                 raise ValueError(f"NIR nodes {pending[0]!r} and {name!r}: two linear layers in a row")
-            bias = np.asarray(node.bias, dtype=np.float64) if isinstance(node, nir.Affine) else None
-            pending = (name, np.asarray(node.weight, dtype=np.float64), bias)
+            pending = (name, node)
             continue
         if pending is None:
             raise ValueError(f"NIR node {name!r} ({type(node).__name__}) follows no Linear or Affine layer")
-        model, gain, per = _model_of(node, name, dt, surrogate)
-        if per and chooses_scale(surrogate):  # the scale stable for every neuron's values, not only the first's
-            model = stable_default(model, per)
-        row = gain if isinstance(gain, float) else np.asarray(gain)[:, None]  # a gain per neuron scales its row
-        layers.append((pending[1] * row, None if pending[2] is None else pending[2] * gain, model, per))
+        if not isinstance(node, (nir.IF, nir.LIF, nir.CubaLIF)):
+            raise ValueError(f"NIR node {name!r} is a {type(node).__name__}; ift_snn imports LIF, IF and CubaLIF "
+                             "neurons (between Linear or Affine layers)")
+        layers.append((*pending, name, node))
         pending = None
-    if not isinstance(graph.nodes.get(name), nir.Output) or pending is not None or not layers:
+    if not isinstance(nodes.get(name), nir.Output) or pending is not None or not layers:
         raise ValueError("the NIR graph is not input -> (Linear or Affine -> neuron) ... -> output")
+    return order[0], layers, name
+
+
+def _declared_size(node, key: str) -> int | None:
+    """The number of values an Input (``key`` "input") or Output ("output") node declares, None where it
+    declares none readable (not checked then)."""
+    types = getattr(node, f"{key}_type", None)
+    shape = types.get(key) if isinstance(types, dict) else None
+    try:
+        if shape is None or np.size(shape) == 0 or np.size(shape) > 8:
+            return None
+        dims = np.asarray(shape).ravel()
+    except _ARRAY_ERRORS:
+        return None
+    if dims.dtype.kind not in "iu" or np.any(dims < 0):
+        return None
+    return int(np.prod(dims, dtype=object))
+
+
+def _check_shapes(graph, start: str, chain, end: str) -> list[int]:
+    """The number of neurons of each layer of ``chain`` (:func:`_chain`, between nodes ``start`` and ``end``),
+    from the shapes the nodes declare, read without converting any array: 2-D weights that chain from the
+    Input's size to the Output's, a bias and neuron parameters of one value or one per neuron, and at most
+    :data:`MAX_WEIGHTS` weight entries in all."""
+    nir = _require_nir()
+    before, what = _declared_size(graph.nodes[start], "input"), f"the input node {start!r} declares"
+    total, sizes = 0, []
+    for lin_name, lin, neuron_name, neuron in chain:
+        shape = _shape(getattr(lin, "weight", None), lin_name, "weight")
+        if len(shape) != 2 or min(shape) < 1:
+            raise ValueError(f"NIR node {lin_name!r} has weight shape {shape}: expected a 2-D array (out, in) with "
+                             "at least one row and one column")
+        total += shape[0] * shape[1]
+        if total > MAX_WEIGHTS:
+            raise ValueError(f"NIR node {lin_name!r} has weight shape {shape}: the graph's weights up to it hold "
+                             f"{total} entries, more than MAX_WEIGHTS = {MAX_WEIGHTS} "
+                             "(ift_snn.interchange.MAX_WEIGHTS): refused before reading them")
+        if before is not None and shape[1] != before:
+            unit = "inputs" if not sizes else "neurons"
+            raise ValueError(f"NIR node {lin_name!r} has weight shape {shape}, but {what} {before} {unit}: "
+                             f"expected (n, {before})")
+        n = shape[0]
+        if isinstance(lin, nir.Affine) and getattr(lin, "bias", None) is not None:
+            bias = _shape(lin.bias, lin_name, "bias")
+            if int(np.prod(bias, dtype=object)) not in (1, n):
+                raise ValueError(f"NIR node {lin_name!r} has bias shape {bias}, but its weight {shape} has {n} rows: "
+                                 f"expected ({n},)")
+        for field in _neuron_fields(neuron):
+            value = getattr(neuron, field, None)
+            if value is None and field in _MAY_BE_NONE:
+                continue
+            if value is None:
+                raise ValueError(f"NIR node {neuron_name!r} ({type(neuron).__name__}) has no {field} (None): "
+                                 f"expected one value or ({n},)")
+            got = _shape(value, neuron_name, field)
+            if int(np.prod(got, dtype=object)) not in (1, n):
+                raise ValueError(f"NIR node {neuron_name!r} ({type(neuron).__name__}) has {field} of shape {got}, but "
+                                 f"the {type(lin).__name__} {lin_name!r} before it has {n} outputs: expected one "
+                                 f"value or ({n},)")
+        sizes.append(n)
+        before, what = n, f"the layer before it ({neuron_name!r}) has"
+    declared = _declared_size(graph.nodes[end], "output")
+    if declared is not None and declared != sizes[-1]:
+        raise ValueError(f"NIR node {end!r} (the Output) declares {declared} outputs, but the layer before it "
+                         f"({chain[-1][2]!r}) has {sizes[-1]} neurons: expected {sizes[-1]}")
+    return sizes
+
+
+def _read_layers(graph, dt: float, surrogate) -> list[tuple[np.ndarray, np.ndarray | None, NeuronModel, dict]]:
+    """(weight (out, in) times the node's input gain, bias likewise or None, model, per-neuron values) per
+    layer of a chain. Nothing is built before the whole graph is checked: its path (:func:`_chain`: no cycle, no
+    branch), every declared shape and the total size (:func:`_check_shapes`), then every array's values (real,
+    finite)."""
+    nir = _require_nir()
+    start, chain, end = _chain(graph)
+    sizes = _check_shapes(graph, start, chain, end)
+    arrays = []
+    for (lin_name, lin, neuron_name, neuron), n in zip(chain, sizes):
+        W = _numbers(lin.weight, lin_name, "weight", _shape(lin.weight, lin_name, "weight"))
+        bias = None
+        if isinstance(lin, nir.Affine) and getattr(lin, "bias", None) is not None:
+            bias = np.broadcast_to(_numbers(lin.bias, lin_name, "bias", _shape(lin.bias, lin_name, "bias")).ravel(),
+                                   (n,)).copy()
+        for field in _neuron_fields(neuron):
+            _values(neuron, field, neuron_name, n)
+        arrays.append((W, bias))
+    layers = []
+    for (lin_name, _, neuron_name, neuron), n, (W, bias) in zip(chain, sizes, arrays):
+        model, gain, per = _model_of(neuron, neuron_name, dt, surrogate, n)
+        if per and chooses_scale(surrogate):  # the scale stable for every neuron's values, not only the first's
+            try:
+                model = stable_default(model, per)
+            except ValueError as exc:
+                raise _named(exc, neuron_name, neuron) from exc
+        row = gain if isinstance(gain, float) else np.asarray(gain)[:, None]  # a gain per neuron scales its row
+        W = W * row
+        bias = None if bias is None else bias * gain
+        if not (np.all(np.isfinite(W)) and (bias is None or np.all(np.isfinite(bias)))):
+            raise ValueError(f"NIR node {neuron_name!r}: its input gain (up to {np.max(np.abs(gain)):.3g} per unit of "
+                             f"input) times the weights of {lin_name!r} is not finite: expected gains and weights "
+                             "whose product is a finite float64")
+        layers.append((W, bias, model, per))
     return layers
+
+
+#: The deepest nesting of groups, and the most groups and datasets, a NIR file may have (a graph nested in a
+#: graph adds two levels); checked before ``nir.read`` reads every dataset of the file.
+_MAX_FILE_DEPTH, _MAX_FILE_OBJECTS = 64, 200_000
+
+
+def _check_file(path: str) -> None:
+    """Refuse a NIR file (HDF5) from the shapes its datasets declare, before ``nir.read`` reads every one of
+    them into memory: more than :data:`MAX_WEIGHTS` weight entries in all (or as many 8-byte words in its other
+    arrays), groups nested deeper than 64 or more than 200000 groups and datasets (hard links can make a small
+    file's tree endless). A path that is not a file is left to ``nir.read`` (FileNotFoundError)."""
+    if not os.path.isfile(path):
+        return
+    import h5py
+
+    if not h5py.is_hdf5(path):
+        raise ValueError(f"NIR file {path!r} is not an HDF5 file: expected a file written by nir.write")
+    totals = {"weight": 0, "other": 0}
+    with h5py.File(path, "r") as f:
+        root = f.get("node")
+        if not isinstance(root, h5py.Group):
+            return  # nir.read refuses it (wrapped in a ValueError by _read_file)
+        queue, count = deque([(root, ())]), 0
+        while queue:  # breadth first, in the file's order of names
+            group, where = queue.popleft()
+            for key, item in group.items():
+                count += 1
+                at = (*where, str(key))
+                if count > _MAX_FILE_OBJECTS:
+                    raise ValueError(f"NIR file {path!r} has more than {_MAX_FILE_OBJECTS} groups and datasets under "
+                                     "'node': refused before reading them (is it a NIR graph ift_snn can import?)")
+                if isinstance(item, h5py.Group):
+                    if len(at) > _MAX_FILE_DEPTH:
+                        raise ValueError(f"NIR file {path!r} nests groups deeper than {_MAX_FILE_DEPTH} levels "
+                                         f"({'/'.join(at[:6])}/...): expected a NIR graph")
+                    queue.append((item, at))
+                    continue
+                if not isinstance(item, h5py.Dataset):
+                    continue
+                shape = item.shape if item.shape is not None else (0,)
+                size = int(np.prod(shape, dtype=object))
+                names = [at[i + 1] for i in range(len(at) - 2) if at[i] == "nodes"]
+                node = "/".join(names) if names else "/".join(at[:-1]) or "node"
+                if key == "weight":
+                    totals["weight"] += size
+                    if totals["weight"] > MAX_WEIGHTS:
+                        raise ValueError(f"NIR file {path!r}: node {node!r} declares weight of shape {shape}: the "
+                                         f"file's weights up to it hold {totals['weight']} entries, more than "
+                                         f"MAX_WEIGHTS = {MAX_WEIGHTS} (ift_snn.interchange.MAX_WEIGHTS): refused "
+                                         "before reading them")
+                else:
+                    totals["other"] += -(-size * max(int(item.dtype.itemsize), 1) // 8)
+                    if totals["other"] > MAX_WEIGHTS:
+                        raise ValueError(f"NIR file {path!r}: node {node!r} declares {key} of shape {shape} "
+                                         f"({item.dtype}): the file's arrays other than weights up to it hold "
+                                         f"{totals['other']} 8-byte words, more than MAX_WEIGHTS = {MAX_WEIGHTS} "
+                                         "(ift_snn.interchange.MAX_WEIGHTS): refused before reading them")
+
+
+def _read_file(path: str):
+    """``nir.read(path)`` after :func:`_check_file`; what the file holds that is not a NIR graph is refused as a
+    ValueError naming the file (a missing or unreadable file keeps its OSError)."""
+    nir = _require_nir()
+    try:
+        _check_file(path)
+        graph = nir.read(path)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except (AssertionError, AttributeError, IndexError, KeyError, OSError, RecursionError, RuntimeError, TypeError,
+            ValueError) as exc:
+        if isinstance(exc, ValueError) and str(exc).startswith("NIR file "):
+            raise
+        reason = " ".join(str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc).split())
+        reason = reason if len(reason) <= 300 else reason[:297] + "..."
+        raise ValueError(f"NIR file {path!r} is not a NIR graph ift_snn can read: {type(exc).__name__}: "
+                         f"{reason}") from exc
+    if not isinstance(graph, nir.NIRGraph):
+        raise ValueError(f"NIR file {path!r} holds a {type(graph).__name__}, not a NIRGraph: {_CHAIN}")
+    return graph
+
+
+def _recorded_dt(graph) -> float:
+    """The step an ift_snn export recorded in the graph's metadata (``ift_snn_dt``), else 1."""
+    meta = getattr(graph, "metadata", None)
+    if not isinstance(meta, dict) or "ift_snn_dt" not in meta:
+        return 1.0
+    value = meta["ift_snn_dt"]
+    try:
+        dt = float(np.asarray(value).ravel()[0]) if np.size(value) == 1 else None
+    except _ARRAY_ERRORS:
+        dt = None
+    if dt is None or not (np.isfinite(dt) and dt > 0):
+        raise ValueError(f"the NIR graph's metadata has ift_snn_dt = {_show(value)}: expected the time step as a "
+                         "finite number > 0 (or pass dt=)")
+    return dt
 
 
 def from_nir(graph, dt: float | None = None, *, surrogate="exponential", dtype=np.float64, to: str = "network"):
@@ -248,15 +574,18 @@ def from_nir(graph, dt: float | None = None, *, surrogate="exponential", dtype=n
     one an ift_snn export recorded, else 1). Each node's input gain is folded into the weights (and bias)
     before it (module docstring). ``to="network"``: a dense :class:`Network` (no biases: a nonzero one is
     refused); ``to="torch"``: an ``nn.Sequential`` of ``nn.Linear`` and ``SpikingLayer`` in ``dtype``.
-    Raises ValueError naming the node that ift_snn cannot represent.
+    Raises ValueError naming the node that ift_snn cannot represent, and, before building anything, a graph
+    that is not one path (a cycle, a branch), weights that are not 2-D or do not chain, parameters that are not
+    one value or one per neuron, values that are not finite, and more than :data:`MAX_WEIGHTS` weight entries
+    (a file's are checked from its declared shapes before it is read).
     """
     nir = _require_nir()
     if to not in ("network", "torch"):
         raise ValueError(f"to={to!r}: expected 'network' or 'torch'")
     if not isinstance(graph, nir.NIRGraph):
-        graph = nir.read(str(graph))
+        graph = _read_file(str(graph))
     if dt is None:
-        dt = float(graph.metadata.get("ift_snn_dt", 1.0)) if isinstance(graph.metadata, dict) else 1.0
+        dt = _recorded_dt(graph)
     dt = _check_dt(dt)
     layers = _read_layers(graph, dt, surrogate)
     if to == "torch":
