@@ -48,6 +48,9 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "MAX_CLASSES",
+    "MAX_SHD_SAMPLES",
+    "MAX_SHD_SPIKES",
     "RANDMAN_MODES",
     "RANDMAN_STEP_FRAC",
     "SHD_UNITS",
@@ -64,6 +67,16 @@ RANDMAN_MODES = 32
 RANDMAN_STEP_FRAC = 0.9
 #: Number of input units (cochlea channels) in the SHD files.
 SHD_UNITS = 700
+#: Most classes a :class:`Dataset` (and so a label file) may have: labels must lie in ``[0, MAX_CLASSES)``.
+#: SHD has 20, SSC 35; the cap keeps a hostile label such as ``2**62`` from sizing per-class loops.
+MAX_CLASSES = 10_000
+#: Most samples :func:`load_shd` accepts in a file (declared length of each SHD dataset); SHD has
+#: 8,156 + 2,264, SSC ~75,000 + 20,000 + 10,000. Checked before anything is read.
+MAX_SHD_SAMPLES = 1_000_000
+#: Most spikes :func:`load_shd` accepts in one sample (SHD samples hold a few thousand).
+MAX_SHD_SPIKES = 1_000_000
+#: Bytes of one block of samples read from an SHD dataset at a time (bounds the memory of a read).
+_SHD_BLOCK_BYTES = 1 << 22
 
 _INSTALL_HINT = "pip install 'ift-snn[data]'"
 
@@ -109,6 +122,18 @@ def _check_seed(seed: object, allow_none: bool = False) -> int | None:
     return int(seed)
 
 
+def _check_n_classes(value: object, where: str) -> int:
+    """``value`` as an int in ``[1, MAX_CLASSES]``; the errors name ``where`` and ``MAX_CLASSES``."""
+    minimum = 1
+    accepted = f"an int in [{minimum}, {MAX_CLASSES}] (MAX_CLASSES={MAX_CLASSES})"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{where}: n_classes must be {accepted}, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if value < minimum or value > MAX_CLASSES:
+        raise ValueError(f"{where}: n_classes={value} is out of range: expected {accepted}")
+    return value
+
+
 def _as_rng(rng: object) -> np.random.Generator:
     if rng is None:
         return np.random.default_rng()
@@ -142,7 +167,10 @@ def time_major(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Dataset:
-    """Spikes ``x`` (float32, (N, T, C)), labels ``y`` (int64, (N,)) in ``[0, n_classes)``."""
+    """Spikes ``x`` (float32, (N, T, C)), labels ``y`` (int64, (N,)) in ``[0, n_classes)``.
+
+    ``n_classes`` must be an int in ``[1, MAX_CLASSES]`` (ValueError otherwise).
+    """
 
     x: np.ndarray
     y: np.ndarray
@@ -160,7 +188,7 @@ class Dataset:
             if self.y.dtype.kind != "f" or not np.all(np.isfinite(self.y)) or np.any(self.y != np.round(self.y)):
                 raise ValueError(f"y has dtype {self.y.dtype} with non-integer values; expected integer labels")
         self.y = self.y.astype(np.int64)
-        self.n_classes = _check_int("n_classes", self.n_classes, 1)
+        self.n_classes = _check_n_classes(self.n_classes, f"Dataset {self.name!r}")
         if self.y.size and (self.y.min() < 0 or self.y.max() >= self.n_classes):
             raise ValueError(f"labels span [{self.y.min()}, {self.y.max()}]; expected labels in "
                              f"[0, {self.n_classes - 1}] for n_classes={self.n_classes}")
@@ -284,9 +312,11 @@ def randman(n_classes: int = 4, samples_per_class: int = 100, n_channels: int = 
     per class for its manifold, one for the sample coordinates and one for the
     final shuffle, so the manifolds do not change with ``samples_per_class``.
     The result is deterministic given the arguments. Samples are shuffled;
-    each class has exactly ``samples_per_class`` samples.
+    each class has exactly ``samples_per_class`` samples. ``n_classes`` is at
+    most ``MAX_CLASSES`` (ValueError otherwise).
     """
     n_classes = _check_int("n_classes", n_classes, 1)
+    n_classes = _check_n_classes(n_classes, "randman()")
     samples_per_class = _check_int("samples_per_class", samples_per_class, 1)
     n_channels = _check_int("n_channels", n_channels, 1)
     T = _check_int("T", T, 2)
@@ -378,6 +408,100 @@ def _shd_layout_error(path: str, key: str, problem: str) -> ValueError:
                       f"'labels' (one integer per sample), all of the same length")
 
 
+def _shd_value_error(path: str, key: str, problem: str, expected: str) -> ValueError:
+    """One-line ValueError naming the file, the HDF5 key, the offending value and what was expected."""
+    text = " ".join(f"{problem}; expected {expected}".split())
+    return ValueError(f"{path}: {key!r} {text}")
+
+
+def _shd_dataset(h5py, f, path: str, key: str):
+    """The one-dimensional dataset at ``key``, reached through links inside the file only.
+
+    Refuses (ValueError) a missing key, a non-dataset, a dataset that is not
+    1-D, and anything whose data lives outside ``path``: external links,
+    virtual datasets and datasets with external raw storage.
+    """
+    node = f
+    parts = key.split("/")
+    for depth, part in enumerate(parts):
+        where = "/".join(parts[:depth + 1])
+        if not isinstance(node, h5py.Group):
+            raise _shd_layout_error(path, key, f"is missing ({'/'.join(parts[:depth])!r} is not a group)")
+        link = node.get(part, getlink=True)
+        if link is None:
+            raise _shd_layout_error(path, key, "is missing")
+        if isinstance(link, h5py.ExternalLink):
+            raise _shd_value_error(path, where, f"is an external link to {link.filename!r}:{link.path!r}",
+                                   "data stored in the file itself")
+        try:
+            node = node[part]
+        except KeyError:  # a dangling soft link
+            raise _shd_layout_error(path, key, "is missing (dangling link)") from None
+    if not isinstance(node, h5py.Dataset) or node.shape is None or node.ndim != 1:
+        raise _shd_layout_error(path, key, "is not a one-dimensional dataset")
+    if node.is_virtual:
+        raise _shd_value_error(path, key, "is a virtual dataset (its data lives in other files)",
+                               "data stored in the file itself")
+    if node.external:
+        raise _shd_value_error(path, key, f"stores its data in external files {node.external!r}",
+                               "data stored in the file itself")
+    return node
+
+
+def _check_shd_spike_dtype(h5py, path: str, key: str, node, kinds: str, what: str) -> None:
+    """Check the element type of ``spikes/times``/``spikes/units`` before reading.
+
+    Variable-length arrays (the SHD layout) or fixed-size numbers/arrays of
+    a numpy kind in ``kinds``; a fixed-size element of more than
+    MAX_SHD_SPIKES values is refused here, a variable-length one after its
+    sample is read.
+    """
+    dtype = node.dtype
+    base = h5py.check_vlen_dtype(dtype)
+    base = dtype if base is None else base
+    if not isinstance(base, np.dtype) or base.base.kind not in kinds or base.base.fields is not None:
+        raise _shd_value_error(path, key, f"has element type {dtype} ({base!r})",
+                               f"one (variable-length) array of {what} per sample")
+    items = math.prod(base.shape)
+    if items > MAX_SHD_SPIKES:
+        raise _shd_value_error(path, key, f"declares {items} values per sample (element type {dtype})",
+                               f"at most MAX_SHD_SPIKES={MAX_SHD_SPIKES} spikes per sample")
+
+
+def _check_shd_stored(path: str, key: str, node) -> None:
+    """Refuse a dataset whose declared entries were never written to the file.
+
+    h5py/HDF5 create datasets lazily: a few-KB file can declare 3e8 labels
+    that read back as the fill value. Contiguous (or compact) storage must
+    hold ``length x element size`` bytes, and a chunked dataset must have
+    every chunk allocated. Metadata only, nothing is read. (Skipped where the
+    HDF5 library lacks the query.)
+    """
+    length = node.shape[0]
+    if length == 0:
+        return
+    try:
+        if node.chunks is None:
+            need = length * node.id.get_type().get_size()
+            stored = node.id.get_storage_size()
+            if stored < need:
+                raise _shd_value_error(path, key, f"declares {length} entries ({need} bytes) but stores {stored} "
+                                       f"bytes (never written)", "every declared entry written to the file")
+        else:
+            need = math.prod(-(-n // c) for n, c in zip(node.shape, node.chunks))
+            stored = node.id.get_num_chunks()
+            if stored < need:
+                raise _shd_value_error(path, key, f"declares {length} entries in {need} chunks but stores "
+                                       f"{stored} chunks (never written)", "every declared entry written to the file")
+    except (AttributeError, NotImplementedError):
+        return
+
+
+def _shd_block(node) -> int:
+    """Samples per read so that one block of ``node`` stays under _SHD_BLOCK_BYTES."""
+    return max(1, min(4096, _SHD_BLOCK_BYTES // max(1, node.dtype.itemsize)))
+
+
 def load_shd(path: str | os.PathLike, T: int = 250, n_channels: int = 700, t_max: float = 1.0,
              max_samples: int | None = None) -> Dataset:
     """Read a Spiking Heidelberg Digits file (Cramer et al. 2020) into spike counts.
@@ -399,10 +523,21 @@ def load_shd(path: str | os.PathLike, T: int = 250, n_channels: int = 700, t_max
     defaults is about 5.7 GB, so reduce ``n_channels``/``T`` or use
     ``max_samples``.
 
+    Limits, checked on the declared shapes and types before anything is
+    read: at most ``MAX_SHD_SAMPLES`` samples per dataset, at most
+    ``MAX_SHD_SPIKES`` spikes per sample, labels integers in
+    ``[0, MAX_CLASSES)``. Labels are scanned in blocks (for ``n_classes``)
+    and spikes are read in blocks of samples, only the first ``max_samples``,
+    so the memory of a read beyond ``x`` is a few MB whatever the file
+    declares. Declared entries that were never written (HDF5 creates
+    datasets lazily) and data outside the file (external links, virtual
+    datasets, external storage) are refused.
+
     Errors: FileNotFoundError if ``path`` does not exist; ValueError naming
     the path if it is not a readable HDF5 file, or if the layout is wrong
     (missing key, mismatched lengths, unit index outside ``0..699``, negative
-    or non-finite times), naming the offending key.
+    or non-finite times, a label outside ``[0, MAX_CLASSES)``, a size over a
+    limit), naming the offending key, the value and what was expected.
     """
     T = _check_int("T", T, 1)
     n_channels = _check_int("n_channels", n_channels, 1, SHD_UNITS)
@@ -426,53 +561,98 @@ def load_shd(path: str | os.PathLike, T: int = 250, n_channels: int = 700, t_max
 
     try:
         with h5py.File(path, "r") as f:
-            arrays = {}
-            for key in ("spikes/times", "spikes/units", "labels"):
-                if key not in f:
-                    raise _shd_layout_error(path, key, "is missing")
-                node = f[key]
-                if not isinstance(node, h5py.Dataset) or node.ndim != 1:
-                    raise _shd_layout_error(path, key, "is not a one-dimensional dataset")
-                arrays[key] = node
-            lengths = {key: node.shape[0] for key, node in arrays.items()}
-            if len(set(lengths.values())) != 1:
-                got = ", ".join(f"{k!r}: {n}" for k, n in lengths.items())
-                raise _shd_layout_error(path, "spikes/times", f"has a length that does not match (lengths {got})")
-            all_labels = arrays["labels"][()]
-            n = lengths["labels"] if max_samples is None else min(max_samples, lengths["labels"])
-            times = arrays["spikes/times"][:n]
-            units = arrays["spikes/units"][:n]
-    except OSError as exc:
-        raise ValueError(f"{path} could not be read as HDF5 ({exc}); expected an HDF5 file in the SHD layout") from exc
+            return _read_shd(h5py, f, path, T, n_channels, t_max, max_samples)
+    except (OSError, RuntimeError, KeyError, TypeError) as exc:
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise ValueError(f"{path} could not be read as HDF5 ({reason}); expected an HDF5 file in the SHD "
+                         f"layout") from exc
 
-    all_labels = np.asarray(all_labels)
-    if all_labels.size == 0:
+
+def _read_shd(h5py, f, path: str, T: int, n_channels: int, t_max: float, max_samples: int | None) -> Dataset:
+    """The body of :func:`load_shd` on an open file: checks everything declared, then reads in blocks."""
+    keys = ("spikes/times", "spikes/units", "labels")
+    nodes = {key: _shd_dataset(h5py, f, path, key) for key in keys}
+
+    # types, before reading
+    labels_node = nodes["labels"]
+    if labels_node.dtype.kind not in "iu" or labels_node.dtype.shape != ():
+        raise _shd_layout_error(path, "labels", f"has dtype {labels_node.dtype}, not integers")
+    _check_shd_spike_dtype(h5py, path, "spikes/times", nodes["spikes/times"], "iuf", "real spike times")
+    _check_shd_spike_dtype(h5py, path, "spikes/units", nodes["spikes/units"], "iuf", "integer unit indices")
+
+    # declared sizes, before reading
+    for key in ("labels", "spikes/times", "spikes/units"):
+        node = nodes[key]
+        if node.shape[0] > MAX_SHD_SAMPLES:
+            raise _shd_value_error(path, key, f"declares {node.shape[0]} samples",
+                                   f"at most MAX_SHD_SAMPLES={MAX_SHD_SAMPLES}")
+        if node.chunks is not None and math.prod(node.chunks) > MAX_SHD_SAMPLES:
+            raise _shd_value_error(path, key, f"declares chunks of {node.chunks} elements",
+                                   f"at most MAX_SHD_SAMPLES={MAX_SHD_SAMPLES} elements per chunk")
+    lengths = {key: node.shape[0] for key, node in nodes.items()}
+    if len(set(lengths.values())) != 1:
+        got = ", ".join(f"{k!r}: {n}" for k, n in lengths.items())
+        raise _shd_layout_error(path, "spikes/times", f"has a length that does not match (lengths {got})")
+    total = lengths["labels"]
+    if total == 0:
         raise _shd_layout_error(path, "labels", "is empty")
-    if all_labels.dtype.kind not in "iu":
-        raise _shd_layout_error(path, "labels", f"has dtype {all_labels.dtype}, not integers")
-    if all_labels.min() < 0:
-        raise _shd_layout_error(path, "labels", f"holds a negative label {int(all_labels.min())}")
-    labels = all_labels[:n].astype(np.int64)
-    n_classes = int(all_labels.max()) + 1
+    for key in ("labels", "spikes/times", "spikes/units"):
+        _check_shd_stored(path, key, nodes[key])
+    n = total if max_samples is None else min(max_samples, total)
 
-    x = np.zeros((n, T, n_channels), dtype=np.float32)
-    for i in range(n):
-        ti = np.asarray(times[i], dtype=np.float64).ravel()
-        ui = np.asarray(units[i]).ravel()
-        if ti.shape != ui.shape:
-            raise _shd_layout_error(path, "spikes/units",
-                                    f"sample {i}: {ui.size} units for {ti.size} spike times")
-        if ui.size and ui.dtype.kind not in "iu":
-            if ui.dtype.kind != "f" or np.any(ui != np.floor(ui)):
-                raise _shd_layout_error(path, "spikes/units", f"sample {i}: non-integer units ({ui.dtype})")
-        if ui.size and (ui.min() < 0 or ui.max() >= SHD_UNITS):
-            bad = ui.min() if ui.min() < 0 else ui.max()
-            raise _shd_layout_error(path, "spikes/units",
-                                    f"sample {i}: unit index {bad:g} outside 0..{SHD_UNITS - 1}")
-        if ti.size and (not np.all(np.isfinite(ti)) or ti.min() < 0):
-            raise _shd_layout_error(path, "spikes/times", f"sample {i}: negative or non-finite spike times")
-        keep = ti < t_max
-        b = np.minimum(np.floor(ti[keep] / t_max * T).astype(np.int64), T - 1)
-        c = ui[keep].astype(np.int64) * n_channels // SHD_UNITS
-        x[i] = np.bincount(b * n_channels + c, minlength=T * n_channels).reshape(T, n_channels)
+    # labels: the whole file in blocks (n_classes is its largest label + 1), keeping the first n
+    block = max(1, _SHD_BLOCK_BYTES // labels_node.dtype.itemsize)
+    head, top = [], 0
+    for start in range(0, total, block):
+        chunk = np.asarray(labels_node[start:start + block])
+        lo, hi = int(chunk.min()), int(chunk.max())
+        if lo < 0 or hi >= MAX_CLASSES:
+            i = start + int(np.argmax((chunk < 0) | (chunk >= MAX_CLASSES)))
+            raise _shd_value_error(path, "labels", f"holds label {int(chunk[i - start])} at sample {i}",
+                                   f"integers in [0, {MAX_CLASSES}) (MAX_CLASSES={MAX_CLASSES})")
+        top = max(top, hi)
+        if start < n:
+            head.append(chunk[:n - start].astype(np.int64))
+    labels = np.concatenate(head)
+    n_classes = top + 1
+
+    # spikes: the first n samples, in blocks
+    times_node, units_node = nodes["spikes/times"], nodes["spikes/units"]
+    block = min(_shd_block(times_node), _shd_block(units_node))
+    try:
+        x = np.zeros((n, T, n_channels), dtype=np.float32)
+    except MemoryError:
+        raise ValueError(f"{path}: {n} samples x T={T} x n_channels={n_channels} float32 counts need "
+                         f"{n * T * n_channels * 4 / 2**30:.1f} GiB, more than can be allocated; expected "
+                         f"a smaller max_samples, T or n_channels") from None
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        times, units = times_node[start:stop], units_node[start:stop]
+        for j in range(stop - start):
+            i = start + j
+            ti, ui = np.asarray(times[j]).ravel(), np.asarray(units[j]).ravel()
+            for key, arr in (("spikes/times", ti), ("spikes/units", ui)):
+                if arr.size > MAX_SHD_SPIKES:
+                    raise _shd_value_error(path, key, f"sample {i}: {arr.size} spikes",
+                                           f"at most MAX_SHD_SPIKES={MAX_SHD_SPIKES} per sample")
+            ti = ti.astype(np.float64)
+            if ti.shape != ui.shape:
+                raise _shd_layout_error(path, "spikes/units",
+                                        f"sample {i}: {ui.size} units for {ti.size} spike times")
+            if ui.size and ui.dtype.kind not in "iu":
+                if ui.dtype.kind != "f" or np.any(ui != np.floor(ui)):
+                    raise _shd_layout_error(path, "spikes/units", f"sample {i}: non-integer units ({ui.dtype})")
+            if ui.size and (ui.min() < 0 or ui.max() >= SHD_UNITS):
+                bad = ui.min() if ui.min() < 0 else ui.max()
+                raise _shd_layout_error(path, "spikes/units",
+                                        f"sample {i}: unit index {bad:g} outside 0..{SHD_UNITS - 1}")
+            if ti.size and (not np.all(np.isfinite(ti)) or ti.min() < 0):
+                bad = float(ti[~np.isfinite(ti)][0] if not np.all(np.isfinite(ti)) else ti.min())
+                raise _shd_layout_error(path, "spikes/times",
+                                        f"sample {i}: negative or non-finite spike time {bad!r} "
+                                        f"(times must be finite and >= 0)")
+            keep = ti < t_max
+            b = np.minimum(np.floor(ti[keep] / t_max * T).astype(np.int64), T - 1)
+            c = ui[keep].astype(np.int64) * n_channels // SHD_UNITS
+            x[i] = np.bincount(b * n_channels + c, minlength=T * n_channels).reshape(T, n_channels)
     return Dataset(x, labels, n_classes, f"shd:{os.path.basename(path)}")
