@@ -975,6 +975,8 @@ def main(argv: list[str] | None = None) -> int:
                           "reduce the sizes (--T, --batch, --neurons, --hidden ...)")
         if isinstance(exc, OSError):
             return _error(_os_error(exc))
+        if isinstance(exc, FloatingPointError):  # NonFiniteError, GradientOverflowError: the message says why
+            return _error(str(exc) or type(exc).__name__)
         return _error(f"internal error: {type(exc).__name__}: {exc} (set IFT_SNN_DEBUG=1 for the traceback)")
 
 

@@ -71,6 +71,32 @@ _BINOPS = {
 
 #: Largest |exponent| of a power of two numbers: 9**9**9 must not hang the parser.
 MAX_EXPONENT = 64
+#: Largest number of decimal digits of a number in an expression (literal or computed, e.g. (10**64)**64),
+#: checked before the operation that would make it: SymPy computes exact powers and products digit by digit.
+MAX_DIGITS = 300
+
+
+def _digits(x: sp.Expr) -> float:
+    """log10 |x| of a number (0 for 0), cheaply: from the float of x where it is in range, else from
+    its exact integer size or mpmath's exponent; inf where x is not a finite real number."""
+    if x == 0:
+        return 0.0
+    if x.is_Integer:
+        return len(str(abs(int(x)))) - 1.0 if abs(int(x)) >= 10**15 else math.log10(abs(int(x)))
+    if x.is_Rational:
+        return _digits(sp.Integer(x.p)) - _digits(sp.Integer(x.q))
+    try:
+        value = sp.N(x, 15)
+    except (ValueError, TypeError, OverflowError, ZeroDivisionError):
+        return math.inf
+    if not value.is_real or not value.is_finite:
+        return math.inf
+    if value == 0:
+        return 0.0
+    try:
+        return math.log10(abs(float(value)))
+    except (OverflowError, ValueError):
+        return math.inf
 
 
 def parse_expression(text: str, symbols: Mapping[str, sp.Symbol], *, what: str = "expression") -> sp.Expr:
@@ -106,6 +132,9 @@ def parse_expression(text: str, symbols: Mapping[str, sp.Symbol], *, what: str =
                 raise ExpressionError(f"{what} {text!r}: constant {node.value!r} is not a number")
             if isinstance(node.value, float) and not math.isfinite(node.value):
                 raise ExpressionError(f"{what} {text!r}: constant {node.value!r} is not finite")
+            if isinstance(node.value, int) and node.value and math.log10(abs(node.value)) > MAX_DIGITS:
+                raise ExpressionError(f"{what} {text[:80]!r}: the integer {str(node.value)[:20]}... has "
+                                      f"{len(str(abs(node.value)))} digits; at most {MAX_DIGITS} are accepted")
             return sp.Integer(node.value) if isinstance(node.value, int) else sp.Float(node.value)
         if isinstance(node, ast.Name):
             if node.id in symbols:
@@ -127,6 +156,17 @@ def parse_expression(text: str, symbols: Mapping[str, sp.Symbol], *, what: str =
                 raise ExpressionError(
                     f"{what} {text!r}: exponent {right} is too large (at most {MAX_EXPONENT} in magnitude)"
                 )
+            if left.is_number and right.is_number:  # the size of the result, before SymPy computes it exactly
+                dl, dr = _digits(left), _digits(right)
+                if isinstance(node.op, ast.Pow):
+                    size = abs(float(right)) * abs(dl) if math.isfinite(dl) else math.inf
+                elif isinstance(node.op, (ast.Mult, ast.Div)):
+                    size = abs(dl) + abs(dr)
+                else:
+                    size = max(dl, dr) + 1
+                if size > MAX_DIGITS:
+                    raise ExpressionError(f"{what} {text[:80]!r}: a number in it would have about {min(size, 1e300):.3g} "
+                                          f"digits (or its reciprocal would); at most {MAX_DIGITS} are accepted")
             return op(left, right)
         if isinstance(node, ast.UnaryOp):
             if isinstance(node.op, ast.USub):
@@ -144,9 +184,14 @@ def parse_expression(text: str, symbols: Mapping[str, sp.Symbol], *, what: str =
                 raise ExpressionError(f"{what} {text!r}: keyword arguments are not allowed")
             args = [walk(arg) for arg in node.args]
             try:
-                return FUNCTIONS[node.func.id](*args)  # type: ignore[operator]
+                out = FUNCTIONS[node.func.id](*args)  # type: ignore[operator]
             except TypeError as exc:
                 raise ExpressionError(f"{what} {text!r}: bad arguments to {node.func.id}: {exc}") from None
+            if all(sp.sympify(a).is_number for a in args) and sp.sympify(out).is_number:
+                if abs(_digits(sp.sympify(out))) > MAX_DIGITS:
+                    raise ExpressionError(f"{what} {text[:80]!r}: {node.func.id}(...) of a number is out of range "
+                                          f"(more than {MAX_DIGITS} digits, or not a finite real number)")
+            return out
         if isinstance(node, ast.Attribute):
             raise ExpressionError(f"{what} {text!r}: attribute access ('.{node.attr}') is not allowed")
         raise ExpressionError(f"{what} {text!r}: {type(node).__name__} is not allowed in an expression")

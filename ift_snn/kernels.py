@@ -28,6 +28,7 @@ turns such a kernel into taps when the user asks for it.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from collections.abc import Iterable, Mapping
 
@@ -41,6 +42,16 @@ MAX_TAPS = 1024
 #: Longest delay of a closed form (``step(n - d)``, ``delta(n - k)``): a delay line of d values per neuron,
 #: carried in a ring buffer by the generated kernels (one write per step, whatever d).
 MAX_DELAY = 4096
+
+#: Largest number of poles (the order of the recurrence, a conjugate pair counting two, a pole of multiplicity m
+#: counting m) of a closed form: the symbolic work grows fast with it (10 symbolic poles: seconds, 12: half a
+#: minute), and the state of every scan with it. Checked before the recurrence is derived.
+MAX_POLES = 8
+#: Largest number of terms a closed form may expand to (products of sums, powers of sums), estimated before
+#: SymPy expands it.
+MAX_TERMS = 512
+#: Largest number of cos/sin factors in one product term (k factors make 2^(k-1) frequencies).
+MAX_TRIG_FACTORS = 4
 
 #: The time index of a kernel, h[n] for n = 0, 1, ...
 N = sp.Symbol("n", integer=True, nonnegative=True)
@@ -102,6 +113,10 @@ def _exp_poly_terms(expr: sp.Expr) -> tuple[dict[tuple[sp.Expr, sp.Expr], int], 
     root. Products of cos and sin of arguments linear in n give the frequencies +-f_1 +- f_2 ....
     Raises NoRecurrenceError naming the first factor that is none of these.
     """
+    size = _expanded_size(sp.sympify(expr))
+    if size > MAX_TERMS:
+        raise KernelError(f"kernel {str(expr)[:120]} would expand to about {size:.3g} terms; at most {MAX_TERMS} "
+                          "are accepted (write it as a sum of fewer terms)")
     expanded = sp.expand(sp.sympify(expr), power_exp=True, mul=True, multinomial=True, log=False)
     degrees: dict[tuple[sp.Expr, sp.Expr], int] = {}
     start = 0
@@ -158,6 +173,10 @@ def _exp_poly_terms(expr: sp.Expr) -> tuple[dict[tuple[sp.Expr, sp.Expr], int], 
             )
         if impulse:
             continue
+        if len(frequencies) > MAX_TRIG_FACTORS:
+            raise KernelError(f"a term of kernel {str(expr)[:120]} multiplies {len(frequencies)} cos/sin factors; at "
+                              f"most {MAX_TRIG_FACTORS} are accepted (k factors make 2^(k-1) frequencies, each a "
+                              "pair of poles)")
         ratio = sp.powsimp(sp.simplify(ratio))
         combos = {sp.Integer(0)}
         for f in frequencies:
@@ -165,7 +184,29 @@ def _exp_poly_terms(expr: sp.Expr) -> tuple[dict[tuple[sp.Expr, sp.Expr], int], 
         for f in {_canonical_frequency(c) for c in combos}:
             key = (ratio, f)
             degrees[key] = max(degrees.get(key, -1), degree)
+    poles = sum((d + 1) * (1 if f == 0 else 2) for (_, f), d in degrees.items())
+    if poles > MAX_POLES:
+        raise KernelError(f"kernel {str(expr)[:120]} has {poles} poles; at most {MAX_POLES} are accepted (each is "
+                          "state of every scan, and its symbolic derivation grows fast with their number)")
     return degrees, start
+
+
+def _expanded_size(expr: sp.Expr) -> float:
+    """About how many terms ``sp.expand`` makes of ``expr``: a sum adds, a product multiplies, a power k of a
+    sum of m terms gives C(m + k - 1, k); a cheap walk, before anything is expanded."""
+    if expr.is_Add:
+        return sum(_expanded_size(a) for a in expr.args)
+    if expr.is_Mul:
+        out = 1.0
+        for a in expr.args:
+            out *= _expanded_size(a)
+        return out
+    if expr.is_Pow and expr.exp.is_Integer and expr.exp > 1:
+        m = _expanded_size(expr.base)
+        return float(math.comb(int(min(m, 1e6)) + int(expr.exp) - 1, int(expr.exp))) if m > 1 else 1.0
+    if isinstance(expr, (sp.cos, sp.sin)):  # cos(a + b) expands into two products
+        return max(1.0, _expanded_size(expr.args[0]))
+    return 1.0
 
 
 def _normalised(expr: sp.Expr) -> sp.Expr:

@@ -55,7 +55,7 @@ import numpy as np
 import sympy as sp
 
 from .expressions import CONSTANTS, FUNCTIONS, parse_expression
-from .kernels import MAX_TAPS, N, Kernel, KernelError, NoRecurrenceError
+from .kernels import _for_arrays, MAX_TAPS, N, Kernel, KernelError, NoRecurrenceError
 from .surrogates import THETA, Surrogate, exponential, get_surrogate, parse_surrogate_constants
 
 __all__ = [
@@ -334,9 +334,17 @@ def _as_float(name: str, value: object) -> float:
     return value
 
 
+#: Smallest threshold: the surrogate's 1/(width theta) must stay finite in float32 (theta 1e-320, a subnormal,
+#: made every surrogate NaN).
+MIN_THETA = 1e-30
+
+
 def _check_positive(name: str, value: float) -> None:
     if not value > 0:
         raise ValueError(f"{name}={value!r} is out of range: expected {name} > 0")
+    if name == "theta" and not value >= MIN_THETA:
+        raise ValueError(f"theta={value!r} is out of range: expected theta >= {MIN_THETA:g} (the surrogate's "
+                         "1/(width theta) overflows below it; rescale the membrane instead)")
 
 
 def _check_alpha(name: str, value: float) -> None:
@@ -573,6 +581,15 @@ def _kernel(spec: KernelSpec, what: str, names: Mapping[str, sp.Symbol], truncat
 def _truncated(expr: sp.Expr, length: int, what: str, values: Mapping[sp.Symbol, float]) -> Kernel:
     """The first ``length`` values of ``expr`` as a finite kernel sum_k h[k] delta(n - k) that keeps the
     parameters (each tap an expression in them, so dL/dp stays exact for the truncated kernel)."""
+    if not (expr.free_symbols - {N}):  # numbers only: evaluated at every n at once (1024 nested sin in ms)
+        with np.errstate(all="ignore"):
+            numbers = np.asarray(sp.lambdify(N, _for_arrays(expr), modules="numpy")(np.arange(length, dtype=np.float64)),
+                                 dtype=np.complex128)
+        numbers = np.broadcast_to(numbers, (length,))
+        bad = np.flatnonzero(~np.isfinite(numbers) | (np.abs(numbers.imag) > 1e-12))
+        if bad.size:
+            raise KernelError(f"kernel {what} = {expr} is not a finite real number at n = {int(bad[0])}")
+        return Kernel.from_taps(numbers.real.tolist())
     taps = [sp.simplify(expr.subs(N, k)) for k in range(length)]
     for k, tap in enumerate(taps):
         v = complex(sp.N(tap.subs(values)))

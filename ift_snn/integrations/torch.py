@@ -71,14 +71,16 @@ from ..backends import cupy as cupy_backend
 from ..models import NeuronModel, chooses_scale, cuba_lif, if_neuron, lif
 from ..stability import stable_default
 
-__all__ = ["SpikeScan", "spike_scan", "SpikingLayer", "LIF", "IF", "CUBALIF", "from_snntorch", "bench_layer"]
+__all__ = ["SpikeScan", "spike_scan", "SpikingLayer", "TimeFold", "LIF", "IF", "CUBALIF", "from_snntorch",
+           "bench_layer"]
 
 _FLOATS = (torch.float32, torch.float64)
 #: Half types: computed in float32 (the kernels' narrowest type), spikes returned in the input's type.
 _HALVES = (torch.float16, torch.bfloat16)
 _DEVICES = ("cpu", "cuda")
 #: Keyword arguments of SpikingLayer (the rest of a constructor's keywords go to the model).
-_LAYER_KW = ("method", "truncation", "train_alpha", "train_theta", "stateful", "record_states", "values")
+_LAYER_KW = ("method", "truncation", "train_alpha", "train_theta", "stateful", "record_states", "values",
+             "batch_first", "neurons")
 
 
 # ------------------------------------------------------------------ arrays
@@ -527,6 +529,14 @@ class SpikingLayer(nn.Module):
     ``layer.state`` is the carried state (n_state, batch, *neurons) or None,
     :meth:`reset_states` forgets it. An explicit ``u0`` starts a call from that
     membrane (and zero filter states) instead.
+
+    Layout, declared as in ``nn.RNN``: ``batch_first=True`` (the default) reads x as (batch, time, *neurons),
+    ``batch_first=False`` as (time, batch, *neurons), the layout of SpikingJelly's multi-step mode and of
+    ``nn.RNN``; spikes come back in the input's layout. ``neurons``: the neuron shape (e.g. ``(128,)`` or
+    ``(16, 8, 8)``), checked on every call: an input whose trailing dimensions are not it is refused naming
+    both readings. Without it a 4-D input, which is also what one frame of a ``Conv2d`` (batch, channels, H, W)
+    looks like, is read as (batch, time, H, W) with a warning once per layer: wrap frame-wise layers in
+    :class:`TimeFold` and declare ``neurons``.
     """
 
     def __init__(
@@ -539,9 +549,22 @@ class SpikingLayer(nn.Module):
         stateful: bool = False,
         record_states: bool = False,
         values: Mapping[str, float | torch.Tensor] | None = None,
+        batch_first: bool = True,
+        neurons: tuple[int, ...] | int | None = None,
     ) -> None:
         super().__init__()
         model = _check_model(model)
+        if not isinstance(batch_first, bool):
+            raise TypeError(f"batch_first={batch_first!r} must be True ((batch, time, *neurons)) or False "
+                            "((time, batch, *neurons))")
+        self.batch_first = batch_first
+        if neurons is not None:
+            shape = (neurons,) if isinstance(neurons, int) else tuple(neurons)
+            if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape):
+                raise ValueError(f"neurons={neurons!r} must be the neuron shape: positive ints, e.g. (128,)")
+            neurons = shape
+        self.neurons = neurons
+        self._warned_4d = False
         given = _layer_values(model, values)
         model = _with_params(model, {k: float(v) for k, v in given.items() if v.numel() == 1})
         self.model = model
@@ -624,11 +647,40 @@ class SpikingLayer(nn.Module):
             parts.append(f"trainable={self.trainable}")
         if self.stateful:
             parts.append("stateful=True")
+        if not self.batch_first:
+            parts.append("batch_first=False")
+        if self.neurons is not None:
+            parts.append(f"neurons={self.neurons}")
         return ", ".join(parts)
 
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        """x as (batch, time, *neurons): checked against the declared layout and neuron shape."""
+        if not isinstance(x, torch.Tensor) or x.dim() < 2:
+            return x  # (the input checks say what is wrong)
+        order = "(batch, time, *neurons)" if self.batch_first else "(time, batch, *neurons)"
+        if self.neurons is not None and tuple(x.shape[2:]) != self.neurons:
+            other = tuple(x.shape[1:])
+            hint = (f"; it would fit as one step of {tuple(x.shape)} = (batch, *neurons): use layer.step(x), or "
+                    "TimeFold for frame-wise layers before it") if other == self.neurons else ""
+            raise ValueError(f"SpikingLayer declared neurons={self.neurons} and layout {order}, but the input has shape "
+                             f"{tuple(x.shape)}: read that way its neurons are {tuple(x.shape[2:])}{hint}")
+        if self.neurons is None and x.dim() == 4 and not self._warned_4d:
+            import warnings
+
+            self._warned_4d = True
+            b, t = (0, 1) if self.batch_first else (1, 0)
+            warnings.warn(f"SpikingLayer reads the 4-D input {tuple(x.shape)} as {order} with batch {x.shape[b]}, "
+                          f"time {x.shape[t]} and neurons {tuple(x.shape[2:])}; if it is one frame of a Conv2d "
+                          f"(batch, channels, H, W), the channels are being read as time: give the layer a time "
+                          "axis (TimeFold(conv) on (batch, time, channels, H, W)) and declare neurons=(C, H, W)",
+                          stacklevel=3)
+        return x if self.batch_first else x.transpose(0, 1)
+
     def forward(self, x: torch.Tensor, u0: torch.Tensor | None = None) -> torch.Tensor:
+        x = self._layout(x)
         if torch.compiler.is_compiling():
-            return self._compiled_forward(x, u0)
+            out = self._compiled_forward(x, u0)
+            return out if self.batch_first else out.transpose(0, 1)
         x, _ = _check_input(x, None)
         if x.dim() == 2:
             import warnings
@@ -652,8 +704,8 @@ class SpikingLayer(nn.Module):
         if self.stateful:
             self._state = final
         if self.record_states:
-            self.recordings = {"v_mem": u[0]}
-        return spikes
+            self.recordings = {"v_mem": u[0] if self.batch_first else u[0].transpose(0, 1)}
+        return spikes if self.batch_first else spikes.transpose(0, 1)
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """One time step, as the cells of snnTorch and Norse run: x (batch, *neurons) -> spikes (batch, *neurons),
@@ -702,6 +754,34 @@ class SpikingLayer(nn.Module):
 
 
 # ------------------------------------------------------------ constructors
+class TimeFold(nn.Module):
+    """A frame-wise layer (``nn.Conv2d``, pooling, ``nn.BatchNorm2d`` ...) applied to every time step of a
+    sequence: x (batch, time, *frame) -> module(x as (batch * time, *frame)) -> (batch, time, *out), or with
+    ``batch_first=False`` (time, batch, *frame) likewise (SpikingJelly's ``SeqToANNContainer``). One call of
+    ``module`` on all frames at once; exact (the module is applied to each frame independently)."""
+
+    def __init__(self, module: nn.Module, batch_first: bool = True) -> None:
+        super().__init__()
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"TimeFold wraps an nn.Module, got {type(module).__name__}")
+        if not isinstance(batch_first, bool):
+            raise TypeError(f"batch_first={batch_first!r} must be True or False")
+        self.module = module
+        self.batch_first = batch_first
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.dim() < 3:
+            layout = "(batch, time, *frame)" if self.batch_first else "(time, batch, *frame)"
+            raise ValueError(f"TimeFold expects {layout} with at least 3 dimensions, got "
+                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        a, b = x.shape[:2]
+        out = self.module(x.reshape(a * b, *x.shape[2:]))
+        return out.reshape(a, b, *out.shape[1:])
+
+    def extra_repr(self) -> str:
+        return "" if self.batch_first else "batch_first=False"
+
+
 #: What users of the peers write, and what it is called here.
 _ALIASES = {"threshold": "theta", "spike_threshold": "theta", "beta": "alpha", "tau_mem": "alpha (= exp(-dt/tau))",
             "reset_mechanism": "reset ('subtract' or 'zero')", "learn_beta": "train_alpha",
