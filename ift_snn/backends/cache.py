@@ -1,8 +1,14 @@
-"""A bounded least-recently-used map for compiled kernels (one per target of backends/compiled.py)."""
+"""A bounded least-recently-used map for compiled kernels (one per target of backends/compiled.py).
+
+``on_evict(key, value)`` is called for every entry the map drops (evicted, replaced by another value or
+cleared), after it is gone, so that what only the entry held (a kernel's module, its linecache entry) is
+released with it.
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 __all__ = ["LRU", "MAX_KERNELS"]
 
@@ -14,11 +20,17 @@ MAX_KERNELS = 64
 class LRU:
     """dict-like with at most ``maxsize`` entries; the least recently used is dropped first."""
 
-    def __init__(self, maxsize: int = MAX_KERNELS):
+    def __init__(self, maxsize: int = MAX_KERNELS, on_evict: Callable | None = None):
         if maxsize < 1:
             raise ValueError(f"maxsize={maxsize} is out of range: expected >= 1")
         self.maxsize = maxsize
+        self.on_evict = on_evict
         self._data: OrderedDict = OrderedDict()
+
+    def _dropped(self, items: list) -> None:
+        if self.on_evict is not None:
+            for key, value in items:
+                self.on_evict(key, value)
 
     def get(self, key, default=None):
         if key in self._data:
@@ -35,13 +47,20 @@ class LRU:
         return value
 
     def __setitem__(self, key, value) -> None:
+        dropped = []
+        old = self._data.get(key, value)
+        if old is not value:
+            dropped.append((key, old))
         self._data[key] = value
         self._data.move_to_end(key)
         while len(self._data) > self.maxsize:
-            self._data.popitem(last=False)
+            dropped.append(self._data.popitem(last=False))
+        self._dropped(dropped)
 
     def __len__(self) -> int:
         return len(self._data)
 
     def clear(self) -> None:
+        dropped = list(self._data.items())
         self._data.clear()
+        self._dropped(dropped)

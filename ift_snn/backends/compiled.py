@@ -19,7 +19,9 @@ the truncation K (0 = none); the CPU targets add the chunk width and the
 neuron range. Kernels are memoised per (model structure, quantity, dtype) for
 the IR and, per target, per (structure fingerprint, device) for the compiled
 function, in bounded LRU maps: parameter values are arguments, so a trained
-alpha never compiles again.
+alpha never compiles again. A compiled kernel the map evicts releases its
+module and :mod:`linecache` entry, so many structures in one process keep at
+most the map's size of them.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import numpy as np
 import sympy as sp
 
 from ..codegen.cpu import (CHUNK, compile_numba, compile_numpy, numba_available, numpy_map_source, numpy_source,
-                           python_source)
+                           python_source, release)
 from ..codegen.ir import PER_NEURON, ScanKernel, argument_values, build_kernel, check_per_neuron, structure_header
 from ..codegen.tree import FINAL, INPUT, OUTPUT, VECTOR, WORK, lower
 from ..models import NeuronModel, param_symbol
@@ -57,7 +59,14 @@ _DTYPES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _lock = threading.Lock()
 #: The IR per (structure, quantity, dtype), shared by the targets; compiled kernels, one bounded map per target.
 _ir = LRU(MAX_KERNELS * len(TARGETS))
-_compiled = {target: LRU() for target in TARGETS}
+
+
+def _release(_key, found) -> None:
+    """An evicted compiled kernel lets go of its module and linecache entry (:func:`~ift_snn.codegen.cpu.release`)."""
+    release(found.fn)
+
+
+_compiled = {target: LRU(on_evict=_release) for target in TARGETS}
 #: The derived scans per structure: the forward and the backward kernels of a structure share one derivation.
 _recurrences = LRU()
 #: Counters of the kernel cache (every target): builds (codegen + compile) and hits, with the seconds spent building.
@@ -277,7 +286,8 @@ def _map(model: NeuronModel, dtype, inputs: Mapping) -> dict:
     one shape (any layout: the map is elementwise), in blocks of flat elements split over the threads
     (NumPy's ufuncs release the GIL). Outputs have the inputs' shape."""
     k = _get(model, "surrogate", dtype, "cpu")
-    shape = inputs[k.inputs[0]].shape
+    # (a constant surrogate, straight-through custom(1), reads nothing: the shape is the membrane's)
+    shape = inputs[k.inputs[0] if k.inputs else "u"].shape
     outs = {name: np.empty(shape, dtype) for name in k.outputs}
     args = [inputs[name].reshape(-1) for name in k.inputs] + [o.reshape(-1) for o in outs.values()]
     args += [dtype.type(v) for v in argument_values(model)]
