@@ -132,6 +132,9 @@ def parse_expression(text: str, symbols: Mapping[str, sp.Symbol], *, what: str =
                 raise ExpressionError(f"{what} {text!r}: constant {node.value!r} is not a number")
             if isinstance(node.value, float) and not math.isfinite(node.value):
                 raise ExpressionError(f"{what} {text!r}: constant {node.value!r} is not finite")
+            if isinstance(node.value, float) and node.value and abs(math.log10(abs(node.value))) > MAX_DIGITS:
+                raise ExpressionError(f"{what} {text[:80]!r}: constant {node.value!r} is out of range: at most "
+                                      f"{MAX_DIGITS} digits either way (1e-{MAX_DIGITS} < |x| < 1e{MAX_DIGITS})")
             if isinstance(node.value, int) and node.value and math.log10(abs(node.value)) > MAX_DIGITS:
                 raise ExpressionError(f"{what} {text[:80]!r}: the integer {str(node.value)[:20]}... has "
                                       f"{len(str(abs(node.value)))} digits; at most {MAX_DIGITS} are accepted")

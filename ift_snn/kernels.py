@@ -255,6 +255,8 @@ def trig_polynomial(expr: sp.Expr) -> sp.Expr:
     atoms = expr.atoms(sp.cos, sp.sin)
     if not atoms:
         return expr
+    if not expr.is_polynomial(*atoms):  # e.g. exp(sin(...)) of parameters: no identity to expand (it only grows)
+        return expr
     constants = {a.args[0].as_coeff_Add()[0] for a in atoms} - {0}
     back = {}
     if constants and all(c.is_Rational for c in constants):
@@ -379,7 +381,15 @@ class Kernel:
         expr = sp.sympify(expr)
         if not isinstance(expr, sp.Expr):
             raise KernelError(f"kernel {expr!r} is not a SymPy expression")
-        return _closed_form(expr)
+        try:
+            return _closed_form(expr)
+        except KernelError:
+            raise
+        except (ArithmeticError, RecursionError, NotImplementedError, sp.PolynomialError) as exc:
+            # numbers out of range at the check's generic point (pi**(1e308 - n)), or a form SymPy cannot take apart
+            raise KernelError(f"kernel {str(expr)[:120]} cannot be taken as a closed form with a recurrence "
+                              f"({type(exc).__name__}: {str(exc)[:80]}); check its constants, or give it as taps") \
+                from None
 
     @classmethod
     def _derive_closed_form(cls, expr: sp.Expr) -> Kernel:
@@ -612,10 +622,17 @@ def _number(v: float) -> sp.Expr:
     return sp.Integer(int(v)) if float(v).is_integer() else sp.Float(v)
 
 
+def _float_big_integers(expr):
+    """Integers beyond int64 as floats: NumPy would make them object arrays (log(10**64) fails there)."""
+    expr = sp.sympify(expr)
+    big = {i: sp.Float(i) for i in expr.atoms(sp.Integer) if abs(i) > 2**62}
+    return expr.xreplace(big) if big else expr
+
+
 @functools.lru_cache(maxsize=1024)
 def _lambdified(exprs: tuple[sp.Expr, ...], symbols: tuple[sp.Symbol, ...]):
     """One function of ``symbols`` returning the list of ``exprs`` (one lambdify for a whole tap list)."""
-    return sp.lambdify(symbols, list(exprs), modules="numpy")
+    return sp.lambdify(symbols, [_float_big_integers(e) for e in exprs], modules="numpy")
 
 
 @functools.lru_cache(maxsize=512)

@@ -328,7 +328,11 @@ def _check_spike(spike: object) -> None:
 def _as_float(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ValueError(f"{name}={str(value)[:20]}... ({len(str(value))} digits) is out of range: expected a "
+                         "finite float") from None
     if not math.isfinite(value):
         raise ValueError(f"{name}={value!r} is out of range: expected a finite number")
     return value

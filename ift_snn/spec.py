@@ -72,8 +72,12 @@ _NUMBERS = {"theta": ("a finite number > 0", lambda v: v > 0), "theta_r": ("a fi
 def _number(key: str, value) -> float:
     """``value`` as a float if it is a number ``key`` takes; else ValueError saying what is expected."""
     what, ok = _NUMBERS[key]
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not ok(value):
-        raise ValueError(f"expected {what}, got {value!r:.80}")
+    try:
+        finite = isinstance(value, numbers.Real) and math.isfinite(value)
+    except OverflowError:  # an int of hundreds of digits
+        finite = False
+    if isinstance(value, bool) or not finite or not ok(value):
+        raise ValueError(f"expected {what}, got {str(value)[:80]!s}")
     return float(value)
 
 

@@ -1,0 +1,176 @@
+"""Hardening, round two (issue 26): every input path bounded in time before the work starts, a clear error or a
+correct model. Each test names the row of the issue's table it pins."""
+
+from __future__ import annotations
+
+import signal
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import sympy as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ift_snn
+from ift_snn.cli import main
+from ift_snn.expressions import MAX_DIGITS, ExpressionError, parse_expression
+from ift_snn.kernels import MAX_POLES, KernelError
+from ift_snn.models import srm
+from ift_snn.spec import model_from_spec
+
+
+class _Slow(Exception):
+    pass
+
+
+@contextmanager
+def within(seconds: float):
+    """Fail (instead of hanging) when the block runs longer than ``seconds`` (SIGALRM: the main thread)."""
+    def alarm(signum, frame):
+        raise _Slow(f"still running after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+N = sp.Symbol("n", integer=True, nonnegative=True)
+pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.StabilityWarning", "ignore::RuntimeWarning")
+
+
+@pytest.mark.parametrize("text", ["((((10**64)**64)**64)**64)**64", "(10**64)**64", "exp(exp(exp(exp(100))))",
+                                  "1" + "0" * 400, "2**64**64", "1e-300*1e-300*alpha**n", "1e308*alpha**n",
+                                  "1e-320*alpha**n"])
+def test_h1_numbers_are_bounded_before_sympy_computes_them(text):
+    with within(2), pytest.raises(ExpressionError, match="digits|out of range|exponent"):
+        parse_expression(text, {"n": N, "alpha": sp.Symbol("alpha")}, what="kernel eps")
+
+
+def test_h1_through_the_cli_a_model_file_and_a_stored_model(tmp_path, capsys):
+    with within(5):
+        assert main(["derive", "--eps", "((((10**64)**64)**64)**64)**64", "--nu", "theta*0.9**n"]) == 2
+    assert f"at most {MAX_DIGITS} are accepted" in capsys.readouterr().err
+    with within(5), pytest.raises(ValueError, match="digits"):
+        model_from_spec({"eps": "((((10**64)**64)**64)**64)**64*0.9**n", "nu": "theta*0.9**n"})
+    stored = ift_snn.models.model_to_dict(ift_snn.lif(0.9))
+    stored["eps"] = {"expr": "((((10**64)**64)**64)**64)**64*alpha**n"}
+    with within(5), pytest.raises(ValueError, match="digits"):
+        ift_snn.models.model_from_dict(stored)
+
+
+@pytest.mark.parametrize("eps, params, truncate, match", [
+    (" + ".join(f"a{i}**n" for i in range(10)), {f"a{i}": 0.5 + 0.04 * i for i in range(10)}, None,
+     f"10 poles; at most {MAX_POLES}"),
+    (" + ".join(f"0.9**n*cos({0.1 * (i + 1):.1f}*n)" for i in range(10)), {}, None, "20 poles"),
+    ("(alpha**n + beta**n + 0.5**n)**64", {"alpha": 0.5, "beta": 0.6}, None, "would expand to about"),
+    ("cos(0.1*n)*cos(0.2*n)*cos(0.3*n)*cos(0.4*n)*cos(0.5*n)*0.9**n", {}, None, "5 cos/sin factors"),
+])
+def test_m1_symbolic_work_is_budgeted(eps, params, truncate, match):
+    with within(2), pytest.raises(KernelError, match=match):
+        srm(eps, "theta*0.9**n", params=params, truncate=truncate)
+
+
+def test_m1_truncating_a_numeric_kernel_evaluates_it_at_once():
+    with within(15):  # (the first call derives the model's scans for its stable scale too)
+        m = srm("sin(sin(sin(sin(sin(sin(sin(sin(n))))))))", "theta*0.9**n", truncate=1024)
+    assert len(m.eps.taps) == 1024
+    x = np.arange(1024.0)
+    want = x
+    for _ in range(8):
+        want = np.sin(want)
+    assert np.allclose(m.eps.taps, want, rtol=1e-12, atol=1e-15)
+
+
+def test_l_tiny_threshold_and_overflowing_surrogate_are_clear_errors(capsys):
+    assert main(["demo", "lif", "--theta", "1e-320"]) == 2
+    err = capsys.readouterr().err
+    assert "theta=1e-320 is out of range: expected theta >= 1e-30" in err
+    assert main(["demo", "lif", "--surrogate", "custom(exp(1000*u))"]) == 2
+    err = capsys.readouterr().err
+    assert "is inf at u =" in err and "internal error" not in err
+
+
+# ---------------------------------------------------------------- fuzz: expressions and model dicts
+_ATOMS = ["n", "alpha", "theta", "0.9", "2", "10**64", "1e308", "1e-320", "0", "pi", "E", "64", "-1", "999999"]
+_FUNCS = ["exp", "log", "sqrt", "sin", "cos", "abs", "step", "delta", "heaviside", "tanh", "max", "min"]
+
+
+@st.composite
+def expressions(draw, depth=0):
+    if depth > 4 or draw(st.booleans()):
+        return draw(st.sampled_from(_ATOMS))
+    kind = draw(st.sampled_from(["op", "call", "pow", "neg"]))
+    if kind == "op":
+        return f"({draw(expressions(depth + 1))} {draw(st.sampled_from('+-*/'))} {draw(expressions(depth + 1))})"
+    if kind == "pow":
+        return f"({draw(expressions(depth + 1))})**({draw(expressions(depth + 1))})"
+    if kind == "neg":
+        return f"-({draw(expressions(depth + 1))})"
+    f = draw(st.sampled_from(_FUNCS))
+    args = [draw(expressions(depth + 1)) for _ in range(2 if f in ("max", "min") else 1)]
+    return f"{f}({', '.join(args)})"
+
+
+def _clear_or_model(build):
+    start = time.perf_counter()
+    try:
+        with within(2):
+            model = build()
+    except _Slow as exc:
+        pytest.fail(str(exc))
+    except (ValueError, TypeError) as exc:
+        assert str(exc) and "\n" not in str(exc).strip()[:200], exc
+        return None
+    assert time.perf_counter() - start < 2
+    return model
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(eps=expressions(), nu=expressions())
+def test_fuzz_expressions_give_a_clear_error_or_a_model_within_2s(eps, nu):
+    model = _clear_or_model(lambda: srm(eps, nu, params={"alpha": 0.9} if "alpha" in eps + nu else None))
+    if model is not None:
+        assert isinstance(model, ift_snn.NeuronModel)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=st.fixed_dictionaries({}, optional={
+    "builtin": st.sampled_from(["lif", "if", "cuba_lif", "alif", "rf", "nonesuch", 3]),
+    "theta": st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(["1", "x", None, 10**400])),
+    "params": st.dictionaries(st.sampled_from(["alpha", "beta", "rho", "omega", "q", "__x"]),
+                              st.one_of(st.floats(-2, 2), st.sampled_from([10**30, "0.5", None, float("nan")])),
+                              max_size=3),
+    "spike": st.sampled_from(["single", "multi", 2, 0, "smooth", None]),
+    "surrogate": st.sampled_from(["exponential", "custom(1)", "custom(exp(1000*u))", "nope(", "fast_sigmoid"]),
+    "reset": st.sampled_from(["subtract", "zero", "sideways"]),
+    "u_min": st.one_of(st.floats(-5, 5), st.just("low")),
+    "eps": st.one_of(expressions(), st.lists(st.floats(-2, 2), max_size=5)),
+    "nu": expressions(),
+    "truncate": st.sampled_from([None, 0, 8, 10**30, "8"]),
+}))
+def test_fuzz_model_dicts_give_a_clear_error_or_a_model_within_2s(spec):
+    model = _clear_or_model(lambda: model_from_spec(spec))
+    if model is not None:
+        assert isinstance(model, ift_snn.NeuronModel)
+
+
+@pytest.mark.parametrize("surrogate", ["custom(1)", "custom(theta)"])
+@pytest.mark.parametrize("backend", ["cpu", "numpy"])
+def test_m4_a_constant_surrogate_runs_on_every_backend(surrogate, backend):
+    """Straight-through (sigma = 1): the pointwise surrogate map reads no input; it raised IndexError on cpu."""
+    from ift_snn.backends import reference
+
+    m = ift_snn.lif(0.9, surrogate=surrogate)
+    a = np.random.default_rng(0).normal(0.3, 1, (20, 4))
+    g = np.random.default_rng(1).normal(size=a.shape)
+    trace = ift_snn.forward(m, a, backend=backend)
+    assert np.all(trace.sigma == 1.0)
+    got = ift_snn.backward(m, trace, g)
+    want = reference.bptt(m, a, g)
+    assert np.allclose(got.a, want.a, rtol=1e-10, atol=1e-12)
