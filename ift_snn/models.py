@@ -988,4 +988,26 @@ def model_from_dict(data: Mapping) -> NeuronModel:
         if rho.imag or not rho.real >= 0:
             raise ValueError(f"stored model {name}: reset amount rho = {membrane.rho} = {rho.real:g} is out of "
                              "range: expected rho >= 0")
+        _check_membrane_matches(model, alpha.real, rho.real)
     return model
+
+
+def _check_membrane_matches(model: NeuronModel, alpha: float, rho: float, length: int = 24) -> None:
+    """A stored membrane form must be the one its kernels define (the scans run the membrane, the oracle and the
+    stability analysis read eps and nu): eps = syn * alpha^n and, with a subtractive reset, nu = rho alpha^n, compared
+    on the first ``length`` taps at the stored values."""
+    values = model.values
+    powers = alpha ** np.arange(length)
+    want_eps = np.convolve(model.membrane.syn.impulse(length, values), powers)[:length]
+    eps = model.eps.impulse(length, values)
+    pairs = [("eps", eps, want_eps, "syn * alpha^n")]
+    if model.nu is not None and model.reset == "subtract":
+        pairs.append(("nu", model.nu.impulse(length, values), rho * powers, "rho alpha^n"))
+    for kname, got, want, form in pairs:
+        scale = max(1.0, float(np.max(np.abs(want))))
+        bad = np.flatnonzero(~np.isclose(got, want, rtol=1e-9, atol=1e-12 * scale))
+        if bad.size:
+            k = int(bad[0])
+            raise ValueError(f"stored model {model.name}: its membrane form (alpha = {alpha:g}, rho = {rho:g}, syn = "
+                             f"{model.membrane.syn}) gives {kname}[{k}] = {want[k]:.6g} ({form}), but the stored "
+                             f"{kname} = {getattr(model, kname)} has {got[k]:.6g}: the two descriptions disagree")

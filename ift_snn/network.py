@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -40,6 +41,15 @@ import numpy as np
 
 from . import ops
 from .models import NeuronModel, model_from_dict, model_to_dict
+
+
+def umask_mode(path: str | os.PathLike) -> None:
+    """Give a file made by ``tempfile.mkstemp`` (mode 0600) the mode a plain ``open`` would have given it under
+    the user's umask, before it is renamed into place (an atomic write should not change who can read it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
 
 __all__ = ["Network", "Adam", "LOSSES", "loss_and_grad", "NonFiniteLossError"]
 
@@ -343,6 +353,7 @@ class Network:
         try:
             with os.fdopen(fd, "wb") as fh:
                 np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
+            umask_mode(tmp)
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):

@@ -532,7 +532,8 @@ def backward(
             raise TypeError(f"truncation must be an int >= 1 or None, got {truncation!r}")
         if truncation < 1:
             raise ValueError(f"truncation={truncation} is out of range: expected an int >= 1 or None")
-        truncation = int(truncation)
+        # a chunk longer than any sequence is no truncation; the kernels take a 32-bit int (10**30 overflowed)
+        truncation = int(min(truncation, 2**31 - 1))
     if cupy_backend.is_cupy_array(grad_s) != cupy_backend.is_cupy_array(record.s):
         raise TypeError(
             f"grad_s is a {type(grad_s).__module__}.{type(grad_s).__name__} but the record holds "

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .models import NeuronModel, lif, model_to_dict
-from .network import Adam, Network, NonFiniteLossError
+from .network import Adam, Network, NonFiniteLossError, umask_mode
 from .surrogates import exponential
 
 __all__ = ["TrainConfig", "make_task", "build_network", "fit", "train", "scale_sweep", "TASKS", "prepare_out_dir",
@@ -191,6 +191,7 @@ def _write_json(path: Path, data) -> None:
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=2)
+        umask_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

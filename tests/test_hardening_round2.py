@@ -174,3 +174,85 @@ def test_m4_a_constant_surrogate_runs_on_every_backend(surrogate, backend):
     got = ift_snn.backward(m, trace, g)
     want = reference.bptt(m, a, g)
     assert np.allclose(got.a, want.a, rtol=1e-10, atol=1e-12)
+
+
+def test_l_the_cuda_dump_never_writes_through_a_symlink(tmp_path, monkeypatch):
+    from ift_snn.codegen.cuda import generate_cuda
+
+    name = generate_cuda(ift_snn.lif(0.9), "forward", "f32").name + ".cu"
+    dump, elsewhere = tmp_path / "dump", tmp_path / "elsewhere.txt"
+    dump.mkdir()
+    elsewhere.write_text("untouched")
+    (dump / name).symlink_to(elsewhere)
+    monkeypatch.setenv("IFT_SNN_DUMP_DIR", str(dump))
+    generate_cuda(ift_snn.lif(0.9), "forward", "f32")
+    assert elsewhere.read_text() == "untouched"
+    assert "extern \"C\" __global__" in (dump / name).read_text() and not (dump / name).is_symlink()
+
+
+def test_l_stored_model_whose_kernels_disagree_with_its_membrane_is_refused():
+    from ift_snn.models import model_from_dict, model_to_dict
+
+    for name in ("lif", "cuba_lif", "lif_clip", "lif_reset_zero", "lif_before_decay"):
+        model_from_dict(model_to_dict(ift_snn.get_model(name)))  # what model_to_dict writes is accepted
+    stored = model_to_dict(ift_snn.get_model("cuba_lif"))
+    stored["nu"] = {"expr": "theta*alpha_syn**n"}
+    with pytest.raises(ValueError, match=r"gives nu\[1\] = 0.9 \(rho alpha\^n\).*the two descriptions disagree"):
+        model_from_dict(stored)
+
+
+def test_l_a_huge_truncation_is_no_truncation():
+    m = ift_snn.lif(0.9)
+    a = np.random.default_rng(0).normal(0.3, 1, (30, 3))
+    trace = ift_snn.forward(m, a)
+    g = np.ones_like(a)
+    assert np.array_equal(ift_snn.backward(m, trace, g, truncation=10**30).a, ift_snn.backward(m, trace, g).a)
+
+
+def test_l_double_backward_and_sparse_tensors_are_refused_clearly():
+    torch = pytest.importorskip("torch")
+    from ift_snn.integrations.torch import LIF
+
+    layer = LIF(0.9)
+    x = torch.randn(2, 10, 3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="first derivatives only"):
+        torch.autograd.grad(layer(x).sum(), x, create_graph=True)
+    with pytest.raises(TypeError, match="sparse_coo tensor; ift_snn's kernels read dense tensors"):
+        layer(x.detach().to_sparse())
+
+
+def test_l_atomic_files_keep_the_users_umask(tmp_path):
+    import os
+
+    from ift_snn.network import Network
+
+    net = Network([3, 4, 2], ift_snn.lif(0.9))
+    old = os.umask(0o022)
+    try:
+        net.save(str(tmp_path / "net.npz"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "net.npz").stat().st_mode & 0o777 == 0o644
+
+
+def test_l_interrupted_event_training_keeps_its_files_and_says_stopped(tmp_path, monkeypatch):
+    import json
+
+    from ift_snn.events import train as events_train
+
+    calls = {"n": 0}
+    real = events_train.EventNetwork.backward
+
+    def interrupt_in_epoch_two(self, *args, **kw):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(events_train.EventNetwork, "backward", interrupt_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        events_train.train_digits(epochs=3, out=tmp_path, hidden=(8,), limit=60, batch_size=32)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["stopped"].startswith("interrupted (Ctrl-C) during epoch 2")
+    assert len(metrics["epochs"]) == 1
+    assert np.load(tmp_path / "weights.npz")["arr_0"].shape == (64, 8)

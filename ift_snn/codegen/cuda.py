@@ -59,14 +59,13 @@ def generate_cuda(model: NeuronModel, quantity: str, dtype: str = "f32", *, fast
 
 
 def dump(filename: str, code: str) -> Path | None:
-    """Write generated code into $IFT_SNN_DUMP_DIR (if set); returns the path."""
-    folder = os.environ.get("IFT_SNN_DUMP_DIR")
-    if not folder:
+    """Write generated code into $IFT_SNN_DUMP_DIR (if set), atomically and never through a symlink; returns the
+    path, or None (with one warning per folder) where it cannot be written: a dump never fails the call."""
+    if not os.environ.get("IFT_SNN_DUMP_DIR"):
         return None
-    path = Path(folder)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / filename).write_text(code)
-    return path / filename
+    from .cpu import _dump  # (imported here: cpu imports this module)
+
+    return _dump(filename, code)
 
 
 # ------------------------------------------------------------ compilation

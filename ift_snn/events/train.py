@@ -137,6 +137,45 @@ def train_digits(epochs: int = 10, seed: int = 0, out: str | Path | None = None,
     out = Path(out) if out is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+    try:
+        _epochs(net, opt, metrics, out, epochs, rng, xtr, ytr, xte, yte, sizes, batch_size, loss, kw, count_floor,
+                count_weight, silent_push, t_absent, progress)
+    except KeyboardInterrupt:
+        done = len(metrics["epochs"])
+        metrics["stopped"] = f"interrupted (Ctrl-C) during epoch {done + 1}; kept the {done} finished epoch(s)"
+        if out is not None:
+            _save(out, metrics, net.weights)
+        raise
+    if out is not None:
+        _save(out, metrics, net.weights)
+    return metrics
+
+
+def _save(out: Path, metrics: dict, weights) -> None:
+    """metrics.json and weights.npz, each written atomically (a temporary file renamed into place, with the mode
+    the user's umask gives), so that an interrupted run leaves the last complete pair."""
+    import os
+    import tempfile
+
+    from ..network import umask_mode
+
+    for name, write in (("weights.npz", lambda fh: np.savez(fh, *weights)),
+                        ("metrics.json", lambda fh: fh.write(json.dumps(metrics, indent=2).encode()))):
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=".tmp-", suffix=name)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+            umask_mode(tmp)
+            os.replace(tmp, out / name)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+
+def _epochs(net, opt, metrics, out, epochs, rng, xtr, ytr, xte, yte, sizes, batch_size, loss, kw, count_floor,
+            count_weight, silent_push, t_absent, progress) -> None:
+    """The training epochs of :func:`train_digits` (metrics and weights saved after each)."""
     for epoch in range(epochs):
         start = time.perf_counter()
         order = rng.permutation(len(ytr))
@@ -182,8 +221,4 @@ def train_digits(epochs: int = 10, seed: int = 0, out: str | Path | None = None,
                   f"test {row['test_acc']:.3f}  {row['seconds']:.1f} s  spikes/neuron "
                   + " ".join(f"{v:.2f}" for v in row["spikes_per_neuron"]), flush=True)
         if out is not None:
-            (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    if out is not None:
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        np.savez(out / "weights.npz", *net.weights)
-    return metrics
+            _save(out, metrics, net.weights)

@@ -148,6 +148,8 @@ def _check_method(method: object, truncation: object) -> int | None:
 def _check_tensor(name: str, x: object, min_dim: int, layout: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor {layout}, got {type(x).__name__}")
+    if x.layout != torch.strided:
+        raise TypeError(f"{name} is a {x.layout} tensor; ift_snn's kernels read dense tensors: pass x.to_dense()")
     if x.dtype not in _FLOATS + _HALVES:
         raise TypeError(f"{name} has dtype {x.dtype}; expected a floating type: float32 or float64 (float16 and "
                         "bfloat16 are computed in float32)")
@@ -298,8 +300,16 @@ class SpikeScan(torch.autograd.Function):
         return s, final, u
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_s, grad_final, grad_u):
+        if torch.is_grad_enabled():  # create_graph=True: the gradient would silently have no graph of its own
+            raise RuntimeError("ift_snn's spike scan has first derivatives only: its backward is not differentiable "
+                               "(double backward, create_graph=True, e.g. gradient penalties or MAML, is not "
+                               "supported); call backward() / autograd.grad without create_graph")
+        return SpikeScan._first_order(ctx, grad_s, grad_final, grad_u)
+
+    @staticmethod
+    @once_differentiable
+    def _first_order(ctx, grad_s, grad_final, grad_u):
         a_in, _ = ctx.saved_tensors  # (the version check)
         needs = ctx.needs_input_grad
         if grad_s is None and grad_final is None:  # neither reached a loss (grads are not materialised)
