@@ -43,6 +43,15 @@ from . import ops
 from .models import NeuronModel, model_from_dict, model_to_dict
 
 
+def _check_classes(n_classes, what: str) -> None:
+    """None, or an int from 1 to data.MAX_CLASSES (a one-hot target of 10**30 classes cannot be made)."""
+    from .data import MAX_CLASSES
+
+    if n_classes is not None and (isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer))
+                                  or not 1 <= n_classes <= MAX_CLASSES):
+        raise ValueError(f"{what}={str(n_classes)[:40]}: expected None or an int from 1 to {MAX_CLASSES}")
+
+
 def umask_mode(path: str | os.PathLike) -> None:
     """Give a file made by ``tempfile.mkstemp`` (mode 0600) the mode a plain ``open`` would have given it under
     the user's umask, before it is renamed into place (an atomic write should not change who can read it)."""
@@ -189,6 +198,7 @@ class Network:
             raise ValueError(f"need {n_layers} NeuronModels (one per layer), got {len(models)}")
         if blocks is not None and (not isinstance(blocks, int) or blocks < 1):
             raise ValueError(f"blocks={blocks!r}: expected an int >= 1 or None")
+        _check_classes(n_classes, "n_classes")
         rng = np.random.default_rng(seed)
         self.sizes = list(map(int, sizes))
         self.models = models
@@ -494,8 +504,10 @@ def _load(cls, path) -> Network:
         if blocks is not None and not (_is_int(blocks) and blocks >= 1):
             raise fail("'blocks'", f"{blocks!r}: expected an int >= 1 or null")
         n_classes = meta["n_classes"]
-        if not (_is_int(n_classes) and n_classes >= 1):
-            raise fail("'n_classes'", f"{n_classes!r}: expected an int >= 1")
+        from .data import MAX_CLASSES
+
+        if not (_is_int(n_classes) and 1 <= n_classes <= MAX_CLASSES):
+            raise fail("'n_classes'", f"{str(n_classes)[:40]}: expected an int from 1 to {MAX_CLASSES}")
         gain = meta["init_gain"]
         if not (isinstance(gain, (int, float)) and not isinstance(gain, bool) and math.isfinite(gain)):
             raise fail("'init_gain'", f"{gain!r}: expected a finite number")

@@ -118,7 +118,12 @@ def expressions(draw, depth=0):
 
 
 def _clear_or_model(build):
+    """build() within 2 s and 500 MB (the process's peak resident memory may not rise by more): a model, or a
+    ValueError/TypeError with a message (None)."""
+    import resource
+
     start = time.perf_counter()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     try:
         with within(2):
             model = build()
@@ -126,8 +131,9 @@ def _clear_or_model(build):
         pytest.fail(str(exc))
     except (ValueError, TypeError) as exc:
         assert str(exc) and "\n" not in str(exc).strip()[:200], exc
-        return None
+        model = None
     assert time.perf_counter() - start < 2
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 500 * 1024
     return model
 
 
@@ -256,3 +262,20 @@ def test_l_interrupted_event_training_keeps_its_files_and_says_stopped(tmp_path,
     assert metrics["stopped"].startswith("interrupted (Ctrl-C) during epoch 2")
     assert len(metrics["epochs"]) == 1
     assert np.load(tmp_path / "weights.npz")["arr_0"].shape == (64, 8)
+
+
+def test_l_n_classes_beyond_the_cap_in_a_network_or_its_file(tmp_path):
+    import json
+
+    from ift_snn.network import Network
+
+    with pytest.raises(ValueError, match="n_classes=1000000000000000000000000000000: expected None or an int"):
+        Network([3, 4], ift_snn.lif(0.9), n_classes=10**30)
+    path = tmp_path / "net.npz"
+    Network([3, 4], ift_snn.lif(0.9)).save(str(path))
+    meta = json.loads(np.load(path)["meta"].item())
+    meta["n_classes"] = 10**30
+    np.savez(tmp_path / "evil.npz", meta=np.array(json.dumps(meta)),
+             **{k: v for k, v in np.load(path).items() if k != "meta"})
+    with within(5), pytest.raises(ValueError, match="'n_classes'.*expected an int from 1 to"):
+        Network.load(str(tmp_path / "evil.npz"))
