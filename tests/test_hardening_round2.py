@@ -279,3 +279,24 @@ def test_l_n_classes_beyond_the_cap_in_a_network_or_its_file(tmp_path):
              **{k: v for k, v in np.load(path).items() if k != "meta"})
     with within(5), pytest.raises(ValueError, match="'n_classes'.*expected an int from 1 to"):
         Network.load(str(tmp_path / "evil.npz"))
+
+
+def test_m7_beyond_the_numba_budget_new_structures_run_as_numpy_code(monkeypatch):
+    """LLVM keeps every Numba-compiled function's machine code: past MAX_NUMBA_KERNELS a new structure's kernels
+    run as the generated NumPy code (one warning), and give the same numbers."""
+    from ift_snn.backends import compiled, reference
+
+    monkeypatch.setattr(compiled, "MAX_NUMBA_KERNELS", len(compiled._numba_built))
+    monkeypatch.setattr(compiled, "_numba_warned", False)
+    m = srm("alpha**n", "theta*0.4321**n", params={"alpha": 0.87}, name="budget_probe")
+    a = np.random.default_rng(0).normal(0.3, 1, (40, 5))
+    g = np.random.default_rng(1).normal(size=a.shape)
+    before = set(compiled._numba_built)
+    with pytest.warns(RuntimeWarning, match="run as the generated NumPy code"):
+        trace = ift_snn.forward(m, a, backend="cpu")
+    got = ift_snn.backward(m, trace, g)
+    assert compiled._numba_built == before  # nothing more compiled by Numba
+    want = reference.bptt(m, a, g)
+    assert np.allclose(trace.u, want.u, rtol=1e-12, atol=1e-12)
+    assert np.allclose(got.a, want.a, rtol=1e-10, atol=1e-12)
+    assert all(abs(got.params[k] - v) <= 1e-9 * max(1.0, abs(v)) for k, v in want.params.items())

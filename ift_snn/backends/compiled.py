@@ -31,6 +31,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -126,15 +127,46 @@ def _dtype_name(dtype) -> str:
         raise TypeError(f"kernels run in float32 or float64, not {np.dtype(dtype)}") from None
 
 
+#: Most distinct kernels one process compiles with Numba. LLVM never frees the machine code of a compiled
+#: function (numba issues 5976, 7831): about 0.7 MB a kernel, 2-3 MB a model structure, however the LRU evicts.
+#: Beyond this many, a new structure's kernels on the "cpu" target run as the generated NumPy code (the same loop
+#: tree; slower, its memory released on eviction), with one warning.
+MAX_NUMBA_KERNELS = 256
+_numba_built: set[str] = set()
+_numba_warned = False
+
+
+def _numpy_instead(kernel, header: str):
+    """The NumPy-printed function of ``kernel`` callable as the "cpu" launcher calls a Numba kernel."""
+    fn = compile_numpy(numpy_source(kernel, header=header))
+
+    def run(*args):
+        with np.errstate(all="ignore"):  # non-finite values are checked by the caller, as for every target
+            return fn(*args)
+
+    return run
+
+
 def _build(layout: _Launchable, model: NeuronModel, target: str, dtype: np.dtype):
     """The compiled function of ``layout.kernel`` for ``target``."""
+    global _numba_warned
     kernel = layout.kernel
     header = structure_header(model)
     if kernel.direction == "map":  # a pointwise map runs as vectorised NumPy on the CPU targets
         return compile_numpy(numpy_map_source(kernel, header=header))
     if target == "cpu":
+        if kernel.fingerprint not in _numba_built and len(_numba_built) >= MAX_NUMBA_KERNELS:
+            if not _numba_warned:
+                _numba_warned = True
+                warnings.warn(f"ift_snn: this process has compiled {len(_numba_built)} kernels with Numba, whose "
+                              "machine code is never freed; kernels of further model structures run as the "
+                              "generated NumPy code (slower, memory bounded). Raise "
+                              "ift_snn.backends.compiled.MAX_NUMBA_KERNELS to compile more.", RuntimeWarning,
+                              stacklevel=5)
+            return _numpy_instead(kernel, header)
         fn = compile_numba(python_source(kernel, header=header))
         _warm_up(layout, fn, dtype)  # Numba compiles on the first call: do it here
+        _numba_built.add(kernel.fingerprint)
         return fn
     if target == "numpy":
         return compile_numpy(numpy_source(kernel, header=header))
