@@ -51,6 +51,7 @@ __all__ = [
     "MAX_CLASSES",
     "MAX_SHD_SAMPLES",
     "MAX_SHD_SPIKES",
+    "MAX_SHD_BYTES",
     "RANDMAN_MODES",
     "RANDMAN_STEP_FRAC",
     "SHD_UNITS",
@@ -75,6 +76,8 @@ MAX_CLASSES = 10_000
 MAX_SHD_SAMPLES = 1_000_000
 #: Most spikes :func:`load_shd` accepts in one sample (SHD samples hold a few thousand).
 MAX_SHD_SPIKES = 1_000_000
+#: Largest dense array of spike counts (samples x T x channels, float32) that load_shd allocates: 8 GiB.
+MAX_SHD_BYTES = 8 << 30
 #: Bytes of one block of samples read from an SHD dataset at a time (bounds the memory of a read).
 _SHD_BLOCK_BYTES = 1 << 22
 
@@ -619,6 +622,11 @@ def _read_shd(h5py, f, path: str, T: int, n_channels: int, t_max: float, max_sam
     # spikes: the first n samples, in blocks
     times_node, units_node = nodes["spikes/times"], nodes["spikes/units"]
     block = min(_shd_block(times_node), _shd_block(units_node))
+    need = n * T * n_channels * 4
+    if need > MAX_SHD_BYTES:  # a small compressed file can declare many empty samples: refuse before allocating
+        raise ValueError(f"{path}: {n} samples x T={T} x n_channels={n_channels} float32 counts need "
+                         f"{need / 2**30:.1f} GiB, more than MAX_SHD_BYTES = {MAX_SHD_BYTES / 2**30:g} GiB; expected "
+                         "a smaller max_samples, T or n_channels")
     try:
         x = np.zeros((n, T, n_channels), dtype=np.float32)
     except MemoryError:

@@ -273,3 +273,24 @@ def test_load_shd_hostile_files_give_dataset_or_value_error(spec):
             assert ds.y.min() >= 0 and ds.y.max() < ds.n_classes
             assert np.all(np.isfinite(ds.x)) and ds.x.min() >= 0
         assert time.perf_counter() - t0 < 2.0
+
+
+def test_shd_dense_counts_beyond_the_byte_cap_are_refused_before_allocating(tmp_path, monkeypatch):
+    """A small compressed file can declare many (empty) samples; their dense counts are refused by size."""
+    import h5py
+
+    from ift_snn import data
+
+    path = tmp_path / "many.h5"
+    n = 2000
+    with h5py.File(path, "w") as f:
+        vlen_f, vlen_u = h5py.vlen_dtype(np.float32), h5py.vlen_dtype(np.uint16)
+        times = f.create_dataset("spikes/times", (n,), dtype=vlen_f)
+        units = f.create_dataset("spikes/units", (n,), dtype=vlen_u)
+        for i in range(n):
+            times[i] = np.zeros(0, np.float32)
+            units[i] = np.zeros(0, np.uint16)
+        f.create_dataset("labels", data=np.zeros(n, np.uint16))
+    monkeypatch.setattr(data, "MAX_SHD_BYTES", 1 << 20)
+    with pytest.raises(ValueError, match="GiB, more than MAX_SHD_BYTES"):
+        data.load_shd(path, T=250, n_channels=700)
