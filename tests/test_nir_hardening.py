@@ -294,7 +294,11 @@ def _chains(draw):
 @settings(max_examples=30, deadline=None)
 @given(graph=_chains(), to=st.sampled_from(["network", "torch"] if torch is not None else ["network"]))
 def test_random_small_chains_import_or_raise_value_error(graph, to):
+    """A clear error or a network, within 2 s and 500 MB (the process's peak resident memory may not rise more)."""
+    import resource
+
     start = time.perf_counter()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     try:
         got = from_nir(graph, to=to)
     except ValueError as exc:
@@ -302,3 +306,4 @@ def test_random_small_chains_import_or_raise_value_error(graph, to):
     else:
         assert isinstance(got, Network) if to == "network" else isinstance(got, torch.nn.Sequential)
     assert time.perf_counter() - start < 2.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 500 * 1024
