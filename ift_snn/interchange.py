@@ -567,13 +567,14 @@ def _recorded_dt(graph) -> float:
     return dt
 
 
-def from_nir(graph, dt: float | None = None, *, surrogate="exponential", dtype=np.float64, to: str = "network"):
+def from_nir(graph, dt: float | None = None, *, surrogate="exponential", dtype=np.float32, to: str = "network"):
     """The network of a NIR graph input -> (Linear or Affine -> LIF/IF/CubaLIF) ... -> output, one path.
 
     ``graph``: a ``nir.NIRGraph`` or a path to a NIR file (``nir.read``); ``dt``: the step (default: the
     one an ift_snn export recorded, else 1). Each node's input gain is folded into the weights (and bias)
     before it (module docstring). ``to="network"``: a dense :class:`Network` (no biases: a nonzero one is
-    refused); ``to="torch"``: an ``nn.Sequential`` of ``nn.Linear`` and ``SpikingLayer`` in ``dtype``.
+    refused); ``to="torch"``: an ``nn.Sequential`` of ``nn.Linear`` and ``SpikingLayer`` in ``dtype`` (float32 by
+    default, as PyTorch's layers and inputs are; float64 where exact comparisons need it).
     Raises ValueError naming the node that ift_snn cannot represent, and, before building anything, a graph
     that is not one path (a cycle, a branch), weights that are not 2-D or do not chain, parameters that are not
     one value or one per neuron, values that are not finite, and more than :data:`MAX_WEIGHTS` weight entries

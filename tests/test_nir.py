@@ -30,7 +30,7 @@ def test_round_trip_through_a_file_reproduces_the_spikes(tmp_path):
     x = (np.random.default_rng(1).random((60, 5, 12)) < 0.3).astype(np.float64)
     path = tmp_path / "net.nir"
     nir.write(str(path), to_nir(net, dt=1e-3))
-    back = from_nir(path)  # dt recorded by the export
+    back = from_nir(path, dtype=np.float64)  # dt recorded by the export
     assert [m.name for m in back.models] == ["lif", "cuba_lif", "if"]
     for a, b in zip(net.models, back.models):
         for (k, v), (k2, v2) in zip(a.params, b.params):
@@ -68,7 +68,7 @@ def test_an_imported_graph_runs_the_nir_equations():
                               v_threshold=np.full(6, theta), v_reset=np.zeros(6)),
                "out": nir.Output(output_type={"output": np.array([6])})},
         edges=[("in", "fc"), ("fc", "lif"), ("lif", "out")])
-    net = from_nir(graph, dt=dt)
+    net = from_nir(graph, dt=dt, dtype=np.float64)
     x = (rng.random((50, 4, 9)) < 0.4).astype(np.float64)
     want = _euler_lif(x, W, tau, r, theta, dt)
     assert want.sum() > 0
@@ -111,7 +111,7 @@ def test_a_torch_sequential_round_trips_and_crosses_to_a_network(tmp_path):
         seq[1].alpha.fill_(0.75)  # a trained value: exported as the layer holds it now
     path = tmp_path / "seq.nir"
     nir.write(str(path), to_nir(seq, dt=0.5))
-    back = from_nir(path, to="torch")
+    back = from_nir(path, to="torch", dtype=np.float64)
     assert isinstance(back[1], type(seq[1])) and back[1].model.params[0][1] == pytest.approx(0.75, rel=1e-12)
     torch.testing.assert_close(back[0].bias, seq[0].bias, rtol=1e-12, atol=0)
     x = 2.0 * (torch.rand(3, 50, 7, dtype=torch.float64) < 0.3).double()
@@ -119,7 +119,7 @@ def test_a_torch_sequential_round_trips_and_crosses_to_a_network(tmp_path):
         want, got = seq(x), back(x)
     assert want.sum() > 0 and torch.equal(got, want)
     net = _net()
-    as_torch = from_nir(to_nir(net), to="torch")
+    as_torch = from_nir(to_nir(net), to="torch", dtype=np.float64)
     xs = (np.random.default_rng(4).random((40, 3, 12)) < 0.3).astype(np.float64)
     with torch.no_grad():
         spikes = as_torch(torch.from_numpy(np.ascontiguousarray(xs.transpose(1, 0, 2)))).numpy().transpose(1, 0, 2)
@@ -146,7 +146,7 @@ def test_per_neuron_values_round_trip_through_nir(tmp_path):
         seq[2].weight.mul_(3.0)
     path = tmp_path / "per_neuron.nir"
     nir.write(str(path), to_nir(seq))
-    back = from_nir(path, to="torch")
+    back = from_nir(path, to="torch", dtype=np.float64)
     assert back[1].per_neuron == ("alpha", "theta") and back[3].per_neuron == ("alpha_mem",)
     torch.testing.assert_close(back[1].alpha, alpha, rtol=1e-12, atol=0)
     torch.testing.assert_close(back[1].theta, theta, rtol=1e-12, atol=0)
@@ -165,6 +165,16 @@ def test_per_neuron_values_round_trip_through_nir(tmp_path):
     spikes_in = (rng.random((50, 4, 9)) < 0.4).astype(np.float64)
     euler = _euler_lif(spikes_in, W, tau, r, th, 1.0)
     with torch.no_grad():
-        got = from_nir(graph, dt=1.0, to="torch")(torch.from_numpy(spikes_in.transpose(1, 0, 2)))
+        got = from_nir(graph, dt=1.0, to="torch", dtype=np.float64)(torch.from_numpy(spikes_in.transpose(1, 0, 2)))
     assert euler.sum() > 0
     np.testing.assert_array_equal(got.numpy().transpose(1, 0, 2), euler)
+
+
+def test_import_is_float32_by_default_and_runs_float32_inputs():
+    """A PyTorch user's input is float32: the imported layers take it (nn.Linear was float64 and refused it)."""
+    torch = pytest.importorskip("torch")
+    seq = from_nir(to_nir(_net()), to="torch")
+    assert seq[0].weight.dtype == torch.float32
+    out = seq(torch.rand(2, 20, 12))
+    assert out.dtype == torch.float32 and out.shape == (2, 20, 4)
+    assert from_nir(to_nir(_net())).dtype == np.float32
