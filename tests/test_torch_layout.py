@@ -69,3 +69,24 @@ def test_time_fold_runs_a_conv_frame_by_frame():
     assert torch.allclose(time_first.transpose(0, 1), folded)
     with pytest.raises(ValueError, match="TimeFold expects"):
         TimeFold(conv)(torch.randn(3, 5))
+
+
+@pytest.mark.parametrize("call, answer", [
+    (lambda: LIF(beta=0.9), r"LIF\(\) needs alpha.*beta: use alpha"),
+    (lambda: LIF(tau=10.0), r"LIF\(\) needs alpha.*tau: use alpha \(= exp\(-dt/tau\)"),
+    (lambda: LIF(), r"LIF\(\) needs alpha, the membrane's decay per step"),
+    (lambda: LIF(0.9, beta=0.9), r"unexpected keyword\(s\) beta \(beta: use alpha\)"),
+    (lambda: LIF(0.9, threshold=2.0), r"threshold: use theta"),
+    (lambda: LIF(0.9, learn_beta=True), r"learn_beta: use train_alpha"),
+])
+def test_the_peers_keywords_are_answered_with_the_names_used_here(call, answer):
+    """snnTorch's LIF(beta=...) and SpikingJelly's tau got a bare 'missing positional argument' (issue 27)."""
+    with pytest.raises(TypeError, match=answer):
+        call()
+
+
+def test_cubalif_names_the_decay_it_misses():
+    from ift_snn.integrations.torch import CUBALIF
+
+    with pytest.raises(TypeError, match="CUBALIF\\(\\) needs alpha_syn, the synaptic current's decay"):
+        CUBALIF(0.9)

@@ -794,6 +794,8 @@ class TimeFold(nn.Module):
 
 #: What users of the peers write, and what it is called here.
 _ALIASES = {"threshold": "theta", "spike_threshold": "theta", "beta": "alpha", "tau_mem": "alpha (= exp(-dt/tau))",
+            "tau": "alpha (= exp(-dt/tau), or 1 - dt/tau as SpikingJelly and NIR step it)", "v_threshold": "theta",
+            "decay_input": "a synaptic filter: CUBALIF(alpha_mem, alpha_syn)", "v_reset": "reset ('zero')",
             "reset_mechanism": "reset ('subtract' or 'zero')", "learn_beta": "train_alpha",
             "learn_threshold": "train_theta", "store_v_seq": "record_states (layer.recordings['v_mem'])"}
 
@@ -835,11 +837,25 @@ def _build(constructor, where: str, positional: dict, kw: dict) -> SpikingLayer:
     return SpikingLayer(model, **layer, values=values or None)
 
 
-def LIF(alpha: float | torch.Tensor, theta: float | torch.Tensor = 1.0, **kw) -> SpikingLayer:  # noqa: N802
+def _needs(where: str, name: str, value, kw: dict, what: str = "the membrane's decay per step") -> None:
+    """A TypeError naming ``name`` when it was not given, with the peers' spelling the caller used (``beta``,
+    ``tau``) answered by the name used here."""
+    if value is not None:
+        return
+    used = [k for k in kw if k in _ALIASES]
+    hint = f" ({'; '.join(f'{k}: use {_ALIASES[k]}' for k in used)})" if used else ""
+    raise TypeError(f"{where} needs {name}, {what} (0 < {name} <= 1; snnTorch's beta, exp(-dt/tau) for a time "
+                    f"constant tau){hint}, e.g. {where[:-1]}{name}=0.9)")
+
+
+def LIF(alpha: float | torch.Tensor | None = None, theta: float | torch.Tensor = 1.0, **kw) -> SpikingLayer:  # noqa: N802
     """SpikingLayer of :func:`ift_snn.lif` neurons; keywords go to the layer (method, truncation,
-    train_alpha, train_theta, stateful, record_states, values) or to the model (theta_r, reset_before_decay,
-    spike, surrogate, reset, u_min). ``alpha``, ``theta`` (and ``theta_r``) may be tensors of one value per
-    neuron (e.g. ``LIF(torch.full((128,), 0.9), train_alpha=True)``, as snnTorch's per-neuron ``beta``)."""
+    train_alpha, train_theta, stateful, record_states, values, batch_first, neurons) or to the model (theta_r,
+    reset_before_decay, spike, surrogate, reset, u_min). ``alpha``, ``theta`` (and ``theta_r``) may be tensors of
+    one value per neuron (e.g. ``LIF(torch.full((128,), 0.9), train_alpha=True)``, as snnTorch's per-neuron
+    ``beta``). The peers' keywords (``beta``, ``tau``, ``threshold``, ``learn_beta`` ...) are answered with the
+    name used here."""
+    _needs("LIF()", "alpha", alpha, kw)
     return _build(lif, "LIF()", {"alpha": alpha, "theta": theta}, kw)
 
 
@@ -848,9 +864,11 @@ def IF(theta: float | torch.Tensor = 1.0, **kw) -> SpikingLayer:  # noqa: N802
     return _build(if_neuron, "IF()", {"theta": theta}, kw)
 
 
-def CUBALIF(alpha_mem: float | torch.Tensor, alpha_syn: float | torch.Tensor, theta: float | torch.Tensor = 1.0,
-            **kw) -> SpikingLayer:  # noqa: N802
+def CUBALIF(alpha_mem: float | torch.Tensor | None = None, alpha_syn: float | torch.Tensor | None = None,  # noqa: N802
+            theta: float | torch.Tensor = 1.0, **kw) -> SpikingLayer:
     """SpikingLayer of :func:`ift_snn.cuba_lif` neurons (keywords and per-neuron tensors as for :func:`LIF`)."""
+    _needs("CUBALIF()", "alpha_mem", alpha_mem, kw)
+    _needs("CUBALIF()", "alpha_syn", alpha_syn, kw, "the synaptic current's decay per step")
     return _build(cuba_lif, "CUBALIF()", {"alpha_mem": alpha_mem, "alpha_syn": alpha_syn, "theta": theta}, kw)
 
 
