@@ -687,10 +687,18 @@ class SpikingLayer(nn.Module):
         return x if self.batch_first else x.transpose(0, 1)
 
     def forward(self, x: torch.Tensor, u0: torch.Tensor | None = None) -> torch.Tensor:
-        x = self._layout(x)
         if torch.compiler.is_compiling():
+            if self.stateful or self.record_states or self.method == "bptt" or getattr(x, "dtype", None) not in _FLOATS:
+                # what the custom op does not take (a carried state, recordings, the float64 reference, half
+                # types) runs uncompiled: a graph break around this layer, instead of Dynamo tracing its Python
+                return _run_uncompiled(self, x, u0)
+            x = self._layout(x)
             out = self._compiled_forward(x, u0)
             return out if self.batch_first else out.transpose(0, 1)
+        return self._eager_forward(x, u0)
+
+    def _eager_forward(self, x: torch.Tensor, u0: torch.Tensor | None = None) -> torch.Tensor:
+        x = self._layout(x)
         x, _ = _check_input(x, None)
         if x.dim() == 2:
             import warnings
@@ -764,6 +772,13 @@ class SpikingLayer(nn.Module):
 
 
 # ------------------------------------------------------------ constructors
+@torch.compiler.disable
+def _run_uncompiled(layer: SpikingLayer, x, u0):
+    """A stateful or recording SpikingLayer (or method 'bptt', half inputs) under torch.compile: run eagerly, the
+    compiler breaking its graph here (with fullgraph=True it refuses, naming this function)."""
+    return layer._eager_forward(x, u0)
+
+
 class TimeFold(nn.Module):
     """A frame-wise layer (``nn.Conv2d``, pooling, ``nn.BatchNorm2d`` ...) applied to every time step of a
     sequence: x (batch, time, *frame) -> module(x as (batch * time, *frame)) -> (batch, time, *out), or with
