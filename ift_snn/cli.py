@@ -102,11 +102,19 @@ class counted_warnings:
             kinds.setdefault(w.category.__name__, []).append(w)
         lines = []
         for kind, items in sorted(kinds.items()):
-            first = str(items[0].message).splitlines()[0][:160]
-            lines.append(f"{len(items)} {kind}{'s' if len(items) > 1 else ''} (first: {first})")
+            lines.append(f"{len(items)} {kind}{'s' if len(items) > 1 else ''} (first: {_shortened(items[0].message)})")
         if lines and why:
             lines.append(why)
         return lines
+
+
+def _shortened(message, limit: int = 160) -> str:
+    """The first line of ``message``, cut at a word boundary before ``limit`` characters, with "..." if cut."""
+    text = str(message).splitlines()[0] if str(message) else ""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0].rstrip(",;:")
+    return cut + " ..."
 
 
 #: What each optional dependency is for: module -> the extra that installs it.
@@ -540,8 +548,10 @@ def _experiment(args: argparse.Namespace) -> int:
             print(f"{method:<8} {float(scale):>6g} {row['first_layer_grad_norm']:>12.4g} {acc:>9} "
                   f"{row['diverged_runs']:>9}")
     print(f"{result['seconds']:.0f} s; wrote {args.out}/scale_sweep.json, grad_norms.png, accuracy.png")
+    diverged = sum(row["diverged_runs"] for per in result["summary"].values() for row in per.values())
     _report_warnings(warned, "warnings while training, counted (large surrogate scales make gradients overflow: "
-                             "those runs are the diverged ones)")
+                             f"{diverged} run(s) diverged, see the table)" if diverged else
+                     "warnings while training, counted (no run diverged)")
     return 0
 
 
@@ -716,10 +726,18 @@ def _existing_file(text: str) -> str:
 
 
 def _prepare_out_dir(path, flag: str) -> Path:
-    """Create the output folder of ``flag`` before any work; ValueError naming the flag if impossible."""
+    """Create the output folder of ``flag`` before any work; ValueError naming the flag if impossible. A folder
+    that holds an earlier run's results (metrics.json, weights.npz, or an experiment's JSON) is said to be
+    overwritten, one line on stderr, before the run starts (it was overwritten silently)."""
     from .train import prepare_out_dir
 
-    return prepare_out_dir(path, flag)
+    folder = prepare_out_dir(path, flag)
+    earlier = sorted(p.name for p in folder.glob("*") if p.suffix in (".json", ".npz") and p.is_file())
+    if earlier:
+        print(f"ift-snn: note: {flag} {str(folder)!r} holds an earlier run ({', '.join(earlier[:4])}"
+              f"{', ...' if len(earlier) > 4 else ''}); it is overwritten as this run goes (give another {flag} "
+              "to keep it)", file=sys.stderr)
+    return folder
 
 
 def _prepare_out_file(path, flag: str) -> Path:

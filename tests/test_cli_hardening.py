@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 
 import ift_snn.cli as cli
@@ -349,3 +350,30 @@ def test_what_an_interrupted_experiment_kept_is_read_from_its_json(tmp_path):
     assert kept() == f"kept {path} (2 runs)"
     path.write_text('{"other": 1}')
     assert kept() is None  # not the layout expected
+
+
+def test_printouts_of_issue_27(tmp_path, capsys):
+    """Warning summaries cut at a word; a second train into the same --out says it overwrites; the events bench
+    times its discrete backward by itself (it printed total - forward, which could be negative)."""
+    import warnings as _warnings
+
+    from ift_snn.cli import _shortened, counted_warnings
+
+    long = "word " * 60
+    assert _shortened(long).endswith("word ...") and len(_shortened(long)) <= 164
+    with counted_warnings() as warned:
+        _warnings.warn(long, RuntimeWarning)
+    assert warned.summary()[0].endswith("word ...)")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    from ift_snn.cli import _prepare_out_dir
+
+    _prepare_out_dir(out, "--out")
+    assert "holds an earlier run (metrics.json); it is overwritten" in capsys.readouterr().err
+    from ift_snn.events.bench import _discrete_layer, _inputs
+
+    rng = np.random.default_rng(0)
+    x = _inputs(rng, 2, 8, 2, 4.0)
+    fwd, bwd = _discrete_layer(50, x, rng.normal(size=(8, 4)), 4.0, 3)
+    assert fwd > 0 and bwd > 0
