@@ -41,8 +41,9 @@ Measurements. Each size runs one warm-up call per contestant (compilation,
 first touch), one memory call, then ``rounds`` rounds; each round runs every
 contestant once, in an order shuffled per round (seeded), so machine noise
 hits all of them alike. Forward = the call building the autograd graph,
-backward = ``out.backward(g)``; fwd+bwd is their sum in the same round; each is
-the median over rounds. Peak memory over the inputs: before the memory call,
+backward = ``out.backward(g)``; fwd+bwd is their sum in the same round, and the
+table shows the round whose sum is the median over rounds (its forward and
+backward, so that the columns add up; the medians of each are in the JSON). Peak memory over the inputs: before the memory call,
 ``gc.collect(1)`` and glibc ``malloc_trim(0)`` hand freed memory back, the
 kernel's peak-RSS counter is reset (``echo 5 > /proc/self/clear_refs``), then
 the peak (``VmHWM``) after the call minus the resident size (``VmRSS``) before
@@ -480,6 +481,14 @@ def _median(values):
     return statistics.median(values) if values else float("nan")
 
 
+def _median_round(values) -> int:
+    """The index of the median value (the lower middle one for an even count); 0 for none."""
+    if not values:
+        return 0
+    order = sorted(range(len(values)), key=values.__getitem__)
+    return order[(len(values) - 1) // 2]
+
+
 def _write_json(path, result: dict) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -554,7 +563,8 @@ def run_peers(sizes=DEFAULT_SIZES, rounds: int = 5, *, with_sinabs: bool = False
         "config": {"torch": torch.__version__, "threads": torch.get_num_threads(), "dtype": "float32",
                    "alpha": ALPHA, "theta": THETA, "rounds": rounds, "seed": seed, "sizes": [list(s) for s in sizes],
                    "copy_bandwidth_GBps": bandwidth / 1e9, "memory_method": None,
-                   "timing": "median over rounds; order shuffled per round; fwd+bwd = forward + backward of one call"},
+                   "timing": "the round whose forward + backward is the median (its fwd and bwd shown; the medians of each "
+                             "in forward_median_ms, backward_median_ms); order shuffled per round"},
         "contestants": [{"name": c.name, "library": c.library, "version": c.version, "config": c.config,
                          "surrogate": c.surrogate, "gradient": c.gradient, "peer": c.is_peer} for c in contestants],
         "missing": missing,
@@ -612,9 +622,13 @@ def _one_size(torch, contestants, size, rounds, rng, seed, bandwidth, result, pr
     for c in contestants:
         fw = [t[0] for t in times[c.name]]
         bw = [t[1] for t in times[c.name]]
+        # the round whose forward + backward is the median: its forward and backward are the table's columns, so
+        # that fwd + bwd is fwd+bwd (medians of each, in bimodal rounds, added to 525 against a sum of 937)
+        mid = _median_round([f + b for f, b in zip(fw, bw)])
         rows.append({"size": [B, T, N], "contestant": c.name, "peer": c.is_peer,
-                     "forward_ms": _median(fw), "backward_ms": _median(bw),
-                     "fwd_bwd_ms": _median([f + b for f, b in zip(fw, bw)]),
+                     "forward_ms": fw[mid] if fw else float("nan"), "backward_ms": bw[mid] if bw else float("nan"),
+                     "fwd_bwd_ms": fw[mid] + bw[mid] if fw else float("nan"),
+                     "forward_median_ms": _median(fw), "backward_median_ms": _median(bw),
                      "peak_mb": peak[c.name] / 1e6, "surrogate": c.surrogate, "gradient": c.gradient,
                      "times_ms": times[c.name]})
     by = {r["contestant"]: r for r in rows}

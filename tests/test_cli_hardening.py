@@ -377,3 +377,13 @@ def test_printouts_of_issue_27(tmp_path, capsys):
     x = _inputs(rng, 2, 8, 2, 4.0)
     fwd, bwd = _discrete_layer(50, x, rng.normal(size=(8, 4)), 4.0, 3)
     assert fwd > 0 and bwd > 0
+
+
+def test_bench_peers_columns_add_up():
+    """The fwd and bwd columns are those of the round whose fwd + bwd is the median (issue 27: 291 + 234 vs 937)."""
+    from ift_snn.bench_peers import _median_round
+
+    fw, bw = [100.0, 300.0, 290.0, 120.0], [700.0, 230.0, 240.0, 650.0]
+    mid = _median_round([f + b for f, b in zip(fw, bw)])
+    assert fw[mid] + bw[mid] == sorted(f + b for f, b in zip(fw, bw))[1]
+    assert _median_round([]) == 0
