@@ -195,7 +195,7 @@ def run_cpu(T: int = 300, batch: int = 64, neurons: int = 256, dtype: str = "f32
     try:
         import torch
     except ImportError:
-        res.notes.append("PyTorch not installed: no BPTT baseline (pip install 'ift-snn[torch]')")
+        res.notes.append("PyTorch not installed: no BPTT baseline (pip install -e '.[torch]' in the ift_snn checkout)")
         return res
     torch.set_num_threads(__import__("os").cpu_count() or 1)
     at, gt, forward = _torch_bptt(torch, model, a, g, "cpu")

@@ -90,7 +90,7 @@ __all__ = ["DEFAULT_SIZES", "INSTALL_HINT", "Contestant", "run_peers", "format_p
 
 #: (batch, T, neurons) of the default run.
 DEFAULT_SIZES = ((64, 300, 256), (16, 500, 4096), (16, 2000, 1024))
-INSTALL_HINT = "pip install 'ift-snn[bench]'"
+INSTALL_HINT = "pip install -e '.[bench]' in the ift_snn checkout"
 ALPHA, THETA = 0.9, 1.0
 #: ift_snn exponential surrogate: scale / (width theta) exp(-|u - theta| / (width theta)) = exp(-2 |u - 1|).
 SG_SCALE, SG_WIDTH = 0.5, 0.5

@@ -131,9 +131,9 @@ def require_extras(command: str, *modules: str) -> None:
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         extras = sorted({EXTRAS[m] for m in missing})
-        raise MissingExtraError(f"{command} needs {', '.join(_PACKAGES.get(m, m) for m in missing)}: pip install "
-                                + " ".join(f"'ift-snn[{e}]'" for e in extras)
-                                + " (from a checkout: pip install -e '.[" + ",".join(extras) + "]')")
+        raise MissingExtraError(f"{command} needs {', '.join(_PACKAGES.get(m, m) for m in missing)}: "
+                                f"pip install -e '.[{','.join(extras)}]' in the ift_snn checkout (from a wheel built "
+                                f"with pip wheel --no-deps .: pip install 'ift_snn-*.whl[{','.join(extras)}]')")
 
 
 class MissingExtraError(ImportError):
@@ -823,7 +823,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--peers", action="store_true",
                        help="instead: one LIF layer (float32, CPU, 2 threads) against snnTorch, SpikingJelly and "
                             "Norse: forward, backward, peak memory, gradient agreement, memory floor, ratios "
-                            "(needs pip install 'ift-snn[bench]')")
+                            "(needs pip install -e '.[bench]' in the ift_snn checkout)")
     bench.add_argument("--sizes", type=_size_triple, nargs="+", metavar="B,T,N", default=None,
                        help="with --peers: batch,time,neurons of each run "
                             "(default 64,300,256 16,500,4096 16,2000,1024)")

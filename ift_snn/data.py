@@ -33,7 +33,7 @@ The datasets
     channels into ``n_channels`` equal groups; the values are spike counts.
 
 ``h5py`` (for SHD) and ``scikit-learn`` (for digits) are optional: they are
-imported only by the functions that need them; ``pip install 'ift-snn[data]'``
+imported only by the functions that need them; ``pip install -e '.[data]' in the ift_snn checkout``
 installs both.
 """
 
@@ -81,7 +81,7 @@ MAX_SHD_BYTES = 8 << 30
 #: Bytes of one block of samples read from an SHD dataset at a time (bounds the memory of a read).
 _SHD_BLOCK_BYTES = 1 << 22
 
-_INSTALL_HINT = "pip install 'ift-snn[data]'"
+_INSTALL_HINT = "pip install -e '.[data]' in the ift_snn checkout"
 
 
 # ---------------------------------------------------------------------------

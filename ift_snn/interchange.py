@@ -46,7 +46,7 @@ def _require_nir():
     try:
         import nir
     except ImportError as exc:
-        raise ImportError("NIR export and import need the nir package: pip install 'ift-snn[nir]'") from exc
+        raise ImportError("NIR export and import need the nir package: pip install -e '.[nir]' in the ift_snn checkout") from exc
     return nir
 
 

@@ -56,7 +56,7 @@ signal ``rate * amplitude * band width * sweeps * word length ~ 10 * 0.8 *
 ``noise_rate * n_units * duration = 700`` (spread over all units, while the
 signal sits in its bands). About 8 kB per sample on disk; generation is
 vectorised per sample (~0.25 ms each). Writing and reading need ``h5py``, :func:`baselines` needs ``scikit-learn``
-(``pip install 'ift-snn[data]'``).
+(``pip install -e '.[data]' in the ift_snn checkout``).
 """
 
 from __future__ import annotations

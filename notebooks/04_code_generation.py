@@ -128,7 +128,7 @@ if nvrtc_available() or shutil.which("nvcc"):
         print("\n".join(lines[:12] + ["..."] + lines[entry:entry + 8] + ["..."]))
         assert f".entry {cuda_bwd.name}(" in ptx
 else:
-    print("PTX compilation skipped: neither NVRTC (pip install 'ift-snn[gpu]') nor nvcc is available")
+    print("PTX compilation skipped: neither NVRTC (pip install -e '.[gpu]' in the ift_snn checkout) nor nvcc is available")
 
 # %% [markdown]
 # ## 4. The CPU kernel: generated Python, compiled by Numba
@@ -240,7 +240,7 @@ try:
     import torch
 except ImportError:
     torch = None
-    print("PyTorch not installed: the baseline is skipped (pip install 'ift-snn[torch]')")
+    print("PyTorch not installed: the baseline is skipped (pip install -e '.[torch]' in the ift_snn checkout)")
 
 if torch is not None:
     torch.set_num_threads(os.cpu_count() or 1)
@@ -338,7 +338,7 @@ except Exception:  # noqa: BLE001 - no CuPy, no driver or no device all mean "no
     cupy, has_gpu = None, False
 
 if not has_gpu:
-    print("GPU cells skipped: no CuPy with a CUDA GPU on this machine (pip install 'ift-snn[gpu]')")
+    print("GPU cells skipped: no CuPy with a CUDA GPU on this machine (pip install -e '.[gpu]' in the ift_snn checkout)")
 else:
     tr_gpu = ift_snn.forward(model, cupy.asarray(a), cupy.asarray(u0))
     gr_gpu = ift_snn.backward(model, tr_gpu, cupy.asarray(g))

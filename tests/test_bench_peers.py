@@ -72,12 +72,12 @@ def test_cli_peers_writes_json(tmp_path, capsys, monkeypatch):
 
 def test_missing_peers_error(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(bench_peers, "_import", lambda name: None)
-    with pytest.raises(ImportError, match=r"pip install 'ift-snn\[bench\]'"):
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[bench\]' in the ift_snn checkout"):
         bench_peers.run_peers([TINY], 1, progress=False)
     assert main(["bench", "--peers", "--sizes", "2,20,8", "--json", str(tmp_path / "x.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert err.startswith("ift-snn: error:") and "pip install 'ift-snn[bench]'" in err
+    assert err.startswith("ift-snn: error:") and "pip install -e '.[bench]' in the ift_snn checkout" in err
 
 
 @pytest.mark.parametrize("bad", ["2,20", "2,0,8", "a,b,c"])

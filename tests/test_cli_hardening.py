@@ -57,8 +57,8 @@ def without(monkeypatch):
 
 
 @pytest.mark.parametrize("argv, modules, needles", [
-    (["train", "--epochs", "1", *TINY], ("tqdm",), ["ift-snn train needs tqdm", "pip install 'ift-snn[train]'"]),
-    (["train", "--task", "digits", "--epochs", "1"], ("sklearn",), ["needs scikit-learn", "'ift-snn[train]'"]),
+    (["train", "--epochs", "1", *TINY], ("tqdm",), ["ift-snn train needs tqdm", "pip install -e '.[train]' in the ift_snn checkout"]),
+    (["train", "--task", "digits", "--epochs", "1"], ("sklearn",), ["needs scikit-learn", "'.[train]'"]),
     (["experiment", "scale-sweep", "--seeds", "1", "--epochs", "1", *TINY], ("matplotlib",),
      ["scale-sweep needs matplotlib", "pip install -e '.[train]'"]),
 ])
@@ -75,7 +75,7 @@ def test_bench_torch_without_torch_fails_before_timing(capsys, monkeypatch, with
     monkeypatch.setattr(bench_mod, "run", lambda *a, **k: pytest.fail("the benchmark ran before the check"))
     without({"torch"})
     assert main(["bench", "--torch"]) == 2
-    _one_error_line(capsys, "bench --torch needs torch", "pip install 'ift-snn[torch]'")
+    _one_error_line(capsys, "bench --torch needs torch", "pip install -e '.[torch]' in the ift_snn checkout")
 
 
 def test_demo_times_warm_kernels_and_says_so(capsys):

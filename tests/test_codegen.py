@@ -343,5 +343,5 @@ def test_mixed_numpy_and_cupy_is_a_type_error():
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("cupy") is not None, reason="CuPy is installed")
 def test_missing_cupy_is_an_actionable_import_error():
-    with pytest.raises(ImportError, match=r"pip install 'ift-snn\[gpu\]'"):
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[gpu\]' in the ift_snn checkout"):
         ift_snn.forward(ift_snn.lif(0.9), _FakeCupyArray())

@@ -352,10 +352,10 @@ def test_time_major_batches_feed_forward():
 
 def test_missing_optional_dependency_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "h5py", None)
-    with pytest.raises(ImportError, match=re.escape("pip install 'ift-snn[data]'")):
+    with pytest.raises(ImportError, match=re.escape("pip install -e '.[data]' in the ift_snn checkout")):
         data.load_shd(tmp_path / "any.h5")
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
-    with pytest.raises(ImportError, match=re.escape("pip install 'ift-snn[data]'")):
+    with pytest.raises(ImportError, match=re.escape("pip install -e '.[data]' in the ift_snn checkout")):
         data.digits()
 
 

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-jupytext = pytest.importorskip("jupytext", reason="notebook tests need jupytext: pip install 'ift-snn[test]'")
-nbclient = pytest.importorskip("nbclient", reason="notebook tests need nbclient: pip install 'ift-snn[test]'")
+jupytext = pytest.importorskip("jupytext", reason="notebook tests need jupytext: pip install -e '.[test]' in the ift_snn checkout")
+nbclient = pytest.importorskip("nbclient", reason="notebook tests need nbclient: pip install -e '.[test]' in the ift_snn checkout")
 nbformat = pytest.importorskip("nbformat")
-pytest.importorskip("ipykernel", reason="notebook tests need ipykernel: pip install 'ift-snn[test]'")
+pytest.importorskip("ipykernel", reason="notebook tests need ipykernel: pip install -e '.[test]' in the ift_snn checkout")
 pytest.importorskip("matplotlib")
 
 pytestmark = pytest.mark.slow

@@ -253,7 +253,7 @@ def test_make_task_bad_arguments(tmp_path):
 def test_missing_optional_dependency_says_how_to_install(monkeypatch, small, tmp_path):
     ds = data.load_shd(shd_like.write_shd(tmp_path / "s.h5", small), T=8, n_channels=7)
     monkeypatch.setitem(sys.modules, "h5py", None)
-    with pytest.raises(ImportError, match=re.escape("write_shd() needs h5py: pip install 'ift-snn[data]'")):
+    with pytest.raises(ImportError, match=re.escape("write_shd() needs h5py: pip install -e '.[data]' in the ift_snn checkout")):
         shd_like.write_shd(tmp_path / "t.h5", small)
     monkeypatch.setitem(sys.modules, "sklearn.linear_model", None)
     with pytest.raises(ImportError, match=re.escape("baselines() needs scikit-learn")):

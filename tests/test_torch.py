@@ -485,7 +485,7 @@ def test_non_finite_input():
 
 def test_missing_cupy_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ImportError
-    with pytest.raises(ImportError, match=r"pip install 'ift-snn\[gpu\]'"):
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[gpu\]' in the ift_snn checkout"):
         tint._require_cupy()
 
 
@@ -493,7 +493,7 @@ def test_cuda_tensor_without_cupy(monkeypatch):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device: a CUDA tensor cannot be made here")
     monkeypatch.setitem(sys.modules, "cupy", None)
-    with pytest.raises(ImportError, match=r"CUDA tensors need CuPy.*pip install 'ift-snn\[gpu\]'"):
+    with pytest.raises(ImportError, match=r"CUDA tensors need CuPy.*pip install -e '\.\[gpu\]' in the ift_snn checkout"):
         LIF(0.9)(torch.zeros(2, 3, 4, device="cuda"))
 
 

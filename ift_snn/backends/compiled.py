@@ -112,7 +112,7 @@ def require_cupy():
     try:
         import cupy
     except ImportError as exc:
-        raise ImportError("GPU arrays need CuPy: pip install 'ift-snn[gpu]' (CuPy for CUDA 12)") from exc
+        raise ImportError("GPU arrays need CuPy: pip install -e '.[gpu]' in the ift_snn checkout (CuPy for CUDA 12)") from exc
     return cupy
 
 

@@ -101,7 +101,7 @@ def compile_ptx(source: KernelSource, arch: str = "sm_90") -> str:
             nvrtc.destroyProgram(prog)
     nvcc = shutil.which("nvcc")
     if nvcc is None:
-        raise CodegenError("no CUDA compiler: install 'ift-snn[gpu]' (CuPy with NVRTC) or put nvcc on PATH")
+        raise CodegenError("no CUDA compiler: pip install -e '.[gpu]' in the ift_snn checkout (CuPy with NVRTC) or put nvcc on PATH")
     with tempfile.TemporaryDirectory() as tmp:
         cu = Path(tmp) / f"{source.name}.cu"
         cu.write_text(source.code)

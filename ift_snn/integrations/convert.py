@@ -13,7 +13,7 @@ import sympy as sp
 try:
     import torch
 except ImportError as exc:  # pragma: no cover - exercised only without torch
-    raise ImportError("ift_snn.integrations.convert needs PyTorch: pip install 'ift-snn[torch]'") from exc
+    raise ImportError("ift_snn.integrations.convert needs PyTorch: pip install -e '.[torch]' in the ift_snn checkout") from exc
 
 from ..surrogates import THETA, U, Surrogate, custom, exponential, gaussian
 from .torch import IF, LIF, SpikingLayer

@@ -20,7 +20,7 @@ CUDA tensors go to the CuPy kernels as zero-copy CuPy arrays via DLPack
 (``cupy.from_dlpack`` / ``torch.from_dlpack``), with CuPy's current stream
 bound to PyTorch's current stream of that device (``cupy.cuda.ExternalStream``),
 so nothing is copied to the host but the parameter-gradient scalars and the
-finiteness checks. CUDA tensors need CuPy: ``pip install 'ift-snn[gpu]'``.
+finiteness checks. CUDA tensors need CuPy: ``pip install -e '.[gpu]' in the ift_snn checkout``.
 
 After ``nn.Linear``: ``nn.Linear`` acts on the last axis, so ``(B, T, N_in) ->
 Linear -> (B, T, N) -> SpikingLayer -> (B, T, N)`` needs nothing else.
@@ -63,7 +63,7 @@ try:
     from torch import nn
     from torch.autograd.function import once_differentiable
 except ImportError as exc:  # pragma: no cover - exercised only without torch
-    raise ImportError("ift_snn.integrations.torch needs PyTorch: pip install 'ift-snn[torch]'") from exc
+    raise ImportError("ift_snn.integrations.torch needs PyTorch: pip install -e '.[torch]' in the ift_snn checkout") from exc
 
 from .. import ops
 from ..bench import median_ms, torch_lif_bptt
@@ -90,7 +90,7 @@ def _require_cupy():
         import cupy
     except ImportError as exc:
         raise ImportError(
-            "CUDA tensors need CuPy for the ift_snn GPU kernels: pip install 'ift-snn[gpu]' (CuPy for CUDA 12), "
+            "CUDA tensors need CuPy for the ift_snn GPU kernels: pip install -e '.[gpu]' in the ift_snn checkout (CuPy for CUDA 12), "
             "or move the tensors to the CPU"
         ) from exc
     return cupy
