@@ -183,7 +183,8 @@ def _derive(args: argparse.Namespace) -> int:
         return derive_command(args)
     from pathlib import Path
 
-    from .symbolic.report import derive, render_latex, render_markdown, render_text, verify_numerically
+    from .symbolic.report import derive, render_latex, render_markdown, render_text
+    from .verify import verify_numerically
 
     if args.all:
         if options:
@@ -413,7 +414,7 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"model   {model!r}")
     print(format_table(results))
     if args.torch:
-        from .integrations.torch import bench_layer
+        from .bench import bench_layer
 
         for device in ("cpu", "cuda"):
             if device == "cuda":

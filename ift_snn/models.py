@@ -401,17 +401,28 @@ def _reset_amount(theta_r, params: list[tuple[str, float]]) -> sp.Expr:
     return param_symbol("theta_r")
 
 
+#: What the public constructors apply to every model they build, ``hook(model, named) -> model``: the stable
+#: default of :mod:`ift_snn.stability`, which installs it when imported (``import ift_snn`` imports it before any
+#: model can be built). Stability reads a model's derivation (``symbolic/``), a layer above these definitions:
+#: installing it from there keeps the imports pointing down (no models -> stability -> symbolic -> models cycle).
+_ON_CONSTRUCTION: list = []
+
+
+def on_construction(hook) -> None:
+    """Install ``hook(model, named) -> model`` as what the constructors apply (replacing any before it)."""
+    _ON_CONSTRUCTION[:] = [hook]
+
+
 def _checked(model: NeuronModel, named: bool) -> NeuronModel:
     """``model`` stable by default: a surrogate given by name (``named``) gets the scale
     min(1, largest stable scale) (:func:`ift_snn.stability.stable_default`); then
     :func:`ift_snn.stability.warn_if_unstable`: an UnstableModelWarning, once per model, when the worst-case
     step factor of its exact gradient is above ``stability.WARN_ABOVE`` (1). Only the public constructors
-    call it (not ``with_params``, which training calls every step)."""
-    from .stability import stable_default, warn_if_unstable  # stability reads the derivation (symbolic/), above
-
-    if named:
-        model = stable_default(model)
-    warn_if_unstable(model)
+    call it (not ``with_params``, which training calls every step). Installed by :func:`on_construction`."""
+    if not _ON_CONSTRUCTION:
+        raise RuntimeError("ift_snn.stability is not imported: import ift_snn (the package) before building models")
+    for hook in _ON_CONSTRUCTION:
+        model = hook(model, named)
     return model
 
 

@@ -40,7 +40,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import ops
+from .files import umask_mode
 from .models import NeuronModel, model_from_dict, model_to_dict
+from .optim import Adam
 
 
 def _check_classes(n_classes, what: str) -> None:
@@ -50,14 +52,6 @@ def _check_classes(n_classes, what: str) -> None:
     if n_classes is not None and (isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer))
                                   or not 1 <= n_classes <= MAX_CLASSES):
         raise ValueError(f"{what}={str(n_classes)[:40]}: expected None or an int from 1 to {MAX_CLASSES}")
-
-
-def umask_mode(path: str | os.PathLike) -> None:
-    """Give a file made by ``tempfile.mkstemp`` (mode 0600) the mode a plain ``open`` would have given it under
-    the user's umask, before it is renamed into place (an atomic write should not change who can read it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
 
 
 __all__ = ["Network", "Adam", "LOSSES", "loss_and_grad", "NonFiniteLossError"]
@@ -142,34 +136,6 @@ def loss_and_grad(kind: str, s, y, n_classes: int, *, r=None, count_target: floa
         grad = 2 * diff / diff.size
         return loss, xp.broadcast_to(grad, s.shape).astype(s.dtype), counts.argmax(axis=1)
     raise ValueError(f"unknown loss {kind!r}; expected one of {', '.join(LOSSES)}")
-
-
-@dataclass
-class Adam:
-    """Adam (Kingma and Ba) over a list of arrays, updated in place."""
-
-    lr: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    t: int = 0
-    m: list = field(default_factory=list)
-    v: list = field(default_factory=list)
-
-    def step(self, params: list, grads: list) -> None:
-        if not self.m:
-            # moments in float64: g*g of a large float32 gradient would overflow
-            self.m = [_xp(p).zeros(p.shape, dtype=np.float64) for p in params]
-            self.v = [m.copy() for m in self.m]
-        self.t += 1
-        c1, c2 = 1 - self.beta1**self.t, 1 - self.beta2**self.t
-        for p, g, m, v in zip(params, grads, self.m, self.v):
-            g = g.astype(np.float64)  # a float32 g*g overflows from |g| ~ 2e19 (a Python float keeps float32)
-            m *= self.beta1
-            m += (1 - self.beta1) * g
-            v *= self.beta2
-            v += (1 - self.beta2) * g * g
-            p -= (self.lr * (m / c1) / (_xp(v).sqrt(v / c2) + self.eps)).astype(p.dtype)
 
 
 @dataclass

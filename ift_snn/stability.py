@@ -49,6 +49,7 @@ import numpy as np
 import sympy as sp
 from scipy.optimize import brentq
 
+from . import models
 from .models import NeuronModel
 from .surrogates import THETA, U, Surrogate, constant_symbol
 
@@ -454,3 +455,15 @@ def warn_if_unstable(model: NeuronModel) -> None:
     if len(_WARNED) >= _MAX_WARNED:
         _WARNED.clear()
     _WARNED.add(model)
+
+
+def _on_construction(model: NeuronModel, named: bool) -> NeuronModel:
+    """What every public constructor of :mod:`ift_snn.models` applies (installed below): the stable default
+    scale for a surrogate given by name, then the warning above 1."""
+    if named:
+        model = stable_default(model)
+    warn_if_unstable(model)
+    return model
+
+
+models.on_construction(_on_construction)

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from .models import NeuronModel, lif, model_to_dict
-from .network import Adam, Network, NonFiniteLossError, umask_mode
+from .files import umask_mode
+from .network import Adam, Network, NonFiniteLossError
 from .surrogates import exponential
 
 __all__ = ["TrainConfig", "make_task", "build_network", "fit", "train", "scale_sweep", "TASKS", "prepare_out_dir",

@@ -46,7 +46,8 @@ from ift_snn.codegen.cpu import python_source
 from ift_snn.codegen.cuda import generate_cuda
 from ift_snn.codegen.ir import build_kernel
 from ift_snn.network import Adam, Network
-from ift_snn.symbolic.report import derive, render_markdown, verify_numerically
+from ift_snn.symbolic.report import derive, render_markdown
+from ift_snn.verify import verify_numerically
 
 FIGURES = Path(os.environ.get("IFT_SNN_FIGURE_DIR", "figures"))
 FIGURES.mkdir(parents=True, exist_ok=True)

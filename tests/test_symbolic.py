@@ -11,7 +11,8 @@ from ift_snn.models import param_symbol
 from ift_snn.surrogates import THETA
 from ift_snn.symbolic import ift
 from ift_snn.symbolic.recurrence import Recurrence, derive_recurrence, prove
-from ift_snn.symbolic.report import derive, verify_numerically
+from ift_snn.symbolic.report import derive
+from ift_snn.verify import verify_numerically
 from ift_snn.symbolic.system import build_system
 
 ALPHA = param_symbol("alpha")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..network import Adam
+from ..optim import Adam
 from .gradients import LayerGradients, layer_backward
 from .losses import count_mse, ttfs_cross_entropy
 from .model import EventLIF, SpikeTrain, check_weights

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..network import Adam
+from ..optim import Adam
 from .model import EventLIF, SpikeTrain
 from .network import EventNetwork
 
@@ -157,7 +157,7 @@ def _save(out: Path, metrics: dict, weights) -> None:
     import os
     import tempfile
 
-    from ..network import umask_mode
+    from ..files import umask_mode
 
     for name, write in (("weights.npz", lambda fh: np.savez(fh, *weights)),
                         ("metrics.json", lambda fh: fh.write(json.dumps(metrics, indent=2).encode()))):

@@ -66,13 +66,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError("ift_snn.integrations.torch needs PyTorch: pip install -e '.[torch]' in the ift_snn checkout") from exc
 
 from .. import ops
-from ..bench import median_ms, torch_lif_bptt
 from ..backends import cupy as cupy_backend
 from ..models import NeuronModel, chooses_scale, cuba_lif, if_neuron, lif
 from ..stability import stable_default
 
-__all__ = ["SpikeScan", "spike_scan", "SpikingLayer", "TimeFold", "LIF", "IF", "CUBALIF", "from_snntorch",
-           "bench_layer"]
+__all__ = ["SpikeScan", "spike_scan", "SpikingLayer", "TimeFold", "LIF", "IF", "CUBALIF", "from_snntorch"]
 
 _FLOATS = (torch.float32, torch.float64)
 #: Half types: computed in float32 (the kernels' narrowest type), spikes returned in the input's type.
@@ -941,47 +939,3 @@ def from_snntorch(leaky, *, method: str = "exodus", stateful: bool = False) -> S
     return LIF(beta, value("threshold"), reset=leaky.reset_mechanism, surrogate=surrogate, method=method,
                stateful=stateful, train_alpha=isinstance(leaky.beta, nn.Parameter),  # learn_beta=True
                train_theta=isinstance(leaky.threshold, nn.Parameter))
-
-
-# --------------------------------------------------------------- benchmark
-def bench_layer(T: int = 300, batch: int = 64, neurons: int = 256, dtype: torch.dtype = torch.float32,
-                device: str = "cpu", repeats: int = 5) -> dict:
-    """Median ms of SpikingLayer forward + backward (LIF alpha 0.9, EXODUS) against a plain PyTorch autograd
-    BPTT loop of the same model on the same input, measured in this run; ``ratio`` = torch / layer."""
-    device = torch.device(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    gen = torch.Generator().manual_seed(0)
-    x = (0.3 + 0.5 * torch.randn(batch, T, neurons, generator=gen, dtype=torch.float64)).to(dtype).to(device)
-    g = torch.randn(batch, T, neurons, generator=gen, dtype=torch.float64).to(dtype).to(device)
-    model = lif(0.9)
-    layer = SpikingLayer(model)
-    surrogate = dict(model.surrogate.constants)
-
-    def run_layer():
-        xi = x.detach().requires_grad_(True)
-        s = layer(xi)
-        (s * g).sum().backward()
-        return s, xi.grad
-
-    def run_torch():
-        xi = x.detach().requires_grad_(True)
-        s = torch_lif_bptt(xi.transpose(0, 1), 0.9, model.theta, surrogate["width"], surrogate["scale"])
-        s = s.transpose(0, 1)
-        (s * g).sum().backward()
-        return s, xi.grad
-
-    s_layer, g_layer = run_layer()  # warm-up: compiles (or loads) the kernels
-    s_torch, g_torch = run_torch()
-    layer_ms = median_ms(run_layer, repeats, sync)
-    torch_ms = median_ms(run_torch, max(1, repeats), sync)
-    scale = float(g_torch.abs().max()) or 1.0
-    return {
-        "config": {"model": repr(model), "T": T, "batch": batch, "neurons": neurons, "dtype": str(dtype),
-                   "device": str(device), "repeats": repeats, "torch": torch.__version__,
-                   "threads": torch.get_num_threads()},
-        "layer_fwd_bwd_ms": layer_ms,
-        "torch_bptt_fwd_bwd_ms": torch_ms,
-        "ratio_torch_over_layer": torch_ms / layer_ms,
-        "spikes_equal": bool(torch.equal(s_layer, s_torch)),
-        "grad_rel_diff": float((g_layer - g_torch).abs().max()) / scale,
-    }
