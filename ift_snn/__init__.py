@@ -14,6 +14,7 @@ from . import surrogates
 from .kernels import Kernel, KernelError, NoRecurrenceError
 from .models import (BUILTIN_MODELS, NeuronModel, alif, builtin_model, cuba_lif, get_model, if_neuron, lif,
                      resonate_and_fire, srm)
+from .methods import BPTT, EXODUS, SLAYER, Method, get_method
 from .ops import (
     METHODS,
     GradientOverflowError,
@@ -31,6 +32,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BUILTIN_MODELS",
+    "EXODUS",
+    "SLAYER",
+    "BPTT",
+    "Method",
+    "get_method",
     "alif",
     "resonate_and_fire",
     "builtin_model",

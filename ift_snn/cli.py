@@ -31,6 +31,7 @@ from . import __version__
 from .backends import reference
 from .kernels import MAX_DELAY, MAX_TAPS
 from .models import BUILTIN_MODELS, get_model
+from .methods import EXODUS, get_method
 from .ops import METHODS, backward, forward
 from .spec import (add_model_arguments, check_model_file_name, model_and_spec_from_args, model_from_args,
                    model_options, save_model_file)
@@ -235,7 +236,7 @@ def _derive(args: argparse.Namespace) -> int:
     if args.save_model:
         print(f"wrote {args.save_model} (use it with --model-file)")
     check = verify_numerically(d)
-    exodus = [p for p in d.proofs if p.method == "exodus" and not p.truncation]
+    exodus = [p for p in d.proofs if get_method(p.method) is EXODUS and not p.truncation]
     cut = [p for p in d.proofs if p.truncation]
     proofs = (f"exodus and SLAYER at T={exodus[0].T}..{exodus[-1].T}"
               + (f", both truncated K={cut[0].truncation} at T={cut[0].T}" if cut else "")) if exodus else ""

@@ -67,6 +67,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .methods import get_method
 from . import ops
 from .network import (COUNT_TARGET, LOSSES, Adam, Network, NonFiniteLossError, StepResult, _softmax_ce, loss_and_grad,
                       max_filter)
@@ -146,9 +147,7 @@ def _check(net: Network, x, method: str, n_chunks: int) -> None:
         raise ValueError(f"input has shape {x.shape}; expected (T, batch, {net.sizes[0]})")
     if isinstance(x, np.ndarray) != isinstance(net.weights[0], np.ndarray):
         raise TypeError("the input and the weights must both be numpy or both cupy arrays")
-    if method not in ops.METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(ops.METHODS)}")
-    if method == "bptt" and n_chunks > 1:
+    if get_method(method).reference and n_chunks > 1:
         raise ValueError("method='bptt' (the float64 reference) starts from u0, not from a carried state: "
                          "use 'exodus' (the same gradient) with K < T")
 

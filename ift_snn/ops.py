@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .methods import EXODUS, Method, get_method
+from .methods import METHODS as _METHODS
 from .backends import compiled, cpu, reference
 from .backends import cupy as cupy_backend
 from .models import NeuronModel
@@ -63,7 +65,8 @@ __all__ = [
 
 BACKENDS = ("auto", "cpu", "numpy", "cupy")
 
-METHODS = ("exodus", "slayer", "bptt")
+#: The methods' names (:mod:`ift_snn.methods` holds them as objects; every function takes either).
+METHODS = tuple(_METHODS)
 #: A run of this many consecutive steps with |step factor| > 1 triggers a StabilityWarning...
 STABILITY_RUN = 20
 #: ...and so does a run of steps whose factors multiply to more than this (the carried adjoint
@@ -426,7 +429,7 @@ def _step_backward(model, record, g, method, grad_state, parameters, T, M, neuro
         raise ValueError(f"grad_state (dL/d of the state after the last step) is taken for one-step records (T = 1, "
                          f"as SpikingLayer.step makes); this record has T = {T}. Over a sequence, the state after its "
                          "last step reaches no loss unless a next call reads it: step through it, or run one call")
-    if method == "bptt":
+    if method.reference:
         raise ValueError("grad_state needs method 'exodus' (exact) or 'slayer'; 'bptt' is the reference sweep of a "
                          "whole sequence")
     if cupy_backend.is_cupy_array(grad_state) != cupy_backend.is_cupy_array(record.s):
@@ -459,7 +462,7 @@ def _step_backward(model, record, g, method, grad_state, parameters, T, M, neuro
                                     f"{', '.join(bad)}; the carried dL/dx1 (largest {float(xp.max(xp.abs(lam))):.3g}) "
                                     "or dL/ds is too large for the dtype: scale the loss or use float64")
     return Gradients(a=grad_a.reshape(record.shape), params=params, u0=grad_u0.reshape(neurons),
-                     state=grad_x0.reshape(len(names), *neurons), method=method, max_step_factor=math.nan,
+                     state=grad_x0.reshape(len(names), *neurons), method=method.name, max_step_factor=math.nan,
                      longest_unstable_run=0, max_growth=math.nan)
 
 
@@ -488,7 +491,7 @@ def backward(
     model: NeuronModel,
     record: Trace,
     grad_s: np.ndarray,
-    method: str = "exodus",
+    method: str | Method = "exodus",
     truncation: int | None = None,
     *,
     parameters: bool | Collection[str] = True,
@@ -525,8 +528,7 @@ def backward(
     if record.model != model:
         raise ValueError(f"record was computed with {record.model!r}, not with {model!r}")
     parameters = _wanted_parameters(model, parameters)
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    method = get_method(method)
     if truncation is not None:
         if isinstance(truncation, bool) or not isinstance(truncation, (int, np.integer)):
             raise TypeError(f"truncation must be an int >= 1 or None, got {truncation!r}")
@@ -558,13 +560,13 @@ def backward(
     x0 = (record.x0.reshape(len(names), M) if record.x0 is not None
           else compiled.initial_state(model, u0, M, dtype, xp, per))
     vectors = {f"{STATE_IN}{n}": x0[k] for k, n in enumerate(names)}
-    if method == "bptt" and record.from_state:
+    if method.reference and record.from_state:
         raise ValueError("method='bptt' (the float64 reference) starts from u0, not from a whole state; "
                          "use method='exodus' (the same gradient) for a trace started from state=")
     with np.errstate(over="ignore", invalid="ignore"):
         sigma = model.sigma(u2) if record.sigma is None else flat(record.sigma)
         target = record.backend if record.backend in compiled.TARGETS else "numpy"
-        if method == "bptt":
+        if method.reference:
             if xp is not np:
                 raise TypeError("method='bptt' is the float64 CPU reference: pass numpy arrays")
             grad_a, params, grad_u0 = _reference(model, _time_major(a2, T, blocks, xp), _time_major(g2, T, blocks, xp),
@@ -574,7 +576,7 @@ def backward(
             if blocks is not None:
                 grad_a = grad_a.reshape(T, blocks[0], blocks[1]).transpose(1, 0, 2)
             # the diagnostics of the exact gradient: the generated exodus kernel's (its gradients unused)
-            _, fins = compiled.backward(model, "exodus", g2, u2, s2, sigma, mask, truncation, a2, u0, target,
+            _, fins = compiled.backward(model, EXODUS, g2, u2, s2, sigma, mask, truncation, a2, u0, target,
                                         vectors=vectors, per_neuron=per, sums=())
         else:
             # One generated reverse scan: dL/da, and per neuron dL/du0, the parameter sums and the
@@ -619,7 +621,7 @@ def backward(
         params=params,
         u0=grad_u0.reshape(neurons),
         state=grad_x0.reshape(len(names), *neurons),
-        method=method,
+        method=method.name,
         max_step_factor=max_factor,
         longest_unstable_run=longest,
         max_growth=growth,

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .methods import EXODUS, get_method
 from .models import if_neuron, lif
 from .network import NonFiniteLossError
 from .stability import UnstableModelWarning, stabilized
@@ -217,7 +218,7 @@ def _paper_experiment(cfg: PaperConfig | None, out, *, progress: bool, baselines
             norms, grads = _first_batch_grads(build_network(tc, n_in, n_classes), train_ds, tc)
             run = {"seed": seed, "scale": scale, "method": method, "init_grad_norms": norms, "epochs": [],
                    "stopped": None, "silent": None}
-            if method == "bptt":
+            if get_method(method).reference:  # the oracle's gradient at initialisation, against exodus'
                 exodus = cfg.train_config(scale, "exodus", seed, paths)
                 ref = _first_batch_grads(build_network(exodus, n_in, n_classes), train_ds, exodus)[1]
                 if grads is not None and ref is not None:
@@ -334,7 +335,7 @@ def plot(result: dict, out: Path) -> None:
                     s = result["summary"].get(f"{method}@{scale:g}", {}).get(field_)
                     ys.append(s[layer] if s else np.nan)
                 ax.plot(scales, ys, marker=marker, color=color, alpha=0.4 + 0.6 * (layer + 1) / n_layers,
-                        ls="-" if method == "exodus" else "--", label=f"{method} W{layer + 1}")
+                        ls="-" if get_method(method) is EXODUS else "--", label=f"{method} W{layer + 1}")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("surrogate scale")

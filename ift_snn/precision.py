@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .methods import get_method
 from .models import NeuronModel
 
 G_MEAN = 0.0
@@ -105,7 +106,7 @@ def measure(model: NeuronModel, T: int = 2000, M: int = 4, dtype=np.float32, see
     # and the model's parameters as the kernels hold them (a pole 0.999 rounded to float32 is another pole:
     # over T steps its powers differ by about T times that rounding, a different model, not a scan's error)
     exact = model.with_params(**{k: float(dtype.type(v)) for k, v in model.params})
-    want = reference.bptt(exact, a64, g64, u064, spikes=s, detach_reset=(method == "slayer"))
+    want = reference.bptt(exact, a64, g64, u064, spikes=s, detach_reset=get_method(method).detach_reset)
     own = reference.simulate(exact, a64, u064)[1]
     params = {k: _rel(get(grads.params[k]), v) for k, v in want.params.items()}
     return PrecisionResult(model=model.name, dtype=dtype.name, T=T, u=_rel(get(trace.u), want.u),

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .methods import METHODS, get_method
 from .models import NeuronModel, lif, model_to_dict
 from .files import umask_mode
 from .network import Adam, Network, NonFiniteLossError
@@ -73,12 +74,10 @@ class TrainConfig:
     def validate(self) -> None:
         """Check every field (before any data is made or read); ValueError/TypeError name the field."""
         from .network import LOSSES
-        from .ops import METHODS
 
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; expected one of {', '.join(TASKS)}")
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; expected one of {', '.join(METHODS)}")
+        get_method(self.method)  # ValueError naming the methods
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
         if self.task == "shd":
@@ -388,8 +387,6 @@ def scale_sweep(
     scale_sweep.json is rewritten after every run (``"complete": false``
     until the last), so an interrupted sweep keeps the finished runs.
     """
-    from .ops import METHODS
-
     base = base or TrainConfig(task="randman", randman_samples=60, T=50, hidden=(64, 64), batch_size=30,
                                lr=3e-3, epochs=epochs)
     scales, methods, seeds = tuple(scales), tuple(methods), tuple(seeds)
@@ -398,8 +395,10 @@ def scale_sweep(
     for scale in scales:
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"scales: {scale!r} is out of range: expected finite numbers > 0")
-    if not methods or any(m not in METHODS for m in methods):
+    if not methods:
         raise ValueError(f"methods={list(methods)!r}: expected one or more of {', '.join(METHODS)}")
+    for m in methods:
+        get_method(m)
     if not seeds:
         raise ValueError("seeds is empty: expected at least one seed")
     for seed in seeds:

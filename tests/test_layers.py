@@ -20,7 +20,8 @@ LAYERS = [
     ["ift_snn.codegen"],                                                                         # text from derivations
     ["ift_snn.stability"],                                                                       # diagnostics
     ["ift_snn.symbolic"],                                                                        # derivations, proofs
-    ["ift_snn.models", "ift_snn.kernels", "ift_snn.surrogates", "ift_snn.expressions", "ift_snn.spec"],  # neurons
+    ["ift_snn.models", "ift_snn.kernels", "ift_snn.surrogates", "ift_snn.expressions", "ift_snn.spec",
+     "ift_snn.methods"],                                                                         # definitions
 ]
 
 

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
+from ..methods import get_method
+
 from ..codegen.cpu import (CHUNK, compile_numba, compile_numpy, numba_available, numpy_map_source, numpy_source,
                            python_source, release)
 from ..codegen.ir import PER_NEURON, ScanKernel, argument_values, build_kernel, check_per_neuron, structure_header
@@ -502,7 +504,7 @@ def backward(model: NeuronModel, method: str, g, u, s, sigma, mask, truncation: 
     derived without the others: ``backward_a`` / ``slayer_a``, which reads fewer inputs).
     Inputs are (T, M) C-contiguous arrays of one dtype; ``mask`` is the forward's (bool) or None.
     """
-    quantity = ("backward" if method == "exodus" else "slayer") + ("" if sums is None else "_a")
+    quantity = get_method(method).scan + ("" if sums is None else "_a")
     T, M, blocks = _sizes(g)
     dtype = np.dtype(g.dtype)
     named = {"g": g, "sigma": sigma, "s": s, "u": u, "a": a}
@@ -522,7 +524,7 @@ def step_backward(model: NeuronModel, method: str, a, g, x0, lam, target: str = 
     batch-major (B, 1, N); ``x0`` the state the step started from and ``lam`` = dL/dx1, the gradient of the
     state after it, both (n_state, M). The second value maps ``gx_<state>`` (dL/dx0) and ``acc_<p>`` (dL/dp
     per neuron) to (M,) arrays."""
-    quantity = "step" if method == "exodus" else "step_slayer"
+    quantity = get_method(method).step
     T, M, blocks = _sizes(g)
     dtype = np.dtype(g.dtype)
     names = [st.name for st in recurrence(model).forward.state]

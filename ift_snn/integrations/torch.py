@@ -65,6 +65,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError("ift_snn.integrations.torch needs PyTorch: pip install -e '.[torch]' in the ift_snn checkout") from exc
 
+from ..methods import EXODUS, get_method
 from .. import ops
 from ..backends import cupy as cupy_backend
 from ..models import NeuronModel, chooses_scale, cuba_lif, if_neuron, lif
@@ -132,8 +133,7 @@ def _check_model(model: object) -> NeuronModel:
 
 
 def _check_method(method: object, truncation: object) -> int | None:
-    if method not in ops.METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(ops.METHODS)}")
+    get_method(method)  # a name or a Method; ValueError naming the methods otherwise
     if truncation is None:
         return None
     if isinstance(truncation, bool) or not isinstance(truncation, (int, np.integer)):
@@ -399,10 +399,10 @@ def spike_scan(
         if u0 is not None:
             raise ValueError("give u0 or state, not both: state already holds the initial membrane")
         state = _check_state(model, state, a)
-        if method == "bptt":
+        if get_method(method).reference:
             raise ValueError("method='bptt' (the float64 reference) starts from u0, not from a whole state; "
                              "use method='exodus' (the same gradient)")
-    if method == "bptt" and a.device.type != "cpu":
+    if get_method(method).reference and a.device.type != "cpu":
         raise TypeError(f"method='bptt' is the float64 CPU reference; the input is on {a.device}: "
                         "use method='exodus' (the same gradient) or CPU tensors")
     names, tensors = _check_params(model, params, a)
@@ -596,7 +596,7 @@ class SpikingLayer(nn.Module):
         self.per_neuron = tuple(k for k, v in given.items() if v.numel() != 1 and k not in names)
         for k in self.per_neuron:
             self.register_buffer(k, given[k].detach().clone())
-        if stateful and method == "bptt":
+        if stateful and get_method(method).reference:
             raise ValueError("stateful=True needs method='exodus' or 'slayer': method='bptt' (the float64 "
                              "reference) starts every call from u0, not from a carried state")
         self.stateful = bool(stateful)
@@ -686,7 +686,8 @@ class SpikingLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, u0: torch.Tensor | None = None) -> torch.Tensor:
         if torch.compiler.is_compiling():
-            if self.stateful or self.record_states or self.method == "bptt" or getattr(x, "dtype", None) not in _FLOATS:
+            if (self.stateful or self.record_states or get_method(self.method).reference
+                    or getattr(x, "dtype", None) not in _FLOATS):
                 # what the custom op does not take (a carried state, recordings, the float64 reference, half
                 # types) runs uncompiled: a graph break around this layer, instead of Dynamo tracing its Python
                 return _run_uncompiled(self, x, u0)
@@ -740,7 +741,7 @@ class SpikingLayer(nn.Module):
         if state is not None and (tuple(state.shape[1:]) != (a.shape[0], *a.shape[2:]) or state.device != x.device):
             raise ValueError(f"SpikingLayer.step: the input has (batch, *neurons) = {tuple(x.shape)} but the carried "
                              f"state is for {tuple(state.shape[1:])}; call reset_states() to start a new stream")
-        method = "exodus" if self.method == "bptt" else self.method
+        method = EXODUS if get_method(self.method).reference else self.method  # (the same gradient, stepped)
         spikes, final = spike_scan(self.model, a, state=state, params=self._live(), method=method)
         self._step_state = final
         return spikes.squeeze(1)
@@ -757,7 +758,7 @@ class SpikingLayer(nn.Module):
         if not COMPILABLE:
             raise NotImplementedError(f"torch.compile of the layer needs torch.library.custom_op (PyTorch 2.4 or "
                                       f"later); this is PyTorch {torch.__version__}")
-        if self.stateful or self.record_states or self.method == "bptt" or x.dtype not in _FLOATS:
+        if self.stateful or self.record_states or get_method(self.method).reference or x.dtype not in _FLOATS:
             raise NotImplementedError(
                 "under torch.compile the layer runs without stateful=True or record_states=True, with "
                 "method 'exodus' or 'slayer', on float32/float64 inputs; use it uncompiled for those")

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
+from ..methods import get_method
 from ..kernels import X as X_DELAY
 from ..kernels import Kernel, trig_polynomial
 from ..models import NeuronModel
@@ -733,13 +734,15 @@ def prove(model: NeuronModel, T: int, recurrence: Recurrence | None = None, *, m
     from . import ift
     from .system import build_system
 
-    if method not in ("exodus", "slayer"):
-        raise ValueError(f"method={method!r}: expected 'exodus' or 'slayer'")
+    m = get_method(method)
+    if m.reference:
+        raise ValueError(f"method={method!r}: expected 'exodus' or 'slayer' (a derived scan; 'bptt' is the oracle)")
+    method = m.name
     exact = exact_model(model)
     if exact is not model:
         model, recurrence = exact, None
     rec = recurrence or derive_recurrence(model)
-    detach = method == "slayer"
+    detach = m.detach_reset
 
     def solved(state: bool):
         system = build_system(model, T, state=state)
@@ -749,7 +752,7 @@ def prove(model: NeuronModel, T: int, recurrence: Recurrence | None = None, *, m
         return system, ift.adjoint(system, jac)
 
     system, adj = solved(True)
-    scan = (rec.backward if method == "exodus" else rec.slayer).without(DIAGNOSTIC)  # diagnostics: not a gradient
+    scan = (rec.slayer if m.detach_reset else rec.backward).without(DIAGNOSTIC)  # diagnostics: not a gradient
     names = {s.name: s for s in scan.inputs}
     available = {"g": system.g, "sigma": system.sigma, "s": system.s, "u": system.u, "m": system.mask, "a": system.a}
     inputs = {sym: list(available[name]) for name, sym in names.items()}
