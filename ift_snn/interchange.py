@@ -66,7 +66,9 @@ def _node(model: NeuronModel, n: int, dt: float, layer: int, per=None):
                          f"({', '.join(NIR_NODES)} here)")
     if model.reset != "zero":
         raise ValueError(f"{where} resets by subtraction; NIR's neurons reset to v_reset: export a model built with "
-                         f"reset='zero' ({model.name}(..., reset='zero'))")
+                         f"reset='zero' ({model.name}(..., reset='zero'); a network of `ift-snn train` with "
+                         "--reset zero, or LIF(..., reset='zero') in PyTorch). Exporting the subtractive reset as "
+                         "NIR's would change the neuron: the exact gradient here would not be the imported one's")
     if model.spike != "single" or model.u_min is not None:
         raise ValueError(f"{where}: NIR has single spikes and no clip (spike={model.spike!r}, u_min={model.u_min})")
     p = {**dict(model.params), **(per or {})}
