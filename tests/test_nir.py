@@ -178,3 +178,30 @@ def test_import_is_float32_by_default_and_runs_float32_inputs():
     out = seq(torch.rand(2, 20, 12))
     assert out.dtype == torch.float32 and out.shape == (2, 20, 4)
     assert from_nir(to_nir(_net())).dtype == np.float32
+
+
+def test_snntorch_imports_the_export_with_the_same_spikes():
+    """snnTorch's NIR importer (snntorch.import_nir, through nirtorch) steps a LIF with its own dt = 1e-4 s:
+    exported with that dt, two layers give exactly the spikes of the ift_snn layers."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("nirtorch")
+    from snntorch.import_nir import import_from_nir
+
+    from ift_snn.integrations.torch import LIF
+
+    torch.manual_seed(0)
+    seq = torch.nn.Sequential(torch.nn.Linear(6, 5, bias=False), LIF(0.8, reset="zero"),
+                              torch.nn.Linear(5, 3, bias=False), LIF(0.9, 0.7, reset="zero"))
+    with torch.no_grad():
+        seq[0].weight.mul_(3)
+        seq[2].weight.mul_(3)
+    imported = import_from_nir(to_nir(seq, dt=1e-4))
+    x = (torch.rand(60, 4, 6) < 0.4).float()
+    with torch.no_grad():
+        ours = seq(x.transpose(0, 1)).transpose(0, 1)
+        state, out = None, []
+        for t in range(60):
+            o, state = imported(x[t], state)
+            out.append(o)
+    theirs = torch.stack(out)
+    assert ours.sum() > 10 and torch.equal(ours, theirs)
