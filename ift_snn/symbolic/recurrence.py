@@ -35,7 +35,6 @@ import numpy as np
 import sympy as sp
 
 from ..methods import get_method
-from ..kernels import X as X_DELAY
 from ..kernels import Kernel, trig_polynomial
 from ..models import NeuronModel
 from ..surrogates import THETA, U
@@ -198,35 +197,17 @@ def spike_expr(model: NeuronModel, u: sp.Expr = U) -> sp.Expr:
     return count
 
 
-def _lagged_correlations(prefix: str, num: tuple, den: tuple, x: sp.Expr, count: int):
-    """Y(i) = sum_n x_n G[n - i] for i < ``count``, G = num/den, as read after a reverse scan's last step:
-    (states, assignments, updates, [Y(0), ..., Y(count - 1)]).
-
-    A reverse filter of G outputs Y(n) at step n, so a shift register of its last ``count`` outputs holds
-    them all (one filter of G's order plus ``count`` values, where a filter per lag costs ``count`` times
-    the order). With ``count`` = 1 no register is needed: the filter of x G (G a step later) holds Y(0)
-    as its first state after the last step.
-    """
-    y = sp.Symbol(f"y{prefix}", real=True)
-    if count == 1:
-        w, _, w_update = _df2t(f"v{prefix}_", (sp.Integer(0),) + tuple(num), den, x, y)
-        return list(w), [], [e.xreplace({y: w[0]}) for e in w_update], [w[0]]
-    w, y_expr, w_update = _df2t(f"v{prefix}_", tuple(num), den, x, y)
-    z = [sp.Symbol(f"z{prefix}_{i}", real=True) for i in range(count)]
-    return list(w) + z, [(y, y_expr)], list(w_update) + [y] + z[:-1], z
-
-
 @dataclass(frozen=True)
 class _InitialState:
-    """dL/dp through a filter's initial state w0 (one entry of ``_parameter_sums``' filters): the state w0_i
-    enters the output through its free response x^(i+1)/A(x), so dL/dp gains sum_i weights[i] Y(i) with
-    Y(i) = sum_n x_n K[n - i], K = d/dp (1/A) = -A_p/A^2 (:func:`_lagged_correlations`)."""
+    """dL/dp through a filter's initial state w0 (one entry of ``_parameter_sums``' filters): w0 enters the
+    output through its free response C A^n w0, so dL/dp gains sum_i weights[i] nu_i, nu the tangent in p of the
+    filter's adjoint driven by ``x`` (:func:`~ift_snn.symbolic.filters.free_response_tangent`), in whichever
+    form the scan runs the kernel."""
 
     p: sp.Symbol
-    den: tuple
+    kernel: Kernel
     x: sp.Expr
     weights: tuple
-    kernel: Kernel | None = None  # its parallel form, when it has one, is what the scan runs
 
 
 def _is_identity(k: KernelRecurrence) -> bool:
@@ -301,42 +282,27 @@ def _parameter_sums(model: NeuronModel, S: Mapping[str, sp.Symbol], explicit: Ma
             if isinstance(entry, _InitialState):
                 if entry.p != p:
                     continue
-                if entry.kernel is not None and entry.kernel.parallel is not None:
-                    # the free response of w0 in the parallel form: the tangent of the filter's adjoint, run
-                    # persistently (one adjoint per filter and input, shared by its parameters)
-                    key = (entry.kernel, entry.x)
-                    if key not in adjoints:
-                        mu, _, before = filter_adjoint(f"k{len(adjoints)}_mu", entry.kernel, entry.x)
-                        adjoints[key] = (mu, before, len(adjoints))
-                    mu, before, number = adjoints[key]
-                    nu, more_updates = free_response_tangent(mu, before, p, f"k{number}_{idx}_nu")
-                    if not nu:
-                        continue
-                    if key not in placed:  # the adjoint's states go in once, where a tangent first needs them
-                        placed.add(key)
-                        states += list(mu)
-                        inits += [sp.Integer(0)] * len(mu)
-                        updates += list(before)
-                        persistent += list(mu)
-                    states += list(nu.values())
-                    inits += [sp.Integer(0)] * len(nu)
-                    updates += list(more_updates)
-                    persistent += list(nu.values())
-                    last = last + sp.Add(*[entry.weights[i] * v for i, v in nu.items()])
+                # the free response of w0: the tangent of the filter's adjoint, run persistently (one adjoint
+                # per filter and input, shared by its parameters)
+                key = (entry.kernel, entry.x)
+                if key not in adjoints:
+                    mu, _, before = filter_adjoint(f"k{len(adjoints)}_mu", entry.kernel, entry.x)
+                    adjoints[key] = (mu, before, len(adjoints))
+                mu, before, number = adjoints[key]
+                nu, more_updates = free_response_tangent(mu, before, p, f"k{number}_{idx}_nu")
+                if not nu:
                     continue
-                A = sp.Add(*[c * X_DELAY**k for k, c in enumerate(entry.den)])
-                if sp.diff(A, p) == 0:
-                    continue
-                knum = tuple(sp.expand(c) for c in sp.Poly(-sp.diff(A, p), X_DELAY).all_coeffs()[::-1])
-                kden = tuple(sp.expand(c) for c in sp.Poly(sp.expand(A * A), X_DELAY).all_coeffs()[::-1])
-                more, more_assigns, more_updates, lagged = _lagged_correlations(
-                    f"k{idx}_{j}", knum, kden, entry.x, len(entry.weights))
-                states += more
-                inits += [sp.Integer(0)] * len(more)
-                assigns += more_assigns
-                updates += more_updates
-                persistent += more
-                last = last + sp.Add(*[wt * y for wt, y in zip(entry.weights, lagged)])
+                if key not in placed:  # the adjoint's states go in once, where a tangent first needs them
+                    placed.add(key)
+                    states += list(mu)
+                    inits += [sp.Integer(0)] * len(mu)
+                    updates += list(before)
+                    persistent += list(mu)
+                states += list(nu.values())
+                inits += [sp.Integer(0)] * len(nu)
+                updates += list(more_updates)
+                persistent += list(nu.values())
+                last = last + sp.Add(*[entry.weights[i] * v for i, v in nu.items()])
                 continue
             q, kernel, x, weight, w0_weight = entry[:5]
             x_last = entry[5] if len(entry) > 5 else sp.Integer(0)
@@ -445,7 +411,7 @@ def derive_recurrence(model: NeuronModel) -> Recurrence:
         boundary = {p: sp.diff(pre, p).xreplace(at_start) * S["d_raw"] for p in model.symbols}
         syn_filters = [(p, mem.syn, S["d"], S["a"], zero) for p in model.symbols if p in mem.syn.parameters]
         # the synaptic state w_syn0 enters I_n through its free response; dL/dp sees its p-dependence
-        syn_filters += [_InitialState(p, syn.den, S["d"], tuple(x0[2:2 + len(w)]), mem.syn)
+        syn_filters += [_InitialState(p, mem.syn, S["d"], tuple(x0[2:2 + len(w)]))
                         for p in model.symbols if p in mem.syn.parameters and len(w)]
         scans = []
         for name, factor, ds in (("backward", exact, S["g"] + dropped), ("slayer", loose, S["g"])):
@@ -504,25 +470,20 @@ def derive_recurrence(model: NeuronModel) -> Recurrence:
         filters = [(p, model.eps, S["d"], S["a"], zero) for p in model.symbols if p in model.eps.parameters]
         filters += [(p, model.nu, S["d_raw"], -S["s"], -x0_s, S["d_raw"])
                     for p in model.symbols if p in model.nu.parameters]
-        filters += [_InitialState(p, eps.den, S["d"], tuple(x0_eps), model.eps)
+        filters += [_InitialState(p, model.eps, S["d"], tuple(x0_eps))
                     for p in model.symbols if p in model.eps.parameters and len(we)]
-        filters += [_InitialState(p, nu.den, S["d"], tuple(-x for x in x0_nu), model.nu)
+        filters += [_InitialState(p, model.nu, S["d"], tuple(-x for x in x0_nu))
                     for p in model.symbols if p in model.nu.parameters and len(wn)]
         scan = _with_gradients(scan, model, S, {}, filters, {}, S["c"], raw=True)
-        # dL/dw_eps0_i over the whole sequence where u_init's state depends on a parameter: the
-        # correlation of d with the free response x^i / A, run persistently (truncation does not cut it)
-        # (the correlation at n = -1 with x^(i+1)/A is Y(i) = sum_n d_n G[n - i], G = 1/A)
+        # dL/dw_eps0 over the whole sequence where u_init's state depends on a parameter: the eps filter's
+        # adjoint driven by d, run persistently (truncation does not cut it); its state after step 0 is dL/dw0
         whole = [i for i in range(len(we)) if initial[1 + i].free_symbols & set(model.symbols)]
-        states, assigns, updates, fins = [], [], [], []
-        if whole and model.eps.parallel is not None:  # dL/dw0 of the eps filter, its adjoint run persistently
-            mu, _, updates = filter_adjoint("wmu", model.eps, S["d"])
-            states, updates = list(mu), list(updates)
+        states, updates, fins = [], [], []
+        if whole:
+            mu, _, before = filter_adjoint("wmu", model.eps, S["d"])
+            states, updates = list(mu), list(before)
             fins = [(sp.Symbol(STATE_WHOLE + we[i].name, real=True), mu[i]) for i in whole]
-        elif whole:
-            states, assigns, updates, lagged = _lagged_correlations("w", (sp.Integer(1),), eps.den, S["d"],
-                                                                   max(whole) + 1)
-            fins = [(sp.Symbol(STATE_WHOLE + we[i].name, real=True), lagged[i]) for i in whole]
-        scans.append(_extend(scan, states, [zero] * len(states), assigns, updates, fins, states))
+        scans.append(_extend(scan, states, [zero] * len(states), [], updates, fins, states))
     return Recurrence(model, "srm", (eps, nu), forward, scans[0], scans[1], None, -S["q"], initial)
 
 
