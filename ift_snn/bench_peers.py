@@ -490,10 +490,9 @@ def _median_round(values) -> int:
 
 
 def _write_json(path, result: dict) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str))
-    os.replace(tmp, path)
+    from .files import write_atomically
+
+    write_atomically(path, lambda fh: fh.write(json.dumps(result, indent=2, default=str).encode()))
 
 
 class _Progress:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import ops
-from .files import umask_mode
+from .files import write_atomically
 from .models import NeuronModel, model_from_dict, model_to_dict
 from .optim import Adam
 
@@ -301,8 +301,6 @@ class Network:
         (ValueError): :meth:`load` would refuse the file.
         """
         import errno
-        import os
-        import tempfile
 
         host = lambda w: w if isinstance(w, np.ndarray) else w.get()  # noqa: E731
         meta = {"sizes": self.sizes, "models": [model_to_dict(m) for m in self.models], "blocks": self.blocks,
@@ -325,16 +323,7 @@ class Network:
             raise FileNotFoundError(errno.ENOENT, "the folder does not exist", folder)
         if os.path.isdir(path):
             raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", path)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
-            umask_mode(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomically(path, lambda fh: np.savez(fh, meta=np.array(json.dumps(meta)), **arrays))
 
     @classmethod
     def load(cls, path) -> Network:

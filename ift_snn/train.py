@@ -22,7 +22,7 @@ import numpy as np
 
 from .methods import METHODS, get_method
 from .models import NeuronModel, lif, model_to_dict
-from .files import umask_mode
+from .files import write_atomically
 from .network import Adam, Network, NonFiniteLossError
 from .surrogates import exponential
 
@@ -187,16 +187,7 @@ def prepare_out_dir(path: str | Path, flag: str = "out") -> Path:
 
 def _write_json(path: Path, data) -> None:
     """Write ``data`` as JSON to ``path`` atomically (a temporary file, then a rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-        umask_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomically(path, lambda fh: fh.write(json.dumps(data, indent=2).encode()))
 
 
 def blas_threads(n: int | None):

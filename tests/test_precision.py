@@ -171,11 +171,17 @@ def test_truncate_is_applied_or_refused_never_ignored():
 
 def test_stability_diagnostic_of_a_multi_pole_reset_kernel_reads_its_largest_pole():
     """The decay that multiplies the carried adjoint is the largest |pole| of the parallel form (it was the
-    bound sum |a_i| of the direct form's coefficients for three or more poles: 6.47 for four poles near 1)."""
-    from ift_snn.stability import worst_step_factor
+    bound sum |a_i| of the direct form's coefficients for three or more poles: 6.47 for four poles near 1), and
+    the step factor the diagnostics read is that decay minus nu[0] sigma."""
+    from ift_snn.symbolic.filters import decay
+    from ift_snn.symbolic.recurrence import derive_recurrence
 
     m = precision.family_model("reset_4_poles")
-    assert worst_step_factor(m) < 2.0
+    assert float(decay(m.nu).subs(m.values)) == pytest.approx(0.999, abs=1e-15)
+    c = next(rhs for lhs, rhs in derive_recurrence(m).backward.assignments if lhs.name == "c")
+    sigma = sp.Symbol("sigma", real=True)
+    assert float(c.subs(m.values).subs(sigma, 0)) == pytest.approx(0.999, abs=1e-15)
+    assert float(c.subs(m.values).subs(sigma, 1)) == pytest.approx(0.999 - 1.6, abs=1e-12)  # nu[0] = theta + 0.6
 
 
 @pytest.mark.parametrize("scale, grows", [(1.0, False), (2.0, True)])

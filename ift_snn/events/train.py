@@ -154,23 +154,10 @@ def train_digits(epochs: int = 10, seed: int = 0, out: str | Path | None = None,
 def _save(out: Path, metrics: dict, weights) -> None:
     """metrics.json and weights.npz, each written atomically (a temporary file renamed into place, with the mode
     the user's umask gives), so that an interrupted run leaves the last complete pair."""
-    import os
-    import tempfile
+    from ..files import write_atomically
 
-    from ..files import umask_mode
-
-    for name, write in (("weights.npz", lambda fh: np.savez(fh, *weights)),
-                        ("metrics.json", lambda fh: fh.write(json.dumps(metrics, indent=2).encode()))):
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=".tmp-", suffix=name)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                write(fh)
-            umask_mode(tmp)
-            os.replace(tmp, out / name)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+    write_atomically(out / "weights.npz", lambda fh: np.savez(fh, *weights))
+    write_atomically(out / "metrics.json", lambda fh: fh.write(json.dumps(metrics, indent=2).encode()))
 
 
 def _epochs(net, opt, metrics, out, epochs, rng, xtr, ytr, xte, yte, sizes, batch_size, loss, kw, count_floor,

@@ -207,8 +207,7 @@ def decay(kernel: Kernel) -> sp.Expr:
     parallel form the largest |pole| of its sections (the spectral radius, exactly)."""
     den = kernel.den
     if kernel.parallel is not None and kernel.parallel.sections:
-        poles = [sp.Abs(s.pole) if not (s.pole.is_number and s.pole >= 0) and not s.pole.is_positive else s.pole
-                 for s in kernel.parallel.sections]
+        poles = [s.pole if s.pole.is_nonnegative else sp.Abs(s.pole) for s in kernel.parallel.sections]
         return poles[0] if len(poles) == 1 else sp.Max(*poles)
     if len(den) == 1:
         return sp.Integer(0)
