@@ -56,9 +56,10 @@ def _check_dt(dt: float) -> float:
     return float(dt)
 
 
-def _node(model: NeuronModel, n: int, dt: float, layer: int, per=None):
-    """The NIR node of one layer of ``n`` neurons of ``model``; ``per``: {parameter: (n,) values} that replace
-    the model's (per-neuron values of a SpikingLayer)."""
+def _node(model: NeuronModel, n: int, dt: float, layer: int, per=None, fold_r: bool = False):
+    """(NIR node, input gain) of one layer of ``n`` neurons of ``model``; ``per``: {parameter: (n,) values} that
+    replace the model's (per-neuron values of a SpikingLayer). The gain is 1, or with ``fold_r`` the node's input
+    resistance (r, times w_in for a CubaLIF), set to 1 in the node: the caller multiplies the weights by it."""
     nir = _require_nir()
     where = f"layer {layer} ({model!r})"
     if model.name not in NIR_NODES:
@@ -81,14 +82,21 @@ def _node(model: NeuronModel, n: int, dt: float, layer: int, per=None):
     if leakless:
         raise ValueError(f"{where}: {leakless[0]} = 1 (no leak) for some neurons but not all; NIR's {NIR_NODES[model.name]} "
                          "needs a finite tau for every neuron")
+    ones = full(1.0)
     if model.name == "if" or p.get("alpha", 0) is None:
-        return nir.IF(r=full(1.0 / dt), v_threshold=full(p["theta"]), v_reset=zeros)
+        r = full(1.0 / dt)
+        return (nir.IF(r=ones, v_threshold=full(p["theta"]), v_reset=zeros), r) if fold_r else \
+            (nir.IF(r=r, v_threshold=full(p["theta"]), v_reset=zeros), ones)
     if model.name == "lif":
         tau = dt / (1.0 - full(p["alpha"]))
-        return nir.LIF(tau=full(tau), r=full(tau / dt), v_leak=zeros, v_threshold=full(p["theta"]), v_reset=zeros)
+        r = tau / dt
+        return nir.LIF(tau=tau, r=ones if fold_r else r, v_leak=zeros, v_threshold=full(p["theta"]),
+                       v_reset=zeros), (r if fold_r else ones)
     tau_mem, tau_syn = dt / (1.0 - full(p["alpha_mem"])), dt / (1.0 - full(p["alpha_syn"]))
-    return nir.CubaLIF(tau_syn=full(tau_syn), tau_mem=full(tau_mem), r=full(tau_mem / dt), v_leak=zeros,
-                       v_threshold=full(p["theta"]), v_reset=zeros, w_in=full(tau_syn / dt))
+    r, w_in = tau_mem / dt, tau_syn / dt
+    node = nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau_mem, r=ones if fold_r else r, v_leak=zeros,
+                       v_threshold=full(p["theta"]), v_reset=zeros, w_in=ones if fold_r else w_in)
+    return node, (r * w_in if fold_r else ones)
 
 
 def _layers_of(obj) -> list[tuple[np.ndarray, np.ndarray | None, NeuronModel, dict]]:
@@ -131,9 +139,14 @@ def _layers_of(obj) -> list[tuple[np.ndarray, np.ndarray | None, NeuronModel, di
     return layers
 
 
-def to_nir(net, dt: float = 1.0):
+def to_nir(net, dt: float = 1.0, *, fold_r: bool = False):
     """``net`` (a ``Network``, or an ``nn.Sequential`` of ``nn.Linear`` and ``SpikingLayer``) as a
     ``nir.NIRGraph``: input -> (Linear or Affine -> neuron) per layer -> output, steps of length ``dt``.
+
+    ``fold_r``: write each neuron's input resistance into the weights before it (r = 1 and w_in = 1 in the
+    node, each weight row and bias times the neuron's r w_in): the same dynamics in NIR's semantics, for
+    importers that assume r = 1 (Norse's ``from_nir`` ignores r). The default keeps the weights as trained
+    (snnTorch and SpikingJelly read r).
 
     Weights are stored (out, in), as NIR and PyTorch do; a layer with a bias is an Affine node. Each
     layer's model becomes its NIR node (:data:`NIR_NODES`, module docstring). The readouts of a
@@ -146,8 +159,11 @@ def to_nir(net, dt: float = 1.0):
     nodes = {"input": nir.Input(input_type={"input": np.array([layers[0][0].shape[1]])})}
     edges, last = [], "input"
     for k, (W, b, model, per) in enumerate(layers):
+        neuron, gain = _node(model, W.shape[0], dt, k, per, fold_r)
+        if fold_r:
+            W, b = W * gain[:, None], (None if b is None else b * gain)
         nodes[f"linear{k}"] = nir.Linear(weight=W) if b is None else nir.Affine(weight=W, bias=b)
-        nodes[f"neuron{k}"] = _node(model, W.shape[0], dt, k, per)
+        nodes[f"neuron{k}"] = neuron
         edges += [(last, f"linear{k}"), (f"linear{k}", f"neuron{k}")]
         last = f"neuron{k}"
     nodes["output"] = nir.Output(output_type={"output": np.array([layers[-1][0].shape[0]])})

@@ -180,12 +180,9 @@ def test_import_is_float32_by_default_and_runs_float32_inputs():
     assert from_nir(to_nir(_net())).dtype == np.float32
 
 
-def test_snntorch_imports_the_export_with_the_same_spikes():
-    """snnTorch's NIR importer (snntorch.import_nir, through nirtorch) steps a LIF with its own dt = 1e-4 s:
-    exported with that dt, two layers give exactly the spikes of the ift_snn layers."""
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("nirtorch")
-    from snntorch.import_nir import import_from_nir
+def _two_layers():
+    """Two LIF layers (reset to zero, as NIR's neurons) with weights large enough to spike, and 60 steps of input."""
+    import torch
 
     from ift_snn.integrations.torch import LIF
 
@@ -195,13 +192,70 @@ def test_snntorch_imports_the_export_with_the_same_spikes():
     with torch.no_grad():
         seq[0].weight.mul_(3)
         seq[2].weight.mul_(3)
-    imported = import_from_nir(to_nir(seq, dt=1e-4))
     x = (torch.rand(60, 4, 6) < 0.4).float()
     with torch.no_grad():
         ours = seq(x.transpose(0, 1)).transpose(0, 1)
-        state, out = None, []
-        for t in range(60):
+    return seq, x, ours
+
+
+def _step(imported, x):
+    """The spikes of a peer's imported graph, stepped one time step at a time with its own state."""
+    import torch
+
+    state, out = None, []
+    with torch.no_grad():
+        for t in range(x.shape[0]):
             o, state = imported(x[t], state)
             out.append(o)
-    theirs = torch.stack(out)
+    return torch.stack(out)
+
+
+def test_snntorch_imports_the_export_with_the_same_spikes():
+    """snnTorch's NIR importer (snntorch.import_nir, through nirtorch) steps a LIF with its own dt = 1e-4 s:
+    exported with that dt, two layers give exactly the spikes of the ift_snn layers."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("nirtorch")
+    from snntorch.import_nir import import_from_nir
+
+    seq, x, ours = _two_layers()
+    theirs = _step(import_from_nir(to_nir(seq, dt=1e-4)), x)
     assert ours.sum() > 10 and torch.equal(ours, theirs)
+
+
+def test_spikingjelly_imports_the_export_with_the_same_spikes():
+    """SpikingJelly's importer reads r = tau/dt as its LIFNode(decay_input=False): the same spikes."""
+    torch = pytest.importorskip("torch")
+    sj = pytest.importorskip("spikingjelly.activation_based.nir_exchange.from_nir")
+
+    seq, x, ours = _two_layers()
+    theirs = _step(sj.import_from_nir(to_nir(seq, dt=1e-4), dt=1e-4), x)
+    assert ours.sum() > 10 and torch.equal(ours, theirs)
+
+
+def test_norse_imports_the_export_with_folded_r_with_the_same_spikes():
+    """Norse's from_nir ignores a LIF's r (it warns): exported with fold_r=True (r = 1, the weights times
+    tau/dt, the same NIR dynamics) it gives exactly the spikes of the ift_snn layers; without, it does not."""
+    torch = pytest.importorskip("torch")
+    norse = pytest.importorskip("norse.torch")
+
+    seq, x, ours = _two_layers()
+    theirs = _step(norse.from_nir(to_nir(seq, dt=1e-3, fold_r=True), dt=1e-3), x)
+    assert ours.sum() > 10 and torch.equal(ours, theirs)
+    unfolded = _step(norse.from_nir(to_nir(seq, dt=1e-3), dt=1e-3, ignore_warnings=True), x)
+    assert not torch.equal(ours, unfolded)
+
+
+def test_folding_r_into_the_weights_keeps_the_nir_dynamics():
+    """fold_r changes how the graph is written, not what it computes: r = 1 (and w_in = 1) in every neuron node,
+    and imported back here the graph gives the network's spikes, for LIF, CubaLIF and IF layers."""
+    net = _net()
+    x = (np.random.default_rng(3).random((60, 5, 12)) < 0.3).astype(np.float64)
+    want = _spikes(net, x)
+    graph = to_nir(net, dt=1e-3, fold_r=True)
+    neurons = [n for n in graph.nodes.values() if isinstance(n, (nir.LIF, nir.CubaLIF, nir.IF))]
+    assert len(neurons) == 3 and all(np.all(n.r == 1) for n in neurons)
+    assert np.all(neurons[1].w_in == 1)
+    assert not np.allclose(graph.nodes["linear0"].weight, to_nir(net, dt=1e-3).nodes["linear0"].weight)  # the gain went into the weights
+    assert all(s.any() for s in want)
+    for s, s2 in zip(want, _spikes(from_nir(graph, dtype=np.float64), x)):
+        np.testing.assert_array_equal(s2, s)
