@@ -10,11 +10,27 @@ EXODUS (exact, = BPTT), SLAYER (reset dropped) and BPTT behind one switch::
     grads.a, grads.params["alpha"], grads.params["theta"]
 """
 
-from . import surrogates
-from .kernels import Kernel, KernelError, NoRecurrenceError
-from .models import (BUILTIN_MODELS, NeuronModel, alif, builtin_model, cuba_lif, get_model, if_neuron, lif,
-                     resonate_and_fire, srm)
-from .methods import BPTT, EXODUS, SLAYER, Method, get_method
+from .neurons import surrogates
+from .neurons.kernels import Kernel, KernelError, NoRecurrenceError
+from .neurons.models import (
+    BUILTIN_MODELS,
+    NeuronModel,
+    alif,
+    builtin_model,
+    cuba_lif,
+    get_model,
+    if_neuron,
+    lif,
+    resonate_and_fire,
+    srm,
+)
+from .methods import (
+    BPTT,
+    EXODUS,
+    SLAYER,
+    Method,
+    get_method,
+)
 from .ops import (
     METHODS,
     GradientOverflowError,
@@ -25,8 +41,8 @@ from .ops import (
     forward,
     state_names,
 )
-from .stability import UnstableModelWarning, largest_stable_scale, stabilized, worst_step_factor
-from .surrogates import Surrogate, get_surrogate
+from .symbolic.stability import UnstableModelWarning, largest_stable_scale, stabilized, worst_step_factor
+from .neurons.surrogates import Surrogate, get_surrogate
 
 __version__ = "0.1.0"
 

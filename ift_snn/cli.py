@@ -5,7 +5,7 @@
 --nu "theta*beta**n"`` a user's own kernels (parsed over a whitelist).
 ``derive``, ``codegen``, ``demo``, ``bench`` and ``train`` take a model the
 same way: a built-in with overrides, your kernels or a model file
-(:mod:`ift_snn.spec`).
+(:mod:`ift_snn.neurons.spec`).
 
 Errors: every failure is one line ``ift-snn: error: ...`` on stderr naming the
 flag or file, exit code 2, no traceback (``IFT_SNN_DEBUG=1`` re-raises for
@@ -29,12 +29,18 @@ import numpy as np
 
 from . import __version__
 from .backends import reference
-from .kernels import MAX_DELAY, MAX_TAPS
-from .models import BUILTIN_MODELS, get_model
+from .neurons.kernels import MAX_DELAY, MAX_TAPS
+from .neurons.models import BUILTIN_MODELS, get_model
 from .methods import EXODUS, get_method
 from .ops import METHODS, backward, forward
-from .spec import (add_model_arguments, check_model_file_name, model_and_spec_from_args, model_from_args,
-                   model_options, save_model_file)
+from .neurons.spec import (
+    add_model_arguments,
+    check_model_file_name,
+    model_and_spec_from_args,
+    model_from_args,
+    model_options,
+    save_model_file,
+)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -185,7 +191,7 @@ def _derive(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .symbolic.report import derive, render_latex, render_markdown, render_text
-    from .verify import verify_numerically
+    from .experiments.verify import verify_numerically
 
     if args.all:
         if options:
@@ -292,7 +298,13 @@ def _bench_zoo(args: argparse.Namespace) -> int:
     before), one row as each finishes; warnings counted, not streamed; JSON rewritten after every row."""
     import tempfile
 
-    from .zoo import ZOO, bench_zoo, delay_line, format_zoo_table, tap_list
+    from .experiments.zoo import (
+        ZOO,
+        bench_zoo,
+        delay_line,
+        format_zoo_table,
+        tap_list,
+    )
 
     specs = dict(ZOO)
     if args.delays or args.taps:
@@ -337,11 +349,11 @@ class _Given(argparse.Action):
 
 
 def _bench_precision(args: argparse.Namespace) -> int:
-    """``bench --precision``: every precision family (ift_snn.precision) in float64 and float32 at ``--T`` steps
+    """``bench --precision``: every precision family (ift_snn.experiments.precision) in float64 and float32 at ``--T`` steps
     against the float64 oracle on the same spikes, one row as each finishes; JSON rewritten after every row."""
     import numpy as np
 
-    from .precision import FAMILIES, family_model, format_precision_table, measure
+    from .experiments.precision import FAMILIES, family_model, format_precision_table, measure
 
     T = args.T if getattr(args, "T_given", False) else 2000
     rows: list = []
@@ -371,7 +383,7 @@ def _bench_precision(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import format_table, run
+    from .experiments.bench import format_table, run
 
     if args.torch:
         require_extras("ift-snn bench --torch", "torch")
@@ -382,12 +394,12 @@ def _bench(args: argparse.Namespace) -> int:
         raise ValueError(f"{flag} compares LIF against {what}; model options do not apply there ({', '.join(options)})")
     lines = args.delays or args.taps
     if (args.zoo or lines) and (options or args.peers or args.torch):
-        raise ValueError(f"{'--zoo' if args.zoo else '--delays/--taps'} times neurons of its own (ift_snn.zoo); "
+        raise ValueError(f"{'--zoo' if args.zoo else '--delays/--taps'} times neurons of its own (ift_snn.experiments.zoo); "
                          "model options, --peers and --torch do not apply there")
     if args.zoo and lines:
         raise ValueError("--zoo and --delays/--taps are two benchmarks: give one of them")
     if args.precision and (options or args.peers or args.torch or args.zoo or lines):
-        raise ValueError("--precision measures neurons of its own (ift_snn.precision); model options, --peers, "
+        raise ValueError("--precision measures neurons of its own (ift_snn.experiments.precision); model options, --peers, "
                          "--torch, --zoo, --delays and --taps do not apply there")
     model = model_from_args(args) if options else None
     if args.json:
@@ -396,8 +408,8 @@ def _bench(args: argparse.Namespace) -> int:
         return _bench_zoo(args)
     if args.precision:
         return _bench_precision(args)
-    if args.peers:  # against snnTorch, SpikingJelly, Norse (sinabs): ift_snn.bench_peers
-        from .bench_peers import DEFAULT_SIZES, format_peers_table, run_peers
+    if args.peers:  # against snnTorch, SpikingJelly, Norse (sinabs): ift_snn.experiments.bench_peers
+        from .experiments.bench_peers import DEFAULT_SIZES, format_peers_table, run_peers
 
         args.kept = lambda: f"kept {args.json} (rewritten after every size)" if args.json else None
         result = run_peers(sizes=args.sizes or DEFAULT_SIZES, rounds=args.rounds, with_sinabs=args.with_sinabs,
@@ -415,7 +427,7 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"model   {model!r}")
     print(format_table(results))
     if args.torch:
-        from .bench import bench_layer
+        from .experiments.bench import bench_layer
 
         for device in ("cpu", "cuda"):
             if device == "cuda":
@@ -437,7 +449,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _train_config(args: argparse.Namespace):
     """The TrainConfig of ``ift-snn train``: the default LIF from --alpha and --surrogate-*, or, given model
     options, the model they describe with those folded in (--alpha then needs a LIF)."""
-    from .train import TrainConfig
+    from .training.train import TrainConfig
 
     lif = {"alpha": args.alpha, "surrogate_scale": args.surrogate_scale, "surrogate_width": args.surrogate_width}
     spec = None
@@ -510,7 +522,7 @@ def _train(args: argparse.Namespace) -> int:
         args.kept = lambda: _kept_training(out)
         metrics = train_command(args, out)
     else:
-        from .train import train
+        from .training.train import train
 
         cfg = _train_config(args)
         cfg.validate()
@@ -532,7 +544,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _experiment(args: argparse.Namespace) -> int:
     require_extras("ift-snn experiment scale-sweep", "tqdm", "matplotlib")
-    from .train import TrainConfig, scale_sweep
+    from .training.train import TrainConfig, scale_sweep
 
     base = TrainConfig(task="randman", randman_samples=args.randman_samples, T=args.T or 50,
                        hidden=tuple(args.hidden), batch_size=args.batch_size, lr=args.lr)
@@ -559,7 +571,7 @@ def _experiment(args: argparse.Namespace) -> int:
 
 def _paper(args: argparse.Namespace) -> int:
     require_extras("ift-snn experiment paper", "tqdm", "matplotlib", "h5py", "sklearn")
-    from .paper import QUICK, PaperConfig, paper_experiment
+    from .experiments.paper import QUICK, PaperConfig, paper_experiment
 
     given = {k: getattr(args, k) for k in ("epochs", "n_train", "n_test", "n_channels", "lr", "batch_size", "T",
                                            "loss", "neuron", "task") if getattr(args, k) is not None}
@@ -609,7 +621,7 @@ def _paper(args: argparse.Namespace) -> int:
 
 def _truncation(args: argparse.Namespace) -> int:
     require_extras("ift-snn experiment truncation", "tqdm", "matplotlib", "h5py")
-    from .local_training import memory_experiment
+    from .training.local import memory_experiment
 
     out = _prepare_out_dir(args.out, "--out")
     args.kept = _kept_json(out / "memory.json", lambda data: "rewritten after every measurement and epoch")
@@ -731,7 +743,7 @@ def _prepare_out_dir(path, flag: str) -> Path:
     """Create the output folder of ``flag`` before any work; ValueError naming the flag if impossible. A folder
     that holds an earlier run's results (metrics.json, weights.npz, or an experiment's JSON) is said to be
     overwritten, one line on stderr, before the run starts (it was overwritten silently)."""
-    from .train import prepare_out_dir
+    from .training.train import prepare_out_dir
 
     folder = prepare_out_dir(path, flag)
     earlier = sorted(p.name for p in folder.glob("*") if p.suffix in (".json", ".npz") and p.is_file())
@@ -813,9 +825,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also time the PyTorch SpikingLayer against a PyTorch BPTT loop (CPU, and GPU if present)")
     bench.add_argument("--zoo", action="store_true",
                        help="instead: the first call (derive + generate + compile) and the proofs of every neuron "
-                            "of the zoo (ift_snn.zoo), in a fresh kernel cache")
+                            "of the zoo (ift_snn.experiments.zoo), in a fresh kernel cache")
     bench.add_argument("--precision", action="store_true",
-                       help="instead: float64 and float32 errors of every precision family (ift_snn.precision) "
+                       help="instead: float64 and float32 errors of every precision family (ift_snn.experiments.precision) "
                             "against the float64 oracle on the same spikes, at --T steps (default here 2000)")
     bench.add_argument("--delays", type=_delays, default=None, metavar="D[,D...]",
                        help="instead: as --zoo, for an exponential synapse delayed by each D steps (ring buffers; "

@@ -43,9 +43,15 @@ from .methods import EXODUS, Method, get_method
 from .methods import METHODS as _METHODS
 from .backends import compiled, cpu, reference
 from .backends import cupy as cupy_backend
-from .models import NeuronModel
-from .stability import StabilityWarning
-from .symbolic.recurrence import DIAGNOSTIC, PARAMETER, STATE_GRAD, STATE_WHOLE, u_init_parameter_terms
+from .neurons.models import NeuronModel
+from .symbolic.stability import StabilityWarning
+from .symbolic.recurrence import (
+    DIAGNOSTIC,
+    PARAMETER,
+    STATE_GRAD,
+    STATE_WHOLE,
+    u_init_parameter_terms,
+)
 from .symbolic.system import STATE_IN
 
 __all__ = [
@@ -273,7 +279,7 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, 
     batch-first layers; a batch-first array passed without it is read as T = batch steps.
 
     u[n] = sum_k eps[k] a[n-k] - sum_k nu[k] s[n-1-k], s[n] = f(u[n]) (or the
-    membrane form with clip and reset to zero, see :mod:`ift_snn.models`).
+    membrane form with clip and reset to zero, see :mod:`ift_snn.neurons.models`).
     Cost O(T) per neuron: the linear part is one IIR filter, the reset one
     scan. ``a``: (T, *neurons) float32/float64, finite. ``u0``: initial
     membrane, shape ``neurons`` (default 0). The returned Trace keeps its own

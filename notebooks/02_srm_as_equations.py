@@ -36,7 +36,7 @@ import sympy as sp
 from IPython.display import Math, display
 
 import ift_snn
-from ift_snn.models import param_symbol
+from ift_snn.neurons.models import param_symbol
 from ift_snn.symbolic import ift
 from ift_snn.symbolic.system import U_INIT, build_system
 

@@ -40,7 +40,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import ift_snn
-from ift_snn import surrogates
+from ift_snn.neurons import surrogates
 from ift_snn.backends import reference
 
 FIGURES = Path(os.environ.get("IFT_SNN_FIGURE_DIR", "figures"))

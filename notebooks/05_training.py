@@ -40,7 +40,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import ift_snn
-from ift_snn.train import TrainConfig, build_network, fit, make_task
+from ift_snn.training.train import TrainConfig, build_network, fit, make_task
 
 FIGURES = Path(os.environ.get("IFT_SNN_FIGURE_DIR", "figures"))
 FIGURES.mkdir(parents=True, exist_ok=True)

@@ -40,14 +40,15 @@ import numpy as np
 from IPython.display import Markdown, display
 
 import ift_snn
-from ift_snn import data, surrogates
+from ift_snn.training import data
+from ift_snn.neurons import surrogates
 from ift_snn.backends import reference
 from ift_snn.codegen.cpu import python_source
 from ift_snn.codegen.cuda import generate_cuda
 from ift_snn.codegen.ir import build_kernel
-from ift_snn.network import Adam, Network
+from ift_snn.training.network import Adam, Network
 from ift_snn.symbolic.report import derive, render_markdown
-from ift_snn.verify import verify_numerically
+from ift_snn.experiments.verify import verify_numerically
 
 FIGURES = Path(os.environ.get("IFT_SNN_FIGURE_DIR", "figures"))
 FIGURES.mkdir(parents=True, exist_ok=True)
@@ -212,7 +213,7 @@ assert abs(grad_beta - fd_beta) < 1e-6 * abs(fd_beta)
 # %% [markdown]
 # ## 5. Train a tiny network with it
 #
-# `ift_snn.network.Network` takes any neuron model. This one has 30 inputs,
+# `ift_snn.training.network.Network` takes any neuron model. This one has 30 inputs,
 # 32 hidden and 3 output neurons, all of the new kind. It gets 30 Adam steps
 # on one batch of RandMan spike patterns (60 samples, 3 classes). This is a
 # smoke test that gradients flow through the new neuron and reduce the loss,

@@ -15,7 +15,7 @@ from hypothesis import settings  # noqa: E402
 from hypothesis import strategies as st
 
 import ift_snn
-from ift_snn import surrogates
+from ift_snn.neurons import surrogates
 
 # CI runs a fixed, reproducible set of examples; locally every run explores new ones.
 settings.register_profile("ci", derandomize=True, print_blob=True)

@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ift_snn
-from ift_snn import surrogates
-from ift_snn.expressions import ExpressionError
-from ift_snn.kernels import Kernel, KernelError, NoRecurrenceError
+from ift_snn.neurons import surrogates
+from ift_snn.neurons.expressions import ExpressionError
+from ift_snn.neurons.kernels import Kernel, KernelError, NoRecurrenceError
 
 BAD_ALPHAS = [0, -0.1, 1.5, math.nan, math.inf]
 

@@ -9,7 +9,7 @@ import pytest
 pytestmark = pytest.mark.torch
 torch = pytest.importorskip("torch")
 
-from ift_snn import bench_peers  # noqa: E402
+from ift_snn.experiments import bench_peers  # noqa: E402
 from ift_snn.cli import main  # noqa: E402
 
 TINY = (2, 20, 8)

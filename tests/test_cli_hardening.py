@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import ift_snn.cli as cli
-import ift_snn.train as train_mod
+import ift_snn.training.train as train_mod
 from ift_snn.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.StabilityWarning")
@@ -70,7 +70,7 @@ def test_a_missing_extra_is_named_before_any_work(argv, modules, needles, tmp_pa
 
 
 def test_bench_torch_without_torch_fails_before_timing(capsys, monkeypatch, without):
-    import ift_snn.bench as bench_mod
+    import ift_snn.experiments.bench as bench_mod
 
     monkeypatch.setattr(bench_mod, "run", lambda *a, **k: pytest.fail("the benchmark ran before the check"))
     without({"torch"})
@@ -112,7 +112,7 @@ def test_sweep_out_that_is_a_file_fails_before_training(tmp_path, capsys, no_tra
 
 
 def test_bench_json_that_is_a_folder_fails_before_timing(tmp_path, capsys, monkeypatch):
-    import ift_snn.bench as bench
+    import ift_snn.experiments.bench as bench
 
     monkeypatch.setattr(bench, "run_cpu", lambda *a, **k: pytest.fail("benchmark ran"))
     assert main(["bench", "--T", "5", "--batch", "1", "--neurons", "2", "--repeats", "1",
@@ -121,7 +121,7 @@ def test_bench_json_that_is_a_folder_fails_before_timing(tmp_path, capsys, monke
 
 
 def test_bench_json_in_a_missing_folder_fails_before_timing(tmp_path, capsys, monkeypatch):
-    import ift_snn.bench as bench
+    import ift_snn.experiments.bench as bench
 
     monkeypatch.setattr(bench, "run_cpu", lambda *a, **k: pytest.fail("benchmark ran"))
     assert main(["bench", "--T", "5", "--batch", "1", "--neurons", "2", "--repeats", "1",
@@ -177,7 +177,7 @@ def test_interrupted_training_keeps_the_finished_epochs(tmp_path, capsys, monkey
     metrics = json.loads((out / "metrics.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
     assert "interrupted" in metrics["stopped"]
-    from ift_snn.network import Network
+    from ift_snn.training.network import Network
 
     assert Network.load(out / "weights.npz").sizes == [40, 8, 4]
 
@@ -273,7 +273,7 @@ def test_train_refuses_bad_alpha_before_training(no_training):
 
 
 def test_bench_library_checks_its_arguments(monkeypatch):
-    import ift_snn.bench as bench
+    import ift_snn.experiments.bench as bench
 
     monkeypatch.setattr(bench, "run_cpu", lambda *a, **k: pytest.fail("benchmark ran"))
     for name in ("T", "batch", "neurons", "repeats"):
@@ -381,7 +381,7 @@ def test_printouts_of_issue_27(tmp_path, capsys):
 
 def test_bench_peers_columns_add_up():
     """The fwd and bwd columns are those of the round whose fwd + bwd is the median (issue 27: 291 + 234 vs 937)."""
-    from ift_snn.bench_peers import _median_round
+    from ift_snn.experiments.bench_peers import _median_round
 
     fw, bw = [100.0, 300.0, 290.0, 120.0], [700.0, 230.0, 240.0, 650.0]
     mid = _median_round([f + b for f, b in zip(fw, bw)])

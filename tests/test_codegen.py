@@ -20,7 +20,7 @@ from ift_snn.codegen.cpu import compile_numba, compile_numpy, numpy_source, pyth
 from ift_snn.codegen.cuda import KernelSource, compile_ptx, cuda_source, generate_cuda, nvrtc_available
 from ift_snn.codegen.ir import CodegenError, build_kernel
 from ift_snn.codegen.printers import cuda_code, numpy_code, python_code
-from ift_snn.surrogates import SURROGATES, THETA, U
+from ift_snn.neurons.surrogates import SURROGATES, THETA, U
 from ift_snn.symbolic.system import U_INIT
 
 GOLDEN = Path(__file__).resolve().parents[1] / "derivations"
@@ -198,7 +198,7 @@ def test_the_forward_split_keeps_every_value():
 
     rng = np.random.default_rng(3)
     for model in (ift_snn.lif(0.9), ift_snn.cuba_lif(0.9, 0.7), ift_snn.lif(0.9, u_min=-0.2),
-                  ift_snn.lif(0.9, spike="smooth", surrogate=ift_snn.surrogates.sigmoid(slope=4.0)),
+                  ift_snn.lif(0.9, spike="smooth", surrogate=ift_snn.neurons.surrogates.sigmoid(slope=4.0)),
                   ift_snn.srm("n*alpha**n", "theta*beta**n", params={"alpha": 0.8, "beta": 0.9})):
         core, point = (build_kernel(model, q, "f64") for q in ("forward_core", "surrogate"))
         assert [o.name for o in point.outputs] == ["sigma"] and point.direction == "map"
@@ -302,7 +302,7 @@ def test_kernel_too_long_for_codegen_names_the_kernel(monkeypatch):
 
 
 def test_unsupported_function_names_the_construct():
-    model = ift_snn.lif(0.9, surrogate=ift_snn.surrogates.custom(sp.besselj(0, U - THETA)))
+    model = ift_snn.lif(0.9, surrogate=ift_snn.neurons.surrogates.custom(sp.besselj(0, U - THETA)))
     with pytest.raises(CodegenError, match="cannot print besselj"):
         build_kernel(model, "forward", "f32")
 

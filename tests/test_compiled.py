@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import ift_snn
 from ift_snn.codegen.ir import build_kernel
 from ift_snn.backends import compiled, cpu, reference
-from ift_snn.surrogates import exponential
+from ift_snn.neurons.surrogates import exponential
 
 from .conftest import assert_close, assert_params_close, rel_err
 

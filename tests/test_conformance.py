@@ -10,7 +10,7 @@ import pytest
 
 import ift_snn
 from ift_snn.backends import reference
-from ift_snn.surrogates import exponential
+from ift_snn.neurons.surrogates import exponential
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
 CASES = json.loads((DATA / "lif_vectors.json").read_text()) if (DATA / "lif_vectors.json").exists() else {}

@@ -21,7 +21,7 @@ from ift_snn.backends import compiled
 from ift_snn.codegen.cuda import cuda_source
 from ift_snn.codegen.ir import argument_values, build_kernel
 from ift_snn.codegen.tree import FINAL, INPUT, OUTPUT, PARAM, VECTOR, WORK, lower
-from ift_snn.zoo import zoo_model
+from ift_snn.experiments.zoo import zoo_model
 
 from .test_rings import MODELS as RING_MODELS
 

@@ -1,4 +1,4 @@
-"""ift_snn.data: RandMan, latency-coded digits, the SHD reader and the Dataset helpers."""
+"""ift_snn.training.data: RandMan, latency-coded digits, the SHD reader and the Dataset helpers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from ift_snn import data
-from ift_snn.data import Dataset
+from ift_snn.training import data
+from ift_snn.training.data import Dataset
 
 h5py = pytest.importorskip("h5py")
 pytest.importorskip("sklearn")

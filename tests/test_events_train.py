@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("sklearn", reason="digits needs scikit-learn")
 
-from ift_snn import data  # noqa: E402
+from ift_snn.training import data  # noqa: E402
 from ift_snn.events import EventNetwork, SpikeTrain  # noqa: E402
 from ift_snn.events.train import calibrate, digits_spike_times, train_digits  # noqa: E402
 

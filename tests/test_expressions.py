@@ -14,8 +14,8 @@ import sympy as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ift_snn import surrogates
-from ift_snn.expressions import CONSTANTS, FUNCTIONS, MAX_LENGTH, ExpressionError, parse_expression
+from ift_snn.neurons import surrogates
+from ift_snn.neurons.expressions import CONSTANTS, FUNCTIONS, MAX_LENGTH, ExpressionError, parse_expression
 
 n = sp.Symbol("n", integer=True, nonnegative=True)
 alpha = sp.Symbol("alpha", positive=True)

@@ -61,7 +61,7 @@ def test_parameter_and_state_gradients_equal_finite_differences(model, problem):
 
 def test_finite_differences_disagree_with_slayer():
     """The check has teeth: SLAYER's parameter gradient is not the derivative."""
-    from ift_snn.surrogates import sigmoid
+    from ift_snn.neurons.surrogates import sigmoid
 
     model = ift_snn.lif(0.9, 1.0, spike="smooth", surrogate=sigmoid(slope=4.0))
     rng = np.random.default_rng(3)

@@ -129,7 +129,7 @@ def _lif_diagnostics_by_hand(c: np.ndarray, K: int | None) -> tuple[float, int, 
 @pytest.mark.parametrize("method,K", [("exodus", None), ("exodus", 6), ("slayer", None)])
 def test_in_kernel_diagnostics_equal_a_count_by_hand(backend, method, K):
     """LIF: c = alpha - theta_r sigma (exodus) or alpha (slayer), counted here from the surrogate of u."""
-    model = ift_snn.lif(0.9, 1.0, theta_r=0.8, surrogate=ift_snn.surrogates.exponential(scale=2.0, width=0.5))
+    model = ift_snn.lif(0.9, 1.0, theta_r=0.8, surrogate=ift_snn.neurons.surrogates.exponential(scale=2.0, width=0.5))
     rng = np.random.default_rng(4)
     a = rng.normal(0.1, 0.3, size=(120, 5))
     trace = ops.forward(model, a, backend=backend)
@@ -150,7 +150,7 @@ def test_in_kernel_diagnostics_equal_a_count_by_hand(backend, method, K):
        scale=st.floats(0.2, 2.0), K=st.one_of(st.none(), st.integers(1, 30)))
 def test_property_lif_parameters_equal_the_oracle(seed, alpha, theta, scale, K):
     rng = np.random.default_rng(seed)
-    model = ift_snn.lif(alpha, theta, surrogate=ift_snn.surrogates.exponential(scale=scale))
+    model = ift_snn.lif(alpha, theta, surrogate=ift_snn.neurons.surrogates.exponential(scale=scale))
     a = rng.normal(0.3 * theta, 0.5 * theta, size=(60, 4))
     g, u0 = rng.normal(size=a.shape), rng.normal(0, 0.3, size=4)
     with warnings.catch_warnings():

@@ -19,15 +19,16 @@ import pytest
 import sympy as sp
 
 import ift_snn
-from ift_snn import ops, surrogates
+from ift_snn import ops
+from ift_snn.neurons import surrogates
 from ift_snn.backends import cpu, reference
 from ift_snn.codegen.cpu import python_source
 from ift_snn.codegen.cuda import cuda_source
 from ift_snn.codegen.ir import build_kernel, comment_lines
-from ift_snn.expressions import ExpressionError, parse_expression
-from ift_snn.kernels import MAX_TAPS, KernelError
-from ift_snn.models import model_from_dict, model_to_dict
-from ift_snn.network import Network
+from ift_snn.neurons.expressions import ExpressionError, parse_expression
+from ift_snn.neurons.kernels import MAX_TAPS, KernelError
+from ift_snn.neurons.models import model_from_dict, model_to_dict
+from ift_snn.training.network import Network
 
 HOSTILE_NAME = 'x(a=open("canary","w").write("pwned")) -> (lambda *q: 0) or y'
 

@@ -12,7 +12,7 @@ import pytest
 import ift_snn
 from ift_snn.backends import cpu
 from ift_snn.codegen.ir import build_kernel
-from ift_snn.zoo import zoo_model
+from ift_snn.experiments.zoo import zoo_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.StabilityWarning")
 needs_numba = pytest.mark.skipif(not cpu.available(), reason="Numba is not installed")

@@ -9,19 +9,16 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "ift_snn"
 
 LAYERS = [
-    ["ift_snn", "ift_snn.cli", "ift_snn.events.commands"],                                      # entry points
-    ["ift_snn.paper", "ift_snn.bench", "ift_snn.bench_peers", "ift_snn.zoo", "ift_snn.precision",
-     "ift_snn.events.bench", "ift_snn.verify"],                                                  # experiments, bench
-    ["ift_snn.integrations", "ift_snn.interchange"],                                             # torch, NIR
-    ["ift_snn.train", "ift_snn.network", "ift_snn.local_training", "ift_snn.data", "ift_snn.shd_like",
-     "ift_snn.events.train"],                                                                    # training, data
-    ["ift_snn.ops", "ift_snn.events", "ift_snn.optim", "ift_snn.files"],                         # array APIs
-    ["ift_snn.backends"],                                                                        # numbers
-    ["ift_snn.codegen"],                                                                         # text from derivations
-    ["ift_snn.stability"],                                                                       # diagnostics
-    ["ift_snn.symbolic"],                                                                        # derivations, proofs
-    ["ift_snn.models", "ift_snn.kernels", "ift_snn.surrogates", "ift_snn.expressions", "ift_snn.spec",
-     "ift_snn.methods"],                                                                         # definitions
+    ["ift_snn", "ift_snn.cli", "ift_snn.events.commands"],                    # entry points
+    ["ift_snn.experiments", "ift_snn.events.bench"],                          # experiments, benchmarks
+    ["ift_snn.integrations"],                                                 # PyTorch, conversions, NIR
+    ["ift_snn.training", "ift_snn.events.train"],                             # networks, training loops, data
+    ["ift_snn.ops", "ift_snn.events", "ift_snn.optim", "ift_snn.files"],      # array APIs, tools
+    ["ift_snn.backends"],                                                     # numbers
+    ["ift_snn.codegen"],                                                      # text from derivations
+    ["ift_snn.symbolic.stability"],                                           # diagnostics read from a derivation
+    ["ift_snn.symbolic"],                                                     # derivations, proofs
+    ["ift_snn.neurons", "ift_snn.methods"],                                   # definitions
 ]
 
 

@@ -11,7 +11,7 @@ import pytest
 import ift_snn
 from ift_snn import ops
 from ift_snn.backends import compiled
-from ift_snn.models import BUILTIN_MODELS, get_model
+from ift_snn.neurons.models import BUILTIN_MODELS, get_model
 
 from .conftest import rel_err
 

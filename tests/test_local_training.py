@@ -1,4 +1,4 @@
-"""Chunked (truncated) and local-block training with one chunk's traces in memory (ift_snn.local_training).
+"""Chunked (truncated) and local-block training with one chunk's traces in memory (ift_snn.training.local).
 
 What is equal and what is not:
 - K = T (one chunk): chunked_step's loss and gradients are Network.step's (float64, 1e-10), with and
@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 import ift_snn
-from ift_snn.local_training import (block_layout, chunked_forward, chunked_step, fit_local, measure_memory,
+from ift_snn.training.local import (block_layout, chunked_forward, chunked_step, fit_local, measure_memory,
                                     memory_experiment)
-from ift_snn.network import Network, loss_and_grad
+from ift_snn.training.network import Network, loss_and_grad
 
 pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.StabilityWarning")
 

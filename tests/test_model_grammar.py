@@ -1,4 +1,4 @@
-"""One model grammar for every command (ift_snn.spec): built-ins with overrides, your own kernels, taps,
+"""One model grammar for every command (ift_snn.neurons.spec): built-ins with overrides, your own kernels, taps,
 surrogate specs, model files in the spec and stored forms, --save-model, and the commands that refuse it."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import re
 
 import pytest
 
-import ift_snn.bench as bench_mod
-import ift_snn.train as train_mod
-from ift_snn import spec
+import ift_snn.experiments.bench as bench_mod
+import ift_snn.training.train as train_mod
+from ift_snn.neurons import spec
 from ift_snn.cli import _train_config, build_parser, main
-from ift_snn.models import get_model, lif, model_to_dict
+from ift_snn.neurons.models import get_model, lif, model_to_dict
 
 pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.StabilityWarning")
 

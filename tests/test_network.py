@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import ift_snn
-from ift_snn.network import Adam, Network, NonFiniteLossError, loss_and_grad
-from ift_snn.surrogates import sigmoid
+from ift_snn.training.network import Adam, Network, NonFiniteLossError, loss_and_grad
+from ift_snn.neurons.surrogates import sigmoid
 
 pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.StabilityWarning")
 
@@ -119,7 +119,7 @@ def test_no_gradient_crosses_a_block_boundary():
 
 
 def test_non_finite_gradient_names_the_layer():
-    from ift_snn.surrogates import exponential
+    from ift_snn.neurons.surrogates import exponential
 
     model = ift_snn.lif(0.9, surrogate=exponential(scale=20.0, width=0.5))
     net = Network([10, 4], model, seed=0, dtype=np.float32)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import ift_snn
-from ift_snn.network import Network
+from ift_snn.training.network import Network
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""NIR export and import (ift_snn/interchange.py): a round trip through a NIR file reproduces the spikes and
+"""NIR export and import (ift_snn/integrations/nir.py): a round trip through a NIR file reproduces the spikes and
 the weights; an imported graph with other input gains runs the NIR equations (checked against a direct
 forward-Euler simulation of them, written here); what NIR cannot describe is refused with the reason."""
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import ift_snn
-from ift_snn.interchange import NIR_NODES, from_nir, to_nir
-from ift_snn.network import Network
+from ift_snn.integrations.nir import NIR_NODES, from_nir, to_nir
+from ift_snn.training.network import Network
 
 nir = pytest.importorskip("nir")
 

@@ -1,4 +1,4 @@
-"""Hostile or careless NIR graphs (ift_snn/interchange.py, from_nir) are refused with a one-line ValueError that
+"""Hostile or careless NIR graphs (ift_snn/integrations/nir.py, from_nir) are refused with a one-line ValueError that
 names the node, the value and what was expected, before any large allocation or long work: a cycle (H2);
 weights that do not chain, are not 2-D, are not arrays or declare more than MAX_WEIGHTS entries (in memory or
 in a small file); NaN or inf in weights, biases and neuron parameters; neuron parameters of the wrong length
@@ -14,13 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ift_snn
-from ift_snn import interchange
-from ift_snn.interchange import from_nir, to_nir
-from ift_snn.network import Network
+from ift_snn.integrations import nir as interchange
+from ift_snn.integrations.nir import from_nir, to_nir
+from ift_snn.training.network import Network
 
 nir = pytest.importorskip("nir")
 # an IF neuron reset to zero has no stable surrogate scale and warns so; not what these tests are about
-pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.stability.UnstableModelWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.symbolic.stability.UnstableModelWarning")
 
 try:  # imported here, so that the property test's time limit does not count the first import
     import torch
@@ -190,7 +190,7 @@ def test_a_huge_declared_weight_is_refused_before_it_is_allocated(tmp_path):
     MAX_WEIGHTS, before any conversion or read."""
     assert interchange.MAX_WEIGHTS == 50_000_000
     expected = r"^NIR node 'fc' has weight shape \(30000, 30000\): the graph's weights up to it hold 900000000 " \
-               r"entries, more than MAX_WEIGHTS = 50000000 \(ift_snn.interchange.MAX_WEIGHTS\): refused"
+               r"entries, more than MAX_WEIGHTS = 50000000 \(ift_snn.integrations.nir.MAX_WEIGHTS\): refused"
     _refused(_huge_graph(_Declared((30000, 30000))), expected)
     _refused(_huge_graph(np.broadcast_to(np.float64(0.1), (30000, 30000))), expected, to="torch")
 

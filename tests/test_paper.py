@@ -1,4 +1,4 @@
-"""``ift-snn experiment paper`` (ift_snn/paper.py) on a small setting: every planned run is in paper.json
+"""``ift-snn experiment paper`` (ift_snn/experiments/paper.py) on a small setting: every planned run is in paper.json
 with per-epoch metrics, the bptt run's gradients at initialisation equal EXODUS's to rounding, the same initial
 weights for every method of a seed, figures written, and bad settings refused before any work."""
 
@@ -14,7 +14,7 @@ pytest.importorskip("h5py")
 pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 
-from ift_snn.paper import PaperConfig, paper_experiment  # noqa: E402
+from ift_snn.experiments.paper import PaperConfig, paper_experiment  # noqa: E402
 
 SMALL = dict(seeds=(0,), scales=(0.3, 1.0), n_train=64, n_test=40, epochs=2, T=40, hidden=(16, 16, 16),
              n_channels=16)

@@ -14,7 +14,7 @@ import ift_snn
 from ift_snn import ops
 from ift_snn.backends import reference
 from ift_snn.codegen.ir import CodegenError, build_kernel
-from ift_snn.zoo import zoo_model
+from ift_snn.experiments.zoo import zoo_model
 
 from .conftest import RTOL, models, problems, rel_err
 
@@ -92,7 +92,7 @@ def test_compiled_cpu_kernels_with_per_neuron_parameters(name, names):
 
 
 def test_per_neuron_gradients_equal_finite_differences():
-    model = ift_snn.lif(0.9, 1.0, surrogate=ift_snn.surrogates.sigmoid(slope=2.0), spike="smooth")
+    model = ift_snn.lif(0.9, 1.0, surrogate=ift_snn.neurons.surrogates.sigmoid(slope=2.0), spike="smooth")
     rng = np.random.default_rng(5)
     T, M, h = 30, 3, 1e-6
     a, g = rng.normal(0.5, 0.7, (T, M)), rng.normal(size=(T, M))

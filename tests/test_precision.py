@@ -1,6 +1,6 @@
 """Exact in float32 and float64 for every family (issue 25): kernels with close or repeated poles run in the
 parallel form (docs/MATH.md section 10), measured against the hand-written float64 oracle on the same spikes,
-inputs and (float32-rounded) parameters at T = 2000 (ift_snn/precision.py)."""
+inputs and (float32-rounded) parameters at T = 2000 (ift_snn/experiments/precision.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ift_snn
-from ift_snn import precision
+from ift_snn.experiments import precision
 from ift_snn.backends import reference
-from ift_snn.kernels import N, Kernel, KernelError, parallel_impulse
-from ift_snn.models import srm
+from ift_snn.neurons.kernels import N, Kernel, KernelError, parallel_impulse
+from ift_snn.neurons.models import srm
 
 #: The targets of issue 25 (relative, max-norm, against the oracle).
 F64 = 1e-10
@@ -94,7 +94,7 @@ def test_same_spike_oracle_is_the_oracle_where_no_spike_flips():
     ("cos(0.3*n)*cos(0.5*n)*0.9**n", 2, 4),  # a product of resonators: two pairs
 ])
 def test_parallel_form_structure_and_impulse(expr, sections, size):
-    from ift_snn.expressions import parse_expression
+    from ift_snn.neurons.expressions import parse_expression
 
     names = {k: sp.Symbol(k, positive=True) for k in ("alpha", "beta", "rho", "omega", "phi", "theta", "r1", "r2", "r3")}
     k = Kernel.closed_form(parse_expression(expr, {"n": N, **names}, what="kernel"))
@@ -192,8 +192,8 @@ def test_stability_warning_of_a_multi_pole_reset_fires_where_the_adjoint_grows(s
     growth of the same order as the oracle's."""
     import warnings
 
-    from ift_snn.stability import StabilityWarning
-    from ift_snn.surrogates import exponential
+    from ift_snn.symbolic.stability import StabilityWarning
+    from ift_snn.neurons.surrogates import exponential
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the constructor's warning about the explicit scale is not this test's

@@ -28,7 +28,7 @@ from ift_snn.codegen.cuda import compile_ptx, cuda_source, nvrtc_available
 from ift_snn.codegen.ir import QUANTITIES, build_kernel, rings
 from ift_snn.codegen.printers import print_numba
 from ift_snn.codegen.tree import lower
-from ift_snn.kernels import MAX_DELAY, KernelError
+from ift_snn.neurons.kernels import MAX_DELAY, KernelError
 from ift_snn.symbolic.recurrence import _adjoint, _df2t
 
 from .conftest import rel_err

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from ift_snn import data, shd_like
-from ift_snn.data import MAX_CLASSES, MAX_SHD_SAMPLES, Dataset
+from ift_snn.training import data, shd_like
+from ift_snn.training.data import MAX_CLASSES, MAX_SHD_SAMPLES, Dataset
 
 h5py = pytest.importorskip("h5py")
 
@@ -279,7 +279,7 @@ def test_shd_dense_counts_beyond_the_byte_cap_are_refused_before_allocating(tmp_
     """A small compressed file can declare many (empty) samples; their dense counts are refused by size."""
     import h5py
 
-    from ift_snn import data
+    from ift_snn.training import data
 
     path = tmp_path / "many.h5"
     n = 2000

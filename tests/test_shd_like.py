@@ -1,4 +1,4 @@
-"""ift_snn.shd_like: the SHD-like spoken-word analogue (class in phoneme order), its files and baselines."""
+"""ift_snn.training.shd_like: the SHD-like spoken-word analogue (class in phoneme order), its files and baselines."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from ift_snn import data, shd_like
+from ift_snn.training import data, shd_like
 
 h5py = pytest.importorskip("h5py")
 pytest.importorskip("sklearn")
@@ -115,7 +115,7 @@ def test_round_trip_through_load_shd(small, tmp_path):
         assert [k.decode() for k in f["extra/keys"][()]] == list(small.keys)
         np.testing.assert_array_equal(f["extra/words"][()], small.words)
         assert json.loads(f.attrs["params"]) == small.params
-        assert f.attrs["generator"] == "ift_snn.shd_like" and f.attrs["n_classes"] == 10
+        assert f.attrs["generator"] == "ift_snn.training.shd_like" and f.attrs["n_classes"] == 10
 
 
 def test_round_trip_other_duration(tmp_path):
@@ -187,7 +187,7 @@ def test_baselines_bad_arguments(small, tmp_path):
         shd_like.baselines(ds, ds, time_bins=(1, 11))
     with pytest.raises(TypeError, match="time_bins must be a non-empty sequence"):
         shd_like.baselines(ds, ds, time_bins=())
-    with pytest.raises(TypeError, match="train and test must be ift_snn.data.Dataset"):
+    with pytest.raises(TypeError, match="train and test must be ift_snn.training.data.Dataset"):
         shd_like.baselines(ds.x, ds)
     other = data.load_shd(tmp_path / "s.h5", T=10, n_channels=8)
     with pytest.raises(ValueError, match=r"train has \(T, channels\) = \(10, 7\) but test \(10, 8\)"):

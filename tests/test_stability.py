@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import ift_snn
-from ift_snn.surrogates import exponential
+from ift_snn.neurons.surrogates import exponential
 
 
 def test_max_step_factor_is_reported(rng):

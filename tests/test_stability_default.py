@@ -1,4 +1,4 @@
-"""The worst-case step factor (ift_snn/stability.py, docs/MATH.md section 6): against a brute-force scan of u,
+"""The worst-case step factor (ift_snn/symbolic/stability.py, docs/MATH.md section 6): against a brute-force scan of u,
 against the backward's running diagnostic, the largest stable scale, stabilized models, and the warning
 the constructors give (once per model)."""
 
@@ -12,16 +12,17 @@ import numpy as np
 import pytest
 
 import ift_snn
-from ift_snn import stability, surrogates
-from ift_snn.models import builtin_model, cuba_lif, if_neuron, lif
-from ift_snn.stability import (
+from ift_snn.symbolic import stability
+from ift_snn.neurons import surrogates
+from ift_snn.neurons.models import builtin_model, cuba_lif, if_neuron, lif
+from ift_snn.symbolic.stability import (
     UnstableModelWarning,
     largest_stable_scale,
     stabilized,
     worst_step_factor,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.stability.UnstableModelWarning",
+pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.symbolic.stability.UnstableModelWarning",
                                         "ignore::ift_snn.StabilityWarning")
 
 #: The membrane models and their step factors c(u, s, sigma), written out here (the library reads them
@@ -216,8 +217,8 @@ def test_per_neuron_values_get_the_scale_stable_for_every_neuron():
 
 
 def test_specs_the_training_config_and_the_command_line_choose_the_scale_as_the_constructors():
-    from ift_snn.spec import model_from_spec
-    from ift_snn.train import TrainConfig, _model
+    from ift_snn.neurons.spec import model_from_spec
+    from ift_snn.training.train import TrainConfig, _model
 
     assert model_from_spec({"builtin": "lif", "surrogate": "exponential"}) == lif(0.9)
     assert model_from_spec({"builtin": "lif", "surrogate": "exponential(width=0.25)"}).surrogate == \
@@ -243,7 +244,7 @@ def test_torch_layers_and_nir_imports_get_the_scale_stable_for_every_neuron():
     given = LIF(torch.tensor([0.9, 0.5]), surrogate=surrogates.exponential(scale=0.9))
     assert given.model.surrogate == surrogates.exponential(scale=0.9)  # given: kept
     nir = pytest.importorskip("nir")
-    from ift_snn.interchange import from_nir
+    from ift_snn.integrations.nir import from_nir
 
     tau = np.array([2.0, 10.0, 20.0])  # alpha = 1 - 1/tau: 0.5, 0.9, 0.95
     graph = nir.NIRGraph(

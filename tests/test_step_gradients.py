@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import ift_snn
 from ift_snn import ops
 from ift_snn.backends import reference
-from ift_snn.zoo import zoo_model
+from ift_snn.experiments.zoo import zoo_model
 
 from .conftest import models, problems, rel_err
 

@@ -1,5 +1,5 @@
 """Every built-in surrogate against an independent numpy formula (the docstring table of
-ift_snn/surrogates.py), its shape and dtype behaviour, and the primitives of the smooth spike."""
+ift_snn/neurons/surrogates.py), its shape and dtype behaviour, and the primitives of the smooth spike."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ift_snn import Surrogate, get_surrogate, surrogates
-from ift_snn.surrogates import SURROGATES
+from ift_snn import Surrogate, get_surrogate
+
+from ift_snn.neurons import surrogates
+from ift_snn.neurons.surrogates import SURROGATES
 
 
 def _logistic(z):

@@ -7,12 +7,12 @@ import pytest
 import sympy as sp
 
 import ift_snn
-from ift_snn.models import param_symbol
-from ift_snn.surrogates import THETA
+from ift_snn.neurons.models import param_symbol
+from ift_snn.neurons.surrogates import THETA
 from ift_snn.symbolic import ift
 from ift_snn.symbolic.recurrence import Recurrence, derive_recurrence, prove
 from ift_snn.symbolic.report import derive
-from ift_snn.verify import verify_numerically
+from ift_snn.experiments.verify import verify_numerically
 from ift_snn.symbolic.system import build_system
 
 ALPHA = param_symbol("alpha")

@@ -23,7 +23,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import ift_snn  # noqa: E402
-from ift_snn import ops, surrogates  # noqa: E402
+from ift_snn import ops  # noqa: E402
+from ift_snn.neurons import surrogates
 from ift_snn.integrations import torch as tint  # noqa: E402
 from ift_snn.integrations.torch import CUBALIF, IF, LIF, SpikingLayer, spike_scan  # noqa: E402
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from ift_snn.cli import main
-from ift_snn.network import Network
-from ift_snn.train import SilentLayerWarning, TrainConfig, scale_sweep, train
+from ift_snn.training.network import Network
+from ift_snn.training.train import SilentLayerWarning, TrainConfig, scale_sweep, train
 
 pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.StabilityWarning")
 TINY = ["--randman-samples", "16", "--T", "40", "--hidden", "16", "16", "--batch-size", "16"]
@@ -94,7 +94,7 @@ def test_shd_task_reads_an_hdf5_file(tmp_path):
 
 def test_train_cli_exposes_the_network_and_the_shd_files(tmp_path, monkeypatch):
     """--init-gain, --dtype, and for SHD its separate test file, --n-channels and --max-samples reach the run."""
-    from ift_snn import train as train_mod
+    from ift_snn.training import train as train_mod
 
     train_file, test_file = _shd_file(tmp_path / "train.h5", 24), _shd_file(tmp_path / "test.h5", 12, seed=1)
     seen = {}

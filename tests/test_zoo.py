@@ -1,4 +1,4 @@
-"""The zoo (ift_snn/zoo.py): every neuron through derive (proof), codegen (CUDA to PTX, NumPy and Numba run)
+"""The zoo (ift_snn/experiments/zoo.py): every neuron through derive (proof), codegen (CUDA to PTX, NumPy and Numba run)
 and gradients against the independent float64 BPTT oracle, from Python and from the command line.
 
 Timings of each member's first call are a benchmark (``ift-snn bench --zoo``), not a test.
@@ -16,10 +16,10 @@ from ift_snn.backends import reference
 from ift_snn.cli import main
 from ift_snn.codegen.cuda import compile_ptx, cuda_source
 from ift_snn.codegen.ir import QUANTITIES, build_kernel
-from ift_snn.models import BUILTIN_MODELS, get_model, model_to_dict
-from ift_snn.spec import save_model_file
+from ift_snn.neurons.models import BUILTIN_MODELS, get_model, model_to_dict
+from ift_snn.neurons.spec import save_model_file
 from ift_snn.symbolic.recurrence import derive_recurrence, prove
-from ift_snn.zoo import ZOO, zoo_model
+from ift_snn.experiments.zoo import ZOO, zoo_model
 
 from .conftest import rel_err
 

@@ -41,11 +41,33 @@ import sympy as sp
 
 from ..methods import get_method
 
-from ..codegen.cpu import (CHUNK, compile_numba, compile_numpy, numba_available, numpy_map_source, numpy_source,
-                           python_source, release)
-from ..codegen.ir import PER_NEURON, ScanKernel, argument_values, build_kernel, check_per_neuron, structure_header
-from ..codegen.tree import FINAL, INPUT, OUTPUT, VECTOR, WORK, lower
-from ..models import NeuronModel, param_symbol
+from ..codegen.cpu import (
+    CHUNK,
+    compile_numba,
+    compile_numpy,
+    numba_available,
+    numpy_map_source,
+    numpy_source,
+    python_source,
+    release,
+)
+from ..codegen.ir import (
+    PER_NEURON,
+    ScanKernel,
+    argument_values,
+    build_kernel,
+    check_per_neuron,
+    structure_header,
+)
+from ..codegen.tree import (
+    FINAL,
+    INPUT,
+    OUTPUT,
+    VECTOR,
+    WORK,
+    lower,
+)
+from ..neurons.models import NeuronModel, param_symbol
 from ..symbolic.recurrence import STATE_OUT, derive_recurrence
 from ..symbolic.step import STATE_COTANGENT
 from ..symbolic.recurrence import initial_state as _initial_state

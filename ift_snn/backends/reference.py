@@ -30,8 +30,8 @@ import numpy as np
 import sympy as sp
 from scipy.linalg import solve_triangular
 
-from ..kernels import Kernel
-from ..models import NeuronModel
+from ..neurons.kernels import Kernel
+from ..neurons.models import NeuronModel
 
 __all__ = ["RefResult", "simulate", "bptt", "slayer", "dense_ift"]
 

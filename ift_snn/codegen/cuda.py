@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..models import NeuronModel
+from ..neurons.models import NeuronModel
 from .ir import CodegenError, ScanKernel, build_kernel
 from .printers import print_cuda
 from .tree import lower

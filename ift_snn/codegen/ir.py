@@ -29,8 +29,8 @@ from functools import cached_property
 
 import sympy as sp
 
-from ..kernels import MAX_DELAY
-from ..models import NeuronModel, param_symbol
+from ..neurons.kernels import MAX_DELAY
+from ..neurons.models import NeuronModel, param_symbol
 from ..symbolic.recurrence import DIAGNOSTIC, Recurrence, Scan, derive_recurrence
 from ..symbolic.step import step_scans
 from ..symbolic.system import U_INIT

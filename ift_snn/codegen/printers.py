@@ -33,8 +33,27 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from ..symbolic.recurrence import PARAMETER as WIDE_PREFIX
 from .ir import RING_MIN
-from .tree import (FINAL, INPUT, OUTPUT, PARAM, RING_HEAD, SIZE, VECTOR, WORK, Assign, Final, Function, InitState,
-                   Invariant, Load, Ring, RingInit, Store, TimeLoop, UpdateState)
+from .tree import (
+    FINAL,
+    INPUT,
+    OUTPUT,
+    PARAM,
+    RING_HEAD,
+    SIZE,
+    VECTOR,
+    WORK,
+    Assign,
+    Final,
+    Function,
+    InitState,
+    Invariant,
+    Load,
+    Ring,
+    RingInit,
+    Store,
+    TimeLoop,
+    UpdateState,
+)
 
 __all__ = ["CudaPrinter", "NumbaPrinter", "NumpyPrinter", "cuda_code", "python_code", "numpy_code",
            "print_cuda", "print_numba", "print_numpy", "print_numpy_map", "HOST_ARGS", "MAP_ARGS"]

@@ -18,7 +18,13 @@ from .gradients import LayerGradients, layer_backward
 from .losses import count_mse, first_spike_times, ttfs_cross_entropy
 from .model import EventLIF, SpikeTrain, check_weights
 from .network import EventNetwork
-from .simulate import LayerTrace, event_stream, first_crossing, membrane, simulate
+from .simulate import (
+    LayerTrace,
+    event_stream,
+    first_crossing,
+    membrane,
+    simulate,
+)
 
 __all__ = [
     "EventLIF",

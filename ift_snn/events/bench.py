@@ -60,7 +60,7 @@ def spike_scaling(per_channel=(1, 2, 4, 8, 16, 32), B: int = 32, C: int = 64, M:
 
 
 def _discrete_layer(T, x: SpikeTrain, w, t_max, repeats):
-    from ..models import lif
+    from ..neurons.models import lif
     from ..ops import backward, forward
 
     B, C, _ = x.shape

@@ -1,7 +1,7 @@
 """Training on scikit-learn digits with exact spike-time gradients: ``ift-snn train --task digits --method events``.
 
-Data: :func:`ift_snn.data.digits` with the discrete tasks' sample order and
-split (``ds.split(0.25, seed=seed)``, as :func:`ift_snn.train.make_task`).
+Data: :func:`ift_snn.training.data.digits` with the discrete tasks' sample order and
+split (``ds.split(0.25, seed=seed)``, as :func:`ift_snn.training.train.make_task`).
 Pixel v > 0 fires once at step ``round((1 - v/16)(T - 1))``; here that step
 becomes the spike time ``step * t_window / (T - 1)`` (T = 50, t_window = 4
 tau_s by default): the same spikes, on a continuous axis.
@@ -49,7 +49,7 @@ __all__ = ["digits_spike_times", "train_digits", "calibrate"]
 
 def digits_spike_times(T: int = 50, seed: int = 0, t_window: float = 4.0):
     """(train, test) as (SpikeTrain, labels) pairs: the discrete digits task's samples and split, as times."""
-    from .. import data
+    from ..training import data
 
     ds = data.digits(T=T, seed=seed)
     train, test = ds.split(0.25, seed=seed)

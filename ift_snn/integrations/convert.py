@@ -15,7 +15,14 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError("ift_snn.integrations.convert needs PyTorch: pip install -e '.[torch]' in the ift_snn checkout") from exc
 
-from ..surrogates import THETA, U, Surrogate, custom, exponential, gaussian
+from ..neurons.surrogates import (
+    THETA,
+    U,
+    Surrogate,
+    custom,
+    exponential,
+    gaussian,
+)
 from .torch import IF, LIF, SpikingLayer
 
 __all__ = ["from_sinabs"]

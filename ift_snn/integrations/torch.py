@@ -68,8 +68,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 from ..methods import EXODUS, get_method
 from .. import ops
 from ..backends import cupy as cupy_backend
-from ..models import NeuronModel, chooses_scale, cuba_lif, if_neuron, lif
-from ..stability import stable_default
+from ..neurons.models import (
+    NeuronModel,
+    chooses_scale,
+    cuba_lif,
+    if_neuron,
+    lif,
+)
+from ..symbolic.stability import stable_default
 
 __all__ = ["SpikeScan", "spike_scan", "SpikingLayer", "TimeFold", "LIF", "IF", "CUBALIF", "from_snntorch"]
 
@@ -430,7 +436,7 @@ def _op_key(model: NeuronModel, names: tuple[str, ...], vector_names: tuple[str,
     import hashlib
     import json
 
-    from ..models import model_to_dict
+    from ..neurons.models import model_to_dict
 
     parts = [model_to_dict(model), list(names)] + ([list(vector_names)] if vector_names else [])
     key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
@@ -511,7 +517,7 @@ COMPILABLE = _register_ops()
 
 # ------------------------------------------------------------------- layer
 class SpikingLayer(nn.Module):
-    """A layer of spiking neurons of any :class:`~ift_snn.models.NeuronModel`.
+    """A layer of spiking neurons of any :class:`~ift_snn.neurons.models.NeuronModel`.
 
     ``forward(x, u0=None)``: x (batch, time, *neurons) input currents ->
     spikes of the same shape, differentiable by ``method`` ("exodus" exact =
@@ -908,7 +914,7 @@ def from_snntorch(leaky, *, method: str = "exodus", stateful: bool = False) -> S
     here (graded spikes, inhibition, state quantisation, ``reset_delay=False``, another
     surrogate, ``reset_mechanism="none"``) raise ValueError naming them.
     """
-    from ..surrogates import SURROGATES
+    from ..neurons.surrogates import SURROGATES
 
     kind = type(leaky).__name__
     if kind != "Leaky" or not hasattr(leaky, "beta"):

@@ -9,7 +9,7 @@ A kernel h (``kernels.py``) is run either
 
 * or in the parallel form (two or more poles, docs/MATH.md section 10): a cascade of first-order
   sections per distinct pole, a rotation per conjugate pair, the sections' sum delayed behind the
-  kernel's leading taps in a shift chain (:class:`~ift_snn.kernels.Parallel`). Rounding the direct
+  kernel's leading taps in a shift chain (:class:`~ift_snn.neurons.kernels.Parallel`). Rounding the direct
   form's coefficients (the elementary symmetric polynomials of the poles) moves close poles by about
   eps / (product of pole gaps); each section's state is as accurate as one LIF membrane.
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ..kernels import Kernel, Parallel
+from ..neurons.kernels import Kernel, Parallel
 
 __all__ = ["filter_step", "filter_adjoint", "filter_state_after", "free_response", "free_response_tangent",
            "decay", "df2t", "df2t_adjoint"]
@@ -69,7 +69,7 @@ def df2t_adjoint(prefix: str, num: tuple[sp.Expr, ...], den: tuple[sp.Expr, ...]
 
 
 def _parallel_step(prefix: str, form: Parallel, x: sp.Expr):
-    """(states, output, updates) of one step of a parallel form (see :class:`~ift_snn.kernels.Parallel`).
+    """(states, output, updates) of one step of a parallel form (see :class:`~ift_snn.neurons.kernels.Parallel`).
 
     States: the shift chain c_1..c_d of the delay first (c_j <- c_(j+1) + t_j x, c_d <- q; y = t_0 x + c_1),
     then each section's levels (a pair: real, imaginary part per level). q is the sections' output on the

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from ..surrogates import THETA
+from ..neurons.surrogates import THETA
 from .system import U_INIT, System
 
 __all__ = ["Jacobians", "jacobians", "check_unit_lower_triangular", "NotTriangularError",

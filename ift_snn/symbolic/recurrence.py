@@ -35,10 +35,17 @@ import numpy as np
 import sympy as sp
 
 from ..methods import get_method
-from ..kernels import Kernel, trig_polynomial
-from ..models import NeuronModel
-from ..surrogates import THETA, U
-from .filters import decay, df2t as _df2t, df2t_adjoint as _adjoint, filter_adjoint, filter_state_after, filter_step
+from ..neurons.kernels import Kernel, trig_polynomial
+from ..neurons.models import NeuronModel
+from ..neurons.surrogates import THETA, U
+from .filters import (
+    decay,
+    df2t as _df2t,
+    df2t_adjoint as _adjoint,
+    filter_adjoint,
+    filter_state_after,
+    filter_step,
+)
 from .filters import free_response_tangent
 from .system import STATE_IN, U_INIT
 
@@ -623,7 +630,7 @@ def exact_model(model: NeuronModel) -> NeuronModel:
     """
     import dataclasses
 
-    from ..kernels import Kernel
+    from ..neurons.kernels import Kernel
 
     def kernel(k):
         if k is None:

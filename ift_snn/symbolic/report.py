@@ -16,9 +16,15 @@ from functools import cached_property
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
 
-from ..models import NeuronModel
+from ..neurons.models import NeuronModel
 from . import ift
-from .recurrence import Proof, Recurrence, Scan, derive_recurrence, prove
+from .recurrence import (
+    Proof,
+    Recurrence,
+    Scan,
+    derive_recurrence,
+    prove,
+)
 from .system import System, build_system
 
 __all__ = ["Derivation", "derive", "render_markdown", "render_latex", "render_text", "recurrence_json",
@@ -95,7 +101,7 @@ def derive(model: NeuronModel, T: int = 6) -> Derivation:
     return Derivation(model, T, system, jac, G, adj, rec, proofs)
 
 
-# (the numeric check against the oracle: ift_snn/verify.py, above the backends)
+# (the numeric check against the oracle: ift_snn/experiments/verify.py, above the backends)
 # ----------------------------------------------------------------- render
 def _pattern(J: sp.Matrix) -> str:
     rows = []

@@ -31,8 +31,8 @@ import functools
 
 import sympy as sp
 
-from ..models import NeuronModel
-from ..surrogates import THETA
+from ..neurons.models import NeuronModel
+from ..neurons.surrogates import THETA
 from .recurrence import PARAMETER, STATE_GRAD, Recurrence, Scan
 
 __all__ = ["step_scans", "STATE_COTANGENT"]

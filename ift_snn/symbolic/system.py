@@ -27,7 +27,7 @@ from functools import cached_property
 
 import sympy as sp
 
-from ..models import NeuronModel
+from ..neurons.models import NeuronModel
 from .filters import free_response as _free_response
 
 __all__ = ["System", "build_system", "SPIKE", "U_INIT", "STATE_IN", "state_names"]
@@ -78,7 +78,7 @@ class System:
     @cached_property
     def derivative_rules(self) -> dict[sp.Expr, sp.Expr]:
         """Replacements of the opaque spike function's partials by the surrogate."""
-        from ..surrogates import THETA
+        from ..neurons.surrogates import THETA
 
         rules: dict[sp.Expr, sp.Expr] = {}
         for u, sig, kap in zip(self.u, self.sigma, self.kappa):
@@ -105,7 +105,7 @@ def build_system(model: NeuronModel, T: int, *, state: bool = False) -> System:
     and filter states, :func:`state_names`) instead of the initial membrane u_init; a filter
     state w_i enters through its zero-input response :func:`~ift_snn.symbolic.filters.free_response`.
     """
-    from ..surrogates import THETA
+    from ..neurons.surrogates import THETA
 
     if not isinstance(model, NeuronModel):
         raise TypeError(f"model must be a NeuronModel, got {type(model).__name__}")

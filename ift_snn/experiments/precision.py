@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .methods import get_method
-from .models import NeuronModel
+from ..methods import get_method
+from ..neurons.models import NeuronModel
 
 G_MEAN = 0.0
 
@@ -57,7 +57,7 @@ def drive(model: NeuronModel, T: int, M: int, seed: int = 0, rate: float = 0.1, 
     """A (T, M) float64 input that makes ``model`` fire at about ``rate`` spikes per step and neuron:
     white noise with a positive mean, scaled (by bisection on a log scale, float64 forward over the first
     400 steps) to the rate."""
-    from . import ops
+    from .. import ops
 
     rng = np.random.default_rng(seed)
     base = rng.normal(0.3, 1.0, size=(T, M))
@@ -82,8 +82,8 @@ def measure(model: NeuronModel, T: int = 2000, M: int = 4, dtype=np.float32, see
     """Run ``model`` forward and backward (``method``) in ``dtype`` and compare with the float64 oracle
     on the same spikes: the membrane, dL/da, dL/du0 and every dL/dp (L = sum g s, g fixed random).
     ``backend``: "auto", "cpu" (Numba), "numpy" (the NumPy-printed kernels) or "cupy" (CUDA, on a GPU)."""
-    from . import ops
-    from .backends import reference
+    from .. import ops
+    from ..backends import reference
 
     dtype = np.dtype(dtype)
     a64 = drive(model, T, M, seed, backend=backend) if a is None else np.asarray(a, dtype=np.float64)
@@ -115,7 +115,7 @@ def measure(model: NeuronModel, T: int = 2000, M: int = 4, dtype=np.float32, see
                            flips=int(np.sum(own != s)))
 
 
-#: The families of issue 25: name -> spec (the model grammar of :func:`ift_snn.spec.model_from_spec`).
+#: The families of issue 25: name -> spec (the model grammar of :func:`ift_snn.neurons.spec.model_from_spec`).
 FAMILIES: dict[str, dict] = {
     "lif": {"builtin": "lif"},
     "if": {"builtin": "if"},
@@ -148,7 +148,7 @@ FAMILIES: dict[str, dict] = {
 
 def family_model(name: str) -> NeuronModel:
     """The model of precision family ``name`` (:data:`FAMILIES`)."""
-    from .spec import model_from_spec
+    from ..neurons.spec import model_from_spec
 
     if name not in FAMILIES:
         raise ValueError(f"unknown precision family {name!r}; expected one of {', '.join(FAMILIES)}")

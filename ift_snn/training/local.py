@@ -67,10 +67,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .methods import get_method
-from . import ops
-from .network import (COUNT_TARGET, LOSSES, Adam, Network, NonFiniteLossError, StepResult, _softmax_ce, loss_and_grad,
-                      max_filter)
+from ..methods import get_method
+from .. import ops
+from .network import (
+    COUNT_TARGET,
+    LOSSES,
+    Adam,
+    Network,
+    NonFiniteLossError,
+    StepResult,
+    _softmax_ce,
+    loss_and_grad,
+    max_filter,
+)
 from .train import _write_json
 
 __all__ = ["chunked_step", "chunked_forward", "fit_local", "measure_memory", "memory_experiment", "block_layout",
@@ -293,7 +302,7 @@ def fit_local(net: Network, train_ds, test_ds, cfg, *, K: int | None = None, end
               progress: bool = False, desc: str = "local", on_epoch=None) -> LocalHistory:
     """Adam (lr ``cfg.lr``) over ``cfg.epochs`` epochs of :func:`chunked_step` with chunks of ``K``.
 
-    ``cfg``: a :class:`ift_snn.train.TrainConfig` (its loss, method, batch_size, lr, epochs and seed are
+    ``cfg``: a :class:`ift_snn.training.train.TrainConfig` (its loss, method, batch_size, lr, epochs and seed are
     used; its truncation and blocks are not: the blocks are ``net``'s, K is the argument). The batch
     order is ``train.fit``'s (``default_rng(cfg.seed)``). ``end_to_end=True`` trains with
     :meth:`Network.step` instead (the reference: all traces kept, the whole sequence's loss), with
@@ -467,7 +476,7 @@ def memory_experiment(out, *, quick: bool = False, epochs: int | None = None, n_
                       blas_threads: int | None = 1, progress: bool = True) -> dict:
     """Peak memory and accuracy against K and b on the SHD-like task; writes memory.json and memory.png.
 
-    Task: :func:`ift_snn.shd_like.make_task` into ``out/data`` (64 channels, ``T`` = 250 bins), network
+    Task: :func:`ift_snn.training.shd_like.make_task` into ``out/data`` (64 channels, ``T`` = 250 bins), network
     [64, 128, 128, 128, 10] of IF neurons (``neuron="lif"``: lif(0.9)) with the exponential surrogate
     (scale 1, width 0.5), loss ``loss``, Adam ``lr``, batch ``batch_size``, float32, weights
     N(0, (init_gain / sqrt(fan-in))^2). ``init_gain=1.5``: with IF neurons Network's default 2.0 drives the
@@ -499,8 +508,8 @@ def memory_experiment(out, *, quick: bool = False, epochs: int | None = None, n_
 def _memory_experiment(out, *, quick, epochs, n_train, n_test, seed, neuron, loss, lr, batch_size, T, init_gain,
                        configs, train_configs, progress) -> dict:
     from . import data, shd_like
-    from .models import if_neuron, lif
-    from .surrogates import exponential
+    from ..neurons.models import if_neuron, lif
+    from ..neurons.surrogates import exponential
     from .train import TrainConfig, prepare_out_dir
 
     out = prepare_out_dir(out, "out")

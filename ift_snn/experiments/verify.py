@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backends import reference
-from .symbolic.recurrence import PARAMETER, evaluate, u_init_parameter_terms
-from .symbolic.report import Derivation
+from ..backends import reference
+from ..symbolic.recurrence import PARAMETER, evaluate, u_init_parameter_terms
+from ..symbolic.report import Derivation
 
 __all__ = ["NumericCheck", "verify_numerically"]
 

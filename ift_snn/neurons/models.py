@@ -37,7 +37,7 @@ Stable by default (docs/MATH.md section 6): the constructors :func:`lif`, :func:
 :func:`cuba_lif` and :func:`srm` give a surrogate named by a string (the default ``"exponential"``) the
 scale min(1, largest stable scale), so that the exact gradient's worst-case step factor is at most 1
 (LIF(0.9): exponential(scale=0.95, width=0.5)); a Surrogate object is used as given, and they warn
-:class:`ift_snn.stability.UnstableModelWarning`, once per model, when its worst factor is above
+:class:`ift_snn.symbolic.stability.UnstableModelWarning`, once per model, when its worst factor is above
 ``stability.WARN_ABOVE`` (1), naming the largest stable scale.
 """
 
@@ -55,8 +55,21 @@ import numpy as np
 import sympy as sp
 
 from .expressions import CONSTANTS, FUNCTIONS, parse_expression
-from .kernels import _for_arrays, MAX_TAPS, N, Kernel, KernelError, NoRecurrenceError
-from .surrogates import THETA, Surrogate, exponential, get_surrogate, parse_surrogate_constants
+from .kernels import (
+    _for_arrays,
+    MAX_TAPS,
+    N,
+    Kernel,
+    KernelError,
+    NoRecurrenceError,
+)
+from .surrogates import (
+    THETA,
+    Surrogate,
+    exponential,
+    get_surrogate,
+    parse_surrogate_constants,
+)
 
 __all__ = [
     "NeuronModel",
@@ -366,7 +379,7 @@ def _check_model_ranges(model: NeuronModel) -> None:
 
 def chooses_scale(surrogate: str | Surrogate) -> bool:
     """Whether the constructors choose the surrogate's scale (the largest stable one, at most the family's
-    default: :func:`ift_snn.stability.stable_default`): for a built-in surrogate given as text without a
+    default: :func:`ift_snn.symbolic.stability.stable_default`): for a built-in surrogate given as text without a
     scale (the default ``"exponential"``, ``"exponential(width=0.3)"``), not for a Surrogate object."""
     return isinstance(surrogate, str) and _parsed(surrogate)[1]
 
@@ -402,7 +415,7 @@ def _reset_amount(theta_r, params: list[tuple[str, float]]) -> sp.Expr:
 
 
 #: What the public constructors apply to every model they build, ``hook(model, named) -> model``: the stable
-#: default of :mod:`ift_snn.stability`, which installs it when imported (``import ift_snn`` imports it before any
+#: default of :mod:`ift_snn.symbolic.stability`, which installs it when imported (``import ift_snn`` imports it before any
 #: model can be built). Stability reads a model's derivation (``symbolic/``), a layer above these definitions:
 #: installing it from there keeps the imports pointing down (no models -> stability -> symbolic -> models cycle).
 _ON_CONSTRUCTION: list = []
@@ -415,12 +428,12 @@ def on_construction(hook) -> None:
 
 def _checked(model: NeuronModel, named: bool) -> NeuronModel:
     """``model`` stable by default: a surrogate given by name (``named``) gets the scale
-    min(1, largest stable scale) (:func:`ift_snn.stability.stable_default`); then
-    :func:`ift_snn.stability.warn_if_unstable`: an UnstableModelWarning, once per model, when the worst-case
+    min(1, largest stable scale) (:func:`ift_snn.symbolic.stability.stable_default`); then
+    :func:`ift_snn.symbolic.stability.warn_if_unstable`: an UnstableModelWarning, once per model, when the worst-case
     step factor of its exact gradient is above ``stability.WARN_ABOVE`` (1). Only the public constructors
     call it (not ``with_params``, which training calls every step). Installed by :func:`on_construction`."""
     if not _ON_CONSTRUCTION:
-        raise RuntimeError("ift_snn.stability is not imported: import ift_snn (the package) before building models")
+        raise RuntimeError("ift_snn.symbolic.stability is not imported: import ift_snn (the package) before building models")
     for hook in _ON_CONSTRUCTION:
         model = hook(model, named)
     return model
@@ -660,11 +673,11 @@ def srm(
         u[n] = (eps * a)[n] - (nu * s)[n-1],   s[n] = f(u[n])
 
     Each kernel is a closed form in ``n`` (string, parsed over a whitelist, or
-    SymPy expression), a :class:`~ift_snn.kernels.Kernel`, or a sequence of
+    SymPy expression), a :class:`~ift_snn.neurons.kernels.Kernel`, or a sequence of
     taps h[0], h[1], .... Free names of closed forms are parameters whose
     values come from ``params`` (``theta`` is the threshold and may appear in
     nu). A closed form without a finite linear recurrence raises
-    :class:`~ift_snn.kernels.NoRecurrenceError` unless ``truncate=K`` asks for
+    :class:`~ift_snn.neurons.kernels.NoRecurrenceError` unless ``truncate=K`` asks for
     its first K taps instead (each tap keeps its parameters).
 
     Options, each exact in every combination it is accepted in (tested against the BPTT oracle):

@@ -1,6 +1,6 @@
 """A zoo of neurons, each written once in the model grammar and run through everything.
 
-Every member is a spec (the mapping a model file holds, :func:`ift_snn.spec.model_from_spec`): a
+Every member is a spec (the mapping a model file holds, :func:`ift_snn.neurons.spec.model_from_spec`): a
 built-in with overrides or custom kernels. The tests take each one through the derivation and its
 symbolic proof, the generated CUDA (compiled to PTX), the generated CPU kernels and the gradients
 against the float64 BPTT oracle, from Python and from the command line; :func:`bench_zoo` times the
@@ -49,7 +49,7 @@ ZOO: dict[str, dict] = {
 
 def zoo_model(name: str):
     """The model of zoo member ``name``."""
-    from .spec import model_from_spec
+    from ..neurons.spec import model_from_spec
 
     if name not in ZOO:
         raise ValueError(f"unknown zoo member {name!r}; the zoo has {', '.join(ZOO)}")
@@ -81,17 +81,17 @@ def bench_zoo(names=None, *, specs: Mapping[str, dict] | None = None, T_proof: i
     """
     import numpy as np
 
-    from . import ops
-    from .backends import compiled
-    from .codegen.cpu import python_source
-    from .codegen.cuda import cuda_source
-    from .codegen.ir import QUANTITIES, build_kernel
-    from .symbolic.recurrence import derive_recurrence, prove
+    from .. import ops
+    from ..backends import compiled
+    from ..codegen.cpu import python_source
+    from ..codegen.cuda import cuda_source
+    from ..codegen.ir import QUANTITIES, build_kernel
+    from ..symbolic.recurrence import derive_recurrence, prove
 
     rows = []
-    from .kernels import _diff
+    from ..neurons.kernels import _diff
 
-    from .spec import model_from_spec
+    from ..neurons.spec import model_from_spec
 
     members = dict(specs) if specs is not None else {name: ZOO[name] for name in names or ZOO}
     for name, spec in members.items():

@@ -28,7 +28,7 @@ finite differences can check every gradient.
 
 The defaults are those of the functions (``exponential()`` is scale 1). A neuron constructor given a
 surrogate as text without a scale (its default ``"exponential"``, or ``"exponential(width=0.3)"``) lowers
-the scale to the largest stable one (``ift_snn.stability.stable_default``, docs/MATH.md section 6).
+the scale to the largest stable one (``ift_snn.symbolic.stability.stable_default``, docs/MATH.md section 6).
 """
 
 from __future__ import annotations
@@ -252,7 +252,7 @@ def boxcar(scale: float = 1.0, width: float = 1.0) -> Surrogate:
 def custom(expr: str | sp.Expr, **constants: float) -> Surrogate:
     """Any expression in ``u`` and ``theta`` (and the named ``constants``).
 
-    A string is parsed over a whitelist (see :mod:`ift_snn.expressions`).
+    A string is parsed over a whitelist (see :mod:`ift_snn.neurons.expressions`).
     """
     names = {"u": U, "theta": THETA}
     for k in constants:

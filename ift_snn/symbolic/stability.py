@@ -24,8 +24,8 @@ Every built-in surrogate is linear in its ``scale``, so |c| <= 1 holds for all s
 (peak 2/theta), LIF(0.9) has worst factor 1.1 (stable up to scale 0.95), IF 1 (up to 1), reset before
 decay 0.9 (up to 1.056), reset to zero 1.8 (up to 0.5555).
 
-Stable by default: the constructors (:func:`~ift_snn.models.lif`, :func:`~ift_snn.models.if_neuron`,
-:func:`~ift_snn.models.cuba_lif`, :func:`~ift_snn.models.srm` and those built on them) give a surrogate named
+Stable by default: the constructors (:func:`~ift_snn.neurons.models.lif`, :func:`~ift_snn.neurons.models.if_neuron`,
+:func:`~ift_snn.neurons.models.cuba_lif`, :func:`~ift_snn.neurons.models.srm` and those built on them) give a surrogate named
 by a string (the default ``"exponential"``) the scale min(1, largest stable scale) (:func:`stable_default`):
 LIF(0.9) gets exponential(scale=0.95, width=0.5), IF keeps scale 1, reset to zero gets 0.5555. A Surrogate
 object (``exponential(scale=3)``) is used as given, and the constructors call :func:`warn_if_unstable`: an
@@ -49,9 +49,9 @@ import numpy as np
 import sympy as sp
 from scipy.optimize import brentq
 
-from . import models
-from .models import NeuronModel
-from .surrogates import THETA, U, Surrogate, constant_symbol
+from ..neurons import models
+from ..neurons.models import NeuronModel
+from ..neurons.surrogates import THETA, U, Surrogate, constant_symbol
 
 __all__ = [
     "StabilityWarning",
@@ -114,7 +114,7 @@ def _factor(model: NeuronModel) -> tuple[sp.Expr, tuple[str, ...], Callable]:
         if hit is not None:
             _FACTORS.move_to_end(key)
             return hit
-    from .symbolic.recurrence import derive_recurrence
+    from .recurrence import derive_recurrence
 
     rec = derive_recurrence(model)
     expr = rec.step_factor
@@ -417,7 +417,7 @@ def _message(model: NeuronModel, worst: float) -> str:
     shown = stable_scale(model)
     inner = ", ".join(f"{k}={shown:g}" if k == "scale" else f"{k}={v:g}" for k, v in sur.constants)
     return (f"{text}. The largest stable scale is {shown:g}: use surrogate={sur.name}({inner}), "
-            "or ift_snn.stability.stabilized(model)")
+            "or ift_snn.symbolic.stability.stabilized(model)")
 
 
 def _rounded_down(x: float, digits: int = 4) -> float:
@@ -432,7 +432,7 @@ def _rounded_down(x: float, digits: int = 4) -> float:
 
 def _stacklevel() -> int:
     """The stacklevel of the first frame outside the ift_snn package (the user's call)."""
-    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # ift_snn/
     frame, level = sys._getframe(1), 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
         frame, level = frame.f_back, level + 1
@@ -458,7 +458,7 @@ def warn_if_unstable(model: NeuronModel) -> None:
 
 
 def _on_construction(model: NeuronModel, named: bool) -> NeuronModel:
-    """What every public constructor of :mod:`ift_snn.models` applies (installed below): the stable default
+    """What every public constructor of :mod:`ift_snn.neurons.models` applies (installed below): the stable default
     scale for a surrogate given by name, then the warning above 1."""
     if named:
         model = stable_default(model)

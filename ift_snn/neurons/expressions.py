@@ -159,6 +159,17 @@ def parse_expression(text: str, symbols: Mapping[str, sp.Symbol], *, what: str =
                 raise ExpressionError(
                     f"{what} {text!r}: exponent {right} is too large (at most {MAX_EXPONENT} in magnitude)"
                 )
+            if (isinstance(node.op, ast.Pow) and left.is_number and not right.is_number and left != 0
+                    and sp.count_ops(right) <= 200):  # larger exponents: the kernel's expansion budget refuses them
+                # b**(c + k n) expands to b**c (b**k)**n: each exact power is as large as its numeric term says
+                dl = _digits(left)
+                for term in sp.Add.make_args(sp.expand(right, log=False)):
+                    coeff = term.as_coeff_Mul()[0]
+                    size = abs(float(coeff)) * abs(dl) if coeff.is_number and math.isfinite(dl) else 0.0
+                    if size > MAX_DIGITS:
+                        raise ExpressionError(f"{what} {text[:80]!r}: {left}**({term}) would have about "
+                                              f"{min(size, 1e300):.3g} digits (or its reciprocal would); at most "
+                                              f"{MAX_DIGITS} are accepted")
             if left.is_number and right.is_number:  # the size of the result, before SymPy computes it exactly
                 dl, dr = _digits(left), _digits(right)
                 if isinstance(node.op, ast.Pow):

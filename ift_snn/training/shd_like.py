@@ -7,7 +7,7 @@ sequence of ``phonemes_per_word`` phonemes; a sample is one utterance of a
 word by a random "speaker", written as spikes of ``n_units`` (700) cochlea-like
 units in the layout of the Spiking Heidelberg Digits (SHD) HDF5 files of
 Cramer et al. 2020 (``spikes/times``, ``spikes/units``, ``labels``), so that
-:func:`ift_snn.data.load_shd` reads it.
+:func:`ift_snn.training.data.load_shd` reads it.
 
 Generative model (units ``u``, seconds ``t``):
 
@@ -70,7 +70,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data import SHD_UNITS, Dataset, _check_float, _check_int, _check_seed, _require
+from .data import (
+    SHD_UNITS,
+    Dataset,
+    _check_float,
+    _check_int,
+    _check_seed,
+    _require,
+)
 
 __all__ = ["ShdLike", "baselines", "generate", "make_task", "write_shd", "TRAIN_FILE", "TEST_FILE"]
 
@@ -355,7 +362,7 @@ def write_shd(path: str | os.PathLike, data: ShdLike | Mapping) -> str:
     Layout, as in the Spiking Heidelberg Digits files: ``spikes/times``
     (variable-length float32, seconds), ``spikes/units`` (variable-length
     uint16), ``labels`` (uint8). Optional, ignored by
-    :func:`ift_snn.data.load_shd`: ``extra/keys`` (class names as strings),
+    :func:`ift_snn.training.data.load_shd`: ``extra/keys`` (class names as strings),
     ``extra/words`` (phoneme indices per class), the per-sample nuisance
     draws under ``extra/`` and the generator parameters as attributes of the
     root group (``attrs["params"]`` is their JSON, each also as its own
@@ -404,7 +411,7 @@ def write_shd(path: str | os.PathLike, data: ShdLike | Mapping) -> str:
             f.create_dataset(f"extra/{name}", data=np.asarray(values))
         params = _optional(data, "params")
         if params:
-            f.attrs["generator"] = "ift_snn.shd_like"
+            f.attrs["generator"] = "ift_snn.training.shd_like"
             f.attrs["params"] = json.dumps(params, sort_keys=True)
             for name, value in params.items():
                 f.attrs[name] = value
@@ -431,7 +438,7 @@ def make_task(directory: str | os.PathLike, *, n_train: int = 1600, n_test: int 
     and 400 test samples (40 per class, accuracy steps of 0.25%). Sized for a
     4-layer SNN (64-128-128-128-10) at ``T=250`` with the 700 units binned to
     64 channels on 2 CPU cores: the training set is 1,600 x 250 x 64 x 4 bytes
-    = 102 MB in memory and an exodus epoch (``ift_snn.train``, batch 32, lr
+    = 102 MB in memory and an exodus epoch (``ift_snn.training.train``, batch 32, lr
     2e-3) took ~6 s, so 30 epochs took 3.7 min and reached ~89% test accuracy
     (86-90% over the last epochs, 99% train; 60% after 10 epochs). Logistic
     regression on per-channel counts is at chance (8.5-11.5% for seeds 0..4)
@@ -491,7 +498,7 @@ def baselines(train: Dataset, test: Dataset, *, time_bins: Sequence[int] = (1, 4
     ``8 x 64`` features. Needs scikit-learn.
     """
     if not isinstance(train, Dataset) or not isinstance(test, Dataset):
-        raise TypeError(f"train and test must be ift_snn.data.Dataset, got {type(train).__name__} and "
+        raise TypeError(f"train and test must be ift_snn.training.data.Dataset, got {type(train).__name__} and "
                         f"{type(test).__name__}")
     if train.x.shape[1:] != test.x.shape[1:]:
         raise ValueError(f"train has (T, channels) = {train.x.shape[1:]} but test {test.x.shape[1:]}; expected equal")

@@ -55,7 +55,7 @@ lower bound).
 
 Also per size: the bare ift_snn kernels (``ift_snn.forward`` / ``backward`` on
 NumPy (T, B*N) arrays, EXODUS) and the memory floor (the 9 arrays of B*T*N
-floats the two scans must move, :mod:`ift_snn.bench`, over the measured copy
+floats the two scans must move, :mod:`ift_snn.experiments.bench`, over the measured copy
 bandwidth). Ratios: ift_snn exodus fwd+bwd over the fastest peer's, exodus
 backward over slayer backward, kernels fwd+bwd over the floor.
 
@@ -250,8 +250,8 @@ def _exp_spike(torch, scale: float = SG_SCALE, width: float = SG_WIDTH, theta: f
 
 def _ift_layer(torch, method: str, reset_before_decay: bool = False, surrogate=None, alpha: float = ALPHA,
                train_alpha: bool = True, dtype=None):
-    from .integrations.torch import LIF
-    from .surrogates import exponential
+    from ..integrations.torch import LIF
+    from ..neurons.surrogates import exponential
 
     layer = LIF(alpha, THETA, method=method, train_alpha=train_alpha, reset_before_decay=reset_before_decay,
                 surrogate=surrogate or exponential(SG_SCALE, SG_WIDTH))
@@ -389,9 +389,9 @@ def _norse_prepare(tb):
 
 
 def _kernels_contestant() -> Contestant:
-    from . import ops
-    from .models import lif
-    from .surrogates import exponential
+    from .. import ops
+    from ..neurons.models import lif
+    from ..neurons.surrogates import exponential
 
     model = lif(ALPHA, THETA, surrogate=exponential(SG_SCALE, SG_WIDTH))
 
@@ -426,7 +426,7 @@ def agreement(peers: list[str], dtype: str = "f64", size=None, seed: int = 0) ->
 
     size = tuple(size or AGREE_SIZE)
 
-    from .surrogates import fast_sigmoid
+    from ..neurons.surrogates import fast_sigmoid
 
     tdt = torch.float64 if dtype == "f64" else torch.float32
     B, T, N = size
@@ -490,7 +490,7 @@ def _median_round(values) -> int:
 
 
 def _write_json(path, result: dict) -> None:
-    from .files import write_atomically
+    from ..files import write_atomically
 
     write_atomically(path, lambda fh: fh.write(json.dumps(result, indent=2, default=str).encode()))
 

@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import ops
-from .files import write_atomically
-from .models import NeuronModel, model_from_dict, model_to_dict
-from .optim import Adam
+from .. import ops
+from ..files import write_atomically
+from ..neurons.models import NeuronModel, model_from_dict, model_to_dict
+from ..optim import Adam
 
 
 def _check_classes(n_classes, what: str) -> None:
@@ -185,7 +185,7 @@ class Network:
     def to(self, device: str) -> Network:
         """Move weights and readouts to ``"gpu"`` (CuPy arrays) or ``"cpu"`` (NumPy), in place."""
         if device == "gpu":
-            from .backends.cupy import require_cupy
+            from ..backends.cupy import require_cupy
 
             move = require_cupy().asarray
         elif device == "cpu":

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .methods import METHODS, get_method
-from .models import NeuronModel, lif, model_to_dict
-from .files import write_atomically
+from ..methods import METHODS, get_method
+from ..neurons.models import NeuronModel, lif, model_to_dict
+from ..files import write_atomically
 from .network import Adam, Network, NonFiniteLossError
-from .surrogates import exponential
+from ..neurons.surrogates import exponential
 
 __all__ = ["TrainConfig", "make_task", "build_network", "fit", "train", "scale_sweep", "TASKS", "prepare_out_dir",
            "SilentLayerWarning"]
@@ -36,8 +36,8 @@ TASKS = ("randman", "digits", "shd")
 class TrainConfig:
     """A training run. The neuron of every layer is ``lif(alpha)`` with the exponential surrogate
     (surrogate_scale, surrogate_width; scale None: the largest stable scale up to 1, as
-    ``ift_snn.stability.stable_default`` chooses it), or ``model``: a model spec or stored model (see
-    :func:`ift_snn.spec.model_from_spec`; a NeuronModel is kept as its stored form), which the LIF fields
+    ``ift_snn.symbolic.stability.stable_default`` chooses it), or ``model``: a model spec or stored model (see
+    :func:`ift_snn.neurons.spec.model_from_spec`; a NeuronModel is kept as its stored form), which the LIF fields
     then must leave at their defaults."""
 
     task: str = "randman"
@@ -156,10 +156,10 @@ _LIF_DEFAULTS = {k: TrainConfig.__dataclass_fields__[k].default for k in _LIF_FI
 
 def _model(cfg: TrainConfig):
     if cfg.model is not None:
-        from .spec import model_from_spec
+        from ..neurons.spec import model_from_spec
 
         return model_from_spec(cfg.model, source="TrainConfig.model")
-    if cfg.surrogate_scale is None:  # the largest stable scale, at most 1 (ift_snn.stability.stable_default)
+    if cfg.surrogate_scale is None:  # the largest stable scale, at most 1 (ift_snn.symbolic.stability.stable_default)
         return lif(cfg.alpha, 1.0, surrogate=f"exponential(width={cfg.surrogate_width!r})")
     return lif(cfg.alpha, 1.0, surrogate=exponential(cfg.surrogate_scale, cfg.surrogate_width))
 

@@ -15,7 +15,7 @@ exports); import folds any other gain into the weights of the Linear/Affine befo
 exact because the layers are linear in their input. Not representable, and refused with the reason: the
 subtractive reset (ift_snn's default; NIR's neurons reset to v_reset), multi-spike and max-k spikes, a clip
 (``u_min``), kernels of a general SRM, a nonzero v_leak or v_reset (and a bias, for a ``Network``; an ``nn.Sequential`` keeps it in its
-``nn.Linear``). Both a dense :class:`~ift_snn.network.Network` and an ``nn.Sequential`` of ``nn.Linear`` and
+``nn.Linear``). Both a dense :class:`~ift_snn.training.network.Network` and an ``nn.Sequential`` of ``nn.Linear`` and
 ``SpikingLayer`` modules export, and import to either. NIR has no surrogate: an imported network gets
 ``surrogate`` (by default "exponential", its scale the largest stable one for every neuron's values, at most
 1; an IF neuron with NIR's reset to zero has none and warns). The threshold is compared with >= here and > in NIR: the two
@@ -32,9 +32,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .models import NeuronModel, chooses_scale, cuba_lif, if_neuron, lif
-from .network import Network
-from .stability import stable_default
+from ..neurons.models import (
+    NeuronModel,
+    chooses_scale,
+    cuba_lif,
+    if_neuron,
+    lif,
+)
+from ..training.network import Network
+from ..symbolic.stability import stable_default
 
 __all__ = ["to_nir", "from_nir", "NIR_NODES", "MAX_WEIGHTS"]
 
@@ -110,9 +116,9 @@ def _layers_of(obj) -> list[tuple[np.ndarray, np.ndarray | None, NeuronModel, di
     except ImportError:
         torch = None
     if torch is None or not isinstance(obj, torch.nn.Sequential):
-        raise TypeError(f"to_nir exports an ift_snn.network.Network or a torch.nn.Sequential of nn.Linear and "
+        raise TypeError(f"to_nir exports an ift_snn.training.network.Network or a torch.nn.Sequential of nn.Linear and "
                         f"SpikingLayer modules, got {type(obj).__name__}")
-    from .integrations.torch import SpikingLayer
+    from .torch import SpikingLayer
 
     layers, pending = [], None
     for k, module in enumerate(obj):
@@ -420,7 +426,7 @@ def _check_shapes(graph, start: str, chain, end: str) -> list[int]:
         if total > MAX_WEIGHTS:
             raise ValueError(f"NIR node {lin_name!r} has weight shape {shape}: the graph's weights up to it hold "
                              f"{total} entries, more than MAX_WEIGHTS = {MAX_WEIGHTS} "
-                             "(ift_snn.interchange.MAX_WEIGHTS): refused before reading them")
+                             "(ift_snn.integrations.nir.MAX_WEIGHTS): refused before reading them")
         if before is not None and shape[1] != before:
             unit = "inputs" if not sizes else "neurons"
             raise ValueError(f"NIR node {lin_name!r} has weight shape {shape}, but {what} {before} {unit}: "
@@ -536,7 +542,7 @@ def _check_file(path: str) -> None:
                     if totals["weight"] > MAX_WEIGHTS:
                         raise ValueError(f"NIR file {path!r}: node {node!r} declares weight of shape {shape}: the "
                                          f"file's weights up to it hold {totals['weight']} entries, more than "
-                                         f"MAX_WEIGHTS = {MAX_WEIGHTS} (ift_snn.interchange.MAX_WEIGHTS): refused "
+                                         f"MAX_WEIGHTS = {MAX_WEIGHTS} (ift_snn.integrations.nir.MAX_WEIGHTS): refused "
                                          "before reading them")
                 else:
                     totals["other"] += -(-size * max(int(item.dtype.itemsize), 1) // 8)
@@ -544,7 +550,7 @@ def _check_file(path: str) -> None:
                         raise ValueError(f"NIR file {path!r}: node {node!r} declares {key} of shape {shape} "
                                          f"({item.dtype}): the file's arrays other than weights up to it hold "
                                          f"{totals['other']} 8-byte words, more than MAX_WEIGHTS = {MAX_WEIGHTS} "
-                                         "(ift_snn.interchange.MAX_WEIGHTS): refused before reading them")
+                                         "(ift_snn.integrations.nir.MAX_WEIGHTS): refused before reading them")
 
 
 def _read_file(path: str):
@@ -610,7 +616,7 @@ def from_nir(graph, dt: float | None = None, *, surrogate="exponential", dtype=n
     if to == "torch":
         import torch
 
-        from .integrations.torch import SpikingLayer
+        from .torch import SpikingLayer
 
         tdtype = torch.float64 if np.dtype(dtype) == np.float64 else torch.float32
         modules = []

@@ -7,7 +7,7 @@ SLAYER, and SLAYER's exponential surrogate ``scale * exp(-|u - theta| / width) /
 multiplying it; it reports EXODUS ahead of SLAYER (SHD 78.0% vs 70.6%) and SLAYER's weight gradients
 growing toward the input unless down-scaled. Here (:func:`paper_experiment`):
 
-* the data: the SHD-like order task of :mod:`ift_snn.shd_like` (whose class lives in the order of its
+* the data: the SHD-like order task of :mod:`ift_snn.training.shd_like` (whose class lives in the order of its
   phonemes; per-channel counts carry none of it), written as SHD files, or any SHD-format file pair
   (``shd_path`` / ``shd_test_path``, e.g. the real SHD), binned to ``n_channels`` inputs and T = 250 steps;
 * the network: ``[n_channels, 128, 128, 128, n_classes]``, every layer ``if_neuron(theta=1)`` with
@@ -37,13 +37,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .methods import EXODUS, get_method
-from .models import if_neuron, lif
-from .network import NonFiniteLossError
-from .stability import UnstableModelWarning, stabilized
-from .surrogates import exponential
-from .train import SilentLayerWarning, TrainConfig, _write_json, build_network, fit, prepare_out_dir
-from .train import blas_threads as limited_blas
+from ..methods import EXODUS, get_method
+from ..neurons.models import if_neuron, lif
+from ..training.network import NonFiniteLossError
+from ..symbolic.stability import UnstableModelWarning, stabilized
+from ..neurons.surrogates import exponential
+from ..training.train import (
+    SilentLayerWarning,
+    TrainConfig,
+    _write_json,
+    build_network,
+    fit,
+    prepare_out_dir,
+)
+from ..training.train import blas_threads as limited_blas
 
 __all__ = ["PaperConfig", "paper_experiment", "QUICK"]
 
@@ -66,7 +73,7 @@ class PaperConfig:
     #: 5e-4 did not (seed 2: 0.60 after 4 epochs, against 0.26)
     lr: float = 5e-4
     #: W_l ~ N(0, (init_gain / sqrt(fan-in))^2); with IF neurons Network's default 2.0 drove the output to a 37%
-    #: spike rate and stayed at chance in a pilot, 1.5 learned (ift_snn/local_training.py's memory experiment).
+    #: spike rate and stayed at chance in a pilot, 1.5 learned (ift_snn/training/local.py's memory experiment).
     init_gain: float = 1.5
     width: float = 0.5
     loss: str = "max_ce"
@@ -81,7 +88,7 @@ class PaperConfig:
     shd_path: str | None = None
     shd_test_path: str | None = None
     #: Lower each model's surrogate scale to its largest stable one (worst step factor <= 1,
-    #: :func:`ift_snn.stability.stabilized`): scale 3 then trains as the largest stable scale does.
+    #: :func:`ift_snn.symbolic.stability.stabilized`): scale 3 then trains as the largest stable scale does.
     stable: bool = False
 
     def validate(self) -> None:
@@ -118,7 +125,7 @@ class PaperConfig:
                        "n_channels": 700}).validate()
 
     def train_config(self, scale: float, method: str, seed: int, shd=(None, None)) -> TrainConfig:
-        """The :class:`~ift_snn.train.TrainConfig` of one run (data given to :func:`~ift_snn.train.fit`)."""
+        """The :class:`~ift_snn.training.train.TrainConfig` of one run (data given to :func:`~ift_snn.training.train.fit`)."""
         surrogate = exponential(scale=float(scale), width=self.width)
         with warnings.catch_warnings():
             if self.stable:  # the scale given is lowered just below: no warning about it
@@ -139,7 +146,7 @@ QUICK = dict(seeds=(0,), n_train=240, n_test=120, epochs=3)
 
 def _datasets(cfg: PaperConfig, out: Path):
     """(train, test, the files) from the SHD files given, or from the generated SHD-like task."""
-    from . import data
+    from ..training import data
 
     if cfg.task == "randman":
         per_class = max(2, -(-(cfg.n_train + cfg.n_test) // 4))
@@ -149,7 +156,7 @@ def _datasets(cfg: PaperConfig, out: Path):
     if cfg.shd_path is not None:
         paths = (cfg.shd_path, cfg.shd_test_path)
     else:
-        from .shd_like import make_task
+        from ..training.shd_like import make_task
 
         paths = make_task(out / "data", n_train=cfg.n_train, n_test=cfg.n_test, seed=0)
     read = lambda p: data.load_shd(p, T=cfg.T, n_channels=cfg.n_channels)  # noqa: E731
@@ -195,7 +202,7 @@ def _paper_experiment(cfg: PaperConfig | None, out, *, progress: bool, baselines
         _write_json(out / "paper.json", result)
 
     if baselines:
-        from .shd_like import baselines as logistic
+        from ..training.shd_like import baselines as logistic
 
         result["baselines"] = {str(k): v for k, v in logistic(train_ds, test_ds)["accuracy"].items()}
         result["baselines_note"] = ("logistic regression on per-channel counts in 1 (the counts), 4 and 8 time "

@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import ops
-from .models import lif
+from .. import ops
+from ..neurons.models import lif
 
 __all__ = ["BenchResult", "run_cpu", "run_gpu", "format_table", "run", "torch_lif_bptt", "median_ms", "bench_layer"]
 
@@ -141,7 +141,7 @@ def _no_torch_baseline(res: BenchResult, model) -> bool:
 def run_cpu(T: int = 300, batch: int = 64, neurons: int = 256, dtype: str = "f32", repeats: int = 5,
             model=None) -> BenchResult:
     check_args(T, batch, neurons, dtype, repeats)
-    from .backends import compiled
+    from ..backends import compiled
 
     np_dtype = np.float32 if dtype == "f32" else np.float64
     model = lif(0.9) if model is None else model
@@ -226,7 +226,7 @@ def run_gpu(T: int = 300, batch: int = 64, neurons: int = 256, dtype: str = "f32
     except Exception:  # noqa: BLE001 - no CuPy or no device: no GPU benchmark
         return None
     check_args(T, batch, neurons, dtype, repeats)
-    from .backends import cupy as gpu
+    from ..backends import cupy as gpu
 
     np_dtype = np.float32 if dtype == "f32" else np.float64
     model = lif(0.9) if model is None else model
@@ -308,7 +308,7 @@ def bench_layer(T: int = 300, batch: int = 64, neurons: int = 256, dtype=None,
     (``dtype``: a torch dtype, float32 by default)."""
     import torch
 
-    from .integrations.torch import SpikingLayer
+    from ..integrations.torch import SpikingLayer
 
     dtype = torch.float32 if dtype is None else dtype
     device = torch.device(device)

@@ -8,15 +8,15 @@ A model is one of
 * a built-in ``MODEL`` (lif, cuba_lif, ...) with overrides ``--param NAME=VALUE``
   (its parameters, e.g. alpha), ``--theta``, ``--theta-r``, ``--surrogate``,
   ``--spike``, ``--reset``, ``--u-min``, applied by
-  :func:`ift_snn.models.builtin_model`: an override the model does not take is
+  :func:`ift_snn.neurons.models.builtin_model`: an override the model does not take is
   an error, never ignored;
 * your kernels ``--eps EXPR_OR_TAPS --nu EXPR_OR_TAPS`` with the same overrides
-  and ``--truncate K``, ``--name NAME``, built by :func:`ift_snn.models.srm`;
+  and ``--truncate K``, ``--name NAME``, built by :func:`ift_snn.neurons.models.srm`;
   taps are a bracketed list of numbers, ``--eps '[0.5, 1, 0.6]'``;
 * ``--model-file FILE`` (.json or .toml) in the *spec form*, the keys of
   :data:`SPEC_KEYS` (``builtin`` or ``eps`` + ``nu``, then ``params`` as a
   table NAME = number and the overrides; options given with it apply on top),
-  or in the *stored form* :func:`ift_snn.models.model_to_dict` writes (what
+  or in the *stored form* :func:`ift_snn.neurons.models.model_to_dict` writes (what
   saved networks hold; recognised by ``eps`` being a table), which takes none.
 
 ``--surrogate``: a name (exponential, fast_sigmoid, sigmoid, arctan, gaussian,
@@ -38,9 +38,24 @@ from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
-from .expressions import CONSTANTS, FUNCTIONS, MAX_LENGTH, ExpressionError, free_names
-from .models import BUILTINS, RESETS, NeuronModel, builtin_model, check_identifier, get_model, model_from_dict, \
-    model_to_dict, srm
+from .expressions import (
+    CONSTANTS,
+    FUNCTIONS,
+    MAX_LENGTH,
+    ExpressionError,
+    free_names,
+)
+from .models import (
+    BUILTINS,
+    RESETS,
+    NeuronModel,
+    builtin_model,
+    check_identifier,
+    get_model,
+    model_from_dict,
+    model_to_dict,
+    srm,
+)
 from .surrogates import SURROGATES, Surrogate, parse_surrogate, parse_surrogate_constants
 
 __all__ = ["SPEC_KEYS", "add_model_arguments", "model_options", "model_and_spec_from_args", "model_from_args",
@@ -104,7 +119,7 @@ def _truncate(value) -> int:
 
 
 def parse_kernel(value) -> str | list[float]:
-    """A kernel as :func:`~ift_snn.models.srm` takes it: taps (a list of floats) from a list of numbers or a
+    """A kernel as :func:`~ift_snn.neurons.models.srm` takes it: taps (a list of floats) from a list of numbers or a
     bracketed text of numbers (``'[0.5, 1, 0.6]'``, read by a strict pattern, never evaluated), otherwise
     the expression text itself."""
     if isinstance(value, (list, tuple)):
@@ -124,7 +139,7 @@ def parse_kernel(value) -> str | list[float]:
 
 def _surrogate(spec) -> Surrogate | str:
     """A spec's surrogate, checked: a built-in's text without a scale stays text, so that the constructor chooses
-    its scale stable (ift_snn.stability.stable_default) as for its default; otherwise the Surrogate."""
+    its scale stable (ift_snn.symbolic.stability.stable_default) as for its default; otherwise the Surrogate."""
     surrogate, given = parse_surrogate_constants(spec)
     return spec.strip() if isinstance(spec, str) and "scale" not in given and surrogate.template is not None \
         else surrogate
@@ -224,7 +239,7 @@ def _field(labels: _Labels, key: str, check, value, param: str | None = None):
 
 
 def is_stored(spec: Mapping) -> bool:
-    """True for the stored form of :func:`~ift_snn.models.model_to_dict` (its eps is a table)."""
+    """True for the stored form of :func:`~ift_snn.neurons.models.model_to_dict` (its eps is a table)."""
     return isinstance(spec.get("eps"), Mapping)
 
 
@@ -315,7 +330,7 @@ def _build_custom(spec: dict, labels: _Labels) -> NeuronModel:
     except TypeError as exc:  # srm of a version without theta_r, reset or u_min
         for key in ("theta_r", "reset", "u_min"):
             if key in kwargs and f"'{key}'" in str(exc):
-                raise ValueError(f"{labels(key)}: your own kernels (ift_snn.models.srm) do not take {key} in "
+                raise ValueError(f"{labels(key)}: your own kernels (ift_snn.neurons.models.srm) do not take {key} in "
                                  "this version") from None
         raise
     except ExpressionError as exc:
@@ -330,7 +345,7 @@ def model_from_spec(spec: Mapping, *, source: str = "model spec", flags: Mapping
         -> NeuronModel:
     """The model a mapping describes: the spec form (``{"builtin": "lif", "theta": 2}``, ``{"eps": "n*alpha**n",
     "nu": [1, 0.5], "params": {"alpha": 0.8}}``, keys :data:`SPEC_KEYS`) or the stored form of
-    :func:`~ift_snn.models.model_to_dict`. Errors name ``source`` and the key (or the option in ``flags``,
+    :func:`~ift_snn.neurons.models.model_to_dict`. Errors name ``source`` and the key (or the option in ``flags``,
     {key or "params.NAME": option}, for values that came from the command line)."""
     return _model(spec, _Labels(source, flags or {}))
 
