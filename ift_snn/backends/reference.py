@@ -33,7 +33,8 @@ from scipy.linalg import solve_triangular
 from ..neurons.kernels import Kernel
 from ..neurons.models import NeuronModel
 
-__all__ = ["RefResult", "simulate", "bptt", "slayer", "dense_ift"]
+__all__ = ["RefResult", "simulate", "bptt", "slayer", "dense_ift", "RecurrentResult", "simulate_recurrent",
+           "bptt_recurrent"]
 
 
 @dataclass
@@ -389,3 +390,164 @@ def dense_ift(
         for k in names:
             grads_p[k] += float(-lam @ dphi_dp[k])
     return RefResult(a=grads_a, params=grads_p, u0=grads_u0, u=u, s=s)
+
+
+# ------------------------------------------------------------ recurrent layers
+@dataclass
+class RecurrentResult:
+    """Reference gradients of L = sum(g * s) for a recurrent layer (docs/MATH.md section 9)."""
+
+    c: np.ndarray  # dL/dc, (T, B, N): the feed-forward current's gradient (= dL/da)
+    V: np.ndarray  # dL/dV, (N, N)
+    s0: np.ndarray  # dL/ds0, (B, N): the spike before step 0 (the recurrence's and the reset's)
+    u0: np.ndarray  # dL/du0, (B, N)
+    params: dict[str, float]
+    u: np.ndarray  # (T, B, N)
+    s: np.ndarray  # (T, B, N)
+    a: np.ndarray  # the total input c + V s[n-1], (T, B, N)
+
+
+def _recurrent_arrays(model: NeuronModel, c, V, s0, u0):
+    c = np.asarray(c, dtype=np.float64)
+    if c.ndim != 3:
+        raise ValueError(f"the recurrent reference expects c of shape (T, B, N), got {c.shape}")
+    T, B, N = c.shape
+    V = np.asarray(V, dtype=np.float64)
+    if V.shape != (N, N):
+        raise ValueError(f"V has shape {V.shape}; expected ({N}, {N}) for N = {N} neurons")
+    s0 = np.zeros((B, N)) if s0 is None else np.asarray(s0, dtype=np.float64).reshape(B, N)
+    u0 = np.zeros((B, N)) if u0 is None else np.asarray(u0, dtype=np.float64).reshape(B, N)
+    check_size(model, T, B * N)
+    return c, V, s0, u0
+
+
+def simulate_recurrent(model: NeuronModel, c, V, s0=None, u0=None):
+    """The recurrent layer stepped by hand: a[n] = c[n] + V s[n-1] (s[-1] = s0), then the neuron of
+    :func:`simulate` on a; s0 is also the spike the neuron's own reset sees before step 0 (its state),
+    u0 its membrane. Kernels as explicit taps (O(T^2) per neuron). Returns (u, s, a, mask), each (T, B, N)."""
+    c, V, s0, u0 = _recurrent_arrays(model, c, V, s0, u0)
+    T, B, N = c.shape
+    fire = model.spike_fn
+    u, s, a, mask = (np.zeros((T, B, N)) for _ in range(4))
+    mask[:] = 1.0
+    if model.membrane is not None:
+        mem = model.membrane
+        alpha, rho = _scalar(mem.alpha, model), _scalar(mem.rho, model)
+        syn = _taps(mem.syn, T, model)
+    else:
+        eps = _taps(model.eps, T + 1, model)
+        nu = _taps(model.nu, T + 1, model)
+    for n in range(T):
+        s_prev = s[n - 1] if n else s0
+        a[n] = c[n] + s_prev @ V.T
+        if model.membrane is not None:
+            current = np.einsum("k,kbn->bn", syn[n::-1], a[:n + 1])
+            u_prev = u[n - 1] if n else u0
+            if model.reset == "zero":
+                pre = alpha * u_prev * (1.0 - s_prev) + current
+            else:
+                pre = alpha * u_prev + current - rho * s_prev
+            if model.u_min is not None:
+                mask[n] = pre > model.u_min
+                pre = np.maximum(pre, model.u_min)
+            u[n] = pre
+        else:
+            drive = np.einsum("k,kbn->bn", eps[n::-1], a[:n + 1]) + eps[n + 1] * u0
+            reset = np.einsum("k,kbn->bn", nu[n - 1::-1], s[:n]) if n else 0.0  # sum_k nu[k] s[n-1-k]
+            u[n] = drive - reset - nu[n] * s0
+        s[n] = fire(u[n])
+    return u, s, a, mask
+
+
+def bptt_recurrent(model: NeuronModel, c, V, g, s0=None, u0=None, *, truncation: int | None = None,
+                   detach_reset: bool = False) -> RecurrentResult:
+    """dL/dc, dL/dV, dL/ds0, dL/du0 and dL/dp of L = sum(g * s) for the recurrent layer of
+    :func:`simulate_recurrent`, by a reverse sweep through its time loop, written by hand.
+
+    At step n (reverse) the spike's adjoint is complete once the adjoint of a[n + 1] is: sbar[n] = g[n] +
+    V^T abar[n + 1] + the later membranes' reset terms; then ubar[n] = sigma[n] sbar[n] goes back into a[m]
+    (m <= n, through the input kernel), the earlier state and spikes (the reset), u0 and s0. ``detach_reset``:
+    the reset's path dropped (SLAYER), the recurrent path kept (a synapse). ``truncation=K``: no adjoint crosses
+    a chunk boundary of K steps, the recurrent one included. O(T^2) per neuron.
+    """
+    c, V, s0, u0 = _recurrent_arrays(model, c, V, s0, u0)
+    g = np.asarray(g, dtype=np.float64)
+    T, B, N = c.shape
+    if g.shape != c.shape:
+        raise ValueError(f"g has shape {g.shape}; expected {c.shape} like c")
+    K = truncation
+    chunk = (lambda n: n // K) if K else (lambda n: 0)  # noqa: E731
+    u, s, a, mask = simulate_recurrent(model, c, V, s0, u0)
+    sigma = model.sigma(u)
+    kappa = model.theta_factor(u) * np.ones_like(u)
+    names = model.parameter_names
+    pbar = {k: 0.0 for k in names}
+    sbar = g.copy()
+    ubar = np.zeros((T, B, N))
+    abar = np.zeros((T, B, N))
+    s0bar, u0bar = np.zeros((B, N)), np.zeros((B, N))
+    Vbar = np.zeros((N, N))
+    if model.membrane is not None:
+        mem = model.membrane
+        alpha, rho = _scalar(mem.alpha, model), _scalar(mem.rho, model)
+        d_alpha, d_rho = _partials(mem.alpha, model), _partials(mem.rho, model)
+        syn = _taps(mem.syn, T, model)
+        d_syn = _dtaps(mem.syn, T, model)
+    else:
+        eps = _taps(model.eps, T + 1, model)
+        nu = _taps(model.nu, T + 1, model)
+        d_eps = _dtaps(model.eps, T + 1, model)
+        d_nu = _dtaps(model.nu, T + 1, model)
+    for n in range(T - 1, -1, -1):
+        # abar[n + 1] is complete: every membrane after n has sent its adjoint back
+        if n + 1 < T and chunk(n + 1) == chunk(n):
+            sbar[n] += abar[n + 1] @ V
+        ubar[n] += sbar[n] * sigma[n]
+        if "theta" in pbar:
+            pbar["theta"] += float(np.sum(sbar[n] * -kappa[n] * sigma[n]))
+        s_prev = s[n - 1] if n else s0
+        same = [m for m in range(n + 1) if chunk(m) == chunk(n)]
+        if model.membrane is not None:
+            prebar = ubar[n] * mask[n]
+            for m in same:
+                abar[m] += syn[n - m] * prebar
+            for k in names:
+                pbar[k] += float(np.sum(prebar * np.einsum("j,jbn->bn", d_syn[k][n::-1], a[:n + 1])))
+            u_prev = u[n - 1] if n else u0
+            if model.reset == "zero":
+                for k in names:
+                    pbar[k] += d_alpha[k] * float(np.sum(prebar * u_prev * (1.0 - s_prev)))
+                to_u, to_s = alpha * (1.0 - s_prev), -alpha * u_prev
+            else:
+                for k in names:
+                    pbar[k] += float(np.sum(prebar * (d_alpha[k] * u_prev - d_rho[k] * s_prev)))
+                to_u, to_s = alpha, -rho
+            if n == 0:
+                u0bar += prebar * to_u
+                if not detach_reset:
+                    s0bar += prebar * to_s
+            elif chunk(n - 1) == chunk(n):
+                ubar[n - 1] += prebar * to_u
+                if not detach_reset:
+                    sbar[n - 1] += prebar * to_s
+        else:
+            for m in same:
+                abar[m] += eps[n - m] * ubar[n]
+            for k in names:
+                explicit = (np.einsum("j,jbn->bn", d_eps[k][n::-1], a[:n + 1]) + d_eps[k][n + 1] * u0
+                            - d_nu[k][n] * s0)
+                if n:
+                    explicit -= np.einsum("j,jbn->bn", d_nu[k][n - 1::-1], s[:n])
+                pbar[k] += float(np.sum(ubar[n] * explicit))
+            if chunk(n) == 0:
+                u0bar += eps[n + 1] * ubar[n]
+            if not detach_reset:
+                for m in same[:-1]:  # u[n] = ... - nu[n - 1 - m] s[m], m < n
+                    sbar[m] -= nu[n - 1 - m] * ubar[n]
+                if chunk(n) == 0:
+                    s0bar -= nu[n] * ubar[n]
+    # a[n] = c[n] + V s[n-1]: dL/dc = abar, dL/dV = sum_n abar[n] s[n-1]^T, s0 through a[0]
+    Vbar += np.einsum("tbi,tbj->ij", abar[1:], s[:-1]) + abar[0].T @ s0
+    s0bar += abar[0] @ V
+    return RecurrentResult(c=abar, V=Vbar, s0=s0bar, u0=u0bar, params={k: float(v) for k, v in pbar.items()},
+                           u=u, s=s, a=a)
