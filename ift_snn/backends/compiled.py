@@ -201,13 +201,14 @@ def _build(layout: _Launchable, model: NeuronModel, target: str, dtype: np.dtype
 
 
 def _get(model: NeuronModel, quantity: str, dtype, target: str, per_neuron: tuple[str, ...] = (),
-         sums: tuple[str, ...] = ()) -> _Launchable:
+         sums: tuple[str, ...] = (), recurrent: bool = False) -> _Launchable:
     """The memoised kernel of one scan of ``model`` for ``target``; built once per structure, dtype, set of
-    per-neuron parameters and (``backward_a`` / ``slayer_a``) set of parameter sums kept."""
+    per-neuron parameters, (``backward_a`` / ``slayer_a``) set of parameter sums kept, and ``recurrent``
+    (the scan of a recurrent layer's neurons, coupled per group)."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     dtype = np.dtype(dtype)
-    key = (model.structure, quantity, _dtype_name(dtype), tuple(per_neuron), tuple(sorted(sums)))
+    key = (model.structure, quantity, _dtype_name(dtype), tuple(per_neuron), tuple(sorted(sums)), bool(recurrent))
     device = require_cupy().cuda.Device().id if target == "cupy" else None
     with _lock:
         hit = _ir.get(key)
@@ -222,7 +223,8 @@ def _get(model: NeuronModel, quantity: str, dtype, target: str, per_neuron: tupl
             recurrence = _recurrences.get(model.structure)
             if recurrence is None:
                 recurrence = _recurrences[model.structure] = derive_recurrence(model)
-            kernel = build_kernel(model, quantity, key[2], recurrence, per_neuron=per_neuron, sums=key[4])
+            kernel = build_kernel(model, quantity, key[2], recurrence, per_neuron=per_neuron, sums=key[4],
+                                  recurrent=recurrent)
         _ir[key] = kernel
         ckey = (kernel.fingerprint, device)
         found = _compiled[target].get(ckey)
@@ -270,7 +272,9 @@ def _warm_up(k: _Launchable, fn, dtype: np.dtype) -> None:
     per = lambda entry, i: np.full((len(entry), 1) if isinstance(entry, tuple) else 1, distinct(i), dtype)  # noqa: E731
     args = [_read_only(one()) for _ in k.inputs] + [_read_only(per(v, i)) for i, v in enumerate(k.vectors)]
     args += [one() for _ in k.outputs] + [per(f, 0) for f in k.finals]
-    args += [dtype.type(distinct(i)) for i, _ in enumerate(k.kernel.params)] + [np.zeros((n, 1), dtype) for n in k.work]
+    args += [dtype.type(distinct(i)) for i, _ in enumerate(k.kernel.params)]
+    args += [_read_only(np.zeros((1, 1), dtype))] if k.kernel.coupled else []
+    args += [np.zeros((n, 1), dtype) for n in k.work]
     fn(*args, 1, 1, 0, CHUNK, 0, 1)
 
 
@@ -300,11 +304,12 @@ def launch(fn, args: list, M: int) -> None:
     launch_all(fn, [(args, M)])
 
 
-def launch_all(fn, calls: list) -> None:
+def launch_all(fn, calls: list, chunk: int = CHUNK) -> None:
     """Run a Numba kernel once per (args, M) in ``calls`` (each over its neurons 0..M-1), the whole
     work split into ranges of whole chunks of neurons over the threads: work item i of a call covers
-    its neurons [i CHUNK, (i + 1) CHUNK), and each thread takes a contiguous run of items."""
-    items = [(c, lo, min(M, lo + CHUNK)) for c, (_, M) in enumerate(calls) for lo in range(0, M, CHUNK)]
+    its neurons [i chunk, (i + 1) chunk), and each thread takes a contiguous run of items (a recurrent
+    layer's kernel: chunk = the group of N coupled neurons)."""
+    items = [(c, lo, min(M, lo + chunk)) for c, (_, M) in enumerate(calls) for lo in range(0, M, chunk)]
     n = min(threads(), max(1, len(items)))
 
     def run(part) -> None:
@@ -371,7 +376,7 @@ def _thread_pool(n: int) -> ThreadPoolExecutor:
 
 def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, inputs: Mapping,
          vectors: Mapping, truncation: int, blocks: tuple[int, int] | None = None,
-         per_neuron: Mapping | None = None, sums: tuple[str, ...] = ()) -> tuple[dict, dict]:
+         per_neuron: Mapping | None = None, sums: tuple[str, ...] = (), coupling=None) -> tuple[dict, dict]:
     """Bind the arguments of one kernel and run it: ({output: (T, M)}, {final: (M,)}).
 
     ``inputs`` maps per-step input names to (T, M) C-contiguous arrays of ``dtype``; ``vectors``
@@ -381,13 +386,19 @@ def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, 
     finals are the slices [b N, (b + 1) N)), so no array is transposed.
     ``per_neuron`` maps parameter names to (M,) arrays of values, one per neuron (the kernel's vectors
     ``pv_<name>``); the other parameters are the model's scalars.
+    ``coupling`` = (matrix (N, N) C-contiguous in ``dtype``, N): the recurrent layer's kernel, its neurons
+    coupled in groups of N contiguous ones (the vector ``cp_init`` is read from ``vectors``); the CPU targets
+    run each group as one chunk, CUDA as one block of N threads.
     """
     per_neuron = dict(per_neuron or {})
     names = check_per_neuron(model, per_neuron)
     if per_neuron:
         vectors = {**vectors, **{PER_NEURON + k: v for k, v in per_neuron.items()}}
-    k = _get(model, quantity, dtype, target, names, sums)
+    k = _get(model, quantity, dtype, target, names, sums, recurrent=coupling is not None)
     xp = require_cupy() if target == "cupy" else np
+    matrix, group = ([coupling[0]], coupling[1]) if coupling is not None else ([], CHUNK)
+    if matrix and target == "cpu":
+        matrix = [_read_only(matrix[0])]  # read-only, as every input (one Numba compile, _warm_up)
     step_shape = (T, M) if blocks is None else (blocks[0], T, blocks[1])
     per_step = []
     for name in k.inputs:
@@ -409,7 +420,7 @@ def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, 
     params = [dtype.type(v) for v in argument_values(model, names)]
     if blocks is None:
         work = [xp.empty((n, M), dtype) for n in k.work]
-        calls = [(per_step + vecs + list(outs.values()) + fin_arrays + params + work, M)]
+        calls = [(per_step + vecs + list(outs.values()) + fin_arrays + params + matrix + work, M)]
     else:
         B, N = blocks
         cols = lambda x, b: x[..., b * N:(b + 1) * N]  # noqa: E731
@@ -419,15 +430,19 @@ def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, 
         work = [xp.empty((B, n, N), dtype) for n in k.work]
         calls = [([x[b] for x in per_step] + [v[b] if v.ndim == 3 else cols(v, b) for v in vecs]
                   + [o[b] for o in outs.values()] + [f[b] if f.ndim == 3 else cols(f, b) for f in parts]
-                  + params + [w[b] for w in work], N) for b in range(B)]
+                  + params + matrix + [w[b] for w in work], N) for b in range(B)]
     if target == "cpu":
         n_read = len(per_step) + len(vecs)  # what the kernel only reads goes in read-only, as in _warm_up
-        launch_all(k.fn, [([_read_only(x) for x in args[:n_read]] + args[n_read:] + [T, n, truncation, CHUNK], n)
-                          for args, n in calls])
+        launch_all(k.fn, [([_read_only(x) for x in args[:n_read]] + args[n_read:] + [T, n, truncation, group], n)
+                          for args, n in calls], group)
     elif target == "numpy":
         with np.errstate(all="ignore"):  # like the compiled targets: non-finite values are checked by the caller
             for args, n in calls:
-                k.fn(*args, T, n, truncation, CHUNK, 0, n)
+                k.fn(*args, T, n, truncation, group, 0, n)
+    elif matrix:  # one block of N threads per group, its coupled-back values in shared memory
+        for args, n in calls:
+            sizes = [np.int32(T), np.int32(n), np.int32(truncation)]
+            k.fn((n // group,), (group,), tuple(args + sizes), shared_mem=group * dtype.itemsize)
     else:
         for args, n in calls:
             sizes = [np.int32(T), np.int32(n), np.int32(truncation)]
@@ -487,7 +502,7 @@ def _sizes(x):
 
 
 def forward(model: NeuronModel, a, u0=None, target: str = "cpu", *, vectors: Mapping | None = None,
-            with_state: bool = False, per_neuron: Mapping | None = None):
+            with_state: bool = False, per_neuron: Mapping | None = None, coupling=None):
     """(u, s, sigma, mask) of the generated forward scan for (T, M) C-contiguous ``a``, or (B, T, N)
     batch-major (M = B N neurons, numbered b N + n; outputs in the same layout).
 
@@ -495,7 +510,8 @@ def forward(model: NeuronModel, a, u0=None, target: str = "cpu", *, vectors: Map
     name, among them the initial state x0_<state> (which then replaces u0). ``mask`` (1[not
     clipped], bool) is None for models without a clip. Arrays of ``target``'s kind (NumPy, or CuPy
     for "cupy"), in a's dtype. ``with_state=True`` appends the final state (n_state, M). ``per_neuron``:
-    {parameter: (M,) values}, one value per neuron (see :func:`_run`).
+    {parameter: (M,) values}, one value per neuron (see :func:`_run`). ``coupling`` = (V^T, N): a recurrent
+    layer, a[n] = c[n] + V s[n-1] with ``a`` holding c and ``vectors["cp_init"]`` s[-1] (:func:`_run`).
     """
     T, M, blocks = _sizes(a)
     dtype = np.dtype(a.dtype)
@@ -503,10 +519,12 @@ def forward(model: NeuronModel, a, u0=None, target: str = "cpu", *, vectors: Map
     vecs = _vectors(model, vectors, u0, M, dtype, xp, per_neuron)
     if target == "cpu" and not (per_neuron and set(per_neuron) & _surrogate_reads(model)):
         # the scan writes what the recurrence computes; the pointwise rest (sigma) runs vectorised after it
-        outs, fins = _run(model, "forward_core", target, dtype, T, M, {"a": a}, vecs, 0, blocks, per_neuron)
+        outs, fins = _run(model, "forward_core", target, dtype, T, M, {"a": a}, vecs, 0, blocks, per_neuron,
+                          coupling=coupling)
         outs.update(_map(model, dtype, outs))
     else:  # (a surrogate that reads a per-neuron parameter, e.g. theta, is computed in the scan)
-        outs, fins = _run(model, "forward", target, dtype, T, M, {"a": a}, vecs, 0, blocks, per_neuron)
+        outs, fins = _run(model, "forward", target, dtype, T, M, {"a": a}, vecs, 0, blocks, per_neuron,
+                          coupling=coupling)
     mask = outs["m"].astype(bool) if "m" in outs else None
     if not with_state:
         return outs["u"], outs["s"], outs["sigma"], mask
@@ -517,7 +535,7 @@ def forward(model: NeuronModel, a, u0=None, target: str = "cpu", *, vectors: Map
 
 def backward(model: NeuronModel, method: str, g, u, s, sigma, mask, truncation: int | None, a=None, u0=None,
              target: str = "cpu", *, vectors: Mapping | None = None, per_neuron: Mapping | None = None,
-             sums: tuple[str, ...] | None = None):
+             sums: tuple[str, ...] | None = None, coupling=None):
     """(dL/da, finals) by the generated exodus (``method="exodus"``) or slayer reverse scan.
 
     finals maps the kernel's per-neuron results by name: ``grad_u_init``, the parameter sums
@@ -525,6 +543,7 @@ def backward(model: NeuronModel, method: str, g, u, s, sigma, mask, truncation: 
     ``sums``: None for the scan with every parameter sum, else the names whose sums the scan keeps (the one
     derived without the others: ``backward_a`` / ``slayer_a``, which reads fewer inputs).
     Inputs are (T, M) C-contiguous arrays of one dtype; ``mask`` is the forward's (bool) or None.
+    ``coupling`` = (V, N): a recurrent layer, g[n] + V^T dL/da[n+1] (``vectors["cp_init"]``: dL/da[T]).
     """
     quantity = get_method(method).scan + ("" if sums is None else "_a")
     T, M, blocks = _sizes(g)
@@ -535,7 +554,7 @@ def backward(model: NeuronModel, method: str, g, u, s, sigma, mask, truncation: 
     xp = require_cupy() if target == "cupy" else np
     outs, fins = _run(model, quantity, target, dtype, T, M, named,
                       _vectors(model, vectors, u0, M, dtype, xp, per_neuron), truncation or 0, blocks, per_neuron,
-                      sums or ())
+                      sums or (), coupling=coupling)
     return outs["grad_a"], fins
 
 

@@ -114,6 +114,10 @@ class ScanKernel:
     #: thousand steps into each state; in float32 that rounding (and, in the adjoint, its feedback through the
     #: reset) is what is left of the error once the poles are separated. Inputs and outputs stay float32.
     wide: tuple[sp.Symbol, ...] = ()
+    #: A recurrent layer's kernel (docs/MATH.md section 9): (the per-step input the coupling adds to, the output
+    #: it couples back from) -- ("a", "s") for the forward (a[n] = c[n] + V s[n-1]), ("g", "grad_a") for the
+    #: backward (g[n] + V^T dL/da[n+1]); the body reads the coupling as :data:`COUPLING`. () for one neuron's scan.
+    coupled: tuple[str, str] = ()
 
     @property
     def restarted(self) -> tuple[tuple[sp.Symbol, sp.Expr], ...]:
@@ -150,6 +154,10 @@ class ScanKernel:
             shown = [f"{s}..{first[s][-1]} = {init[s]}, ..." if s in first else f"{s} = {init[s]}"
                      for s in self.state if s not in inner]
             lines.append("state: " + ", ".join(shown))
+            if self.coupled:
+                x, src = self.coupled
+                lines.append(f"recurrent layer: rc = (V s[n-1])_i, {x} read as {x} + rc" if x == "a" else
+                             f"recurrent layer: rc = (V^T dL/da[n+1])_i, {x} read as {x} + rc; {src} couples back")
         lines += [f"invariant {k} = {_short(v)}" for k, v in self.invariants]
         lines += [f"{k} = {_short(v)}" for k, v in self.body]
         succ = {c: r[i + 1] for r in self.rings for i, c in enumerate(r[:-1])}
@@ -187,7 +195,7 @@ def _with_per_neuron(scan: Scan, pv: dict) -> Scan:
 
 
 def _structure_fingerprint(model: NeuronModel, scan: Scan, dtype: str, per_neuron: tuple[str, ...] = (),
-                           wide: tuple[sp.Symbol, ...] = ()) -> str:
+                           wide: tuple[sp.Symbol, ...] = (), coupled: tuple[str, str] = ()) -> str:
     surrogate = model.surrogate.template if model.surrogate_arguments else model.surrogate.expr
     parts = [model.name, scan.name, scan.direction, dtype, repr(model.parameter_names),
              sp.srepr(surrogate), repr(model.spike),
@@ -200,6 +208,8 @@ def _structure_fingerprint(model: NeuronModel, scan: Scan, dtype: str, per_neuro
         parts += ["per-neuron:" + ",".join(per_neuron)]
     if wide:  # (likewise: absent where no state is widened)
         parts += ["wide:" + ",".join(s.name for s in wide)]
+    if coupled:
+        parts += ["coupled:" + "->".join(coupled)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -257,8 +267,25 @@ def check_per_neuron(model: NeuronModel, per_neuron) -> tuple[str, ...]:
     return tuple(k for k in model.parameter_names if k in names)
 
 
+#: The coupling of a recurrent layer's kernel in its per-step expressions: (V s[n-1])_i in the forward,
+#: (V^T dL/da[n+1])_i in the backward, computed per group of neurons by the printers (:mod:`ift_snn.codegen.tree`).
+COUPLING = sp.Symbol("rc", real=True)
+
+
+def _coupled(scan: Scan) -> tuple[Scan, tuple[str, str]]:
+    """``scan`` with its coupled input x read as x + :data:`COUPLING` (the recurrent layer's scans: the derivation
+    and its proof are :mod:`ift_snn.symbolic.recurrent_layer`), and (x, the output coupled back)."""
+    name, source = ("a", "s") if scan.direction == "forward" else ("g", "grad_a")
+    x = next((i for i in scan.inputs if i.name == name), None)
+    if x is None or source not in {o.name for o in scan.outputs}:
+        raise CodegenError(f"the {scan.name} scan has no input {name!r} or no output {source!r} to couple")
+    sub = {x: x + COUPLING}
+    return dataclasses.replace(scan, assignments=tuple((l, sp.sympify(r).xreplace(sub)) for l, r in scan.assignments),
+                               update=tuple(sp.sympify(e).xreplace(sub) for e in scan.update)), (name, source)
+
+
 def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recurrence | None = None,
-                 per_neuron=(), sums: tuple[str, ...] = ()) -> ScanKernel:
+                 per_neuron=(), sums: tuple[str, ...] = (), recurrent: bool = False) -> ScanKernel:
     """The ScanKernel of one scan (``forward``, ``backward`` = exodus, ``slayer``) of ``model``.
 
     ``per_neuron``: names of parameters given one value per neuron. Each becomes the per-neuron vector
@@ -266,6 +293,8 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
     neuron before the time loop (a per-neuron invariant), and its sum ``acc_<name>`` is dL/dp of that
     neuron's value. The derivation is the same (a neuron's scan reads only its own values).
     ``sums``: for ``backward_a`` / ``slayer_a``, the parameters whose sums the scan keeps (none by default).
+    ``recurrent``: the scan of a recurrent layer's neurons, coupled per group (:data:`COUPLING`; forward,
+    forward_core, backward, slayer and their ``_a`` forms).
     """
     per_neuron = check_per_neuron(model, per_neuron)
     if quantity not in ALL_QUANTITIES:
@@ -294,6 +323,11 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
         scan = {"backward": rec.backward, "slayer": rec.slayer}.get(quantity.removesuffix("_a"), rec.forward)
         if quantity in INPUT_QUANTITIES:
             scan = scan.without_parameter_sums(tuple(sorted(sums)))
+    coupled: tuple[str, str] = ()
+    if recurrent:
+        if quantity in STEP_QUANTITIES or quantity == "surrogate":
+            raise CodegenError(f"{quantity!r} has no recurrent form (the coupling is per step of a whole scan)")
+        scan, coupled = _coupled(scan)
     lifted = model.surrogate_arguments
     if lifted:
         # The surrogate's constants become kernel arguments: sigma = template(u; theta, sg_*).
@@ -377,11 +411,13 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
         update=tuple(upd),
         # (a per-step expression may read a vector too: a step's dL/dx1, symbolic/step.py)
         vectors=_vectors(list(init) + [e for _, e in body] + list(upd), finals,
-                         set(scan.state) | constant | set(scan.inputs) | {sym for sym, _ in body}) + tuple(pv.values()),
-        fingerprint=_structure_fingerprint(model, scan, dtype, per_neuron, wide),
+                         set(scan.state) | constant | set(scan.inputs) | {sym for sym, _ in body} | {COUPLING})
+        + tuple(pv.values()),
+        fingerprint=_structure_fingerprint(model, scan, dtype, per_neuron, wide, coupled),
         persistent=tuple(scan.persistent),
         rings=chains,
         wide=wide,
+        coupled=coupled,
     )
 
 

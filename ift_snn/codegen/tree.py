@@ -17,6 +17,18 @@ NumPy: whole neuron vectors)::
         UpdateState(pairs)             every state replaced at once by its new value
       Final(arg, expr)                 arg[j] = expr, after the last step (reads the state and vectors)
 
+A recurrent layer's kernel (``ScanKernel.coupled``; docs/MATH.md section 9) couples the neurons of a group
+(one sample's N neurons, numbered contiguously): the printers keep the group's coupled-back values in a work
+vector ``_src`` (from the vector ``cp_init``: s0 in the forward, dL/da[T] in the backward; zeroed by a
+truncation restart), and at the top of every step compute, for the whole group, rc_i = sum_k cp_w[k, i] _src[k]
+(``cp_w`` is V^T for the forward, V for the backward, (N, N) C-contiguous; spikes are sparse, so a zero
+_src[k] is skipped)::
+
+      TimeLoop
+        Couple(target)                 target = rc of this neuron (computed for the group before the step)
+        ...
+        Source(value)                  _src[this neuron] = value (read by the next step's Couple)
+
 A long shift chain of the state (a delay line, a tap list, a shift register; see
 :func:`ift_snn.codegen.ir.rings`) is a :class:`Ring`: a work array (m, M) that
 the launcher allocates, element i of the chain at slot (rb_h + i) % m, rb_h the
@@ -47,14 +59,18 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .ir import CodegenError, ScanKernel, comment_lines
+from .ir import COUPLING, CodegenError, ScanKernel, comment_lines
 
 __all__ = ["Arg", "Function", "Invariant", "InitState", "TimeLoop", "Load", "Assign", "Store", "UpdateState",
-           "Final", "Ring", "RingInit", "lower", "INPUT", "VECTOR", "OUTPUT", "FINAL", "PARAM", "WORK", "SIZE",
-           "SIZES", "RING_HEAD", "GROUP_MIN"]
+           "Final", "Ring", "RingInit", "Couple", "Source", "lower", "INPUT", "VECTOR", "OUTPUT", "FINAL", "PARAM",
+           "MATRIX", "WORK", "SIZE", "SIZES", "RING_HEAD", "GROUP_MIN", "COUPLING_INIT", "COUPLING_MATRIX"]
 
 #: Kinds of kernel arguments, in their order in a signature.
-INPUT, VECTOR, OUTPUT, FINAL, PARAM, WORK, SIZE = "input", "vector", "output", "final", "param", "work", "size"
+INPUT, VECTOR, OUTPUT, FINAL, PARAM, MATRIX, WORK, SIZE = ("input", "vector", "output", "final", "param", "matrix",
+                                                           "work", "size")
+#: The arguments of a recurrent layer's kernel: the coupled-back values before step 0 (a vector) and the coupling
+#: matrix (N, N).
+COUPLING_INIT, COUPLING_MATRIX = "cp_init", "cp_w"
 #: The printers' step counter of ring buffers (element i of a ring of m at slot (rb_h + i) % m).
 RING_HEAD = "rb_h"
 #: Vectors or finals named alike with a trailing index become one (rows, M) argument from this many on.
@@ -63,7 +79,7 @@ GROUP_MIN = 8
 SIZES = ("n_steps", "n_neurons", "truncation")
 #: Names the printers use for their own locals, the builtins they call and keywords of Python and C: no
 #: scan symbol may take them.
-RESERVED = frozenset({"i", "j", "t", "np", "math", "scipy", "chunk", "j_begin", "j_end", *SIZES,
+RESERVED = frozenset({"i", "j", "t", "np", "math", "scipy", "chunk", "j_begin", "j_end", "rc", *SIZES,
                       "abs", "min", "max", "range", *keyword.kwlist,
                       "auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else",
                       "enum", "extern", "float", "for", "goto", "if", "int", "long", "register", "return", "short",
@@ -134,6 +150,16 @@ class Store:
 
 
 @dataclass(frozen=True)
+class Couple:
+    target: sp.Symbol
+
+
+@dataclass(frozen=True)
+class Source:
+    value: sp.Symbol
+
+
+@dataclass(frozen=True)
 class UpdateState:
     pairs: tuple[tuple[sp.Symbol, sp.Expr], ...]
 
@@ -142,7 +168,7 @@ class UpdateState:
 class TimeLoop:
     direction: str  # forward | reverse
     restart: tuple[InitState | RingInit, ...] | None  # None: the scan is not truncatable
-    body: tuple[Load | Assign | Store | UpdateState, ...]
+    body: tuple[Load | Assign | Store | Couple | Source | UpdateState, ...]
 
 
 @dataclass(frozen=True)
@@ -167,6 +193,11 @@ class Function:
     kernel: ScanKernel
     rings: tuple[Ring, ...] = ()
 
+    @property
+    def coupled(self) -> bool:
+        """Whether this is a recurrent layer's kernel (its neurons coupled per group)."""
+        return bool(self.kernel.coupled)
+
     def of_kind(self, kind: str) -> tuple[Arg, ...]:
         return tuple(a for a in self.args if a.kind == kind)
 
@@ -189,19 +220,29 @@ def lower(kernel: ScanKernel, *, header: str = "") -> Function:
     rename = lambda e: sp.sympify(e).xreplace(ren)  # noqa: E731
     args = [Arg(f"in_{s.name}", INPUT, s) for s in kernel.inputs]
     args += _grouped(kernel.vectors, "in_", VECTOR)
+    if kernel.coupled:
+        args.append(Arg(COUPLING_INIT, VECTOR, sp.Symbol(COUPLING_INIT, real=True)))
     outputs = {s: Arg(f"out_{s.name}", OUTPUT, s) for s in kernel.outputs}
     finals = _grouped([lhs for lhs, _ in kernel.finals], "fin_", FINAL)
     args += list(outputs.values()) + finals
     args += [Arg(ren[p].name, PARAM, ren[p]) for p in kernel.params]
+    if kernel.coupled:
+        args.append(Arg(COUPLING_MATRIX, MATRIX))
     rings = tuple(Ring(Arg(f"rb_{k}", WORK, length=len(chain)), chain) for k, chain in enumerate(kernel.rings))
     args += [r.arg for r in rings]
     args += [Arg(name, SIZE) for name in SIZES]
 
     _check_names(kernel)
     inputs = {a.symbol: a for a in args if a.kind == INPUT}
-    body: list = [Load(s, inputs[s]) for s in kernel.inputs]
+    body: list = [Couple(COUPLING)] if kernel.coupled else []
+    body += [Load(s, inputs[s]) for s in kernel.inputs]
     body += [Assign(sym, rename(expr)) for sym, expr in kernel.body]
     body += [Store(outputs[s], s) for s in kernel.outputs]
+    if kernel.coupled:
+        source = {s.name: s for s in kernel.outputs}.get(kernel.coupled[1])
+        if source is None:
+            raise CodegenError(f"{kernel.name}: the coupled-back value {kernel.coupled[1]!r} is not an output")
+        body.append(Source(source))
     body.append(UpdateState(tuple((s, rename(e)) for s, e in zip(kernel.state, kernel.update))))
     in_ring = {s for r in rings for s in r.states}
 
