@@ -258,7 +258,7 @@ def test_a_new_vector_needs_no_printer_or_launcher_change(monkeypatch):
         compile_ptx(cuda_source(kernel), "sm_80")
     rng = np.random.default_rng(0)
     a, u0, shift = rng.normal(0.3, 0.5, (25, 4)), rng.normal(0, 0.3, 4), rng.normal(0, 0.3, 4)
-    key = (model.structure, "forward", "f64", (), ())  # (no per-neuron parameters, no kept sums)
+    key = (model.structure, "forward", "f64", (), (), False)  # (no per-neuron parameters, no kept sums, not recurrent)
     monkeypatch.setattr(compiled, "_ir", compiled.LRU())
     compiled._ir[key] = kernel
     u, s, _, _ = compiled.forward(model, a, None, "numpy", vectors={"x0_u_prev": u0, "x0_shift": shift})
