@@ -492,7 +492,7 @@ def _train_config(args: argparse.Namespace):
                        blocks=args.blocks, seed=args.seed, T=args.T, shd_path=args.shd_path,
                        randman_samples=args.randman_samples, model=spec, init_gain=args.init_gain,
                        dtype=args.dtype, shd_test_path=args.shd_test_path, n_channels=args.n_channels,
-                       max_samples=args.max_samples,
+                       max_samples=args.max_samples, recurrent=args.recurrent,
                        **{k: v for k, v in lif.items() if v is not None})
 
 
@@ -636,6 +636,39 @@ def _paper(args: argparse.Namespace) -> int:
             print(f"         bptt against exodus at initialisation: largest relative difference of dL/dW "
                   f"{row['init_grad_rel_diff_vs_exodus']:.2g}")
     print(f"{result['seconds']:.0f} s; wrote {args.out}/paper.json, accuracy.png, grad_norms.png")
+    _report_warnings(warned)
+    return 0
+
+
+def _recurrent_experiment(args: argparse.Namespace) -> int:
+    require_extras("ift-snn experiment recurrent", "tqdm", "matplotlib", "h5py")
+    from .experiments.recurrent import QUICK, RecurrentConfig, recurrent_experiment
+
+    given = {k: getattr(args, k) for k in ("epochs", "n_train", "n_test", "n_channels", "lr", "T", "hidden")
+             if getattr(args, k) is not None}
+    quick = QUICK if args.quick else {}
+    seeds = {"seeds": tuple(range(args.seeds))} if args.seeds is not None else {}
+    cfg = RecurrentConfig(**{**quick, **given, **seeds, "bptt": not args.no_bptt, "shd_path": args.shd_path,
+                             "shd_test_path": args.shd_test_path})
+    cfg.validate()
+    out = _prepare_out_dir(args.out, "--out")
+    args.kept = _kept_json(out / "recurrent.json", lambda data: f"{len(data['runs'])} runs, rewritten after every epoch")
+    with counted_warnings() as warned:
+        result = recurrent_experiment(cfg, out)
+    nets = result["networks"]
+    print("networks: " + "; ".join(f"{k} {v['sizes']} ({v['weights']} weights)" for k, v in nets.items()))
+    print(f"{'network/method':<22} {'final acc (min-max)':>22} {'best acc':>9} {'s/epoch':>8}")
+    for key, row in result["summary"].items():
+        acc, best = row["final_test_acc"], row["best_test_acc"]
+        if acc is None:
+            print(f"{key:<22} {'stopped (overflow)':>22}")
+            continue
+        print(f"{key:<22} {acc['mean']:>8.3f} ({acc['min']:.3f}-{acc['max']:.3f}) {best['mean']:>9.3f} "
+              f"{row['epoch_seconds']:>8.1f}")
+    if "bptt_vs_exodus" in result:
+        print("bptt against exodus on the recurrent network at initialisation, largest relative difference per "
+              "array: " + ", ".join(f"{v:.2g}" for v in result["bptt_vs_exodus"]))
+    print(f"{result['seconds']:.0f} s; wrote {args.out}/recurrent.json, accuracy.png")
     _report_warnings(warned)
     return 0
 
@@ -894,6 +927,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="truncated BPTT: the backward scan restarts every K steps (not --truncate, which cuts "
                             "a kernel to K taps)")
     train.add_argument("--blocks", type=POSITIVE_INT, default=None, help="local blocks of this many layers")
+    train.add_argument("--recurrent", action="store_true",
+                       help="recurrent hidden layers: each hidden layer's spikes feed back into it (a = W x + V s[n-1])")
     train.add_argument("--T", type=POSITIVE_INT, default=None,
                        help="time steps (default: the task's, randman 100, digits 50, shd 250)")
     train.add_argument("--randman-samples", type=AT_LEAST_2, default=100, help="randman samples per class")
@@ -967,6 +1002,27 @@ def build_parser() -> argparse.ArgumentParser:
     paper.add_argument("--out", default="runs/paper",
                        help="output folder: paper.json (rewritten after every epoch), accuracy.png, grad_norms.png")
     paper.set_defaults(func=_paper)
+    rexp = exp_sub.add_parser(
+        "recurrent", help="a feed-forward against a recurrent hidden layer at the same number of weights (SHD-like)",
+        description="One hidden layer, feed-forward or recurrent (a = W x + V s[n-1]), at the same number of weights, "
+                    "on the SHD-like order task (or an SHD file pair), exodus and slayer over seeds, and bptt's "
+                    "gradient at initialisation against exodus's on one seed.")
+    rexp.add_argument("--quick", action="store_true", help="one seed, 160 / 80 samples, T = 100, H = 32, 3 epochs")
+    rexp.add_argument("--seeds", type=POSITIVE_INT, default=None, help="number of seeds (0, 1, ...; default 3)")
+    rexp.add_argument("--epochs", type=POSITIVE_INT, default=None, help="epochs per run (default 12)")
+    rexp.add_argument("--hidden", type=POSITIVE_INT, default=None, help="the recurrent layer's width (default 128)")
+    rexp.add_argument("--n-train", type=POSITIVE_INT, default=None, help="SHD-like training samples (default 1000)")
+    rexp.add_argument("--n-test", type=POSITIVE_INT, default=None, help="SHD-like test samples (default 400)")
+    rexp.add_argument("--n-channels", type=POSITIVE_INT, default=None, help="input channels (default 64)")
+    rexp.add_argument("--lr", type=POSITIVE_FLOAT, default=None, help="Adam learning rate (default 2e-3)")
+    rexp.add_argument("--T", type=POSITIVE_INT, default=None, help="time steps (default 250)")
+    rexp.add_argument("--no-bptt", action="store_true", help="leave out the bptt equality check")
+    rexp.add_argument("--shd-path", type=_existing_file, default=None, help="an SHD-format training file")
+    rexp.add_argument("--shd-test-path", type=_existing_file, default=None, help="its test file")
+    rexp.add_argument("--out", default="runs/recurrent",
+                      help="output folder for recurrent.json and accuracy.png (default runs/recurrent)")
+    rexp.set_defaults(func=_recurrent_experiment)
+
     trunc = exp_sub.add_parser(
         "truncation", formatter_class=defaults,
         help="truncated and local training (Guo et al.): peak memory of a step and accuracy against the chunk "

@@ -152,6 +152,9 @@ class _Readout:
 
 
 def _check(net: Network, x, method: str, n_chunks: int) -> None:
+    if getattr(net, "recurrent", None):
+        raise ValueError("chunked training (K < T, local blocks) takes feed-forward layers; this network has "
+                         "recurrent hidden layers: train it whole (Network.step, with truncation= if needed)")
     if x.ndim != 3 or x.shape[2] != net.sizes[0]:
         raise ValueError(f"input has shape {x.shape}; expected (T, batch, {net.sizes[0]})")
     if isinstance(x, np.ndarray) != isinstance(net.weights[0], np.ndarray):

@@ -27,6 +27,11 @@ loss, and no gradient crosses a block boundary.
 
 Weights: W ~ N(0, (gain / sqrt(n_in))^2) with ``gain`` = ``init_gain``
 (default 2.0 so that a few input spikes drive a neuron to threshold), seeded.
+
+Recurrent hidden layers (``recurrent=True``, docs/MATH.md section 9): a hidden layer's spikes also feed back
+into it one step later, a_l[n] = s_{l-1}[n] W_l + V_l s_l[n-1] (V_l (n_out, n_out), V[i, j] from neuron j to
+i, N(0, (recurrent_gain / sqrt(n_out))^2)); its forward and backward are :mod:`ift_snn.recurrent`'s (one
+generated kernel each way), dL/dV_l = sum_n dL/da_l[n] s_l[n-1]^T. The output layer stays feed-forward.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import ops
+from .. import ops, recurrent
 from ..files import write_atomically
 from ..neurons.models import NeuronModel, model_from_dict, model_to_dict
 from ..optim import Adam
@@ -155,7 +160,8 @@ class Network:
     """Dense layers W_l followed by neuron models; see the module docstring."""
 
     def __init__(self, sizes: list[int], models: NeuronModel | list[NeuronModel], *, seed: int = 0,
-                 init_gain: float = 2.0, dtype=np.float32, blocks: int | None = None, n_classes: int | None = None):
+                 init_gain: float = 2.0, dtype=np.float32, blocks: int | None = None, n_classes: int | None = None,
+                 recurrent: bool = False, recurrent_gain: float = 1.0):
         if len(sizes) < 2 or any((not isinstance(k, (int, np.integer))) or k < 1 for k in sizes):
             raise ValueError(f"sizes={sizes!r}: expected at least [n_in, n_out] with positive ints")
         n_layers = len(sizes) - 1
@@ -175,6 +181,18 @@ class Network:
                         for n_in, n_out in zip(sizes[:-1], sizes[1:])]
         self.blocks = blocks
         self.n_classes = n_classes or sizes[-1]
+        if not isinstance(recurrent, bool):
+            raise TypeError(f"recurrent={recurrent!r}: expected True (every hidden layer recurrent) or False")
+        if not (isinstance(recurrent_gain, (int, float)) and math.isfinite(recurrent_gain)):
+            raise ValueError(f"recurrent_gain={recurrent_gain!r}: expected a finite number")
+        if recurrent and blocks:
+            raise ValueError("recurrent hidden layers with local blocks (blocks=) are not supported; use one or the "
+                             "other")
+        self.recurrent_gain = float(recurrent_gain)
+        #: {layer: V (n_out, n_out)} of the recurrent hidden layers.
+        self.recurrent = {layer: rng.normal(0, recurrent_gain / math.sqrt(sizes[layer + 1]),
+                                            (sizes[layer + 1], sizes[layer + 1])).astype(self.dtype)
+                          for layer in range(n_layers - 1)} if recurrent else {}
         self.readouts = {}
         if blocks:
             for end in range(blocks - 1, n_layers - 1, blocks):
@@ -193,6 +211,7 @@ class Network:
         else:
             raise ValueError(f"device={device!r}: expected 'cpu' or 'gpu'")
         self.weights = [move(w) for w in self.weights]
+        self.recurrent = {k: move(v) for k, v in self.recurrent.items()}
         self.readouts = {k: move(r) for k, r in self.readouts.items()}
         return self
 
@@ -207,10 +226,11 @@ class Network:
                             "move one of them (Network.to('gpu') / .to('cpu'), cupy.asarray / .get())")
         inputs, traces = [], []
         s = x.astype(self.dtype, copy=False)
-        for W, model in zip(self.weights, self.models):
+        for layer, (W, model) in enumerate(zip(self.weights, self.models)):
             inputs.append(s)
             a = s @ W
-            trace = ops.forward(model, a)
+            V = self.recurrent.get(layer)
+            trace = ops.forward(model, a) if V is None else recurrent.forward(model, a, V, copy=False)
             traces.append(trace)
             s = trace.s
         return inputs, traces
@@ -239,6 +259,7 @@ class Network:
         clock.lap("forward")
         n_layers = len(self.weights)
         grads_w = [None] * n_layers
+        grads_v = {}
         grads_r = {}
         norms = [0.0] * n_layers
         factors = [0.0] * n_layers
@@ -252,12 +273,17 @@ class Network:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ops.StabilityWarning)
                 try:
-                    grads = ops.backward(self.models[layer], traces[layer], g, method=method, truncation=truncation,
-                                         parameters=False)  # only the weights are trained
+                    if layer in self.recurrent:
+                        grads = recurrent.backward(self.models[layer], traces[layer], g, method, truncation,
+                                                   parameters=False)
+                        grads_v[layer] = grads.V
+                    else:
+                        grads = ops.backward(self.models[layer], traces[layer], g, method=method,
+                                             truncation=truncation, parameters=False)  # only the weights are trained
                 except ops.GradientOverflowError as exc:
                     raise NonFiniteLossError(f"layer {layer}: {exc}") from None
             factors[layer] = grads.max_step_factor
-            da = grads.a
+            da = grads.c if layer in self.recurrent else grads.a
             clock.lap("backward")
             # dL/dW = sum over t and b of s_(l-1)[t, b]^T da[t, b]: one matrix product of the (T B, in) and
             # (T B, out) views (an einsum "tbi,tbo->io" took 4.5 times as long, 44% of a training step)
@@ -274,10 +300,15 @@ class Network:
             clock.lap("backward")
         correct = int((pred == y).sum())
         rates = [float(trace.s.mean(dtype=np.float64)) for trace in traces]
+        # the recurrent weights' gradients follow the feed-forward ones, in the order of parameters()
+        grads_w = grads_w + [grads_v[k] for k in sorted(self.recurrent)]
         return StepResult(total, correct, norms, factors, clock.seconds, rates), grads_w, grads_r
 
     def parameters(self) -> list:
-        return self.weights + [self.readouts[k] for k in sorted(self.readouts)]
+        """The trained arrays in the order of the gradients :meth:`step` returns: W_0.., V of the recurrent layers
+        (by layer), the readouts (by layer)."""
+        return (self.weights + [self.recurrent[k] for k in sorted(self.recurrent)]
+                + [self.readouts[k] for k in sorted(self.readouts)])
 
     def predict(self, x, loss: str = "sum_ce"):
         _, traces = self.forward(x)
@@ -306,7 +337,11 @@ class Network:
         meta = {"sizes": self.sizes, "models": [model_to_dict(m) for m in self.models], "blocks": self.blocks,
                 "n_classes": self.n_classes, "init_gain": self.init_gain, "seed": self.seed,
                 "dtype": self.dtype.name, "readouts": sorted(self.readouts)}
+        if self.recurrent:  # (absent for a feed-forward network: its files stay as they were)
+            meta["recurrent"] = sorted(self.recurrent)
+            meta["recurrent_gain"] = self.recurrent_gain
         arrays = {f"W{i}": host(w) for i, w in enumerate(self.weights)}
+        arrays.update({f"V{k}": host(v) for k, v in self.recurrent.items()})
         arrays.update({f"R{k}": host(r) for k, r in self.readouts.items()})
         for key, array in arrays.items():
             if not np.all(np.isfinite(array)):
@@ -342,6 +377,8 @@ class Network:
 
 # ------------------------------------------------------------------ loading
 _META_FIELDS = ("sizes", "models", "blocks", "n_classes", "init_gain", "seed", "dtype", "readouts")
+#: Metadata fields a file may have (a network with recurrent hidden layers).
+_OPTIONAL_FIELDS = ("recurrent", "recurrent_gain")
 _MAX_META_CHARS = 1 << 20
 _DTYPES = ("float32", "float64")
 _MAX_DEFLATE_RATIO = 1100  # DEFLATE cannot expand more than ~1032:1
@@ -443,9 +480,10 @@ def _load(cls, path) -> Network:
         missing = [k for k in _META_FIELDS if k not in meta]
         if missing:
             raise fail(repr(missing[0]), f"missing from the metadata (expected fields: {', '.join(_META_FIELDS)})")
-        unknown = sorted(set(meta) - set(_META_FIELDS))
+        unknown = sorted(set(meta) - set(_META_FIELDS) - set(_OPTIONAL_FIELDS))
         if unknown:
-            raise fail(repr(unknown[0]), f"unknown metadata field (expected: {', '.join(_META_FIELDS)})")
+            raise fail(repr(unknown[0]), f"unknown metadata field (expected: {', '.join(_META_FIELDS)}; optional: "
+                                         f"{', '.join(_OPTIONAL_FIELDS)})")
 
         sizes = meta["sizes"]
         if not isinstance(sizes, list) or len(sizes) < 2 or not all(_is_int(k) and k >= 1 for k in sizes):
@@ -469,6 +507,15 @@ def _load(cls, path) -> Network:
         seed = meta["seed"]
         if seed is not None and not (_is_int(seed) and seed >= 0):
             raise fail("'seed'", f"{seed!r}: expected an int >= 0 or null")
+        rec = meta.get("recurrent", [])
+        if rec not in ([], list(range(n_layers - 1))):
+            raise fail("'recurrent'", f"{str(rec)[:60]}: expected the hidden layers {list(range(n_layers - 1))} "
+                                      "or none")
+        rec_gain = meta.get("recurrent_gain", 1.0)
+        if not (isinstance(rec_gain, (int, float)) and not isinstance(rec_gain, bool) and math.isfinite(rec_gain)):
+            raise fail("'recurrent_gain'", f"{rec_gain!r}: expected a finite number")
+        if rec and blocks:
+            raise fail("'recurrent'", "recurrent layers with local blocks are not supported")
         ends = list(range(blocks - 1, n_layers - 1, blocks)) if blocks else []
         if meta["readouts"] != ends:
             raise fail("'readouts'", f"{meta['readouts']!r}: with sizes {sizes} and blocks {blocks} "
@@ -495,6 +542,7 @@ def _load(cls, path) -> Network:
         # ---- array headers, before reading any array
         expected = {f"W{i}": (sizes[i], sizes[i + 1]) for i in range(n_layers)}
         expected.update({f"R{k}": (sizes[k + 1], n_classes) for k in ends})
+        expected.update({f"V{k}": (sizes[k + 1], sizes[k + 1]) for k in rec})
         for key in expected:
             if key not in members:
                 raise fail(repr(key), f"missing: sizes {sizes} and blocks {blocks} need arrays "
@@ -530,4 +578,6 @@ def _load(cls, path) -> Network:
     net.blocks = blocks
     net.n_classes = n_classes
     net.readouts = {k: arrays[f"R{k}"] for k in ends}
+    net.recurrent = {k: arrays[f"V{k}"] for k in rec}
+    net.recurrent_gain = float(rec_gain)
     return net

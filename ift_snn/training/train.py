@@ -66,6 +66,8 @@ class TrainConfig:
     shd_test_path: str | None = None
     n_channels: int = 700
     max_samples: int | None = None
+    #: Recurrent hidden layers (docs/MATH.md section 9): each hidden layer's spikes feed back into it.
+    recurrent: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.model, NeuronModel):  # keep the config JSON-able
@@ -98,6 +100,10 @@ class TrainConfig:
                              f"task {self.task!r} does not read them")
         if self.dtype not in ("f32", "f64"):
             raise ValueError(f"dtype={self.dtype!r}: expected 'f32' or 'f64'")
+        if not isinstance(self.recurrent, bool):
+            raise TypeError(f"recurrent={self.recurrent!r}: expected True or False")
+        if self.recurrent and self.blocks is not None:
+            raise ValueError("recurrent hidden layers with local blocks are not supported: give one of them")
         for name in ("epochs", "batch_size"):
             _check_int(name, getattr(self, name))
         _check_int("randman_samples", self.randman_samples, 2)  # the 25 % test split needs a sample
@@ -210,7 +216,8 @@ def blas_threads(n: int | None):
 def build_network(cfg: TrainConfig, n_in: int, n_classes: int) -> Network:
     model = _model(cfg)
     return Network([n_in, *cfg.hidden, n_classes], model, seed=cfg.seed, blocks=cfg.blocks, n_classes=n_classes,
-                   init_gain=cfg.init_gain, dtype=np.float32 if cfg.dtype == "f32" else np.float64)
+                   init_gain=cfg.init_gain, dtype=np.float32 if cfg.dtype == "f32" else np.float64,
+                   recurrent=cfg.recurrent)
 
 
 def _accuracy(net: Network, ds, cfg: TrainConfig) -> float:
