@@ -259,3 +259,61 @@ def test_folding_r_into_the_weights_keeps_the_nir_dynamics():
     assert all(s.any() for s in want)
     for s, s2 in zip(want, _spikes(from_nir(graph, dtype=np.float64), x)):
         np.testing.assert_array_equal(s2, s)
+
+
+def _recurrent_net():
+    return Network([8, 6, 4], [ift_snn.lif(0.85, reset="zero"), ift_snn.cuba_lif(0.9, 0.7, reset="zero")], seed=0,
+                   dtype=np.float64, recurrent=True, init_gain=3.0, recurrent_gain=2.0)
+
+
+def test_a_recurrent_layer_is_a_loop_and_round_trips(tmp_path):
+    """A recurrent hidden layer exports as neuron -> Linear(V) -> neuron (the edge back: last step's spikes) and
+    imports back, through a file, to a Network and to an nn.Sequential with a RecurrentSpikingLayer, with the
+    same spikes; the Sequential exports to the same graph."""
+    net = _recurrent_net()
+    x = (np.random.default_rng(0).random((60, 3, 8)) < 0.4).astype(np.float64)
+    want = _spikes(net, x)
+    graph = to_nir(net, dt=1e-3)
+    assert ("neuron0", "recurrent0") in graph.edges and ("recurrent0", "neuron0") in graph.edges
+    path = tmp_path / "rec.nir"
+    nir.write(str(path), graph)
+    back = from_nir(path, dtype=np.float64)
+    np.testing.assert_allclose(back.recurrent[0], net.recurrent[0], rtol=1e-12)
+    assert all(s.sum() > 0 for s in want)
+    for s, s2 in zip(want, _spikes(back, x)):
+        np.testing.assert_array_equal(s2, s)
+    torch = pytest.importorskip("torch")
+    seq = from_nir(path, to="torch", dtype=np.float64)
+    with torch.no_grad():
+        out = seq(torch.from_numpy(x.transpose(1, 0, 2).copy()))
+    np.testing.assert_array_equal(out.numpy().transpose(1, 0, 2), want[-1])
+    again = to_nir(seq, dt=1e-3)
+    assert list(again.nodes) == list(graph.nodes) and sorted(again.edges) == sorted(graph.edges)
+    np.testing.assert_allclose(again.nodes["recurrent0"].weight, graph.nodes["recurrent0"].weight, rtol=1e-12)
+
+
+def test_spikingjelly_imports_the_recurrent_export_with_the_same_spikes():
+    torch = pytest.importorskip("torch")
+    sj = pytest.importorskip("spikingjelly.activation_based.nir_exchange.from_nir")
+    net = Network([8, 6, 4], [ift_snn.lif(0.85, reset="zero"), ift_snn.lif(0.9, reset="zero")], seed=0,
+                  dtype=np.float64, recurrent=True, init_gain=3.0, recurrent_gain=2.0)
+    x = (np.random.default_rng(0).random((60, 3, 8)) < 0.4).astype(np.float64)
+    want = _spikes(net, x)[-1]
+    imported = sj.import_from_nir(to_nir(net, dt=1e-4), dt=1e-4, dtype=torch.float64)
+    state, out = None, []
+    with torch.no_grad():
+        for t in range(60):
+            o, state = imported(torch.from_numpy(x[t]), state)
+            out.append(o)
+    assert want.sum() > 10
+    np.testing.assert_array_equal(torch.stack(out).numpy(), want)
+
+
+def test_a_recurrent_loop_of_the_wrong_shape_or_with_a_bias_is_refused():
+    graph = to_nir(_recurrent_net())
+    graph.nodes["recurrent0"] = nir.Linear(weight=np.zeros((6, 5)))
+    with pytest.raises(ValueError, match=r"'recurrent0' \(the recurrent loop of 'neuron0'\) has weight shape \(6, 5\)"):
+        from_nir(graph)
+    graph.nodes["recurrent0"] = nir.Affine(weight=np.zeros((6, 6)), bias=np.ones(6))
+    with pytest.raises(ValueError, match="nonzero bias"):
+        from_nir(graph)

@@ -68,7 +68,20 @@ class _WatchedNodes(dict):
 # H2 ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("back_to", ["neuron0", "linear0", "input"])
+def test_a_recurrent_loop_that_reaches_no_output_is_refused():
+    """input -> linear0 -> neuron0 -> linear1 -> back to neuron0: linear1 is neuron0's recurrent loop (a recurrent
+    layer), and the path then ends at neuron0, not at the output: refused, quickly."""
+    good = to_nir(_net())
+    nodes = _WatchedNodes({k: good.nodes[k] for k in ["input", "linear0", "neuron0", "linear1", "output"]})
+    graph = _graph(nodes, [("input", "linear0"), ("linear0", "neuron0"), ("neuron0", "linear1"),
+                           ("linear1", "neuron0")])
+    nodes.lookups = 0
+    start = time.perf_counter()
+    _refused(graph, "is not input -> ")
+    assert time.perf_counter() - start < 0.5 and nodes.lookups <= 20
+
+
+@pytest.mark.parametrize("back_to", ["linear0", "input"])
 def test_a_cycle_is_refused_naming_its_nodes(back_to):
     """input -> linear0 -> neuron0 -> linear1 -> back to neuron0 (or to linear0, or to the input) looped forever
     while memory grew; now the walk refuses the node reached twice, naming the cycle."""

@@ -22,6 +22,10 @@ subtractive reset (ift_snn's default; NIR's neurons reset to v_reset), multi-spi
 differ only where a membrane equals theta exactly. Values that differ between neurons (tau, v_threshold,
 r, w_in per neuron) are per-neuron values of a ``SpikingLayer`` (``values=``): they export from and import
 to an ``nn.Sequential``; a ``Network``'s models share one value per layer (import with ``to="torch"``).
+
+A recurrent layer (a[n] = W x[n] + V s[n-1], docs/MATH.md section 9; a ``Network`` with recurrent hidden
+layers, or a ``RecurrentSpikingLayer``) is NIR's cycle neuron -> Linear(V) -> neuron, the edge back carrying the
+previous step's spikes, as snnTorch writes its RLeaky: exported so and imported from it.
 """
 
 from __future__ import annotations
@@ -105,12 +109,18 @@ def _node(model: NeuronModel, n: int, dt: float, layer: int, per=None, fold_r: b
     return node, (r * w_in if fold_r else ones)
 
 
-def _layers_of(obj) -> list[tuple[np.ndarray, np.ndarray | None, NeuronModel, dict]]:
-    """(weight (out, in), bias or None, model, {parameter: per-neuron values}) per layer of a Network or of an
-    nn.Sequential of nn.Linear and ift_snn SpikingLayer modules (the layers' present parameter values)."""
+def _host64(x) -> np.ndarray:
+    return np.asarray(x if isinstance(x, np.ndarray) else x.get(), dtype=np.float64)
+
+
+def _layers_of(obj) -> list[tuple[np.ndarray, np.ndarray | None, NeuronModel, dict, np.ndarray | None]]:
+    """(weight (out, in), bias or None, model, {parameter: per-neuron values}, recurrent V (out, out) or None) per
+    layer of a Network or of an nn.Sequential of nn.Linear followed by ift_snn SpikingLayer or
+    RecurrentSpikingLayer modules (a RecurrentSpikingLayer with W inside stands alone) (the present values)."""
     if isinstance(obj, Network):
-        return [(np.asarray(W if isinstance(W, np.ndarray) else W.get(), dtype=np.float64).T.copy(), None, m, {})
-                for W, m in zip(obj.weights, obj.models)]
+        rec = getattr(obj, "recurrent", {})
+        return [(_host64(W).T.copy(), None, m, {}, _host64(rec[k]).copy() if k in rec else None)
+                for k, (W, m) in enumerate(zip(obj.weights, obj.models))]
     try:
         import torch
     except ImportError:
@@ -119,10 +129,21 @@ def _layers_of(obj) -> list[tuple[np.ndarray, np.ndarray | None, NeuronModel, di
         raise TypeError(f"to_nir exports an ift_snn.training.network.Network or a torch.nn.Sequential of nn.Linear and "
                         f"SpikingLayer modules, got {type(obj).__name__}")
     from .torch import SpikingLayer
+    from .torch_recurrent import RecurrentSpikingLayer
 
     layers, pending = [], None
+    numpy64 = lambda t: t.detach().cpu().double().numpy().copy()  # noqa: E731
     for k, module in enumerate(obj):
-        if isinstance(module, torch.nn.Linear) and pending is None:
+        if isinstance(module, RecurrentSpikingLayer):
+            if (module.fc is None) == (pending is None):
+                raise ValueError(f"module {k} (RecurrentSpikingLayer): NIR export takes it after an nn.Linear, or "
+                                 "with its own input weights (in_features=) alone")
+            W, b = pending if module.fc is None else (numpy64(module.fc.weight), None)
+            if module.bias is not None:
+                b = numpy64(module.bias) + (0.0 if b is None else b)
+            layers.append((W, b, module.current_model(), {}, numpy64(module.weight)))
+            pending = None
+        elif isinstance(module, torch.nn.Linear) and pending is None:
             bias = None if module.bias is None else module.bias.detach().cpu().double().numpy().copy()
             pending = (module.weight.detach().cpu().double().numpy().copy(), bias)
         elif isinstance(module, SpikingLayer) and pending is not None:
@@ -135,11 +156,11 @@ def _layers_of(obj) -> list[tuple[np.ndarray, np.ndarray | None, NeuronModel, di
                     except ValueError:
                         raise ValueError(f"module {k} ({type(module).__name__}): its {k} has shape {tuple(v.shape)}, "
                                          f"not one value per neuron of the {n} after the nn.Linear") from None
-            layers.append((*pending, module.current_model(), per))
+            layers.append((*pending, module.current_model(), per, None))
             pending = None
         else:
             raise ValueError(f"module {k} ({type(module).__name__}) of the Sequential: NIR export takes nn.Linear "
-                             "followed by SpikingLayer, repeated")
+                             "followed by SpikingLayer or RecurrentSpikingLayer, repeated")
     if pending is not None or not layers:
         raise ValueError("the Sequential must end with a SpikingLayer after its last nn.Linear")
     return layers
@@ -164,13 +185,17 @@ def to_nir(net, dt: float = 1.0, *, fold_r: bool = False):
     layers = _layers_of(net)
     nodes = {"input": nir.Input(input_type={"input": np.array([layers[0][0].shape[1]])})}
     edges, last = [], "input"
-    for k, (W, b, model, per) in enumerate(layers):
+    for k, (W, b, model, per, V) in enumerate(layers):
         neuron, gain = _node(model, W.shape[0], dt, k, per, fold_r)
         if fold_r:
             W, b = W * gain[:, None], (None if b is None else b * gain)
+            V = None if V is None else V * gain[:, None]
         nodes[f"linear{k}"] = nir.Linear(weight=W) if b is None else nir.Affine(weight=W, bias=b)
         nodes[f"neuron{k}"] = neuron
         edges += [(last, f"linear{k}"), (f"linear{k}", f"neuron{k}")]
+        if V is not None:  # the cycle neuron -> recurrent -> neuron: last step's spikes into this step's input
+            nodes[f"recurrent{k}"] = nir.Linear(weight=V)
+            edges += [(f"neuron{k}", f"recurrent{k}"), (f"recurrent{k}", f"neuron{k}")]
         last = f"neuron{k}"
     nodes["output"] = nir.Output(output_type={"output": np.array([layers[-1][0].shape[0]])})
     edges.append((last, "output"))
@@ -326,10 +351,11 @@ def _neuron_model(node, name: str, dt: float, surrogate, n: int | None) -> tuple
     return model, gain, per
 
 
-def _chain(graph) -> tuple[str, list[tuple[str, object, str, object]], str]:
-    """(the Input's name, [(Linear/Affine name, node, neuron name, node) per layer], the Output's name) of a
-    one-path graph, walked from its Input to its Output reading no array: a missing node, a branch, a cycle (a
-    node reached twice) or a node out of place is refused by name."""
+def _chain(graph) -> tuple[str, list[tuple[str, object, str, object]], str, dict]:
+    """(the Input's name, [(Linear/Affine name, node, neuron name, node) per layer], the Output's name,
+    {layer: (name, node) of its recurrent Linear}) of a one-path graph, walked from its Input to its Output
+    reading no array: a missing node, a branch, a cycle other than a neuron's own recurrent loop (neuron ->
+    Linear -> the same neuron, the Linear connected to nothing else) or a node out of place is refused by name."""
     nir = _require_nir()
     nodes, edges = getattr(graph, "nodes", None), getattr(graph, "edges", None)
     if not isinstance(nodes, Mapping):
@@ -355,6 +381,21 @@ def _chain(graph) -> tuple[str, list[tuple[str, object, str, object]], str]:
                 raise ValueError(f"the NIR graph's edge ({_show(a)}, {_show(b)}) names node {_show(end)}, which the "
                                  f"graph does not have: expected one of {_show(sorted(map(str, nodes)), 200)}")
         succ.setdefault(a, []).append(b)
+    pred: dict = {}
+    for a, targets in succ.items():
+        for b in targets:
+            pred.setdefault(b, []).append(a)
+    loops = {}  # neuron -> its recurrent Linear: the only 2-cycles accepted
+    for a, targets in succ.items():
+        if not isinstance(nodes[a], (nir.IF, nir.LIF, nir.CubaLIF)):
+            continue
+        for b in targets:
+            if isinstance(nodes[b], (nir.Linear, nir.Affine)) and succ.get(b) == [a] and pred.get(b) == [a]:
+                if a in loops:
+                    raise ValueError(f"NIR node {a!r} has two recurrent loops ({loops[a]!r} and {b!r}); expected one")
+                loops[a] = b
+    for a, b in loops.items():
+        succ[a] = [t for t in succ[a] if t != b]
     starts = [k for k, v in nodes.items() if isinstance(v, nir.Input)]
     if len(starts) != 1:
         raise ValueError(f"the NIR graph has {len(starts)} Input nodes; ift_snn imports a chain with one input")
@@ -390,7 +431,12 @@ def _chain(graph) -> tuple[str, list[tuple[str, object, str, object]], str]:
         pending = None
     if not isinstance(nodes.get(name), nir.Output) or pending is not None or not layers:
         raise ValueError("the NIR graph is not input -> (Linear or Affine -> neuron) ... -> output")
-    return order[0], layers, name
+    recurrent = {k: (loops[neuron], nodes[loops[neuron]]) for k, (_, _, neuron, _) in enumerate(layers)
+                 if neuron in loops}
+    unused = sorted(set(loops.values()) - {r for r, _ in recurrent.values()})
+    if unused:
+        raise ValueError(f"NIR node {unused[0]!r} is a recurrent loop of a neuron off the input's path; {_CHAIN}")
+    return order[0], layers, name, recurrent
 
 
 def _declared_size(node, key: str) -> int | None:
@@ -458,14 +504,27 @@ def _check_shapes(graph, start: str, chain, end: str) -> list[int]:
     return sizes
 
 
-def _read_layers(graph, dt: float, surrogate) -> list[tuple[np.ndarray, np.ndarray | None, NeuronModel, dict]]:
+def _read_layers(graph, dt: float, surrogate) -> list[tuple[np.ndarray, np.ndarray | None, NeuronModel, dict,
+                                                             np.ndarray | None]]:
     """(weight (out, in) times the node's input gain, bias likewise or None, model, per-neuron values) per
     layer of a chain. Nothing is built before the whole graph is checked: its path (:func:`_chain`: no cycle, no
     branch), every declared shape and the total size (:func:`_check_shapes`), then every array's values (real,
     finite)."""
     nir = _require_nir()
-    start, chain, end = _chain(graph)
+    start, chain, end, loops = _chain(graph)
     sizes = _check_shapes(graph, start, chain, end)
+    recurrent = {}
+    for k, (rec_name, rec) in loops.items():
+        shape = _shape(getattr(rec, "weight", None), rec_name, "weight")
+        if shape != (sizes[k], sizes[k]):
+            raise ValueError(f"NIR node {rec_name!r} (the recurrent loop of {chain[k][2]!r}) has weight shape {shape}: "
+                             f"expected ({sizes[k]}, {sizes[k]}), the layer's neurons to themselves")
+        if isinstance(rec, nir.Affine) and getattr(rec, "bias", None) is not None:
+            bias = _numbers(rec.bias, rec_name, "bias", _shape(rec.bias, rec_name, "bias"))
+            if np.any(bias != 0):
+                raise ValueError(f"NIR node {rec_name!r} (a recurrent loop) has a nonzero bias; expected none (a "
+                                 "bias belongs to the layer's input Affine)")
+        recurrent[k] = _numbers(rec.weight, rec_name, "weight", shape)
     arrays = []
     for (lin_name, lin, neuron_name, neuron), n in zip(chain, sizes):
         W = _numbers(lin.weight, lin_name, "weight", _shape(lin.weight, lin_name, "weight"))
@@ -487,11 +546,12 @@ def _read_layers(graph, dt: float, surrogate) -> list[tuple[np.ndarray, np.ndarr
         row = gain if isinstance(gain, float) else np.asarray(gain)[:, None]  # a gain per neuron scales its row
         W = W * row
         bias = None if bias is None else bias * gain
+        V = recurrent[len(layers)] * row if len(layers) in recurrent else None
         if not (np.all(np.isfinite(W)) and (bias is None or np.all(np.isfinite(bias)))):
             raise ValueError(f"NIR node {neuron_name!r}: its input gain (up to {np.max(np.abs(gain)):.3g} per unit of "
                              f"input) times the weights of {lin_name!r} is not finite: expected gains and weights "
                              "whose product is a finite float64")
-        layers.append((W, bias, model, per))
+        layers.append((W, bias, model, per, V))
     return layers
 
 
@@ -620,16 +680,27 @@ def from_nir(graph, dt: float | None = None, *, surrogate="exponential", dtype=n
 
         tdtype = torch.float64 if np.dtype(dtype) == np.float64 else torch.float32
         modules = []
-        for W, b, model, per in layers:
+        from .torch_recurrent import RecurrentSpikingLayer
+
+        for k, (W, b, model, per, V) in enumerate(layers):
             linear = torch.nn.Linear(W.shape[1], W.shape[0], bias=b is not None, dtype=tdtype)
             with torch.no_grad():
                 linear.weight.copy_(torch.from_numpy(W))
                 if b is not None:
                     linear.bias.copy_(torch.from_numpy(b))
             values = {k: torch.from_numpy(v).to(tdtype) for k, v in per.items()}
-            modules += [linear, SpikingLayer(model, values=values or None)]
+            if V is None:
+                modules += [linear, SpikingLayer(model, values=values or None)]
+                continue
+            if per:
+                raise ValueError(f"layer {k} of the NIR graph is recurrent with {', '.join(per)} differing between "
+                                 "neurons; a RecurrentSpikingLayer takes one value per layer")
+            layer = RecurrentSpikingLayer(model, W.shape[0], dtype=tdtype)
+            with torch.no_grad():
+                layer.V.copy_(torch.from_numpy(V))
+            modules += [linear, layer]
         return torch.nn.Sequential(*modules)
-    for k, (_, b, _, per) in enumerate(layers):
+    for k, (_, b, _, per, _) in enumerate(layers):
         if b is not None and np.any(b != 0):
             raise ValueError(f"layer {k} of the NIR graph (an Affine) has a nonzero bias; ift_snn's Network has "
                              "none: import it with to='torch' (nn.Linear keeps the bias)")
@@ -637,6 +708,7 @@ def from_nir(graph, dt: float | None = None, *, surrogate="exponential", dtype=n
             raise ValueError(f"layer {k} of the NIR graph has {', '.join(per)} differing between neurons; a Network's "
                              "models share one value per layer: import it with to='torch' (per-neuron values)")
     sizes = [layers[0][0].shape[1]] + [W.shape[0] for W, *_ in layers]
-    net = Network(sizes, [m for _, _, m, _ in layers], dtype=dtype)
+    net = Network(sizes, [m for _, _, m, _, _ in layers], dtype=dtype)
     net.weights = [W.T.astype(net.dtype) for W, *_ in layers]
+    net.recurrent = {k: V.astype(net.dtype) for k, (*_, V) in enumerate(layers) if V is not None}
     return net

@@ -189,7 +189,8 @@ class Network:
             raise ValueError("recurrent hidden layers with local blocks (blocks=) are not supported; use one or the "
                              "other")
         self.recurrent_gain = float(recurrent_gain)
-        #: {layer: V (n_out, n_out)} of the recurrent hidden layers.
+        #: {layer: V (n_out, n_out)} of the recurrent layers (the hidden ones with ``recurrent=True``; a network
+        #: imported from NIR may have others).
         self.recurrent = {layer: rng.normal(0, recurrent_gain / math.sqrt(sizes[layer + 1]),
                                             (sizes[layer + 1], sizes[layer + 1])).astype(self.dtype)
                           for layer in range(n_layers - 1)} if recurrent else {}
@@ -508,9 +509,10 @@ def _load(cls, path) -> Network:
         if seed is not None and not (_is_int(seed) and seed >= 0):
             raise fail("'seed'", f"{seed!r}: expected an int >= 0 or null")
         rec = meta.get("recurrent", [])
-        if rec not in ([], list(range(n_layers - 1))):
-            raise fail("'recurrent'", f"{str(rec)[:60]}: expected the hidden layers {list(range(n_layers - 1))} "
-                                      "or none")
+        if not (isinstance(rec, list) and all(_is_int(k) for k in rec) and rec == sorted(set(rec))
+                and all(0 <= k < n_layers for k in rec)):
+            raise fail("'recurrent'", f"{str(rec)[:60]}: expected the recurrent layers, a sorted list of distinct "
+                                      f"layer indices 0..{n_layers - 1}")
         rec_gain = meta.get("recurrent_gain", 1.0)
         if not (isinstance(rec_gain, (int, float)) and not isinstance(rec_gain, bool) and math.isfinite(rec_gain)):
             raise fail("'recurrent_gain'", f"{rec_gain!r}: expected a finite number")
