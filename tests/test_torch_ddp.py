@@ -1,5 +1,5 @@
-"""DistributedDataParallel over the PyTorch layer: two CPU processes (gloo), each with half of the batch, give
-the gradients of one process on the whole batch (every weight and the trainable alpha)."""
+"""DistributedDataParallel over the PyTorch layers: two CPU processes (gloo), each with half of the batch, give
+the gradients of one process on the whole batch (every weight, the recurrent layer's V, the trainable alphas)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ B = 8
 
 def _net():
     from ift_snn.integrations.torch import LIF
+    from ift_snn.integrations.torch_recurrent import RLIF
 
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Linear(6, 10), LIF(0.9, train_alpha=True),
-                               torch.nn.Linear(10, 3), LIF(0.85)).double()  # alpha too: compared at 1e-12
+                               RLIF(0.85, 8, in_features=10, recurrent_gain=2.0, train_alpha=True),
+                               torch.nn.Linear(8, 3), LIF(0.85)).double()  # alpha too: compared at 1e-12
 
 
 def _data():
@@ -52,7 +54,7 @@ def test_ddp_over_two_processes_gives_the_gradients_of_one(tmp_path):
     x, y = _data()
     _loss(net, x, y).backward()
     names = [k for k, _ in net.named_parameters()]
-    assert "1.alpha" in names and set(got) == set(names)
+    assert "1.alpha" in names and "2.V" in names and "2.alpha" in names and set(got) == set(names)
     for k, p in net.named_parameters():
         assert p.grad.abs().sum() > 0, f"{k}: no gradient, the test would not compare anything"
         torch.testing.assert_close(got[k], p.grad, rtol=1e-12, atol=1e-14, msg=f"dL/d{k}")

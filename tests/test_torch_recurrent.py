@@ -133,11 +133,32 @@ def test_a_stateful_layer_continues_the_sequence_and_time_first_is_the_same():
     assert whole.sum() > 5 and torch.equal(halves, whole) and torch.equal(first, whole)
 
 
-def test_under_torch_compile_the_layer_runs_with_a_graph_break():
+@pytest.mark.parametrize("method", ["exodus", "slayer"])
+def test_torch_compile_fullgraph_runs_the_custom_op_with_the_same_gradients(method):
+    """Under torch.compile(fullgraph=True) the scan is the custom op ift_snn::recurrent_scan: the same spikes and
+    the same gradients (W, V, alpha, theta) as the eager layer."""
     torch.manual_seed(0)
-    layer = RLIF(0.9, 5, in_features=3, recurrent_gain=2.0)
+    layer = RLIF(0.9, 5, in_features=3, recurrent_gain=2.0, train_alpha=True, train_theta=True, method=method,
+                 dtype=torch.float64)
+    x = torch.randn(2, 20, 3, dtype=torch.float64) * 2
+    g = torch.randn(2, 20, 5, dtype=torch.float64)
+    want = layer(x)
+    (want * g).sum().backward()
+    eager = {k: p.grad.clone() for k, p in layer.named_parameters()}
+    layer.zero_grad()
+    got = torch.compile(layer, backend="aot_eager", fullgraph=True)(x)
+    assert want.sum() > 5 and torch.equal(got, want)
+    (got * g).sum().backward()
+    for k, p in layer.named_parameters():
+        assert torch.allclose(p.grad, eager[k], rtol=1e-12, atol=1e-12), k
+
+
+def test_a_stateful_layer_under_torch_compile_runs_eagerly_with_a_graph_break():
+    torch.manual_seed(0)
+    layer = RLIF(0.9, 5, in_features=3, recurrent_gain=2.0, stateful=True)
     x = torch.randn(2, 20, 3) * 2
     want = layer(x)
+    layer.reset_states()
     got = torch.compile(layer, backend="eager")(x)
     assert torch.equal(got, want)
 

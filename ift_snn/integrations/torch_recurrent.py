@@ -21,12 +21,16 @@ from .. import recurrent
 from ..methods import EXODUS, get_method
 from ..neurons.models import NeuronModel, lif
 from .torch import (
+    _OP_MODELS,
+    COMPILABLE,
     _as_array,
     _as_tensor,
     _check_method,
     _check_model,
     _check_state,
     _check_tensor,
+    _op_key,
+    _op_model,
     _on_device,
     _with_params,
     spike_scan,
@@ -96,7 +100,9 @@ class RecurrentSpikingLayer(nn.Module):
     history (BPTT through the steps); :meth:`reset_states` forgets both.
 
     Cost per call: O(batch time (N + spikes N)) forward, O(batch time N^2) backward (V^T dL/da per step is
-    dense) plus one GEMM for dL/dV; under torch.compile the layer runs uncompiled (a graph break).
+    dense) plus one GEMM for dL/dV. Under torch.compile the scan is the custom op ``ift_snn::recurrent_scan``
+    (opaque to the compiler, its shapes and autograd registered; ``fullgraph=True`` captures the layer); a
+    stateful layer, method "bptt" and half types run uncompiled there (a graph break).
     """
 
     def __init__(self, model: NeuronModel, neurons: int, in_features: int | None = None, *,
@@ -140,6 +146,9 @@ class RecurrentSpikingLayer(nn.Module):
             self.register_parameter(k, nn.Parameter(torch.tensor(dict(model.params)[k], dtype=dtype)))
         self._state: torch.Tensor | None = None
         self._step_state: torch.Tensor | None = None
+        #: The custom op's registry key of (model, trainable names), made here: the compiler does not trace the
+        #: hashing of a model.
+        self._op_key = _op_key(self.model, self.trainable)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -182,8 +191,26 @@ class RecurrentSpikingLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.compiler.is_compiling():
-            return _run_uncompiled(self, x)
+            if (not COMPILABLE or self.stateful or get_method(self.method).reference
+                    or getattr(x, "dtype", None) not in (torch.float32, torch.float64)):
+                return _run_uncompiled(self, x)
+            return self._compiled_forward(x)
         return self._eager_forward(x)
+
+    def _compiled_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer as the custom op ``ift_snn::recurrent_scan`` (under torch.compile)."""
+        if not self.batch_first:
+            x = x.transpose(0, 1)
+        c = self._current(x)
+        params = (torch.stack([getattr(self, k).reshape(()) for k in self.trainable]).to(c.dtype)
+                  if self.trainable else c.new_zeros(0))
+        spikes = torch.ops.ift_snn.recurrent_scan(c.contiguous(), self.weight.to(c.dtype), params, self._op_key,
+                                                  self.method, self.truncation or 0)
+        return spikes if self.batch_first else spikes.transpose(0, 1)
+
+    def __setstate__(self, state: dict) -> None:  # unpickled in another process: register the model there
+        super().__setstate__(state)
+        _OP_MODELS.setdefault(self._op_key, (self.model, self.trainable, ()))
 
     def _eager_forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _check_tensor("input", x, 3, "(batch, time, features)" if self.batch_first else "(time, batch, features)")
@@ -225,6 +252,61 @@ class RecurrentSpikingLayer(nn.Module):
         spikes, final = spike_scan(self.model, c.unsqueeze(1), state=state, params=live, method=method)
         self._step_state = final
         return spikes.squeeze(1)
+
+
+def _register_ops() -> bool:
+    """``ift_snn::recurrent_scan`` and its backward as torch.library custom ops (as ``ift_snn::spike_scan``, see
+    :mod:`ift_snn.integrations.torch`: the model by registry key, the trainable values as one tensor, the
+    backward op recomputing the forward scan)."""
+    if not COMPILABLE or hasattr(torch.ops.ift_snn, "recurrent_scan"):
+        return COMPILABLE
+
+    def trace_of(c, V, params, key):
+        with _on_device(c):
+            return recurrent.forward(_op_model(key, params), _as_array(c), _as_array(V.contiguous()), time_axis=1,
+                                     copy=False)
+
+    @torch.library.custom_op("ift_snn::recurrent_scan", mutates_args=())
+    def _op(c: torch.Tensor, V: torch.Tensor, params: torch.Tensor, key: str, method: str,
+            truncation: int) -> torch.Tensor:
+        return _as_tensor(trace_of(c, V, params, key).s).clone()
+
+    @_op.register_fake
+    def _(c, V, params, key, method, truncation):
+        return c.new_empty(c.shape)
+
+    @torch.library.custom_op("ift_snn::recurrent_scan_backward", mutates_args=())
+    def _backward_op(grad_s: torch.Tensor, c: torch.Tensor, V: torch.Tensor, params: torch.Tensor, key: str,
+                     method: str, truncation: int) -> list[torch.Tensor]:
+        trace = trace_of(c, V, params, key)
+        names = _OP_MODELS[key][1]
+        with _on_device(grad_s):
+            grads = recurrent.backward(trace.model, trace, _as_array(grad_s.contiguous()), method,
+                                       truncation or None, parameters=list(names))
+            grad_c, grad_V = _as_tensor(grads.c).clone(), _as_tensor(grads.V).clone()
+        grad_p = torch.tensor([grads.params[k] for k in names], dtype=params.dtype, device=params.device)
+        return [grad_c, grad_V, grad_p]
+
+    @_backward_op.register_fake
+    def _(grad_s, c, V, params, key, method, truncation):
+        return [c.new_empty(c.shape), V.new_empty(V.shape), params.new_empty(params.shape)]
+
+    def setup(ctx, inputs, output):
+        c, V, params, key, method, truncation = inputs
+        ctx.key, ctx.method, ctx.truncation = key, method, truncation
+        ctx.save_for_backward(c, V, params)
+
+    def backward(ctx, grad_s):
+        c, V, params = ctx.saved_tensors
+        grad_c, grad_V, grad_p = torch.ops.ift_snn.recurrent_scan_backward(grad_s, c, V, params, ctx.key, ctx.method,
+                                                                           ctx.truncation)
+        return grad_c, grad_V, grad_p, None, None, None
+
+    torch.library.register_autograd("ift_snn::recurrent_scan", backward, setup_context=setup)
+    return True
+
+
+_register_ops()
 
 
 @torch.compiler.disable
