@@ -301,3 +301,41 @@ def test_recurrent_cuda_source_run_on_the_host_equals_the_numpy_kernels(name, tm
         np.testing.assert_allclose(h["grad_a"], w["grad_a"], rtol=1e-12, atol=1e-12)
         for k in wf:
             np.testing.assert_allclose(hf[k], wf[k], rtol=1e-12, atol=1e-12, err_msg=k)
+
+
+def test_per_neuron_parameters_reach_the_recurrent_kernels():
+    """alpha one value per neuron: the spikes and every gradient (dL/dalpha per neuron) equal autograd through a
+    float64 PyTorch loop with that alpha vector (tests/test_recurrent_reference.py's loop)."""
+    pytest.importorskip("torch")
+    from .test_recurrent_reference import _torch_lif
+
+    model = ift_snn.lif(0.9)
+    c, V, g, s0, u0 = _problem(6, 30, 2, 4, scale=1.5)
+    alpha = np.array([0.9, 0.8, 0.95, 0.7])
+    trace = recurrent.forward(model, c, V, s0=s0, u0=u0, backend="numpy", params={"alpha": alpha})
+    grads = recurrent.backward(model, trace, g)
+    want = _torch_lif(c, V, g, s0, u0, alpha, 1.0, model, "subtract")
+    assert trace.s.sum() > 20
+    np.testing.assert_array_equal(trace.s, want["s"])
+    assert grads.params["alpha"].shape == (2, 4)
+    np.testing.assert_allclose(grads.params["alpha"].sum(axis=0), want["alpha"], rtol=1e-10, atol=1e-10)
+    for name in ("c", "V", "s0", "u0"):
+        assert _rel(getattr(grads, name), want[name]) <= 1e-10, name
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["lif", "alif"])
+def test_cupy_kernels_equal_the_numpy_kernels(name):
+    """The CUDA kernels (one block per sample, the coupling in shared memory) on a GPU."""
+    cupy = pytest.importorskip("cupy")
+    model = ift_snn.get_model(name)
+    for dtype, tol in ((np.float64, 1e-12), (np.float32, 1e-5)):
+        c, V, g, s0, u0 = _problem(8, 80, 4, 64, dtype=dtype)
+        want = recurrent.forward(model, c, V, s0=s0, u0=u0, backend="numpy")
+        got = recurrent.forward(model, *(cupy.asarray(x) for x in (c, V)), s0=cupy.asarray(s0), u0=cupy.asarray(u0))
+        np.testing.assert_array_equal(cupy.asnumpy(got.s), want.s)
+        for method, K in (("exodus", None), ("slayer", None), ("exodus", 9)):
+            w = recurrent.backward(model, want, g, method, K)
+            h = recurrent.backward(model, got, cupy.asarray(g), method, K)
+            assert _rel(cupy.asnumpy(h.c), w.c) <= tol and _rel(cupy.asnumpy(h.V), w.V) <= tol
+            assert _rel(cupy.asnumpy(h.s0), w.s0) <= tol

@@ -72,7 +72,8 @@ def _torch_lif(c, V, g, s0, u0, alpha, theta, model, reset):
     loss = (torch.stack(out) * torch.from_numpy(g)).sum()
     loss.backward()
     return {"c": c_.grad.numpy(), "V": V_.grad.numpy(), "s0": s0_.grad.numpy(), "u0": u0_.grad.numpy(),
-            "alpha": float(al.grad), "theta": float(th.grad), "s": torch.stack(out).detach().numpy()}
+            "alpha": al.grad.numpy() if al.grad.dim() else float(al.grad), "theta": float(th.grad),
+            "s": torch.stack(out).detach().numpy()}
 
 
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
