@@ -429,6 +429,21 @@ def _bench(args: argparse.Namespace) -> int:
         return _bench_zoo(args)
     if args.precision:
         return _bench_precision(args)
+    if args.recurrent and not args.peers:
+        raise ValueError("--recurrent compares a recurrent layer against the peers: give it with --peers")
+    if args.peers and args.recurrent:  # one recurrent LIF layer: ift_snn.experiments.bench_recurrent
+        if args.with_sinabs:
+            raise ValueError("--with-sinabs: sinabs has no recurrent layer; leave it out with --recurrent")
+        require_extras("ift-snn bench --peers --recurrent", "torch")
+        from .experiments.bench_recurrent import DEFAULT_SIZES as RECURRENT_SIZES
+        from .experiments.bench_recurrent import format_recurrent_table, run_recurrent_peers
+
+        args.kept = lambda: f"kept {args.json} (rewritten after every size)" if args.json else None
+        result = run_recurrent_peers(sizes=args.sizes or RECURRENT_SIZES, rounds=args.rounds, json_path=args.json)
+        print(format_recurrent_table(result))
+        if args.json:
+            print(f"wrote {args.json}")
+        return 0
     if args.peers:  # against snnTorch, SpikingJelly, Norse (sinabs): ift_snn.experiments.bench_peers
         from .experiments.bench_peers import DEFAULT_SIZES, format_peers_table, run_peers
 
@@ -901,6 +916,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --peers: interleaved rounds per size (the median is reported)")
     bench.add_argument("--with-sinabs", action="store_true",
                        help="with --peers: also sinabs' LIF (slow: its CPU backward takes 7-83 s)")
+    bench.add_argument("--recurrent", action="store_true",
+                       help="with --peers: one recurrent LIF layer (a = W x + V s[n-1]) against snnTorch's RLeaky, "
+                            "SpikingJelly's LinearRecurrentContainer and Norse's LIFRecurrent (default sizes "
+                            "64,250,256 32,1000,512)")
     bench.set_defaults(func=_bench)
 
     train = sub.add_parser("train", help="train a dense SNN (randman, digits or SHD) with exodus, slayer or bptt",

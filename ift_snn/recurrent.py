@@ -215,20 +215,29 @@ def _total_input(trace: RecurrentTrace, xp):
 
 
 def _grad_V(grad_a, trace: RecurrentTrace, xp):
-    """dL/dV = sum_n dL/da[n] s[n-1]^T over the batch: GEMMs over contiguous slices (no copy of s)."""
-    s = trace.s
-    V = xp.zeros(trace.V.shape, dtype=np.float64 if grad_a.dtype == np.float32 else grad_a.dtype)
-    if trace.time_axis == 0:
-        g3, s3 = _time_major(grad_a, 0), _time_major(s, 0)
-        T, B, N = g3.shape
-        if T > 1:
-            V += g3[1:].reshape(-1, N).T.astype(V.dtype) @ s3[:-1].reshape(-1, N).astype(V.dtype)
-        V += g3[0].T.astype(V.dtype) @ trace.s0.astype(V.dtype)
-    else:
-        for b in range(grad_a.shape[0]):
-            V += grad_a[b, 1:].T.astype(V.dtype) @ s[b, :-1].astype(V.dtype)
-            V += xp.outer(grad_a[b, 0], trace.s0[b]).astype(V.dtype)
-    return V.astype(grad_a.dtype)
+    """dL/dV = sum_n dL/da[n] s[n-1]^T over the batch. NumPy: a sum over the spikes that fired (spikes x N,
+    :func:`ift_snn.backends.sparse.spike_outer_sum`, float64 sums); CuPy: matrix products over contiguous slices."""
+    s, s0 = trace.s, trace.s0
+    N = trace.V.shape[0]
+    g3 = grad_a if grad_a.ndim == 3 else grad_a.reshape(trace.shape)
+    if xp is np:
+        from .backends.sparse import spike_outer_sum
+
+        s3 = s if s.ndim == 3 else s[:, None, :]
+        g3 = g3 if g3.ndim == 3 else g3[:, None, :]
+        if trace.time_axis == 0:
+            pairs = [(g3[0], s0), (g3[1:].reshape(-1, N), s3[:-1].reshape(-1, N))]
+        else:
+            pairs = [(g3[:, 0], s0)] + [(g3[b, 1:], s3[b, :-1]) for b in range(g3.shape[0])]
+        return spike_outer_sum(pairs, N, N, grad_a.dtype)
+    g3 = _time_major(g3, trace.time_axis)
+    s3 = _time_major(s, trace.time_axis)
+    V = g3[0].T @ s0
+    if trace.time_axis == 0 and g3.shape[0] > 1:
+        return V + g3[1:].reshape(-1, N).T @ s3[:-1].reshape(-1, N)
+    for t in range(1, g3.shape[0]):  # batch-major: one product per step
+        V += g3[t].T @ s3[t - 1]
+    return V
 
 
 def backward(model: NeuronModel, trace: RecurrentTrace, grad_s, method: str | Method = "exodus",
@@ -289,14 +298,18 @@ def backward(model: NeuronModel, trace: RecurrentTrace, grad_s, method: str | Me
     target = trace.backend if trace.backend in compiled.TARGETS else "numpy"
     with np.errstate(over="ignore", invalid="ignore"):
         sigma = model.sigma(view(trace.u)) if trace.sigma is None else view(trace.sigma)
-        kernel = compiled._get(model, method.scan, dtype, target, tuple(trace.params), (), recurrent=True).kernel
+        # (short of every parameter, the scan derived without the other parameter sums: it reads fewer inputs)
+        sums = None if wanted == model.parameter_names else wanted
+        quantity = method.scan + ("" if sums is None else "_a")
+        kernel = compiled._get(model, quantity, dtype, target, tuple(trace.params), sums or (), recurrent=True).kernel
         a = _total_input(trace, xp) if any(x.name == "a" for x in kernel.inputs) else None
         grad_a, fins = compiled.backward(model, method, view(g), view(trace.u), view(trace.s), sigma,
                                          view(trace.mask), truncation, a, None, target, vectors=vectors,
-                                         per_neuron=trace.params, coupling=(xp.ascontiguousarray(trace.V), N))
+                                         per_neuron=trace.params, coupling=(xp.ascontiguousarray(trace.V), N),
+                                         sums=sums)
         grad_x0 = xp.stack([fins[STATE_GRAD + n] for n in names])
-        g0 = _time_major(grad_a.reshape(trace.shape), trace.time_axis)[0]
-        grad_s0 = grad_x0[k_s].reshape(B, N) + g0 @ trace.V
+        # the kernel's coupling after step 0: (V^T dL/da[0])_j, the spike before step 0 through V
+        grad_s0 = grad_x0[k_s].reshape(B, N) + fins["cp_last"].reshape(B, N)
         grad_x0[k_s] = grad_s0.reshape(M)
         grad_V = _grad_V(grad_a.reshape(trace.shape) if trace.time_axis == 0 else grad_a, trace, xp)
         record = _Record(params=trace.params, from_state=trace.from_state)

@@ -337,6 +337,10 @@ def _in_threads(run, parts: list) -> None:
         f.result()
 
 
+#: Neurons a chunk of a recurrent layer's kernel holds at most (whole groups of N): the groups of one chunk read
+#: each row of the coupling matrix once per step together.
+RECURRENT_CHUNK = 2048
+
 #: Flat elements per call of a pointwise map: blocks that stay in cache between its NumPy ufuncs
 #: (at 500 x 65,536 float32 on 2 cores: 34 ms with 16k, 20 ms with 256k, 21 ms with 1M).
 MAP_BLOCK = 1 << 18
@@ -397,6 +401,10 @@ def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, 
     k = _get(model, quantity, dtype, target, names, sums, recurrent=coupling is not None)
     xp = require_cupy() if target == "cupy" else np
     matrix, group = ([coupling[0]], coupling[1]) if coupling is not None else ([], CHUNK)
+    chunk = group
+    if matrix and blocks is None and target == "cpu":
+        # several samples' groups per chunk share each read of the matrix, while every thread keeps 2 chunks
+        chunk = group * max(1, min(RECURRENT_CHUNK // group, M // group // (2 * threads())))
     if matrix and target == "cpu":
         matrix = [_read_only(matrix[0])]  # read-only, as every input (one Numba compile, _warm_up)
     step_shape = (T, M) if blocks is None else (blocks[0], T, blocks[1])
@@ -433,8 +441,8 @@ def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, 
                   + params + matrix + [w[b] for w in work], N) for b in range(B)]
     if target == "cpu":
         n_read = len(per_step) + len(vecs)  # what the kernel only reads goes in read-only, as in _warm_up
-        launch_all(k.fn, [([_read_only(x) for x in args[:n_read]] + args[n_read:] + [T, n, truncation, group], n)
-                          for args, n in calls], group)
+        launch_all(k.fn, [([_read_only(x) for x in args[:n_read]] + args[n_read:] + [T, n, truncation, chunk], n)
+                          for args, n in calls], chunk)
     elif target == "numpy":
         with np.errstate(all="ignore"):  # like the compiled targets: non-finite values are checked by the caller
             for args, n in calls:

@@ -35,6 +35,7 @@ from ..symbolic.recurrence import PARAMETER as WIDE_PREFIX
 from .ir import RING_MIN
 from .tree import (
     COUPLING_INIT,
+    COUPLING_LAST,
     COUPLING_MATRIX,
     FINAL,
     INPUT,
@@ -677,13 +678,7 @@ class _CudaTree(_TreePrinter):
                     self.emit(3, "_src[threadIdx.x] = 0;")
                 self.emit(2, "}")
             if self.fn.coupled:  # every write of the last step (or restart) seen, then every read before a write
-                self.emit(2, "__syncthreads();")
-                self.emit(2, f"{ct} _rc = 0;")
-                self.emit(2, "for (int _k = 0; _k < (int)blockDim.x; ++_k) {")
-                self.emit(3, f"const {ct} _v = _src[_k];")
-                self.emit(3, f"if (_v != 0) _rc += {COUPLING_MATRIX}[_k * blockDim.x + threadIdx.x] * _v;")
-                self.emit(2, "}")
-                self.emit(2, "__syncthreads();")
+                self.coupling(2)
             self.emit(2, "const long long i = (long long)t * n_neurons + j;")
             for st in loop.body:
                 if isinstance(st, Couple):
@@ -703,6 +698,20 @@ class _CudaTree(_TreePrinter):
             if self.fn.rings:
                 self.emit(2, f"++{RING_HEAD};")
             self.emit(1, "}")
+            if self.fn.coupled:  # the coupling after the last step (the next step's, or dL/ds0's through V)
+                self.coupling(1)
+                self.emit(1, f"{COUPLING_LAST}[j] = _rc;")
+
+    def coupling(self, depth: int) -> None:
+        """rc of this thread's neuron from the block's coupled-back values, between two barriers."""
+        ct = self.pr.ctype
+        self.emit(depth, "__syncthreads();")
+        self.emit(depth, f"{ct} _rc = 0;")
+        self.emit(depth, "for (int _k = 0; _k < (int)blockDim.x; ++_k) {")
+        self.emit(depth + 1, f"const {ct} _v = _src[_k];")
+        self.emit(depth + 1, f"if (_v != 0) _rc += {COUPLING_MATRIX}[_k * blockDim.x + threadIdx.x] * _v;")
+        self.emit(depth, "}")
+        self.emit(depth, "__syncthreads();")
 
     def top_Final(self, group: list[Final]) -> None:
         self.finals(1, group, "j", end=";")
@@ -735,7 +744,9 @@ class _NumbaTree(_TreePrinter):
                        "        _j0 = j_begin + _c * chunk", "        _w = min(j_end, _j0 + chunk) - _j0"]
         if fn.rings:
             self.emit(2, f"{RING_HEAD} = 0")
-        if fn.coupled:  # a chunk is one group of coupled neurons (the launcher's chunk = N)
+        if fn.coupled:  # a chunk is whole groups of N coupled neurons (N = the matrix's size; chunk a multiple)
+            self.emit(2, f"_n = {COUPLING_MATRIX}.shape[0]")
+            self.emit(2, "_ng = _w // _n")
             self.emit(2, f"_src = np.empty(_w, dtype={self.np_dtype})")
             self.emit(2, f"_rc = np.empty(_w, dtype={self.np_dtype})")
             self.emit(2, "for _jj in range(_w):")
@@ -803,14 +814,8 @@ class _NumbaTree(_TreePrinter):
                     self.emit(5, "_src[_jj] = 0")
                 elif not loop.restart:
                     self.emit(5, "pass")
-            if self.fn.coupled:  # rc of the whole group from the last step's values (a zero is skipped)
-                self.emit(3, "for _jj in range(_w):")
-                self.emit(4, "_rc[_jj] = 0")
-                self.emit(3, "for _kk in range(_w):")
-                self.emit(4, "_v = _src[_kk]")
-                self.emit(4, "if _v != 0:")
-                self.emit(5, "for _jj in range(_w):")
-                self.emit(6, f"_rc[_jj] += {COUPLING_MATRIX}[_kk, _jj] * _v")
+            if self.fn.coupled:
+                self.coupling(3)
             self.emit(3, "for _jj in range(_w):")
             self.emit(4, "_j = _j0 + _jj")
             loaded = False
@@ -834,6 +839,23 @@ class _NumbaTree(_TreePrinter):
                     self.update_state(4, st.pairs, "_j0 + _jj", "_j")
             if self.fn.rings:
                 self.emit(3, f"{RING_HEAD} += 1")
+            if self.fn.coupled:  # the coupling after the last step (the next step's, or dL/ds0's through V)
+                self.coupling(2)
+                self.emit(2, "for _jj in range(_w):")
+                self.emit(3, f"{COUPLING_LAST}[_j0 + _jj] = _rc[_jj]")
+
+    def coupling(self, depth: int) -> None:
+        """rc of every group in the chunk from the coupled-back values (a zero is skipped); row _kk of the matrix
+        is read once for all the chunk's groups (the samples share it)."""
+        self.emit(depth, "for _jj in range(_w):")
+        self.emit(depth + 1, "_rc[_jj] = 0")
+        self.emit(depth, "for _kk in range(_n):")
+        self.emit(depth + 1, "for _gg in range(_ng):")
+        self.emit(depth + 2, "_v = _src[_gg * _n + _kk]")
+        self.emit(depth + 2, "if _v != 0:")
+        self.emit(depth + 3, "_o = _gg * _n")
+        self.emit(depth + 3, "for _jj in range(_n):")
+        self.emit(depth + 4, f"_rc[_o + _jj] += {COUPLING_MATRIX}[_kk, _jj] * _v")
 
     def top_Final(self, group: list[Final]) -> None:
         self.emit(2, "for _jj in range(_w):")
@@ -908,7 +930,7 @@ class _NumpyTree(_TreePrinter):
                 elif not loop.restart:
                     self.emit(3, "pass")
             if self.fn.coupled:
-                self.emit(2, f"_rc = (_src.reshape(-1, {COUPLING_MATRIX}.shape[0]) @ {COUPLING_MATRIX}).reshape(-1)")
+                self.emit(2, self.coupling())
             for st in loop.body:
                 if isinstance(st, Couple):
                     self.emit(2, f"{st.target.name} = _rc")
@@ -927,6 +949,13 @@ class _NumpyTree(_TreePrinter):
                     self.update_state(2, st.pairs, self.SLICE, self.SLICE)
             if self.fn.rings:
                 self.emit(2, f"{RING_HEAD} += 1")
+            if self.fn.coupled:  # the coupling after the last step (the next step's, or dL/ds0's through V)
+                self.emit(1, self.coupling())
+                self.emit(1, f"{COUPLING_LAST}[{self.SLICE}] = _rc")
+
+    @staticmethod
+    def coupling() -> str:
+        return f"_rc = (_src.reshape(-1, {COUPLING_MATRIX}.shape[0]) @ {COUPLING_MATRIX}).reshape(-1)"
 
     def top_Final(self, group: list[Final]) -> None:
         self.finals(1, group, self.SLICE)

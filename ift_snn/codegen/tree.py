@@ -28,6 +28,7 @@ _src[k] is skipped)::
         Couple(target)                 target = rc of this neuron (computed for the group before the step)
         ...
         Source(value)                  _src[this neuron] = value (read by the next step's Couple)
+      (after the loop)                 fin_cp_last[j] = rc once more: (V s[T-1])_i forward, (V^T dL/da[0])_i backward
 
 A long shift chain of the state (a delay line, a tap list, a shift register; see
 :func:`ift_snn.codegen.ir.rings`) is a :class:`Ring`: a work array (m, M) that
@@ -63,7 +64,8 @@ from .ir import COUPLING, CodegenError, ScanKernel, comment_lines
 
 __all__ = ["Arg", "Function", "Invariant", "InitState", "TimeLoop", "Load", "Assign", "Store", "UpdateState",
            "Final", "Ring", "RingInit", "Couple", "Source", "lower", "INPUT", "VECTOR", "OUTPUT", "FINAL", "PARAM",
-           "MATRIX", "WORK", "SIZE", "SIZES", "RING_HEAD", "GROUP_MIN", "COUPLING_INIT", "COUPLING_MATRIX"]
+           "MATRIX", "WORK", "SIZE", "SIZES", "RING_HEAD", "GROUP_MIN", "COUPLING_INIT", "COUPLING_MATRIX",
+           "COUPLING_LAST"]
 
 #: Kinds of kernel arguments, in their order in a signature.
 INPUT, VECTOR, OUTPUT, FINAL, PARAM, MATRIX, WORK, SIZE = ("input", "vector", "output", "final", "param", "matrix",
@@ -71,6 +73,9 @@ INPUT, VECTOR, OUTPUT, FINAL, PARAM, MATRIX, WORK, SIZE = ("input", "vector", "o
 #: The arguments of a recurrent layer's kernel: the coupled-back values before step 0 (a vector) and the coupling
 #: matrix (N, N).
 COUPLING_INIT, COUPLING_MATRIX = "cp_init", "cp_w"
+#: The final of a recurrent layer's kernel: the coupling computed once more after the last step, (V s[T-1])_i in the
+#: forward (the next step's recurrent input), (V^T dL/da[0])_i in the backward (dL/ds0's recurrent term).
+COUPLING_LAST = "fin_cp_last"
 #: The printers' step counter of ring buffers (element i of a ring of m at slot (rb_h + i) % m).
 RING_HEAD = "rb_h"
 #: Vectors or finals named alike with a trailing index become one (rows, M) argument from this many on.
@@ -224,6 +229,8 @@ def lower(kernel: ScanKernel, *, header: str = "") -> Function:
         args.append(Arg(COUPLING_INIT, VECTOR, sp.Symbol(COUPLING_INIT, real=True)))
     outputs = {s: Arg(f"out_{s.name}", OUTPUT, s) for s in kernel.outputs}
     finals = _grouped([lhs for lhs, _ in kernel.finals], "fin_", FINAL)
+    if kernel.coupled:
+        finals.append(Arg(COUPLING_LAST, FINAL, sp.Symbol(COUPLING_LAST.removeprefix("fin_"), real=True)))
     args += list(outputs.values()) + finals
     args += [Arg(ren[p].name, PARAM, ren[p]) for p in kernel.params]
     if kernel.coupled:
