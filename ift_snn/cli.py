@@ -1033,7 +1033,7 @@ def build_parser() -> argparse.ArgumentParser:
     rexp.add_argument("--n-train", type=POSITIVE_INT, default=None, help="SHD-like training samples (default 1000)")
     rexp.add_argument("--n-test", type=POSITIVE_INT, default=None, help="SHD-like test samples (default 400)")
     rexp.add_argument("--n-channels", type=POSITIVE_INT, default=None, help="input channels (default 64)")
-    rexp.add_argument("--lr", type=POSITIVE_FLOAT, default=None, help="Adam learning rate (default 2e-3)")
+    rexp.add_argument("--lr", type=POSITIVE_FLOAT, default=None, help="Adam learning rate (default 5e-4)")
     rexp.add_argument("--T", type=POSITIVE_INT, default=None, help="time steps (default 250)")
     rexp.add_argument("--no-bptt", action="store_true", help="leave out the bptt equality check")
     rexp.add_argument("--shd-path", type=_existing_file, default=None, help="an SHD-format training file")

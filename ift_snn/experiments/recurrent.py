@@ -58,7 +58,7 @@ class RecurrentConfig:
     #: The recurrent network's hidden width H (the feed-forward one's follows from the parameter count).
     hidden: int = 128
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 5e-4
     alpha: float = 0.95
     init_gain: float = 2.0
     loss: str = "max_ce"
