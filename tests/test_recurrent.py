@@ -24,19 +24,14 @@ from ift_snn.codegen.tree import FINAL, INPUT, MATRIX, OUTPUT, PARAM, VECTOR, WO
 
 from .conftest import models
 from .test_codegen import HAVE_COMPILER
+from .test_recurrent_reference import _problem as _reference_problem
 
 pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.StabilityWarning", "ignore::ift_snn.UnstableModelWarning",
                                         "ignore::RuntimeWarning")
 
 
 def _problem(seed: int, T: int, B: int, N: int, scale: float = 1.0, dtype=np.float64):
-    rng = np.random.default_rng(seed)
-    c = rng.normal(0.3, 0.7, size=(T, B, N))
-    V = rng.normal(0, scale / np.sqrt(N), size=(N, N))
-    g = rng.normal(size=(T, B, N))
-    s0 = (rng.random((B, N)) < 0.3).astype(float)
-    u0 = rng.normal(0, 0.4, size=(B, N))
-    return [x.astype(dtype) for x in (c, V, g, s0, u0)]
+    return _reference_problem(seed, T, B, N, scale, dtype)
 
 
 def _rel(got, want) -> float:

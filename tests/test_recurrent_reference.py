@@ -17,14 +17,16 @@ from .conftest import models
 pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.StabilityWarning", "ignore::RuntimeWarning")
 
 
-def _problem(seed: int, T: int, B: int, N: int, scale: float = 0.6):
+def _problem(seed: int, T: int, B: int, N: int, scale: float = 0.6, dtype=np.float64):
+    """(c, V, g, s0, u0) of a recurrent layer: input currents, weights of spectral scale ``scale``, dL/ds, the
+    spikes before step 0 and the initial membrane."""
     rng = np.random.default_rng(seed)
     c = rng.normal(0.3, 0.7, size=(T, B, N))
     V = rng.normal(0, scale / np.sqrt(N), size=(N, N))
     g = rng.normal(size=(T, B, N))
     s0 = (rng.random((B, N)) < 0.3).astype(float)
     u0 = rng.normal(0, 0.4, size=(B, N))
-    return c, V, g, s0, u0
+    return [x.astype(dtype) for x in (c, V, g, s0, u0)]
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -594,18 +594,17 @@ def run_peers(sizes=DEFAULT_SIZES, rounds: int = 5, *, with_sinabs: bool = False
     return result
 
 
-def _one_size(torch, contestants, size, rounds, rng, seed, bandwidth, result, prog) -> None:
-    B, T, N = size
-    gen = torch.Generator().manual_seed(seed)
-    x = (0.3 + 0.5 * torch.randn(B, T, N, generator=gen)).contiguous()
-    g = torch.randn(B, T, N, generator=gen).contiguous()
-    label = f"{B}x{T}x{N}"
-    prepared = {c.name: c.prepare(x, g) for c in contestants}
+def measure(contestants, prepared: dict, rounds: int, rng, label: str, result: dict, prog, after_warm_up=None):
+    """Warm-up, memory and timed rounds of ``contestants`` on their ``prepared`` inputs (module docstring):
+    ({name: [(forward ms, backward ms) per round]}, {name: peak bytes}); ``after_warm_up(c)`` runs untimed after
+    each warm-up call."""
     times = {c.name: [] for c in contestants}
     peak = {}
     for c in contestants:  # warm-up: compilation, first touch
         prog.step(f"{label} warm-up {c.name}")
         c.run(*prepared[c.name])
+        if after_warm_up is not None:
+            after_warm_up(c)
     for c in contestants:
         prog.step(f"{label} memory {c.name}")
         nbytes, method = peak_rss_delta(lambda c=c: c.run(*prepared[c.name]))
@@ -617,19 +616,35 @@ def _one_size(torch, contestants, size, rounds, rng, seed, bandwidth, result, pr
         for c in order:
             prog.step(f"{label} round {r + 1}/{rounds} {c.name}")
             times[c.name].append(c.run(*prepared[c.name]))
-    rows = []
-    for c in contestants:
-        fw = [t[0] for t in times[c.name]]
-        bw = [t[1] for t in times[c.name]]
-        # the round whose forward + backward is the median: its forward and backward are the table's columns, so
-        # that fwd + bwd is fwd+bwd (medians of each, in bimodal rounds, added to 525 against a sum of 937)
-        mid = _median_round([f + b for f, b in zip(fw, bw)])
-        rows.append({"size": [B, T, N], "contestant": c.name, "peer": c.is_peer,
-                     "forward_ms": fw[mid] if fw else float("nan"), "backward_ms": bw[mid] if bw else float("nan"),
-                     "fwd_bwd_ms": fw[mid] + bw[mid] if fw else float("nan"),
-                     "forward_median_ms": _median(fw), "backward_median_ms": _median(bw),
-                     "peak_mb": peak[c.name] / 1e6, "surrogate": c.surrogate, "gradient": c.gradient,
-                     "times_ms": times[c.name]})
+    return times, peak
+
+
+def timing_row(size, c: Contestant, times: list, peak: int) -> dict:
+    """One contestant's row: the round whose forward + backward is the median gives the forward and backward
+    columns, so that fwd + bwd is fwd+bwd (medians of each, in bimodal rounds, added to 525 against a sum of
+    937); the medians of each, the range of the sums and every round are kept too."""
+    fw = [t[0] for t in times]
+    bw = [t[1] for t in times]
+    sums = [f + b for f, b in zip(fw, bw)]
+    mid = _median_round(sums)
+    nan = float("nan")
+    return {"size": list(size), "contestant": c.name, "library": c.library, "peer": c.is_peer,
+            "forward_ms": fw[mid] if fw else nan, "backward_ms": bw[mid] if bw else nan,
+            "fwd_bwd_ms": sums[mid] if fw else nan,
+            "forward_median_ms": _median(fw), "backward_median_ms": _median(bw),
+            "fwd_bwd_min_ms": min(sums) if sums else nan, "fwd_bwd_max_ms": max(sums) if sums else nan,
+            "peak_mb": peak / 1e6, "surrogate": c.surrogate, "gradient": c.gradient, "times_ms": times}
+
+
+def _one_size(torch, contestants, size, rounds, rng, seed, bandwidth, result, prog) -> None:
+    B, T, N = size
+    gen = torch.Generator().manual_seed(seed)
+    x = (0.3 + 0.5 * torch.randn(B, T, N, generator=gen)).contiguous()
+    g = torch.randn(B, T, N, generator=gen).contiguous()
+    label = f"{B}x{T}x{N}"
+    prepared = {c.name: c.prepare(x, g) for c in contestants}
+    times, peak = measure(contestants, prepared, rounds, rng, label, result, prog)
+    rows = [timing_row(size, c, times[c.name], peak[c.name]) for c in contestants]
     by = {r["contestant"]: r for r in rows}
     peers = [r for r in rows if r["peer"]]
     fastest = min(peers, key=lambda r: r["fwd_bwd_ms"])
@@ -638,9 +653,8 @@ def _one_size(torch, contestants, size, rounds, rng, seed, bandwidth, result, pr
     kern = by["ift_snn kernels"]
     agree = {(a["peer"], a["dtype"]): a["grad_rel_diff"] for a in result["agreement"]}
     for r in rows:
-        lib = next(c.library for c in contestants if c.name == r["contestant"])
-        r["agreement_f64"] = agree.get((lib, "f64"))
-        r["agreement_f32"] = agree.get((lib, "f32"))
+        r["agreement_f64"] = agree.get((r["library"], "f64"))
+        r["agreement_f32"] = agree.get((r["library"], "f32"))
         r["over_fastest_peer"] = r["fwd_bwd_ms"] / fastest["fwd_bwd_ms"]
     summary = {
         "size": [B, T, N], "fastest_peer": fastest["contestant"], "fastest_peer_fwd_bwd_ms": fastest["fwd_bwd_ms"],

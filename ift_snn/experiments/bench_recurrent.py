@@ -94,8 +94,6 @@ from .bench_peers import (
     SG_WIDTH,
     Contestant,
     _exp_spike,
-    _median,
-    _median_round,
     _Progress,
     _rel,
     _torch_timer,
@@ -103,7 +101,8 @@ from .bench_peers import (
     _write_json,
     available_peers,
     check_sizes,
-    peak_rss_delta,
+    measure,
+    timing_row,
 )
 
 __all__ = ["DEFAULT_SIZES", "AGREE_SIZE", "NORSE_GAIN", "run_recurrent_peers", "recurrent_agreement",
@@ -426,37 +425,14 @@ def _one_size(torch, peers, size, rounds, rng, seed, result, prog) -> None:
     contestants, fns = _contestants(torch, peers, W, V)
     label = f"{B}x{T}x{N}"
     prepared = {c.name: c.prepare(x, g) for c in contestants}
-    times = {c.name: [] for c in contestants}
-    peak, rate = {}, {}
-    for c in contestants:  # warm-up: compilation, first touch; then the spike rate, untimed
-        prog.step(f"{label} warm-up {c.name}")
-        c.run(*prepared[c.name])
+    rate = {}
+
+    def spike_rate(c):  # untimed, after the warm-up
         with torch.no_grad():
             rate[c.name] = float(fns[c.name](prepared[c.name][0]).float().mean())
-    for c in contestants:
-        prog.step(f"{label} memory {c.name}")
-        nbytes, method = peak_rss_delta(lambda c=c: c.run(*prepared[c.name]))
-        peak[c.name] = nbytes
-        result["config"]["memory_method"] = method
-    for r in range(rounds):
-        order = list(contestants)
-        rng.shuffle(order)
-        for c in order:
-            prog.step(f"{label} round {r + 1}/{rounds} {c.name}")
-            times[c.name].append(c.run(*prepared[c.name]))
-    rows = []
-    for c in contestants:
-        fw = [t[0] for t in times[c.name]]
-        bw = [t[1] for t in times[c.name]]
-        mid = _median_round([f + b for f, b in zip(fw, bw)])
-        rows.append({"size": [B, T, N], "contestant": c.name, "library": c.library, "peer": c.is_peer,
-                     "forward_ms": fw[mid], "backward_ms": bw[mid], "fwd_bwd_ms": fw[mid] + bw[mid],
-                     "forward_median_ms": _median(fw), "backward_median_ms": _median(bw),
-                     "fwd_bwd_min_ms": min(f + b for f, b in zip(fw, bw)),
-                     "fwd_bwd_max_ms": max(f + b for f, b in zip(fw, bw)),
-                     "peak_mb": peak[c.name] / 1e6, "spike_rate": rate[c.name], "surrogate": c.surrogate,
-                     "gradient": c.gradient,
-                     "times_ms": times[c.name]})
+
+    times, peak = measure(contestants, prepared, rounds, rng, label, result, prog, spike_rate)
+    rows = [{**timing_row(size, c, times[c.name], peak[c.name]), "spike_rate": rate[c.name]} for c in contestants]
     by = {r["contestant"]: r for r in rows}
     peer_rows = [r for r in rows if r["peer"]]
     ex, sl = by["ift_snn exodus"], by["ift_snn slayer"]

@@ -43,11 +43,10 @@ from ..training.network import NonFiniteLossError
 from ..symbolic.stability import UnstableModelWarning, stabilized
 from ..neurons.surrogates import exponential
 from ..training.train import (
-    SilentLayerWarning,
     TrainConfig,
     _write_json,
     build_network,
-    fit,
+    fit_run,
     prepare_out_dir,
 )
 from ..training.train import blas_threads as limited_blas
@@ -233,21 +232,7 @@ def _paper_experiment(cfg: PaperConfig | None, out, *, progress: bool, baselines
                         float(np.max(np.abs(g - r)) / max(float(np.max(np.abs(r))), 1e-300)) for g, r in zip(grads, ref)]
             runs.append(run)
 
-            def on_epoch(history, run=run):
-                run["epochs"] = list(history.epochs)
-                if bar is not None:
-                    bar.update(1)
-                    last = history.epochs[-1]
-                    bar.set_postfix(run=f"{method} s={scale:g} seed={seed}", test=f"{last['test_acc']:.2f}")
-                write()
-
-            with warnings.catch_warnings():  # counted in the summary instead (one per run would interleave the bar)
-                warnings.simplefilter("ignore", SilentLayerWarning)
-                history = fit(net, train_ds, test_ds, tc, progress=False, on_epoch=on_epoch)
-            run["stopped"], run["silent"] = history.stopped, history.silent
-            if bar is not None and len(history.epochs) < cfg.epochs:
-                bar.update(cfg.epochs - len(history.epochs))
-            write()
+            fit_run(run, net, train_ds, test_ds, tc, bar=bar, label=f"{method} s={scale:g} seed={seed}", write=write)
     finally:
         if bar is not None:
             bar.close()

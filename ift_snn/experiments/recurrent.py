@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,8 @@ import numpy as np
 
 from ..neurons.models import lif
 from ..training.network import NonFiniteLossError
-from ..training.train import SilentLayerWarning, TrainConfig, _write_json, build_network, fit, prepare_out_dir
+from ..training.train import TrainConfig, _write_json, build_network, fit_run, prepare_out_dir
+from .paper import _stats
 from ..training.train import blas_threads as limited_blas
 
 __all__ = ["RecurrentConfig", "recurrent_experiment", "QUICK", "feedforward_width"]
@@ -170,21 +170,7 @@ def _run(cfg: RecurrentConfig, out, progress: bool) -> dict:
             run = {"seed": seed, "network": network, "method": method, "epochs": [], "stopped": None, "silent": None}
             runs.append(run)
 
-            def on_epoch(history, run=run):
-                run["epochs"] = list(history.epochs)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(run=f"{run['network']} {run['method']} seed={run['seed']}",
-                                    test=f"{history.epochs[-1]['test_acc']:.2f}")
-                write()
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", SilentLayerWarning)
-                history = fit(net, train_ds, test_ds, tc, progress=False, on_epoch=on_epoch)
-            run["stopped"], run["silent"] = history.stopped, history.silent
-            if bar is not None and len(history.epochs) < cfg.epochs:
-                bar.update(cfg.epochs - len(history.epochs))
-            write()
+            fit_run(run, net, train_ds, test_ds, tc, bar=bar, label=f"{network} {method} seed={seed}", write=write)
     finally:
         if bar is not None:
             bar.close()
@@ -210,12 +196,6 @@ def summarise(result: dict) -> dict:
                         if done else None,
                         "stopped": sum(r["stopped"] is not None for r in runs)}
     return summary
-
-
-def _stats(values: list) -> dict | None:
-    if not values:
-        return None
-    return {"mean": float(np.mean(values)), "min": float(np.min(values)), "max": float(np.max(values))}
 
 
 def plot(result: dict, out: Path) -> None:

@@ -244,6 +244,33 @@ class SilentLayerWarning(RuntimeWarning):
     metrics' ``silent`` say which layers, ``spike_rates`` per epoch how close the others are."""
 
 
+def fit_run(run: dict, net: Network, train_ds, test_ds, cfg: TrainConfig, *, bar=None, label: str = "",
+            write=None) -> History:
+    """:func:`fit` for one run of an experiment: ``run["epochs"]`` filled as epochs finish (then ``write()``),
+    ``run["stopped"]`` / ``run["silent"]`` at the end, a shared progress ``bar`` advanced by one per epoch (by the
+    epochs left when the run stops early) and labelled ``label``; SilentLayerWarning counted in ``run``, not
+    printed (one per run would interleave the bar)."""
+    import warnings
+
+    def on_epoch(history):
+        run["epochs"] = list(history.epochs)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(run=label, test=f"{history.epochs[-1]['test_acc']:.2f}")
+        if write is not None:
+            write()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SilentLayerWarning)
+        history = fit(net, train_ds, test_ds, cfg, progress=False, on_epoch=on_epoch)
+    run["stopped"], run["silent"] = history.stopped, history.silent
+    if bar is not None and len(history.epochs) < cfg.epochs:
+        bar.update(cfg.epochs - len(history.epochs))
+    if write is not None:
+        write()
+    return history
+
+
 def fit(net: Network, train_ds, test_ds, cfg: TrainConfig, *, progress: bool = True,
         history: History | None = None, on_epoch=None) -> History:
     """Adam on the configured loss and method; stops (history.stopped) on a non-finite loss or gradient.
