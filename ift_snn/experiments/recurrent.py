@@ -29,7 +29,7 @@ import numpy as np
 from ..neurons.models import lif
 from ..training.network import NonFiniteLossError
 from ..training.train import TrainConfig, _write_json, build_network, fit_run, prepare_out_dir
-from .paper import _stats
+from .paper import _datasets, _stats
 from ..training.train import blas_threads as limited_blas
 
 __all__ = ["RecurrentConfig", "recurrent_experiment", "QUICK", "feedforward_width"]
@@ -66,6 +66,11 @@ class RecurrentConfig:
     shd_path: str | None = None
     shd_test_path: str | None = None
 
+    @property
+    def task(self) -> str:
+        """The data: the SHD-like task, or the SHD files given (what :func:`.paper._datasets` reads)."""
+        return "shd_like"
+
     def validate(self) -> None:
         if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
             raise ValueError(f"seeds={list(self.seeds)!r}: expected one or more ints >= 0")
@@ -93,19 +98,6 @@ class RecurrentConfig:
                            batch_size=self.batch_size, lr=self.lr, hidden=(width,), loss=self.loss, seed=seed,
                            T=self.T, n_channels=self.n_channels, model=lif(self.alpha), init_gain=self.init_gain,
                            recurrent=network == "recurrent")
-
-
-def _datasets(cfg: RecurrentConfig, out: Path):
-    from ..training import data
-
-    if cfg.shd_path is not None:
-        paths = (cfg.shd_path, cfg.shd_test_path)
-    else:
-        from ..training.shd_like import make_task
-
-        paths = make_task(out / "data", n_train=cfg.n_train, n_test=cfg.n_test, seed=0)
-    read = lambda p: data.load_shd(p, T=cfg.T, n_channels=cfg.n_channels)  # noqa: E731
-    return read(paths[0]), read(paths[1]), tuple(str(p) for p in paths)
 
 
 def _first_batch(net, ds, tc: TrainConfig):
