@@ -196,7 +196,13 @@ def _derive_recurrent(model) -> bool:
     for p in proofs:
         if not p.ok:
             print(f"             {p.detail}")
-    return ok
+    from .experiments.verify import verify_recurrent
+
+    check = verify_recurrent(model)
+    print(f"  numeric    generated kernels vs the float64 oracle (T=100, 2 x 8 neurons, 3 seeds): u {check['u']:.1e}, "
+          f"every gradient exodus {check['exodus']:.1e}, slayer {check['slayer']:.1e}; spike rate "
+          f"{check['spike_rate']:.2f}")
+    return ok and max(check["u"], check["exodus"], check["slayer"]) < 1e-10
 
 
 def _derive(args: argparse.Namespace) -> int:

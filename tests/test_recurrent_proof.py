@@ -63,3 +63,4 @@ def test_derive_recurrent_shows_the_coupling_and_its_proofs(capsys):
     out = capsys.readouterr().out
     assert "a[n] = c[n] + V s[n-1]" in out and "g_j[n] <- g_j[n] + sum_i V_ij dL/da_i[n+1]" in out
     assert "IFT adjoint of the coupled system" in out and ": passed" in out.split("recurrent layer")[1]
+    assert "generated kernels vs the float64 oracle" in out
