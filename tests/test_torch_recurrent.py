@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import ift_snn  # noqa: E402
-from ift_snn.integrations.torch_recurrent import RLIF, RecurrentSpikingLayer, from_snntorch_rleaky  # noqa: E402
+from ift_snn.integrations.torch_recurrent import RLIF, RecurrentSpikingLayer, from_snntorch_recurrent  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::ift_snn.StabilityWarning", "ignore::ift_snn.UnstableModelWarning")
 
@@ -59,22 +59,29 @@ def test_exact_gradients_equal_autograd_through_a_float64_loop(seed):
         assert torch.allclose(got[k], p.grad, rtol=1e-10, atol=1e-10), k
 
 
+@pytest.mark.parametrize("kind", ["RLeaky", "RSynaptic"])
 @pytest.mark.parametrize("one_to_one", [False, True])
-def test_snntorch_rleaky_gives_its_spikes_and_with_slayer_its_gradients(one_to_one):
+def test_snntorch_recurrent_neurons_give_their_spikes_and_with_slayer_their_gradients(kind, one_to_one):
+    """RLeaky (ift_snn lif) and RSynaptic (cuba_lif, the recurrent current into the synapse), all-to-all and
+    one-to-one: snnTorch stepped over time gives the layer's spikes, and its gradients (the reset detached) are
+    method="slayer"'s, in float32 (snnTorch's spikes are float32)."""
     snn = pytest.importorskip("snntorch")
     torch.manual_seed(3)
     N, B, T = 6, 3, 40
+    decays = {"beta": 0.85} if kind == "RLeaky" else {"alpha": 0.7, "beta": 0.85}
     if one_to_one:
-        rl = snn.RLeaky(beta=0.85, all_to_all=False, V=torch.linspace(-0.5, 0.8, N))
+        rl = getattr(snn, kind)(**decays, all_to_all=False, V=torch.linspace(-0.5, 0.8, N))
     else:
-        rl = snn.RLeaky(beta=0.85, linear_features=N)
+        rl = getattr(snn, kind)(**decays, linear_features=N)
         with torch.no_grad():
             rl.recurrent.weight.mul_(2)
-    layer = from_snntorch_rleaky(rl, method="slayer")
-    x = (torch.rand(B, T, N) * 1.2).requires_grad_()
-    spk, mem, out = torch.zeros(B, N), torch.zeros(B, N), []
+    layer = from_snntorch_recurrent(rl, method="slayer")
+    assert layer.model.name == ("lif" if kind == "RLeaky" else "cuba_lif")
+    x = (torch.rand(B, T, N) * (1.2 if kind == "RLeaky" else 0.5)).requires_grad_()
+    state, out = [torch.zeros(B, N)] * (2 if kind == "RLeaky" else 3), []
     for t in range(T):
-        spk, mem = rl(x[:, t], spk, mem)
+        spk, *rest = rl(x[:, t], *state)
+        state = [spk, *rest]
         out.append(spk)
     theirs = torch.stack(out, 1)
     ours = layer(x)
@@ -95,11 +102,13 @@ def test_snntorch_rleaky_gives_its_spikes_and_with_slayer_its_gradients(one_to_o
 def test_what_rleaky_has_that_is_not_here_is_refused():
     snn = pytest.importorskip("snntorch")
     with pytest.raises(ValueError, match="zeroes the step's input"):
-        from_snntorch_rleaky(snn.RLeaky(beta=0.9, linear_features=4, reset_mechanism="zero"))
+        from_snntorch_recurrent(snn.RLeaky(beta=0.9, linear_features=4, reset_mechanism="zero"))
     with pytest.raises(ValueError, match="scalar V"):
-        from_snntorch_rleaky(snn.RLeaky(beta=0.9, all_to_all=False, V=0.5))
+        from_snntorch_recurrent(snn.RLeaky(beta=0.9, all_to_all=False, V=0.5))
+    with pytest.raises(ValueError, match="zeroes the step's input"):
+        from_snntorch_recurrent(snn.RSynaptic(alpha=0.8, beta=0.9, linear_features=4, reset_mechanism="zero"))
     with pytest.raises(TypeError, match="RLeaky"):
-        from_snntorch_rleaky(snn.Leaky(beta=0.9))
+        from_snntorch_recurrent(snn.Leaky(beta=0.9))
 
 
 def test_steps_equal_one_call_in_spikes_and_gradients():

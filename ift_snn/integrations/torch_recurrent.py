@@ -6,7 +6,7 @@ gradient through reset and recurrence (``method="exodus"``), SLAYER's (``"slayer
 recurrent path kept) or the float64 oracle's (``"bptt"``). Input (batch, time, features) like the other layers;
 V ``(N, N)`` (``connectivity="all_to_all"``) or one weight per neuron (``"one_to_one"``, snnTorch's
 ``all_to_all=False``); W inside (``in_features=``) or the input already the current.
-:func:`from_snntorch_rleaky` converts an ``snntorch.RLeaky``.
+:func:`from_snntorch_recurrent` converts an ``snntorch.RLeaky`` or ``RSynaptic``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from .torch import (
     spike_scan,
 )
 
-__all__ = ["RecurrentScan", "RecurrentSpikingLayer", "RLIF", "from_snntorch_rleaky"]
+__all__ = ["RecurrentScan", "RecurrentSpikingLayer", "RLIF", "from_snntorch_recurrent"]
 
 
 class RecurrentScan(torch.autograd.Function):
@@ -325,47 +325,59 @@ def RLIF(alpha: float, neurons: int, in_features: int | None = None, theta: floa
     return RecurrentSpikingLayer(lif(alpha, theta, **model_kw), neurons, in_features, **kw)
 
 
-def from_snntorch_rleaky(rleaky, *, method: str = "exodus") -> RecurrentSpikingLayer:
-    """The :class:`RecurrentSpikingLayer` of an ``snntorch.RLeaky`` (reset by subtraction, ``all_to_all`` with
-    ``linear_features`` or one-to-one): U[t] = beta U[t-1] + x[t] + V(S[t-1]) - R threshold, V a recurrent
-    ``nn.Linear`` (weight and bias) or one weight per neuron. The same spikes; snnTorch's gradient with
-    ``method="slayer"`` (it detaches the reset), the exact one by default. RLeaky's reset to zero also zeroes
-    the input of the step (not ift_snn's LIF) and convolutional recurrence have no equal here: refused."""
+def from_snntorch_recurrent(neuron, *, method: str = "exodus") -> RecurrentSpikingLayer:
+    """The :class:`RecurrentSpikingLayer` of an ``snntorch.RLeaky`` or ``snntorch.RSynaptic`` (reset by subtraction,
+    ``all_to_all`` with ``linear_features`` or one-to-one), V a recurrent ``nn.Linear`` (weight and bias) or one
+    weight per neuron:
+
+        RLeaky      U[t] = beta U[t-1] + x[t] + V(S[t-1]) - R threshold                  ift_snn lif(beta)
+        RSynaptic   I[t] = alpha I[t-1] + x[t] + V(S[t-1]),  U[t] = beta U[t-1] + I[t] - R threshold
+                                                                   ift_snn cuba_lif(alpha_mem=beta, alpha_syn=alpha)
+
+    The same spikes; snnTorch's gradient with ``method="slayer"`` (it detaches the reset R), the exact one by
+    default. Their reset to zero also zeroes the step's input and recurrent current (neither ift_snn's models nor
+    snnTorch's own Leaky), and convolutional recurrence have no equal here: refused."""
+    from ..neurons.models import cuba_lif
     from ..neurons.surrogates import SURROGATES
     from .torch import _SNNTORCH_SURROGATES
 
-    if type(rleaky).__name__ != "RLeaky":
-        raise TypeError(f"from_snntorch_rleaky converts an snntorch.RLeaky, got {type(rleaky).__name__}")
-    if rleaky.reset_mechanism != "subtract":
-        raise ValueError(f"snntorch.RLeaky reset_mechanism={rleaky.reset_mechanism!r}: its reset to zero zeroes "
-                         "the step's input and recurrent current too, which ift_snn's LIF does not; use 'subtract'")
-    if bool(getattr(rleaky, "inhibition", False)) or bool(getattr(rleaky, "state_quant", False)) \
-            or not getattr(rleaky, "reset_delay", True) or float(rleaky.graded_spikes_factor) != 1.0:
-        raise ValueError("snntorch.RLeaky with inhibition, state_quant, reset_delay=False or graded spikes has no "
+    kind = type(neuron).__name__
+    if kind not in ("RLeaky", "RSynaptic"):
+        raise TypeError(f"from_snntorch_recurrent converts an snntorch.RLeaky or RSynaptic, got {kind}")
+    if neuron.reset_mechanism != "subtract":
+        raise ValueError(f"snntorch.{kind} reset_mechanism={neuron.reset_mechanism!r}: its reset to zero zeroes "
+                         "the step's input and recurrent current too, which ift_snn's models do not; use 'subtract'")
+    if bool(getattr(neuron, "inhibition", False)) or bool(getattr(neuron, "state_quant", False)) \
+            or not getattr(neuron, "reset_delay", True) or float(neuron.graded_spikes_factor) != 1.0:
+        raise ValueError(f"snntorch.{kind} with inhibition, state_quant, reset_delay=False or graded spikes has no "
                          "equal here")
-    rec = rleaky.recurrent
+    rec = neuron.recurrent
     one_to_one = type(rec).__name__ == "RecurrentOneToOne"
     if not one_to_one and not isinstance(rec, nn.Linear):
-        raise ValueError(f"snntorch.RLeaky with a {type(rec).__name__} recurrence (convolutional) has no equal here")
-    grad = rleaky.spike_grad
+        raise ValueError(f"snntorch.{kind} with a {type(rec).__name__} recurrence (convolutional) has no equal here")
+    grad = neuron.spike_grad
     name = getattr(grad, "__qualname__", "").split(".")[0]
     if name not in _SNNTORCH_SURROGATES or not getattr(grad, "__closure__", None):
-        raise ValueError(f"snntorch.RLeaky's surrogate {getattr(grad, '__qualname__', grad)!r} has no equal here")
+        raise ValueError(f"snntorch.{kind}'s surrogate {getattr(grad, '__qualname__', grad)!r} has no equal here")
     ours, slope_name = _SNNTORCH_SURROGATES[name]
     constants = dict(zip(grad.__code__.co_freevars, (c.cell_contents for c in grad.__closure__)))
     surrogate = SURROGATES[ours](scale=1.0, slope=float(constants[slope_name]))
-    beta = min(max(float(torch.as_tensor(rleaky.beta)), 0.0), 1.0)
+    clamp = lambda v: min(max(float(torch.as_tensor(v)), 0.0), 1.0)  # noqa: E731  (snnTorch clamps its decays)
+    theta = float(torch.as_tensor(neuron.threshold))
+    if kind == "RLeaky":
+        model = lif(clamp(neuron.beta), theta, surrogate=surrogate)
+    else:
+        model = cuba_lif(clamp(neuron.beta), clamp(neuron.alpha), theta, surrogate=surrogate)
     if one_to_one:
         V = torch.as_tensor(rec.V).detach().reshape(-1)
         n = V.numel()
         if n == 1:
-            raise ValueError("snntorch.RLeaky one-to-one with a scalar V: give the layer's size, e.g. "
+            raise ValueError(f"snntorch.{kind} one-to-one with a scalar V: give the layer's size, e.g. "
                              "V=torch.full((N,), v), so that the number of neurons is known")
     else:
         n = rec.weight.shape[0]
     dtype = (V if one_to_one else rec.weight).dtype
-    layer = RecurrentSpikingLayer(lif(beta, float(torch.as_tensor(rleaky.threshold)), surrogate=surrogate), n,
-                                  method=method, connectivity="one_to_one" if one_to_one else "all_to_all",
+    layer = RecurrentSpikingLayer(model, n, method=method, connectivity="one_to_one" if one_to_one else "all_to_all",
                                   bias=(not one_to_one) and rec.bias is not None, dtype=dtype)
     with torch.no_grad():
         if one_to_one:
