@@ -80,8 +80,9 @@ class RecurrentTrace:
 
 @dataclass(frozen=True, eq=False)
 class RecurrentGradients:
-    """dL/dc (like c), dL/dV (N, N), dL/ds0 and dL/du0 (B, N), dL/dx0 (n_state, B, N), {p: dL/dp}, and the
-    step-factor diagnostics of the neurons' own scans (the recurrent coupling's growth is not in them)."""
+    """dL/dc (like c), dL/dV (N, N), dL/ds0 and dL/du0 (B, N; (N,) for a (T, N) input), dL/dx0 (n_state, B, N),
+    {p: dL/dp}, and the step-factor diagnostics of the neurons' own scans (the recurrent coupling's growth is not
+    in them)."""
 
     c: np.ndarray
     V: np.ndarray
@@ -128,8 +129,8 @@ def forward(model: NeuronModel, c, V, *, s0=None, u0=None, state=None, backend: 
     """Simulate a recurrent layer: a[n] = c[n] + V s[n-1], then ``model``'s neuron on a (docs/MATH.md section 9).
 
     ``c``: (T, B, N) (or (T, N); (B, T, N) with ``time_axis=1``), float32/float64, finite; ``V``: (N, N) of the
-    same dtype. ``s0``: the spikes before step 0 (B, N) (default 0), which also reset the neurons at step 0 as
-    their own previous spike; ``u0``: the initial membrane (B, N); ``state``: the whole initial state
+    same dtype. ``s0``: the spikes before step 0 (B, N) ((N,) for a (T, N) input; default 0), which also reset the
+    neurons at step 0 as their own previous spike; ``u0``: the initial membrane, likewise; ``state``: the whole initial state
     (n_state, B, N) instead of both (a Trace's ``state``: streaming). ``params``: per-neuron parameter values
     as in :func:`ift_snn.forward`. Cost O(T B (N + spikes x N)): one generated scan, the coupling a sparse sum
     over the neurons that fired.
@@ -145,6 +146,7 @@ def forward(model: NeuronModel, c, V, *, s0=None, u0=None, state=None, backend: 
     if T < 1 or N < 1:
         raise ValueError(f"c has shape {c.shape}: expected at least one step and one neuron")
     M = B * N
+    neurons = (B, N) if c.ndim == 3 else (N,)  # the shape of s0, u0 and the gradients' (one sample: (N,))
     V = _check_V(V, N, c, backend)
     names = state_names(model)
     k_s = names.index("s_prev")
@@ -161,14 +163,14 @@ def forward(model: NeuronModel, c, V, *, s0=None, u0=None, state=None, backend: 
         u0_2 = None
         if u0 is not None:
             u0 = _check_array("u0", u0, dtype=c.dtype)
-            if u0.shape != (B, N):
-                raise ValueError(f"u0 has shape {u0.shape}; expected (B, N) = {(B, N)}")
+            if u0.shape != neurons:
+                raise ValueError(f"u0 has shape {u0.shape}; expected the neurons' shape {neurons} of c {c.shape}")
             u0_2 = xp.array(u0.reshape(M), copy=True)
         x0 = xp.array(compiled.initial_state(model, u0_2, M, c.dtype, xp, per), copy=True)
         if s0 is not None:
             s0 = _check_array("s0", s0, dtype=c.dtype)
-            if s0.shape != (B, N):
-                raise ValueError(f"s0 has shape {s0.shape}; expected (B, N) = {(B, N)}")
+            if s0.shape != neurons:
+                raise ValueError(f"s0 has shape {s0.shape}; expected the neurons' shape {neurons} of c {c.shape}")
             x0[k_s] = s0.reshape(M)
     c_k = _kernel_view(c, T, B, N, time_axis)
     if copy and xp.may_share_memory(c_k, c_in):
@@ -289,7 +291,9 @@ def backward(model: NeuronModel, trace: RecurrentTrace, grad_s, method: str | Me
         grad_c = ref.c if trace.time_axis == 0 else ref.c.transpose(1, 0, 2)
         grad_c = np.ascontiguousarray(grad_c).reshape(trace.shape).astype(dtype)
         params = {k: v for k, v in ref.params.items() if k in wanted}
-        return RecurrentGradients(c=grad_c, V=ref.V.astype(dtype), s0=ref.s0.astype(dtype), u0=ref.u0.astype(dtype),
+        shape = (N,) if trace.c.ndim == 2 else (B, N)
+        return RecurrentGradients(c=grad_c, V=ref.V.astype(dtype), s0=ref.s0.reshape(shape).astype(dtype),
+                                  u0=ref.u0.reshape(shape).astype(dtype),
                                   state=np.full((len(names), B, N), np.nan, dtype), params=params, method=method.name,
                                   max_step_factor=math.nan, longest_unstable_run=0, max_growth=math.nan)
     x0 = trace.x0.reshape(len(names), M)
@@ -332,7 +336,9 @@ def backward(model: NeuronModel, trace: RecurrentTrace, grad_s, method: str | Me
         warnings.warn(f"exact gradient may grow geometrically: largest |step factor| {max_factor:.3g}, {longest} "
                       f"consecutive steps above 1, factors multiplying to {growth:.3g} (docs/MATH.md section 6)",
                       StabilityWarning, stacklevel=2)
-    return RecurrentGradients(c=grad_a.reshape(trace.shape), V=grad_V, s0=grad_s0, u0=grad_u0,
+    one = trace.c.ndim == 2  # (T, N): one sample, s0 and u0 (N,)
+    return RecurrentGradients(c=grad_a.reshape(trace.shape), V=grad_V, s0=grad_s0.reshape(N) if one else grad_s0,
+                              u0=grad_u0.reshape(N) if one else grad_u0,
                               state=grad_x0.reshape(len(names), B, N), params=params, method=method.name,
                               max_step_factor=max_factor, longest_unstable_run=longest, max_growth=growth)
 

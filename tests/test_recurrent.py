@@ -334,3 +334,18 @@ def test_cupy_kernels_equal_the_numpy_kernels(name):
             h = recurrent.backward(model, got, cupy.asarray(g), method, K)
             assert _rel(cupy.asnumpy(h.c), w.c) <= tol and _rel(cupy.asnumpy(h.V), w.V) <= tol
             assert _rel(cupy.asnumpy(h.s0), w.s0) <= tol
+
+
+def test_one_sample_as_t_by_n_gives_gradients_of_its_shape():
+    """c (T, N): s0, u0 and their gradients (N,), every method; the same numbers as (T, 1, N)."""
+    model = ift_snn.get_model("alif")
+    c, V, g, s0, u0 = _problem(4, 20, 1, 4)
+    whole = recurrent.backward(model, recurrent.forward(model, c, V, s0=s0, u0=u0, backend="numpy"), g)
+    for method in ("exodus", "bptt"):
+        trace = recurrent.forward(model, c[:, 0], V, s0=s0[0], u0=u0[0], backend="numpy")
+        grads = recurrent.backward(model, trace, g[:, 0], method)
+        assert grads.s0.shape == grads.u0.shape == (4,) and grads.c.shape == (20, 4)
+        np.testing.assert_allclose(grads.s0, whole.s0[0], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(grads.c, whole.c[:, 0], rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match=r"s0 has shape \(2, 4\); expected the neurons' shape \(4,\)"):
+        recurrent.forward(model, c[:, 0], V, s0=np.zeros((2, 4)), backend="numpy")
