@@ -184,3 +184,24 @@ def test_bad_input_is_refused_naming_the_value():
         RLIF(0.9, 4, connectivity="sparse")
     with pytest.raises(ValueError, match="3-D input"):
         RLIF(0.9, 5)(torch.zeros(2, 3, 10, 5))
+
+
+@pytest.mark.gpu
+def test_the_layer_on_cuda_equals_the_layer_on_the_cpu():
+    """CUDA tensors through the CuPy kernels (one block per sample): the CPU layer's spikes and gradients."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    torch.manual_seed(0)
+    cpu = RLIF(0.9, 64, in_features=16, recurrent_gain=2.0, train_alpha=True, dtype=torch.float64)
+    gpu = RLIF(0.9, 64, in_features=16, recurrent_gain=2.0, train_alpha=True, dtype=torch.float64)
+    gpu.load_state_dict(cpu.state_dict())
+    gpu.cuda()
+    x = torch.randn(4, 80, 16, dtype=torch.float64) * 2
+    g = torch.randn(4, 80, 64, dtype=torch.float64)
+    want = cpu(x)
+    (want * g).sum().backward()
+    got = gpu(x.cuda())
+    (got * g.cuda()).sum().backward()
+    assert want.sum() > 10 and torch.equal(got.cpu(), want)
+    for (k, p), q in zip(cpu.named_parameters(), gpu.parameters()):
+        assert torch.allclose(q.grad.cpu(), p.grad, rtol=1e-10, atol=1e-12), k
