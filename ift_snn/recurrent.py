@@ -34,6 +34,7 @@ from .ops import (
     _check_forward_finite,
     _check_model,
     _parameter_gradients,
+    _per_neuron,
     _resolve_backend,
     _wanted_parameters,
     _xp_of,
@@ -130,10 +131,10 @@ def forward(model: NeuronModel, c, V, *, s0=None, u0=None, state=None, backend: 
 
     ``c``: (T, B, N) (or (T, N); (B, T, N) with ``time_axis=1``), float32/float64, finite; ``V``: (N, N) of the
     same dtype. ``s0``: the spikes before step 0 (B, N) ((N,) for a (T, N) input; default 0), which also reset the
-    neurons at step 0 as their own previous spike; ``u0``: the initial membrane, likewise; ``state``: the whole initial state
-    (n_state, B, N) instead of both (a Trace's ``state``: streaming). ``params``: per-neuron parameter values
-    as in :func:`ift_snn.forward`. Cost O(T B (N + spikes x N)): one generated scan, the coupling a sparse sum
-    over the neurons that fired.
+    neurons at step 0 as their own previous spike; ``u0``: the initial membrane, likewise; ``state``: the whole
+    initial state (n_state, B, N) instead of both (a Trace's ``state``: streaming). ``params``: per-neuron
+    parameter values as in :func:`ift_snn.forward`. Cost O(T B (N + spikes x N)): one generated scan, the
+    coupling a sparse sum over the neurons that fired.
     """
     model = _check_model(model)
     c_in = c
@@ -191,12 +192,6 @@ def forward(model: NeuronModel, c, V, *, s0=None, u0=None, state=None, backend: 
                           u0=None if state is not None or u0 is None else u0, x0=x0_3,
                           state=final.reshape(len(names), B, N), sigma=shape(sigma), mask=shape(mask),
                           backend=backend, time_axis=time_axis, from_state=state is not None, params=per)
-
-
-def _per_neuron(model, params, neurons, M, like):
-    from .ops import _per_neuron as per_neuron
-
-    return per_neuron(model, params, neurons, M, like)
 
 
 def _time_major(x, time_axis: int):

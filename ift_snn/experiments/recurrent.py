@@ -12,8 +12,9 @@ real SHD), binned to ``n_channels`` inputs and T steps, loss ``max_ce``, Adam, b
 Runs: every (seed, network, method) for methods exodus and slayer, the same initial weights and batch order
 for both methods of a network and seed; and the equality check: on the first seed, the recurrent network's
 weight gradients (W_0, W_1, V_0) on the first batch at initialisation by ``bptt`` (the hand-written float64
-oracle) against exodus's, the network in float64 (the largest relative difference is reported). ``recurrent.json`` is rewritten
-after every epoch (``complete: false`` until the end), ``accuracy.png`` after the last run.
+oracle) against exodus's, the network in float64 (the largest relative difference is reported).
+``recurrent.json`` is rewritten after every epoch (``complete: false`` until the end), ``accuracy.png`` after
+the last run.
 """
 
 from __future__ import annotations
