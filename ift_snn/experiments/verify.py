@@ -69,6 +69,7 @@ def verify_recurrent(model, *, T: int = 100, B: int = 2, N: int = 8, seeds: int 
     import warnings
 
     from .. import recurrent
+    from ..methods import EXODUS, SLAYER
 
     rel = lambda x, y: float(np.max(np.abs(x - y)) / max(float(np.max(np.abs(y))), 1e-300))  # noqa: E731
     worst = {"u": 0.0, "exodus": 0.0, "slayer": 0.0}
@@ -84,12 +85,11 @@ def verify_recurrent(model, *, T: int = 100, B: int = 2, N: int = 8, seeds: int 
             warnings.simplefilter("ignore")
             trace = recurrent.forward(model, c, V, s0=s0, u0=u0, backend="numpy")
             rates.append(float(trace.s.mean()))
-            for method in ("exodus", "slayer"):
+            worst["u"] = max(worst["u"], rel(trace.u, reference.simulate_recurrent(model, c, V, s0, u0)[0]))
+            for method in (EXODUS, SLAYER):
                 got = recurrent.backward(model, trace, g, method)
-                ref = reference.bptt_recurrent(model, c, V, g, s0, u0, detach_reset=method == "slayer")
-                if method == "exodus":
-                    worst["u"] = max(worst["u"], rel(trace.u, ref.u))
+                ref = reference.bptt_recurrent(model, c, V, g, s0, u0, detach_reset=method.detach_reset)
                 errs = [rel(getattr(got, k), getattr(ref, k)) for k in ("c", "V", "s0", "u0")]
                 errs += [abs(got.params[k] - v) / max(abs(v), 1.0) for k, v in ref.params.items()]
-                worst[method] = max(worst[method], *errs)
+                worst[method.name] = max(worst[method.name], *errs)
     return {**worst, "spike_rate": float(np.mean(rates))}
