@@ -41,12 +41,14 @@ from .ops import (
     forward,
     state_names,
 )
+from . import recurrent  # recurrent layers: ift_snn.recurrent.forward / backward (docs/MATH.md section 9)
 from .symbolic.stability import UnstableModelWarning, largest_stable_scale, stabilized, worst_step_factor
 from .neurons.surrogates import Surrogate, get_surrogate
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "recurrent",
     "BUILTIN_MODELS",
     "EXODUS",
     "SLAYER",
