@@ -61,6 +61,9 @@ The timings run each library's own dynamics above (ift_snn: lif, reset after dec
 default, which also differs in the surrogate, so its row compares each library's own layer, not one model);
 the agreement checks run, for each peer, the ift_snn layer of the same dynamics and gradient.
 
+A reference row, not a contestant: "input layer alone", ``torch.nn.Linear(N, N, bias=False)`` holding W on the
+same input and gradient, the part of every contestant that no spiking kernel speeds up.
+
 Measurements (as :mod:`.bench_peers`): per size one warm-up call per contestant, one memory call, then ``rounds``
 rounds, each running every contestant once in an order shuffled per round (seeded). Forward = the call building
 the autograd graph (W x included), backward = ``out.backward(g)`` (dL/dx, dL/dW, dL/dV); fwd+bwd is their sum in
@@ -111,6 +114,8 @@ __all__ = ["DEFAULT_SIZES", "AGREE_SIZE", "NORSE_GAIN", "run_recurrent_peers", "
 #: (batch, T, neurons) of the default run.
 DEFAULT_SIZES = ((64, 250, 256), (32, 1000, 512))
 AGREE_SIZE = (4, 100, 16)
+#: The row of the input layer alone (nn.Linear with W): a reference, not a contestant.
+INPUT_LAYER = "input layer alone"
 ALPHA, THETA = 0.9, 1.0
 #: Norse's defaults: dt 1e-3, tau_mem_inv 100, tau_syn_inv 200 -> alpha_mem 0.9, alpha_syn 0.8.
 NORSE_DT, NORSE_TAU_MEM_INV, NORSE_TAU_SYN_INV = 1e-3, 100.0, 200.0
@@ -239,6 +244,15 @@ def _contestants(torch, peers: list[str], W, V) -> tuple[list[Contestant], dict]
             f"method={method!r}, surrogate=exponential(0.5, 0.5)): lif reset after decay, W one GEMM, one "
             "recurrent scan, (B, T, N)", SURROGATE_EXP, gradient, False, bt, _torch_timer(torch, layer),
             version=_version("ift-snn")))
+    # not a contestant: the input layer W x alone, which every contestant runs (the part no spiking kernel speeds)
+    linear = torch.nn.Linear(W.shape[1], W.shape[0], bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(W)
+    fns[INPUT_LAYER] = linear
+    out.append(Contestant(
+        INPUT_LAYER, "torch", "torch.nn.Linear(N, N, bias=False) with W, (B, T, N): the input layer every contestant "
+        "runs, alone (no spiking layer)", "-", "-", False, bt, _torch_timer(torch, linear),
+        version=_version("torch")))
     if "snntorch" in peers:
         out.append(Contestant(
             "snnTorch", "snntorch", "nn.Linear(N, N, bias=False) on (T, B, N), then snn.RLeaky(beta=0.9, "
@@ -429,7 +443,8 @@ def _one_size(torch, peers, size, rounds, rng, seed, result, prog) -> None:
 
     def spike_rate(c):  # untimed, after the warm-up
         with torch.no_grad():
-            rate[c.name] = float(fns[c.name](prepared[c.name][0]).float().mean())
+            rate[c.name] = (None if c.name == INPUT_LAYER
+                            else float(fns[c.name](prepared[c.name][0]).float().mean()))
 
     times, peak = measure(contestants, prepared, rounds, rng, label, result, prog, spike_rate)
     rows = [{**timing_row(size, c, times[c.name], peak[c.name]), "spike_rate": rate[c.name]} for c in contestants]
@@ -505,7 +520,7 @@ def format_recurrent_table(result: dict) -> str:
             spread = f"{r['fwd_bwd_min_ms']:.1f}-{r['fwd_bwd_max_ms']:.1f}"
             lines.append(f"   {r['contestant']:<16} {r['forward_ms']:>10.1f} {r['backward_ms']:>10.1f} "
                          f"{r['fwd_bwd_ms']:>11.1f} {spread:>19} {_fmt(r['over_fastest_peer'], '>9.3f')} "
-                         f"{r['peak_mb']:>9.1f} {r['spike_rate']:>7.3f} {_fmt(r['agreement_f64'], '>9.1e')}  "
+                         f"{r['peak_mb']:>9.1f} {_fmt(r['spike_rate'], '>7.3f', 7)} {_fmt(r['agreement_f64'], '>9.1e')}  "
                          f"{r['gradient']:<26} "
                          f"{r['surrogate']}")
         lines.append("   " + _met(s["exodus_over_fastest_peer"], TARGET_FWD_BWD,
