@@ -413,6 +413,19 @@ def _parameter_gradients(model: NeuronModel, record: Trace, fins, u0, M: int, ne
     return {k: v.reshape(neurons) if k in per else v for k, v in params.items()}
 
 
+def check_truncation(truncation) -> int | None:
+    """``truncation`` as the kernels take it: None, or an int >= 1 (TypeError / ValueError naming it otherwise),
+    at most 2**31 - 1 (a chunk longer than any sequence is no truncation; the kernels take a 32-bit int, and
+    10**30 overflowed)."""
+    if truncation is None:
+        return None
+    if isinstance(truncation, bool) or not isinstance(truncation, (int, np.integer)):
+        raise TypeError(f"truncation must be an int >= 1 or None, got {truncation!r}")
+    if truncation < 1:
+        raise ValueError(f"truncation={truncation} is out of range: expected an int >= 1 or None")
+    return int(min(truncation, 2**31 - 1))
+
+
 def _wanted_parameters(model: NeuronModel, parameters) -> tuple[str, ...]:
     """``backward``'s ``parameters`` as the tuple of names whose dL/dp is wanted (in the model's order)."""
     if parameters is True or parameters is False:
@@ -535,13 +548,7 @@ def backward(
         raise ValueError(f"record was computed with {record.model!r}, not with {model!r}")
     parameters = _wanted_parameters(model, parameters)
     method = get_method(method)
-    if truncation is not None:
-        if isinstance(truncation, bool) or not isinstance(truncation, (int, np.integer)):
-            raise TypeError(f"truncation must be an int >= 1 or None, got {truncation!r}")
-        if truncation < 1:
-            raise ValueError(f"truncation={truncation} is out of range: expected an int >= 1 or None")
-        # a chunk longer than any sequence is no truncation; the kernels take a 32-bit int (10**30 overflowed)
-        truncation = int(min(truncation, 2**31 - 1))
+    truncation = check_truncation(truncation)
     if cupy_backend.is_cupy_array(grad_s) != cupy_backend.is_cupy_array(record.s):
         raise TypeError(
             f"grad_s is a {type(grad_s).__module__}.{type(grad_s).__name__} but the record holds "

@@ -38,6 +38,7 @@ from .ops import (
     _resolve_backend,
     _wanted_parameters,
     _xp_of,
+    check_truncation,
     state_names,
 )
 from .symbolic.recurrence import DIAGNOSTIC, PARAMETER, STATE_GRAD
@@ -254,10 +255,7 @@ def backward(model: NeuronModel, trace: RecurrentTrace, grad_s, method: str | Me
         raise ValueError(f"trace was computed with {trace.model!r}, not with {model!r}")
     method = get_method(method)
     wanted = _wanted_parameters(model, parameters)
-    if truncation is not None:
-        if isinstance(truncation, bool) or not isinstance(truncation, (int, np.integer)) or truncation < 1:
-            raise ValueError(f"truncation={truncation!r}: expected an int >= 1 or None")
-        truncation = int(min(truncation, 2**31 - 1))
+    truncation = check_truncation(truncation)
     if cupy_backend.is_cupy_array(grad_s) != cupy_backend.is_cupy_array(trace.s):
         raise TypeError("grad_s and the trace must both hold numpy arrays or both cupy arrays")
     g = _check_array("grad_s", grad_s)

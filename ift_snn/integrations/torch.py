@@ -140,13 +140,7 @@ def _check_model(model: object) -> NeuronModel:
 
 def _check_method(method: object, truncation: object) -> int | None:
     get_method(method)  # a name or a Method; ValueError naming the methods otherwise
-    if truncation is None:
-        return None
-    if isinstance(truncation, bool) or not isinstance(truncation, (int, np.integer)):
-        raise TypeError(f"truncation must be an int >= 1 or None, got {truncation!r}")
-    if truncation < 1:
-        raise ValueError(f"truncation={truncation} is out of range: expected an int >= 1 or None")
-    return int(truncation)
+    return ops.check_truncation(truncation)
 
 
 def _check_tensor(name: str, x: object, min_dim: int, layout: str) -> torch.Tensor:
@@ -899,6 +893,30 @@ _SNNTORCH_SURROGATES = {"atan": ("arctan", "alpha"), "fast_sigmoid": ("fast_sigm
                         "sigmoid": ("sigmoid", "slope")}
 
 
+def snntorch_surrogate(neuron):
+    """The ift_snn surrogate of an snnTorch neuron's ``spike_grad`` (``_SNNTORCH_SURROGATES``), after refusing,
+    by name, the options that have no equal here (graded spikes, inhibition, state quantisation, the reset within
+    the spiking step). Shared by :func:`from_snntorch` and the recurrent converter."""
+    from ..neurons.surrogates import SURROGATES
+
+    kind = type(neuron).__name__
+    checks = {"graded spikes": float(torch.as_tensor(neuron.graded_spikes_factor)) != 1.0,
+              "inhibition=True": bool(getattr(neuron, "inhibition", False)),
+              "state_quant": bool(getattr(neuron, "state_quant", False)),
+              "reset_delay=False (the reset within the spiking step)": not getattr(neuron, "reset_delay", True)}
+    for what, present in checks.items():
+        if present:
+            raise ValueError(f"snntorch.{kind} with {what} has no equal in ift_snn's neurons")
+    grad = neuron.spike_grad
+    name = getattr(grad, "__qualname__", "").split(".")[0]
+    if name not in _SNNTORCH_SURROGATES or not getattr(grad, "__closure__", None):
+        raise ValueError(f"snntorch.{kind}'s surrogate {getattr(grad, '__qualname__', grad)!r} has no equal here; "
+                         f"snnTorch's {', '.join(_SNNTORCH_SURROGATES)} have")
+    ours, slope_name = _SNNTORCH_SURROGATES[name]
+    constants = dict(zip(grad.__code__.co_freevars, (c.cell_contents for c in grad.__closure__)))
+    return SURROGATES[ours](scale=1.0, slope=float(constants[slope_name]))
+
+
 def from_snntorch(leaky, *, method: str = "exodus", stateful: bool = False) -> SpikingLayer:
     """A :class:`SpikingLayer` of the LIF neuron an ``snntorch.Leaky`` describes, for the whole time axis at once.
 
@@ -914,8 +932,6 @@ def from_snntorch(leaky, *, method: str = "exodus", stateful: bool = False) -> S
     here (graded spikes, inhibition, state quantisation, ``reset_delay=False``, another
     surrogate, ``reset_mechanism="none"``) raise ValueError naming them.
     """
-    from ..neurons.surrogates import SURROGATES
-
     kind = type(leaky).__name__
     if kind != "Leaky" or not hasattr(leaky, "beta"):
         raise TypeError(f"from_snntorch converts an snntorch.Leaky, got {kind}")
@@ -924,23 +940,10 @@ def from_snntorch(leaky, *, method: str = "exodus", stateful: bool = False) -> S
         t = torch.as_tensor(getattr(leaky, name)).detach()
         return float(t) if t.numel() == 1 else t.clone()
 
-    checks = {"graded spikes": float(torch.as_tensor(leaky.graded_spikes_factor)) != 1.0,
-              "inhibition=True": bool(leaky.inhibition), "state_quant": bool(leaky.state_quant),
-              "reset_delay=False (the reset within the spiking step)": not getattr(leaky, "reset_delay", True)}
-    for what, present in checks.items():
-        if present:
-            raise ValueError(f"snntorch.Leaky with {what} has no equal in ift_snn's LIF")
     if leaky.reset_mechanism not in ("subtract", "zero"):
         raise ValueError(f"snntorch.Leaky reset_mechanism={leaky.reset_mechanism!r}: ift_snn's LIF resets by "
                          "'subtract' or to 'zero'")
-    grad = leaky.spike_grad
-    name = getattr(grad, "__qualname__", "").split(".")[0]
-    if name not in _SNNTORCH_SURROGATES or not getattr(grad, "__closure__", None):
-        raise ValueError(f"snntorch.Leaky's surrogate {getattr(grad, '__qualname__', grad)!r} has no equal here; "
-                         f"snnTorch's {', '.join(_SNNTORCH_SURROGATES)} have")
-    ours, slope_name = _SNNTORCH_SURROGATES[name]
-    constants = dict(zip(grad.__code__.co_freevars, (c.cell_contents for c in grad.__closure__)))
-    surrogate = SURROGATES[ours](scale=1.0, slope=float(constants[slope_name]))
+    surrogate = snntorch_surrogate(leaky)
     beta = value("beta")
     beta = min(max(beta, 0.0), 1.0) if isinstance(beta, float) else beta.clamp(0.0, 1.0)  # snnTorch clamps beta
     return LIF(beta, value("threshold"), reset=leaky.reset_mechanism, surrogate=surrogate, method=method,

@@ -338,8 +338,7 @@ def from_snntorch_recurrent(neuron, *, method: str = "exodus") -> RecurrentSpiki
     default. Their reset to zero also zeroes the step's input and recurrent current (neither ift_snn's models nor
     snnTorch's own Leaky), and convolutional recurrence have no equal here: refused."""
     from ..neurons.models import cuba_lif
-    from ..neurons.surrogates import SURROGATES
-    from .torch import _SNNTORCH_SURROGATES
+    from .torch import snntorch_surrogate
 
     kind = type(neuron).__name__
     if kind not in ("RLeaky", "RSynaptic"):
@@ -347,21 +346,11 @@ def from_snntorch_recurrent(neuron, *, method: str = "exodus") -> RecurrentSpiki
     if neuron.reset_mechanism != "subtract":
         raise ValueError(f"snntorch.{kind} reset_mechanism={neuron.reset_mechanism!r}: its reset to zero zeroes "
                          "the step's input and recurrent current too, which ift_snn's models do not; use 'subtract'")
-    if bool(getattr(neuron, "inhibition", False)) or bool(getattr(neuron, "state_quant", False)) \
-            or not getattr(neuron, "reset_delay", True) or float(neuron.graded_spikes_factor) != 1.0:
-        raise ValueError(f"snntorch.{kind} with inhibition, state_quant, reset_delay=False or graded spikes has no "
-                         "equal here")
+    surrogate = snntorch_surrogate(neuron)
     rec = neuron.recurrent
     one_to_one = type(rec).__name__ == "RecurrentOneToOne"
     if not one_to_one and not isinstance(rec, nn.Linear):
         raise ValueError(f"snntorch.{kind} with a {type(rec).__name__} recurrence (convolutional) has no equal here")
-    grad = neuron.spike_grad
-    name = getattr(grad, "__qualname__", "").split(".")[0]
-    if name not in _SNNTORCH_SURROGATES or not getattr(grad, "__closure__", None):
-        raise ValueError(f"snntorch.{kind}'s surrogate {getattr(grad, '__qualname__', grad)!r} has no equal here")
-    ours, slope_name = _SNNTORCH_SURROGATES[name]
-    constants = dict(zip(grad.__code__.co_freevars, (c.cell_contents for c in grad.__closure__)))
-    surrogate = SURROGATES[ours](scale=1.0, slope=float(constants[slope_name]))
     clamp = lambda v: min(max(float(torch.as_tensor(v)), 0.0), 1.0)  # noqa: E731  (snnTorch clamps its decays)
     theta = float(torch.as_tensor(neuron.threshold))
     if kind == "RLeaky":
