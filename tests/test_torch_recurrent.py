@@ -107,6 +107,16 @@ def test_what_rleaky_has_that_is_not_here_is_refused():
         from_snntorch_recurrent(snn.RLeaky(beta=0.9, all_to_all=False, V=0.5))
     with pytest.raises(ValueError, match="zeroes the step's input"):
         from_snntorch_recurrent(snn.RSynaptic(alpha=0.8, beta=0.9, linear_features=4, reset_mechanism="zero"))
+    with pytest.raises(ValueError, match="RLeaky with inhibition=True has no equal"):
+        from_snntorch_recurrent(snn.RLeaky(beta=0.9, linear_features=4, inhibition=True))
+    graded = snn.RSynaptic(alpha=0.8, beta=0.9, linear_features=4)
+    graded.graded_spikes_factor = torch.tensor(2.0)
+    with pytest.raises(ValueError, match="RSynaptic with graded spikes has no equal"):
+        from_snntorch_recurrent(graded)
+    from ift_snn.integrations.torch import from_snntorch
+
+    with pytest.raises(ValueError, match="Leaky with state_quant has no equal"):
+        from_snntorch(snn.Leaky(beta=0.9, state_quant=lambda x: x))
     with pytest.raises(TypeError, match="RLeaky"):
         from_snntorch_recurrent(snn.Leaky(beta=0.9))
 
