@@ -18,6 +18,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from .. import recurrent
+from ..ops import state_names
 from ..methods import EXODUS, get_method
 from ..neurons.models import NeuronModel, lif
 from .torch import (
@@ -243,8 +244,6 @@ class RecurrentSpikingLayer(nn.Module):
         c = self._current(x)
         state = self._step_state
         if state is not None:
-            from ..ops import state_names
-
             s_prev = state[state_names(self.model).index("s_prev")]
             c = c + s_prev @ self.weight.T
         method = EXODUS if get_method(self.method).reference else self.method
