@@ -42,8 +42,16 @@ def test_the_layer_and_the_proof_take_method_objects():
     from ift_snn.integrations.torch import LIF
     from ift_snn.symbolic.recurrence import prove
 
-    x = torch.rand(2, 20, 3, dtype=torch.float64)
-    assert torch.equal(LIF(0.9, method=SLAYER)(x), LIF(0.9, method="slayer")(x))
+    x = (2 * torch.rand(2, 20, 3, dtype=torch.float64)).requires_grad_()
+    g = torch.randn(2, 20, 3, dtype=torch.float64)
+
+    def grad(method):
+        x.grad = None
+        (LIF(0.9, method=method)(x) * g).sum().backward()
+        return x.grad.clone()
+
+    by_object, by_name, exact = grad(SLAYER), grad("slayer"), grad("exodus")
+    assert torch.equal(by_object, by_name) and not torch.allclose(by_object, exact)
     assert prove(ift_snn.lif(0.9), 3, method=SLAYER).ok
     with pytest.raises(ValueError, match="'bptt' is the oracle"):
         prove(ift_snn.lif(0.9), 3, method=BPTT)

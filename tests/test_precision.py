@@ -59,7 +59,7 @@ def test_float32_compiled_kernels_meet_the_same_targets(name):
 def test_float32_on_random_inputs(name, seed, rate):
     """On random drives, float32 meets the targets; a parameter gradient whose sum cancels (its float64 error
     against the oracle already far above float64's rounding: ill-conditioned on this input) may exceed 1e-4 by
-    its condition, no more: err32 <= max(1e-4, 10 err64 eps32 / eps64). Found unseeded: the resonator's dL/drho
+    its condition, no more: err32 <= max(1e-4, 10 err64 eps32 / eps64), at most 1e-3, with err64 within 1e-10. Found unseeded: the resonator's dL/drho
     at seed 329, rate 0.1, 2.6e-4 in float32 where float64 itself was 2.7e-13 (a condition of about 2500)."""
     model = precision.family_model(name)
     a = precision.drive(model, 2000, 3, seed=seed, rate=rate, backend="numpy")
@@ -69,7 +69,8 @@ def test_float32_on_random_inputs(name, seed, rate):
         r64 = precision.measure(model, dtype=np.float64, seed=seed, a=a, backend="numpy")
         scale = np.finfo(np.float32).eps / np.finfo(np.float64).eps
         for k, err in r.params.items():
-            assert err <= max(F32_GRADIENT, 10 * r64.params[k] * scale), (k, err, r64.params[k], r)
+            assert r64.params[k] <= F64, (k, r64)  # the condition is read off a float64 run inside its own target
+            assert err <= min(1e-3, max(F32_GRADIENT, 10 * r64.params[k] * scale)), (k, err, r64.params[k], r)
 
 
 def test_the_cancelling_resonator_case_is_within_its_condition():
@@ -169,7 +170,7 @@ def test_a_delayed_step_squared_by_the_membrane_form_is_one_step():
     m = srm("step(n)*alpha**n", "theta*alpha**n", params={"alpha": 0.9}, u_min=-0.5)
     a = np.random.default_rng(0).normal(0.3, 1, (50, 3))
     trace = ift_snn.forward(m, a)
-    assert np.allclose(trace.u, reference.simulate(m, a)[0], atol=1e-12)
+    np.testing.assert_allclose(trace.u, reference.simulate(m, a)[0], rtol=1e-12, atol=1e-12)
 
 
 def test_complex_exponentials_are_written_as_cos_and_sin():
@@ -177,7 +178,7 @@ def test_complex_exponentials_are_written_as_cos_and_sin():
     m = srm((rho**N * sp.cos(om * N)).rewrite(sp.exp), "theta*rho**n", params={"rho": 0.9, "om": 0.3})
     plain = srm("rho**n*cos(om*n)", "theta*rho**n", params={"rho": 0.9, "om": 0.3})
     a = np.random.default_rng(0).normal(0.3, 1, (40, 2))
-    assert np.allclose(ift_snn.forward(m, a).u, ift_snn.forward(plain, a).u, atol=1e-12)
+    np.testing.assert_allclose(ift_snn.forward(m, a).u, ift_snn.forward(plain, a).u, rtol=1e-13, atol=1e-13)
     with pytest.raises(KernelError, match="is not real: its imaginary part"):
         srm(sp.exp(sp.I * om * N) * rho**N, "theta*rho**n", params={"rho": 0.9, "om": 0.3})
 

@@ -81,7 +81,11 @@ def test_bptt_is_the_oracle_and_refuses_what_it_cannot_hold(monkeypatch):
     trace = recurrent.forward(model, c, V, s0=s0, u0=u0, backend="numpy")
     got = recurrent.backward(model, trace, g, "bptt")
     want = recurrent.backward(model, trace, g, "exodus")
-    assert _rel(got.c, want.c) < 1e-12 and _rel(got.V, want.V) < 1e-12 and got.method == "bptt"
+    assert got.method == "bptt"
+    for name in ("c", "V", "s0", "u0"):
+        assert _rel(getattr(got, name), getattr(want, name)) < 1e-12, name
+    for k, v in want.params.items():
+        assert got.params[k] == pytest.approx(v, rel=1e-12, abs=1e-12), k
     monkeypatch.setattr(reference, "MAX_BYTES", 1000)
     with pytest.raises(ValueError, match="GiB"):
         recurrent.backward(model, trace, g, "bptt")
@@ -160,7 +164,7 @@ def test_spikes_through_v_change_the_layer():
 @pytest.mark.parametrize("bad, match", [
     (lambda c, V: (c, V[:, :3]), r"V has shape \(4, 3\); expected \(4, 4\)"),
     (lambda c, V: (c, V.astype(np.float32)), "V is float32 but c is float64"),
-    (lambda c, V: (c, np.where(np.eye(4) > 0, np.nan, V)), "V"),
+    (lambda c, V: (c, np.where(np.eye(4) > 0, np.nan, V)), r"V contains NaN or inf \(first at index \(0, 0\)\)"),
     (lambda c, V: (c[None], V), r"\(T, B, N\)"),
 ])
 def test_bad_v_and_layouts_are_refused_naming_the_value(bad, match):
@@ -341,12 +345,16 @@ def test_one_sample_as_t_by_n_gives_gradients_of_its_shape():
     """c (T, N): s0, u0 and their gradients (N,), every method; the same numbers as (T, 1, N)."""
     model = ift_snn.get_model("alif")
     c, V, g, s0, u0 = _problem(4, 20, 1, 4)
-    whole = recurrent.backward(model, recurrent.forward(model, c, V, s0=s0, u0=u0, backend="numpy"), g)
-    for method in ("exodus", "bptt"):
-        trace = recurrent.forward(model, c[:, 0], V, s0=s0[0], u0=u0[0], backend="numpy")
+    batched = recurrent.forward(model, c, V, s0=s0, u0=u0, backend="numpy")
+    trace = recurrent.forward(model, c[:, 0], V, s0=s0[0], u0=u0[0], backend="numpy")
+    for method in ("exodus", "slayer", "bptt"):
+        whole = recurrent.backward(model, batched, g, method)
         grads = recurrent.backward(model, trace, g[:, 0], method)
         assert grads.s0.shape == grads.u0.shape == (4,) and grads.c.shape == (20, 4)
-        np.testing.assert_allclose(grads.s0, whole.s0[0], rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(grads.c, whole.c[:, 0], rtol=1e-10, atol=1e-12)
+        for got, want in ((grads.s0, whole.s0[0]), (grads.u0, whole.u0[0]), (grads.c, whole.c[:, 0]),
+                          (grads.V, whole.V)):
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+        for k, v in whole.params.items():
+            assert grads.params[k] == pytest.approx(v, rel=1e-10, abs=1e-12), (method, k)
     with pytest.raises(ValueError, match=r"s0 has shape \(2, 4\); expected the neurons' shape \(4,\)"):
         recurrent.forward(model, c[:, 0], V, s0=np.zeros((2, 4)), backend="numpy")

@@ -176,17 +176,20 @@ def test_a_stateful_layer_under_torch_compile_runs_eagerly_with_a_graph_break():
     torch.manual_seed(0)
     layer = RLIF(0.9, 5, in_features=3, recurrent_gain=2.0, stateful=True)
     x = torch.randn(2, 20, 3) * 2
-    want = layer(x)
+    want = [layer(x), layer(x)]  # the second call continues from the first's state
+    eager_state = layer.state.clone()
     layer.reset_states()
-    got = torch.compile(layer, backend="eager")(x)
-    assert torch.equal(got, want)
+    compiled = torch.compile(layer, backend="eager")
+    got = [compiled(x), compiled(x)]
+    assert not torch.equal(want[0], want[1])  # the carried state changes the second call
+    assert all(torch.equal(a, b) for a, b in zip(got, want)) and torch.equal(layer.state, eager_state)
 
 
 def test_bad_input_is_refused_naming_the_value():
     layer = RLIF(0.9, 5, in_features=3)
     with pytest.raises(ValueError, match="last dimension is 4, expected in_features = 3"):
         layer(torch.zeros(2, 10, 4))
-    with pytest.raises(TypeError, match="float32 but the input current is torch.float64|dtype"):
+    with pytest.raises(TypeError, match=r"recurrent weights are torch\.float32 but the input current is torch\.float64"):
         RLIF(0.9, 5)(torch.zeros(2, 10, 5, dtype=torch.float64))
     with pytest.raises(ValueError, match="neurons=0"):
         RLIF(0.9, 0)
