@@ -299,9 +299,21 @@ def test_m7_beyond_the_numba_budget_new_structures_run_as_numpy_code(monkeypatch
     got = ift_snn.backward(m, trace, g)
     assert compiled._numba_built == before  # nothing more compiled by Numba
     want = reference.bptt(m, a, g)
-    assert np.allclose(trace.u, want.u, rtol=1e-12, atol=1e-12)
-    assert np.allclose(got.a, want.a, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(trace.u, want.u, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got.a, want.a, rtol=1e-10, atol=1e-12)
     assert all(abs(got.params[k] - v) <= 1e-9 * max(1.0, abs(v)) for k, v in want.params.items())
+    # releasing such a kernel (the LRU's eviction) drops its source lines, as for every kernel
+    import linecache
+
+    from ift_snn.codegen.cpu import release
+    from ift_snn.codegen.ir import build_kernel
+
+    fresh = srm("alpha**n", "theta*0.4322**n", params={"alpha": 0.87}, name="budget_probe")  # pinned once
+    kernel = compiled._numpy_instead(build_kernel(fresh, "forward", "f64"), "")
+    filename = kernel.py_func.__code__.co_filename
+    assert filename in linecache.cache
+    release(kernel)
+    assert filename not in linecache.cache
 
 
 def test_m7_200_structures_in_one_process_keep_memory_bounded(monkeypatch):

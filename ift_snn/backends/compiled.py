@@ -168,6 +168,7 @@ def _numpy_instead(kernel, header: str):
         with np.errstate(all="ignore"):  # non-finite values are checked by the caller, as for every target
             return fn(*args)
 
+    run.py_func = fn  # what release() reads: the generated function's pinned source, dropped on eviction
     return run
 
 
