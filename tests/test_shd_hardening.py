@@ -294,3 +294,18 @@ def test_shd_dense_counts_beyond_the_byte_cap_are_refused_before_allocating(tmp_
     monkeypatch.setattr(data, "MAX_SHD_BYTES", 1 << 20)
     with pytest.raises(ValueError, match="GiB, more than MAX_SHD_BYTES"):
         data.load_shd(path, T=250, n_channels=700)
+
+
+def test_variable_length_spikes_are_read_one_sample_at_a_time(tmp_path):
+    """A variable-length sample declares no size: a block of 4096 of them could hold 4096 x MAX_SHD_SPIKES values
+    before any was checked, so they are read one by one (each checked before the next); fixed sizes keep blocks."""
+    import h5py
+
+    from ift_snn.training.data import _shd_block
+
+    path = tmp_path / "v.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("spikes/times", (3,), dtype=h5py.vlen_dtype(np.float32))
+        f.create_dataset("labels", data=np.zeros(3, np.int64))
+        assert _shd_block(f["spikes/times"]) == 1
+        assert _shd_block(f["labels"]) == 4096

@@ -501,7 +501,11 @@ def _check_shd_stored(path: str, key: str, node) -> None:
 
 
 def _shd_block(node) -> int:
-    """Samples per read so that one block of ``node`` stays under _SHD_BLOCK_BYTES."""
+    """Samples per read so that one block of ``node`` stays under _SHD_BLOCK_BYTES. A variable-length element
+    (the SHD layout) declares no size: its samples are read one at a time, each checked against MAX_SHD_SPIKES
+    before the next is read (a block of them could hold thousands of samples of up to that many spikes)."""
+    if (getattr(node.dtype, "metadata", None) or {}).get("vlen") is not None:
+        return 1
     return max(1, min(4096, _SHD_BLOCK_BYTES // max(1, node.dtype.itemsize)))
 
 
@@ -530,9 +534,9 @@ def load_shd(path: str | os.PathLike, T: int = 250, n_channels: int = 700, t_max
     read: at most ``MAX_SHD_SAMPLES`` samples per dataset, at most
     ``MAX_SHD_SPIKES`` spikes per sample, labels integers in
     ``[0, MAX_CLASSES)``. Labels are scanned in blocks (for ``n_classes``)
-    and spikes are read in blocks of samples, only the first ``max_samples``,
-    so the memory of a read beyond ``x`` is a few MB whatever the file
-    declares. Declared entries that were never written (HDF5 creates
+    and spikes are read in blocks of samples (one sample at a time where a sample's length is variable, as in
+    SHD), only the first ``max_samples``, so the memory of a read beyond ``x`` is at most a few MB, or two
+    samples of ``MAX_SHD_SPIKES`` spikes (16 MB), whatever the file declares. Declared entries that were never written (HDF5 creates
     datasets lazily) and data outside the file (external links, virtual
     datasets, external storage) are refused.
 
