@@ -28,7 +28,7 @@ import sympy as sp
 from ..neurons.kernels import Kernel, Parallel
 
 __all__ = ["filter_step", "filter_adjoint", "filter_state_after", "free_response", "free_response_tangent",
-           "decay", "df2t", "df2t_adjoint"]
+           "decay", "df2t"]
 
 
 def df2t(prefix: str, num: tuple[sp.Expr, ...], den: tuple[sp.Expr, ...], x: sp.Expr, y: sp.Symbol):
@@ -44,28 +44,6 @@ def df2t(prefix: str, num: tuple[sp.Expr, ...], den: tuple[sp.Expr, ...], x: sp.
         nxt = w[i + 1] if i + 1 < order else 0
         update.append(b[i + 1] * x - a[i + 1] * y + nxt)
     return w, out, tuple(update)
-
-
-def df2t_adjoint(prefix: str, num: tuple[sp.Expr, ...], den: tuple[sp.Expr, ...], dy: sp.Expr):
-    """Reverse mode of one :func:`df2t` step: (lam, dL/dx, lam before the step).
-
-    With w' = A w + B x, y = w_0 + b_0 x (A[i][0] = -a_{i+1}, A[i][i+1] = 1,
-    B_i = b_{i+1} - a_{i+1} b_0), the adjoint state lam = dL/dw' runs backward in time:
-    dL/dx = b_0 dy + B^T lam and dL/dw = A^T lam + e_0 dy, i.e.
-    lam_0 <- dy - sum_i a_{i+1} lam_i, lam_j <- lam_{j-1}. Run over a whole sequence it
-    gives the correlation of dy with the kernel (as dL/dx), and after the first step the
-    gradient of the filter's initial state (what :func:`df2t`'s reverse run cannot give).
-    """
-    order = max(len(num), len(den)) - 1
-    b = list(num) + [sp.Integer(0)] * (order + 1 - len(num))
-    a = list(den) + [sp.Integer(0)] * (order + 1 - len(den))
-    lam = tuple(sp.Symbol(f"{prefix}{i}", real=True) for i in range(order))
-    dx = b[0] * dy + sp.Add(*[(b[i + 1] - a[i + 1] * b[0]) * lam[i] for i in range(order)])
-    update = []
-    if order:
-        update.append(dy - sp.Add(*[a[i + 1] * lam[i] for i in range(order)]))
-        update += [lam[j - 1] for j in range(1, order)]
-    return lam, dx, tuple(update)
 
 
 def _parallel_step(prefix: str, form: Parallel, x: sp.Expr):
@@ -124,14 +102,19 @@ def filter_step(prefix: str, kernel: Kernel, x: sp.Expr, y: sp.Symbol):
 def filter_adjoint(prefix: str, kernel: Kernel, dy: sp.Expr):
     """Reverse mode of :func:`filter_step`: (lam, dL/dx, lam before the step), lam = dL/dw' (the state
     after the step); after a reverse run's last step lam is dL/dw_0."""
-    if kernel.parallel is None:
-        return df2t_adjoint(prefix, kernel.num, kernel.den, dy)
-    return _linear_adjoint(prefix, kernel.parallel, dy)
-
-
-def _linear_adjoint(prefix: str, form: Parallel, dy: sp.Expr):
     x = sp.Dummy("x")
-    w, out, update = _parallel_step("w", form, x)
+    if kernel.parallel is None:
+        y = sp.Dummy("y")
+        w, out, update = df2t("w", kernel.num, kernel.den, x, y)
+        update = tuple(sp.sympify(u).xreplace({y: out}) for u in update)  # the step as a map of (w, x)
+    else:
+        w, out, update = _parallel_step("w", kernel.parallel, x)
+    return _linear_adjoint(prefix, w, out, update, x, dy)
+
+
+def _linear_adjoint(prefix: str, w, out, update, x, dy: sp.Expr):
+    """The reverse mode of one linear step w' = update(w, x), y = out(w, x), by differentiating it:
+    dL/dx = dy dy/dx + lam . dw'/dx and the adjoint before the step dL/dw = dy dy/dw + lam . dw'/dw."""
     lam = tuple(sp.Symbol(f"{prefix}{i}", real=True) for i in range(len(w)))
 
     def coefficient(expr, var):
@@ -203,19 +186,13 @@ def free_response(kernel: Kernel, i: int, T: int) -> list[sp.Expr]:
 
 def decay(kernel: Kernel) -> sp.Expr:
     """The decay of a kernel's recurrence that multiplies the carried adjoint (for the diagnostics): 0 for
-    finite taps; the pole -a_1 for one pole; the spectral radius of two (real, or a complex pair); for the
-    parallel form the largest |pole| of its sections (the spectral radius, exactly)."""
-    den = kernel.den
+    finite taps; the pole -a_1 for one pole (the direct form); for the parallel form, which every kernel of two
+    or more poles runs in, the largest |pole| of its sections (the spectral radius, exactly)."""
     if kernel.parallel is not None and kernel.parallel.sections:
         poles = [s.pole if s.pole.is_nonnegative else sp.Abs(s.pole) for s in kernel.parallel.sections]
         return poles[0] if len(poles) == 1 else sp.Max(*poles)
-    if len(den) == 1:
-        return sp.Integer(0)
-    if len(den) == 2:
-        return -den[1]
-    if len(den) == 3:
-        a1, a2 = den[1], den[2]
-        disc = a1**2 - 4 * a2
-        real = sp.Max(sp.Abs(-a1 + sp.sqrt(sp.Max(disc, 0))), sp.Abs(-a1 - sp.sqrt(sp.Max(disc, 0)))) / 2
-        return sp.Piecewise((real, disc >= 0), (sp.sqrt(sp.Abs(a2)), True))
-    return sp.Add(*[sp.Abs(c) for c in den[1:]])
+    den = kernel.den
+    if len(den) > 2:
+        raise ValueError(f"{kernel}: {len(den) - 1} poles in the direct form; kernels of two or more poles run in "
+                         "the parallel form")
+    return sp.Integer(0) if len(den) == 1 else -den[1]

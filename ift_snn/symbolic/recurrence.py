@@ -41,7 +41,6 @@ from ..neurons.surrogates import THETA, U
 from .filters import (
     decay,
     df2t as _df2t,
-    df2t_adjoint as _adjoint,
     filter_adjoint,
     filter_state_after,
     filter_step,
