@@ -21,7 +21,7 @@ from ..neurons.models import NeuronModel
 
 G_MEAN = 0.0
 
-__all__ = ["PrecisionResult", "measure", "drive", "FAMILIES", "family_model", "format_precision_table"]
+__all__ = ["PrecisionResult", "measure", "drive", "FAMILIES", "family_model", "format_precision_table", "rel_error"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,8 @@ class PrecisionResult:
         return max([self.a, self.u0, *self.params.values()])
 
 
-def _rel(x, ref) -> float:
+def rel_error(x, ref) -> float:
+    """max |x - ref| / max |ref| (the absolute error where ref is all zero), in float64."""
     x = np.asarray(x, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
     scale = float(np.max(np.abs(ref))) if ref.size else 0.0
@@ -108,9 +109,9 @@ def measure(model: NeuronModel, T: int = 2000, M: int = 4, dtype=np.float32, see
     exact = model.with_params(**{k: float(dtype.type(v)) for k, v in model.params})
     want = reference.bptt(exact, a64, g64, u064, spikes=s, detach_reset=get_method(method).detach_reset)
     own = reference.simulate(exact, a64, u064)[1]
-    params = {k: _rel(get(grads.params[k]), v) for k, v in want.params.items()}
-    return PrecisionResult(model=model.name, dtype=dtype.name, T=T, u=_rel(get(trace.u), want.u),
-                           a=_rel(get(grads.a), want.a), u0=_rel(get(grads.u0), want.u0), params=params,
+    params = {k: rel_error(get(grads.params[k]), v) for k, v in want.params.items()}
+    return PrecisionResult(model=model.name, dtype=dtype.name, T=T, u=rel_error(get(trace.u), want.u),
+                           a=rel_error(get(grads.a), want.a), u0=rel_error(get(grads.u0), want.u0), params=params,
                            spike_rate=float(np.mean(s > 0)),
                            flips=int(np.sum(own != s)))
 

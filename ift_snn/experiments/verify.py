@@ -11,6 +11,7 @@ import numpy as np
 from ..backends import reference
 from ..symbolic.recurrence import PARAMETER, evaluate, u_init_parameter_terms
 from ..symbolic.report import Derivation
+from .precision import rel_error
 
 __all__ = ["NumericCheck", "verify_numerically", "verify_recurrent"]
 
@@ -32,7 +33,7 @@ def verify_numerically(d: Derivation, *, T: int = 200, M: int = 16, seeds: int =
     """Run the derived scans (from their expressions) against ``backends.reference`` on random inputs."""
     worst = dict(forward=0.0, grad_a=0.0, grad_u_init=0.0, slayer_vs_exact=0.0, slayer_vs_oracle=0.0, params=0.0)
     rate = []
-    rel = lambda x, y: float(np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-300))  # noqa: E731
+    rel = rel_error
     for seed in range(seeds):
         rng = np.random.default_rng(seed)
         a = rng.normal(0.3, 0.5, (T, M))
@@ -71,7 +72,7 @@ def verify_recurrent(model, *, T: int = 100, B: int = 2, N: int = 8, seeds: int 
     from .. import recurrent
     from ..methods import EXODUS, SLAYER
 
-    rel = lambda x, y: float(np.max(np.abs(x - y)) / max(float(np.max(np.abs(y))), 1e-300))  # noqa: E731
+    rel = rel_error
     worst = {"u": 0.0, "exodus": 0.0, "slayer": 0.0}
     rates = []
     for seed in range(seeds):
