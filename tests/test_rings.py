@@ -29,7 +29,9 @@ from ift_snn.codegen.ir import QUANTITIES, build_kernel, rings
 from ift_snn.codegen.printers import print_numba
 from ift_snn.codegen.tree import lower
 from ift_snn.neurons.kernels import MAX_DELAY, KernelError
-from ift_snn.symbolic.recurrence import _adjoint, _df2t
+from ift_snn.neurons.kernels import Kernel
+from ift_snn.symbolic.filters import filter_adjoint
+from ift_snn.symbolic.recurrence import _df2t
 
 from .conftest import rel_err
 from .test_state import assert_state_and_parameter_gradients_equal_fd
@@ -66,7 +68,10 @@ def test_a_delay_line_is_one_chain_and_its_adjoint_another():
     den = (1, -alpha)
     w, _, update = _df2t("w", num, den, x, y)
     assert rings(w, update) == (w,)  # w_i <- w_(i+1) + ...: w_0 first
-    lam, _, lam_update = _adjoint("l", num, den, dy)
+    delay = Kernel.closed_form(sp.sympify("alpha**(n-10)*Heaviside(n-10, 1)",
+                                          locals={"n": sp.Symbol("n", integer=True)}))
+    assert (delay.num, delay.den) == (num, den)
+    lam, _, lam_update = filter_adjoint("l", delay, dy)  # the adjoint, derived from the step
     assert rings(lam, lam_update) == (lam[::-1],)  # lam_j <- lam_(j-1): the last one first
     short, _, short_update = _df2t("v", (0, 0, 1), den, x, y)
     assert rings(short, short_update) == ()  # below RING_MIN: stays in scalars
