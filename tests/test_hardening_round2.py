@@ -342,3 +342,15 @@ def test_m7_200_structures_in_one_process_keep_memory_bounded(monkeypatch):
                 early = rss_mb()
     gc.collect()
     assert rss_mb() - early < 40, f"{rss_mb() - early:.1f} MB over 150 structures"
+
+
+@pytest.mark.parametrize("eps", ["sin(-(n + 10**64))", "cos(1000*n*alpha)*alpha**n"])
+def test_a_huge_multiple_angle_is_not_expanded(eps):
+    """Found by the expression fuzz test (unseeded): an angle of 10**64 next to one of 1 made SymPy build a
+    Chebyshev polynomial of degree 10**64 while the recurrence's coefficients were tidied, and hung. Beyond
+    MAX_TRIG_MULTIPLE the identity is not expanded: a model or a clear error, within 2 s."""
+    from ift_snn.neurons.kernels import MAX_TRIG_MULTIPLE
+
+    assert MAX_TRIG_MULTIPLE == 64
+    model = _clear_or_model(lambda: srm(eps, "theta*0.9**n", params={"alpha": 0.9} if "alpha" in eps else None))
+    assert model is None or isinstance(model, ift_snn.NeuronModel)

@@ -52,6 +52,9 @@ MAX_POLES = 8
 MAX_TERMS = 512
 #: Largest number of cos/sin factors in one product term (k factors make 2^(k-1) frequencies).
 MAX_TRIG_FACTORS = 4
+#: The largest whole multiple k of an angle whose cos(k x) / sin(k x) is expanded into cos x, sin x (a polynomial
+#: of degree k) when coefficients are brought to a canonical form (:func:`trig_polynomial`).
+MAX_TRIG_MULTIPLE = 64
 
 #: The time index of a kernel, h[n] for n = 0, 1, ...
 N = sp.Symbol("n", integer=True, nonnegative=True)
@@ -265,6 +268,12 @@ def trig_polynomial(expr: sp.Expr) -> sp.Expr:
         back = {angle: unit}
         expr = expr.xreplace({a: a.func(a.args[0] - a.args[0].as_coeff_Add()[0]
                                        + a.args[0].as_coeff_Add()[0] / unit * angle) for a in atoms})
+    # a multiple-angle identity of k x is a polynomial of degree k: beyond MAX_TRIG_MULTIPLE (an angle of
+    # 10**64 next to one of 1, sin(1000 n omega)) it is not expanded (SymPy built degree-10**64 Chebyshev
+    # polynomials: the expression fuzz test hung there); such coefficients then stay as they are
+    multiples = [abs(t.as_coeff_Mul()[0]) for a in expr.atoms(sp.cos, sp.sin) for t in sp.Add.make_args(a.args[0])]
+    if any(m.is_Number and m > MAX_TRIG_MULTIPLE for m in multiples):
+        return expr.xreplace(back) if back else expr
     expr = sp.expand(sp.expand_trig(expr))
     square = lambda e: (e.is_Pow and isinstance(e.base, sp.sin) and e.exp.is_Integer  # noqa: E731
                         and e.exp >= 2)
