@@ -1,0 +1,660 @@
+"""Continuous time for any neuron: generated event kernels for the SRM of :mod:`ift_snn.symbolic.continuous`.
+
+A layer of ``M`` neurons, ``C`` input channels, weights ``w`` (C, M),
+synaptic delays ``d`` (C, M, >= 0) and axonal delays ``d_ax`` (M,, >= 0)::
+
+    u_m(t) = sum_i w_im sum_j eps(t - t_i^j - d_im) + sum_{t_k < t} nu(t - t_k),   spikes at u_m(t_k) = theta
+    output times t_k + d_ax_m
+
+Forward, per (sample, neuron) lane: the lane's arrivals t_i^j + d_im (+ the
+kernel's own delays) in time order; between two arrivals the potential is
+the exponential polynomial u(t0 + s) = sum_m X_m s^p_m e^{r_m s}, and every
+crossing in the interval is found by the bracket of the derivation (the
+zeros of each level f_j isolated between those of f_{j+1}; at most D - 1 - j
+of them, D the number of terms of u - theta; none missed), refined by
+Newton's method kept inside its bracket. Backward: the reverse scan of the
+derivation's readouts (docs/MATH.md section 7): dL/dw, dL/d(input times),
+dL/dd (synaptic and axonal) and dL/dp for every kernel parameter and theta.
+
+Every expression of the kernels (the state update, an arrival, the reset,
+the levels, the reverse update and the readouts) is printed from the
+derivation; the control flow (walk the arrivals, bracket, Newton inside the
+bracket, the reverse walk) is the template below. The same source runs under
+``numba.njit`` (``backend="numba"``, lanes in parallel) or as plain Python
+(``backend="python"``, for small checks). Names: ``ift_snn_srm_<sha8>`` of the
+source text; :func:`srm_source` returns it.
+
+Cost: O((E + K) D + crossings D^2 log(1/eps)) per lane for E arrivals and K
+spikes; independent of the length of the time axis (no grid).
+Preconditions (checked before any work, :meth:`EventSRM.check`): the kernel's
+rates are <= 0 (nothing grows), eps is continuous at each of its delays (a
+jump would make a spike time a non-differentiable function of the inputs),
+nu(0) < 0 (a spike lowers u), delays >= 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import linecache
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+
+import numpy as np
+import sympy as sp
+
+from ..codegen.printers import NumbaPrinter
+from ..symbolic.continuous import (CONTINUOUS_MODELS, DT, THETA, ContinuousDerivation, S, T, derive_continuous)
+from .model import SpikeTrain, check_weights
+
+__all__ = ["EventSRM", "SRMTrace", "SRMGradients", "simulate_srm", "backward_srm", "srm_source", "RUNAWAY"]
+
+#: More crossings than this between two arrivals marks a lane as runaway (an error naming the weights).
+RUNAWAY = 100_000
+
+
+def _number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}={value!r}: expected a real number")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}={value!r}: expected a finite number")
+    return value
+
+
+@lru_cache(maxsize=32)
+def _derive(eps: str, nu: str, names: tuple[str, ...]) -> ContinuousDerivation:
+    return derive_continuous(eps, nu, names)
+
+
+@dataclass(frozen=True)
+class EventSRM:
+    """A continuous-time neuron of any exponential-polynomial kernels ``eps`` (PSP) and ``nu`` (reset).
+
+    ``params``: a value for every parameter the kernels name, and ``theta``
+    (the threshold). ``max_spikes``: spikes recorded per neuron; later
+    crossings are simulated and counted in ``dropped``, never silently lost.
+    Built-ins: :meth:`named` (``lif``, ``alpha``, ``adaptive``).
+    """
+
+    eps: str
+    nu: str
+    params: Mapping[str, float]
+    max_spikes: int = 8
+    backend: str = "numba"
+    _values: tuple = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if not isinstance(self.params, Mapping):
+            raise TypeError(f"params is a {type(self.params).__name__}; expected a mapping name -> value")
+        if isinstance(self.max_spikes, bool) or not isinstance(self.max_spikes, (int, np.integer)) \
+                or self.max_spikes < 1:
+            raise ValueError(f"max_spikes={self.max_spikes!r}: expected an int >= 1")
+        if self.backend not in ("numba", "python"):
+            raise ValueError(f"backend={self.backend!r}: expected 'numba' or 'python'")
+        d = self.derivation
+        names = [p.name for p in d.params]
+        missing = [n for n in names if n not in self.params]
+        if missing:
+            raise ValueError(f"no value for parameter(s) {', '.join(missing)} of eps = {self.eps!r}, "
+                             f"nu = {self.nu!r}: expected params with {', '.join(names)}")
+        extra = sorted(set(self.params) - set(names))
+        if extra:
+            raise ValueError(f"params {', '.join(extra)} appear in neither eps nor nu (expected {', '.join(names)})")
+        values = tuple(_number(n, self.params[n]) for n in names)
+        object.__setattr__(self, "_values", values)
+        object.__setattr__(self, "max_spikes", int(self.max_spikes))
+        self.check()
+
+    @classmethod
+    def named(cls, name: str, *, max_spikes: int = 8, backend: str = "numba", **params: float) -> EventSRM:
+        """A built-in neuron (``lif``, ``alpha``, ``adaptive``) with its default parameters, any overridden."""
+        if name not in CONTINUOUS_MODELS:
+            raise ValueError(f"model {name!r}: expected one of {', '.join(CONTINUOUS_MODELS)}")
+        eps, nu, defaults = CONTINUOUS_MODELS[name]
+        unknown = sorted(set(params) - set(defaults))
+        if unknown:
+            raise ValueError(f"{name} has no parameter(s) {', '.join(unknown)}; expected {', '.join(defaults)}")
+        return cls(eps, nu, {**defaults, **params}, max_spikes=max_spikes, backend=backend)
+
+    @property
+    def derivation(self) -> ContinuousDerivation:
+        return _derive(self.eps, self.nu, tuple(sorted(self.params)))
+
+    @property
+    def values(self) -> np.ndarray:
+        """The parameter values in the derivation's order (``derivation.params``, theta last)."""
+        return np.array(self._values, dtype=np.float64)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.derivation.params)
+
+    def with_(self, **changes) -> EventSRM:
+        params = dict(self.params)
+        for k in list(changes):
+            if k in params:
+                params[k] = changes.pop(k)
+        kw = dict(eps=self.eps, nu=self.nu, params=params, max_spikes=self.max_spikes, backend=self.backend)
+        kw.update(changes)
+        return EventSRM(**kw)
+
+    def _subs(self) -> dict[sp.Symbol, float]:
+        return dict(zip(self.derivation.params, self._values))
+
+    def check(self) -> None:
+        """The preconditions of the module docstring at these parameter values (a ValueError naming the value)."""
+        d, values = self.derivation, self._subs()
+        where = f"eps = {self.eps!r}, nu = {self.nu!r} at {dict(zip(self.names, self._values))}"
+        for r in d.rates + d.back_rates:
+            v = float(r.subs(values))
+            if not math.isfinite(v) or v > 0:
+                raise ValueError(f"the kernel rate {r} = {v!r} at {where}: expected a finite rate <= 0 "
+                                 "(a term exp(r t) with r > 0 grows without bound)")
+        for g, group in enumerate(d.groups):
+            delay = float(group.delay.subs(values))
+            if not (math.isfinite(delay) and delay >= 0):
+                raise ValueError(f"eps's delay {group.delay} = {delay!r} at {where}: expected a finite delay >= 0")
+            coefs = [complex(c.subs(values)) for _, _, c in group.terms]
+            if not all(math.isfinite(abs(c)) for c in coefs):
+                raise ValueError(f"eps's coefficients {[str(c) for _, _, c in group.terms]} are not finite at {where} "
+                                 "(a division by zero, e.g. tau = tau_s)")
+            jump = float(group.expr(T).subs(T, 0).subs(values))
+            if abs(jump) > 1e-12 * max(1.0, max(abs(c) for c in coefs)):
+                raise ValueError(f"eps jumps by {jump!r} at t = {group.delay} ({where}): expected a continuous "
+                                 "potential (eps(0) = 0 at each delay, e.g. a synaptic current "
+                                 "exp(-t/tau) - exp(-t/tau_s)); a jump makes spike times non-differentiable")
+        nu0 = float(d.nu_terms.expr(T).subs(T, 0).subs(values))
+        if not (math.isfinite(nu0) and nu0 < 0):
+            raise ValueError(f"nu(0) = {nu0!r} at {where}: expected nu(0) < 0 (a spike must lower u below theta)")
+
+    @cached_property
+    def kernels(self):
+        """The compiled (forward, backward) functions and the index tables of the readouts."""
+        return _kernels(self.derivation, self.backend)
+
+
+# --------------------------------------------------------------------------- generated source
+_NAME = "__KERNEL_NAME__"
+
+_TEMPLATE = '''
+@jit
+def __N_lev(C, j, s, R, TR, TP):
+    f = 0.0
+    for k in range(C.shape[1]):
+        c = C[j, k]
+        if c != 0.0:
+            term = c*math.exp(R[TR[k]]*s)
+            pw = TP[k]
+            for _ in range(pw):
+                term *= s
+            f += term
+    return f
+
+
+@jit
+def __N_limsign(C, j, R, TR, TP):
+    # sign of f_j(s) as s -> inf: the terms of the largest rate, then of the largest power, decide
+    best_r = -math.inf
+    best_p = -1
+    acc = 0.0
+    for k in range(C.shape[1]):
+        c = C[j, k]
+        if c != 0.0:
+            r = R[TR[k]]
+            if r > best_r or (r == best_r and TP[k] > best_p):
+                best_r = r
+                best_p = TP[k]
+                acc = c
+            elif r == best_r and TP[k] == best_p:
+                acc += c
+    return 1.0 if acc > 0.0 else (-1.0 if acc < 0.0 else 0.0)
+
+
+@jit
+def __N_solve(C, j, a, b, fa, fb, R, TR, TP, ELIM):
+    # the zero of f_j in (a, b], f_j(a) and f_j(b) of opposite signs or f_j(b) = 0; f_j monotone there.
+    # Newton with f_j' = f_{j+1} + rho_j f_j, kept inside the bracket, else bisection.
+    if fb == 0.0:
+        return b
+    lo = a
+    hi = b
+    neg_lo = fa < 0.0
+    x = 0.5*(lo + hi)
+    for _ in range(200):
+        f = __N_lev(C, j, x, R, TR, TP)
+        if f == 0.0:
+            return x
+        if (f < 0.0) == neg_lo:
+            lo = x
+        else:
+            hi = x
+        nxt = 0.5*(lo + hi)
+        d = __N_lev(C, j + 1, x, R, TR, TP) + R[ELIM[j]]*f
+        if d != 0.0:
+            newton = x - f/d
+            if newton > lo and newton < hi:
+                nxt = newton
+        if abs(nxt - x) <= 4e-16*abs(x) or hi - lo <= 4e-16*abs(hi):
+            return nxt
+        x = nxt
+    return x
+
+
+@jit
+def __N_crossing(C, L, R, TR, TP, ELIM, roots, found):
+    # earliest s in (0, L] with u(t0 + s) >= theta (f_0(0) < 0), or -1.0: the zeros of every level, bottom up
+    NL = C.shape[0]
+    nr = 0
+    for j in range(NL - 2, -1, -1):
+        nn = 0
+        a = 0.0
+        fa = __N_lev(C, j, 0.0, R, TR, TP)
+        for q in range(nr + 1):
+            b = roots[q] if q < nr else L
+            if b <= a:
+                continue
+            root = -1.0
+            if b == math.inf:
+                sb = __N_limsign(C, j, R, TR, TP)
+                if fa != 0.0 and sb != 0.0 and (sb > 0.0) != (fa > 0.0):
+                    h = max(1.0, a)
+                    bb = a + h
+                    fb = __N_lev(C, j, bb, R, TR, TP)
+                    for _ in range(2100):
+                        if fb == 0.0 or (fb > 0.0) != (fa > 0.0):
+                            break
+                        h *= 2.0
+                        bb = a + h
+                        fb = __N_lev(C, j, bb, R, TR, TP)
+                    if bb < math.inf and (fb == 0.0 or (fb > 0.0) != (fa > 0.0)):
+                        root = __N_solve(C, j, a, bb, fa, fb, R, TR, TP, ELIM)
+                fb = sb
+            else:
+                fb = __N_lev(C, j, b, R, TR, TP)
+                if fa != 0.0 and (fb == 0.0 or (fb > 0.0) != (fa > 0.0)):
+                    root = __N_solve(C, j, a, b, fa, fb, R, TR, TP, ELIM)
+            if root >= 0.0:
+                if j == 0:
+                    return root
+                found[nn] = root
+                nn += 1
+            a = b
+            fa = fb
+        for q in range(nn):
+            roots[q] = found[q]
+        nr = nn
+    return -1.0
+
+
+@jit
+def __N_arrivals(t_in, ch_in, n, b, m, dsyn, gd, G, sort):
+    E = n*G
+    at = np.empty(E)
+    for e in range(n):
+        for g in range(G):
+            at[e*G + g] = t_in[b, e] + dsyn[ch_in[b, e], m] + gd[g]
+    if sort:
+        order = np.argsort(at, kind="mergesort")
+    else:
+        order = np.arange(E)
+    return at, order
+
+
+@jit(parallel=True)
+def __N_forward(t_in, ch_in, n_in, w, dsyn, p, sort, out_t, out_udot, out_int, out_cnt, out_drop, TR, TP, ELIM):
+    B = t_in.shape[0]
+    M = w.shape[1]
+    S = out_t.shape[2]
+    G = __N_G
+    R = np.empty(__N_NR)
+    __N_rates(p, R)
+    gd = np.empty(G)
+    __N_gdelays(p, gd)
+    for lane in prange(B*M):
+        b = lane // M
+        m = lane - b*M
+        at, order = __N_arrivals(t_in, ch_in, n_in[b], b, m, dsyn, gd, G, sort)
+        E = at.shape[0]
+        X = np.zeros(__N_NX)
+        C = np.zeros((__N_NL, __N_NT))
+        roots = np.zeros(__N_NT)
+        found = np.zeros(__N_NT)
+        t0 = 0.0
+        cnt = 0
+        drop = 0
+        for k in range(E + 1):
+            t1 = at[order[k]] if k < E else math.inf
+            n_here = 0
+            while True:
+                __N_levels(X, p, C)
+                s = __N_crossing(C, t1 - t0, R, TR, TP, ELIM, roots, found)
+                if s < 0.0:
+                    break
+                n_here += 1
+                if n_here > __N_RUNAWAY:
+                    drop = -1
+                    break
+                if cnt < S:
+                    out_t[b, m, cnt] = t0 + s
+                    out_udot[b, m, cnt] = __N_lev(C, 1, s, R, TR, TP)
+                    out_int[b, m, cnt] = k
+                    cnt += 1
+                else:
+                    drop += 1
+                __N_advance(X, s, p)
+                __N_reset(X, p)
+                t0 = t0 + s
+            if drop < 0:
+                break
+            if k < E:
+                idx = order[k]
+                e = idx // G
+                __N_advance(X, t1 - t0, p)
+                t0 = t1
+                __N_arrive(X, idx - e*G, w[ch_in[b, e], m], p)
+        out_cnt[b, m] = cnt
+        out_drop[b, m] = drop
+
+
+@jit(parallel=True)
+def __N_backward(t_in, ch_in, n_in, w, dsyn, p, sort, times, udot, interval, count, gk,
+                 dW, dD, d_in, dP, SPIKE, I_EPS, I_DEPS, I_EPS_P, I_DNU, I_NU_P):
+    B = t_in.shape[0]
+    M = w.shape[1]
+    G = __N_G
+    NP = p.shape[0]
+    gd = np.empty(G)
+    __N_gdelays(p, gd)
+    for b in prange(B):
+        for m in range(M):
+            at, order = __N_arrivals(t_in, ch_in, n_in[b], b, m, dsyn, gd, G, sort)
+            E = at.shape[0]
+            Q = np.zeros(__N_NQ)
+            RO = np.zeros(__N_NO)
+            tq = 0.0
+            have = False
+            k = count[b, m] - 1
+            for e in range(E, -1, -1):
+                while k >= 0 and interval[b, m, k] == e:
+                    tk = times[b, m, k]
+                    if have:
+                        __N_badvance(Q, tq - tk, p)
+                    tq = tk
+                    have = True
+                    __N_readouts(Q, p, RO)
+                    lam = (gk[b, m, k] + RO[I_DNU])/udot[b, m, k]
+                    for i in range(NP):
+                        dP[b, i] -= RO[I_NU_P[i]]
+                    dP[b, NP - 1] += lam
+                    for i in range(SPIKE.shape[0]):
+                        Q[SPIKE[i]] += lam
+                    k -= 1
+                if e == 0:
+                    break
+                if not have:
+                    continue
+                idx = order[e - 1]
+                ev = idx // G
+                g = idx - ev*G
+                a = at[idx]
+                c = ch_in[b, ev]
+                __N_badvance(Q, tq - a, p)
+                tq = a
+                __N_readouts(Q, p, RO)
+                wi = w[c, m]
+                dW[b, c, m] -= RO[I_EPS[g]]
+                gt = wi*RO[I_DEPS[g]]
+                d_in[b, ev] += gt
+                dD[b, c, m] += gt
+                for i in range(NP):
+                    dP[b, i] -= wi*RO[I_EPS_P[g, i]]
+'''
+
+
+def _printer_subs(d: ContinuousDerivation) -> dict[sp.Symbol, sp.Symbol]:
+    """Parameters as p[i], states as X[m] / Q[m]: no user text reaches the source (names are indices)."""
+    subs: dict[sp.Symbol, sp.Symbol] = {s: sp.Symbol(f"p[{i}]") for i, s in enumerate(d.params)}
+    subs.update({x: sp.Symbol(f"X[{m}]") for m, x in enumerate(d.X)})
+    subs.update({q: sp.Symbol(f"Q[{m}]") for m, q in enumerate(d.Q)})
+    return subs
+
+
+def _fn(name: str, args: str, body: list[str]) -> list[str]:
+    return ["", "", "@jit", f"def __N_{name}({args}):", *(f"    {line}" for line in (body or ["pass"]))]
+
+
+@lru_cache(maxsize=32)
+def _source(d: ContinuousDerivation) -> tuple[str, str]:
+    """(name, source text) of the kernels of derivation ``d``."""
+    P = NumbaPrinter("f64")
+    subs = _printer_subs(d)
+
+    def pr(e: sp.Expr) -> str:
+        return P.doprint(sp.sympify(e).xreplace(subs))
+
+    lines = [f"# Generated by ift_snn.events.srm from ift_snn.symbolic.continuous. Do not edit.",
+             f"# kernel: {_NAME}", f"#   eps(t) = {sp.sstr(d.eps)}", f"#   nu(t)  = {sp.sstr(d.nu)}",
+             f"#   parameters p = ({', '.join(p.name for p in d.params)})",
+             "#   state u(t0 + s) = " + " + ".join(f"X[{m}] s^{q} exp(({sp.sstr(d.rates[i])}) s)"
+                                               for m, (i, q) in enumerate(d.modes)),
+             "import math", "import numpy as np"]
+    lines += _fn("rates", "p, R", [f"R[{i}] = {pr(r)}" for i, r in enumerate(d.rates)])
+    lines += _fn("gdelays", "p, gd", [f"gd[{g}] = {pr(grp.delay)}" for g, grp in enumerate(d.groups)])
+    body = [f"x{m} = {pr(e)}" for m, e in enumerate(d.advance)] + [f"X[{m}] = x{m}" for m in range(len(d.X))]
+    lines += _fn("advance", "X, dt, p", body)
+    body = []
+    for g, vec in enumerate(d.arrival):
+        body.append(f"{'if' if g == 0 else 'elif'} g == {g}:")
+        body += [f"    X[{m}] += w*({pr(c)})" for m, c in enumerate(vec) if c != 0] or ["    pass"]
+    lines += _fn("arrive", "X, g, w, p", body)
+    lines += _fn("reset", "X, p", [f"X[{m}] += {pr(c)}" for m, c in enumerate(d.reset) if c != 0])
+    body = [f"C[{j}, {k}] = {pr(c)}" for j, row in enumerate(d.levels) for k, c in enumerate(row)]
+    lines += _fn("levels", "X, p, C", body)
+    body = [f"q{m} = {pr(e)}" for m, e in enumerate(d.back_advance)] + [f"Q[{m}] = q{m}" for m in range(len(d.Q))]
+    lines += _fn("badvance", "Q, dt, p", body)
+    body = []
+    for o, name in enumerate(d.readouts):
+        terms = [f"({pr(c)})*Q[{m}]" for m, c in enumerate(d.readout_vector(name)) if c != 0]
+        body.append(f"RO[{o}] = {' + '.join(terms) if terms else '0.0'}")
+    lines += _fn("readouts", "Q, p, RO", body)
+    text = "\n".join(lines) + "\n" + _TEMPLATE
+    consts = {"G": len(d.groups), "NR": len(d.rates), "NX": len(d.modes), "NL": len(d.levels), "NT": len(d.terms),
+              "NQ": len(d.back_modes), "NO": len(d.readouts), "RUNAWAY": RUNAWAY}
+    for k, v in consts.items():
+        text = text.replace(f"__N_{k}", str(v))
+    text = text.replace("__N_", _NAME + "_")
+    name = "ift_snn_srm_" + hashlib.sha256(text.encode()).hexdigest()[:8]
+    return name, text.replace(_NAME, name)
+
+
+def srm_source(model: EventSRM | ContinuousDerivation) -> str:
+    """The generated kernel source (Python for ``numba.njit``) of a model or derivation."""
+    d = model.derivation if isinstance(model, EventSRM) else model
+    return _source(d)[1]
+
+
+@dataclass(frozen=True)
+class _Kernels:
+    forward: object
+    backward: object
+    tables: dict
+
+
+@lru_cache(maxsize=32)
+def _kernels(d: ContinuousDerivation, backend: str) -> _Kernels:
+    name, code = _source(d)
+    filename = f"<ift_snn generated {name}>"
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+    namespace: dict = {}
+    if backend == "numba":
+        import numba
+
+        def jit(fn=None, parallel=False):
+            deco = numba.njit(parallel=parallel, fastmath=False, cache=False, nogil=True)
+            return deco(fn) if fn is not None else deco
+
+        namespace.update(jit=jit, prange=numba.prange)
+    else:
+        def jit(fn=None, parallel=False):
+            return fn if fn is not None else (lambda f: f)
+
+        namespace.update(jit=jit, prange=range)
+    exec(compile(code, filename, "exec"), namespace)  # noqa: S102 - printed from SymPy; names are indices
+    names = list(d.readouts)
+    NP = len(d.params)
+    tables = dict(
+        TR=np.array([i for i, _ in d.terms], np.int64),
+        TP=np.array([q for _, q in d.terms], np.int64),
+        ELIM=np.array(_eliminated(d), np.int64),
+        SPIKE=np.array([m for m, (_, q) in enumerate(d.back_modes) if q == 0], np.int64),
+        I_EPS=np.array([names.index(f"eps{g}") for g in range(len(d.groups))], np.int64),
+        I_DEPS=np.array([names.index(f"deps{g}") for g in range(len(d.groups))], np.int64),
+        I_EPS_P=np.array([[names.index(f"eps{g}_{p.name}") for p in d.params] for g in range(len(d.groups))],
+                         np.int64).reshape(len(d.groups), NP),
+        I_DNU=names.index("dnu"),
+        I_NU_P=np.array([names.index(f"nu_{p.name}") for p in d.params], np.int64),
+    )
+    return _Kernels(namespace[name + "_forward"], namespace[name + "_backward"], tables)
+
+
+def _eliminated(d: ContinuousDerivation) -> list[int]:
+    """Per level j, the rate index rho_j with f_{j+1} = e^{rho s} (e^{-rho s} f_j)' (as in ``d.levels``)."""
+    out = []
+    for row in d.levels:
+        present = [i for i in range(len(d.rates)) if any(k[0] == i and c != 0 for k, c in zip(d.terms, row))]
+        out.append(present[0] if present else 0)
+    return out
+
+
+# --------------------------------------------------------------------------- the API
+@dataclass(frozen=True)
+class SRMTrace:
+    """What the backward pass needs: the output spikes (with ``out.dropped``), u'(t_k), the arrival interval of
+    each spike, and the inputs, weights and delays of the layer."""
+
+    model: EventSRM
+    w: np.ndarray
+    delays: np.ndarray
+    axonal: np.ndarray
+    inputs: SpikeTrain
+    out: SpikeTrain
+    udot: np.ndarray
+    interval: np.ndarray
+    stream: tuple
+
+
+@dataclass(frozen=True)
+class SRMGradients:
+    """dL/dW (C, M), dL/d(input times) (B, C, S_in; 0 on padding), dL/d(synaptic delays) (C, M),
+    dL/d(axonal delays) (M,), dL/dp {name: value} for every kernel parameter and theta."""
+
+    w: np.ndarray
+    inputs: np.ndarray
+    delays: np.ndarray
+    axonal: np.ndarray
+    params: dict
+
+
+def _stream(inputs: SpikeTrain):
+    B, C, S = inputs.shape
+    t = inputs.times.reshape(B, C * S)
+    order = np.argsort(t, axis=1, kind="stable")
+    n = inputs.counts.sum(axis=1).astype(np.int64)
+    E = max(int(n.max()) if B else 0, 1)
+    order = order[:, :E]
+    t_ev = np.ascontiguousarray(np.take_along_axis(t, order, axis=1))
+    if t_ev.shape[1] < E:
+        t_ev = np.full((B, E), np.inf)
+        order = np.zeros((B, E), np.int64)
+    return t_ev, np.ascontiguousarray(order // S, dtype=np.int64), order, n
+
+
+def _delays(value, shape, name: str) -> np.ndarray:
+    if value is None:
+        return np.zeros(shape)
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name} is a {type(value).__name__}; expected a numpy array of shape {shape}")
+    if value.shape != shape:
+        raise ValueError(f"{name} has shape {value.shape}; expected {shape}")
+    v = np.asarray(value, dtype=np.float64)
+    bad = ~(np.isfinite(v) & (v >= 0))
+    if bad.any():
+        i = tuple(int(k) for k in np.argwhere(bad)[0])
+        raise ValueError(f"{name}{list(i)} = {float(v[i])!r}: expected a finite delay >= 0")
+    return v
+
+
+def simulate_srm(model: EventSRM, w: np.ndarray, inputs: SpikeTrain, *, delays: np.ndarray | None = None,
+                 axonal: np.ndarray | None = None) -> SRMTrace:
+    """Output spikes of a dense layer of ``model`` neurons (module docstring); exact, no time grid.
+
+    ``w`` (C, M); ``delays`` (C, M) synaptic, ``axonal`` (M,), both >= 0 (default 0). Spikes beyond
+    ``model.max_spikes`` are counted in ``out.dropped`` and a warning says how many. Cost O(B M (E + K)).
+    """
+    if not isinstance(model, EventSRM):
+        raise TypeError(f"model is a {type(model).__name__}; expected ift_snn.events.EventSRM")
+    if not isinstance(inputs, SpikeTrain):
+        raise TypeError(f"inputs is a {type(inputs).__name__}; expected ift_snn.events.SpikeTrain")
+    B, C, _ = inputs.shape
+    w = np.ascontiguousarray(check_weights(w, C))
+    M = w.shape[1]
+    dsyn = np.ascontiguousarray(_delays(delays, (C, M), "delays"))
+    dax = _delays(axonal, (M,), "axonal")
+    kern, tab = model.kernels, model.kernels.tables
+    stream = _stream(inputs)
+    t_ev, ch, _, n = stream
+    sort = bool(np.any(dsyn != 0) or len(model.derivation.groups) > 1)
+    S = model.max_spikes
+    times = np.full((B, M, S), np.inf)
+    udot = np.zeros((B, M, S))
+    interval = np.full((B, M, S), -1, np.int64)
+    count = np.zeros((B, M), np.int64)
+    dropped = np.zeros((B, M), np.int64)
+    kern.forward(t_ev, ch, n, w, dsyn, model.values, sort, times, udot, interval, count, dropped,
+                 tab["TR"], tab["TP"], tab["ELIM"])
+    if (dropped < 0).any():
+        b, m = np.argwhere(dropped < 0)[0]
+        raise ValueError(f"neuron {m} of sample {b} crossed theta more than {RUNAWAY} times between two arrivals: "
+                         f"weights too large (max |w| = {np.max(np.abs(w))!r})")
+    if dropped.any():
+        warnings.warn(f"{int(dropped.sum())} spikes beyond max_spikes={S} were dropped (in "
+                      f"{int((dropped > 0).sum())} of {B * M} neurons); raise max_spikes to keep them",
+                      RuntimeWarning, stacklevel=2)
+    times = times + np.where(np.arange(S)[None, None, :] < count[:, :, None], dax[None, :, None], 0.0)
+    out = SpikeTrain(times, count, dropped)
+    return SRMTrace(model, w, dsyn, dax, inputs, out, udot, interval, stream)
+
+
+def backward_srm(trace: SRMTrace, grad_times: np.ndarray) -> SRMGradients:
+    """Every gradient from dL/d(output times) by the reverse scan (docs/MATH.md section 7); O(B M (E + K))."""
+    if not isinstance(grad_times, np.ndarray) or grad_times.shape != trace.out.times.shape:
+        raise ValueError(f"grad_times has shape {getattr(grad_times, 'shape', None)}; expected "
+                         f"{trace.out.times.shape} (batch, neurons, max_spikes), like the output times")
+    valid = np.arange(grad_times.shape[2])[None, None, :] < trace.out.counts[:, :, None]
+    g = np.where(valid, np.asarray(grad_times, dtype=np.float64), 0.0)
+    if not np.all(np.isfinite(g)):
+        b, m, k = np.argwhere(~np.isfinite(g))[0]
+        raise ValueError(f"grad_times[{b}, {m}, {k}] = {float(g[b, m, k])!r}: expected finite gradients at spikes")
+    model, kern = trace.model, trace.model.kernels
+    tab = kern.tables
+    t_ev, ch, flat, n = trace.stream
+    B, C, S_in = trace.inputs.shape
+    M = trace.w.shape[1]
+    NP = len(model.values)
+    dW = np.zeros((B, C, M))
+    dD = np.zeros((B, C, M))
+    d_ev = np.zeros(t_ev.shape)
+    dP = np.zeros((B, NP))
+    sort = bool(np.any(trace.delays != 0) or len(model.derivation.groups) > 1)
+    kern.backward(t_ev, ch, n, trace.w, trace.delays, model.values, sort, trace.out.times - np.where(
+        valid, trace.axonal[None, :, None], 0.0), trace.udot, trace.interval, trace.out.counts, g,
+        dW, dD, d_ev, dP, tab["SPIKE"], tab["I_EPS"], tab["I_DEPS"], tab["I_EPS_P"], tab["I_DNU"], tab["I_NU_P"])
+    d_in = np.zeros((B, C * S_in))
+    rows = np.repeat(np.arange(B), t_ev.shape[1])
+    live = np.isfinite(t_ev).reshape(-1)
+    np.add.at(d_in, (rows[live], flat.reshape(-1)[live]), d_ev.reshape(-1)[live])
+    return SRMGradients(dW.sum(axis=0), d_in.reshape(B, C, S_in), dD.sum(axis=0), g.sum(axis=(0, 2)),
+                        dict(zip(model.names, dP.sum(axis=0))))
