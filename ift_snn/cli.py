@@ -41,6 +41,10 @@ from .neurons.spec import (
     model_options,
     save_model_file,
 )
+from .symbolic.continuous import CONTINUOUS_MODELS
+
+#: Continuous-time neurons with no discrete model of the same name (``derive NAME --continuous``).
+CONTINUOUS_ONLY = tuple(n for n in CONTINUOUS_MODELS if n not in BUILTIN_MODELS)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -207,6 +211,17 @@ def _derive_recurrent(model) -> bool:
 
 def _derive(args: argparse.Namespace) -> int:
     options = model_options(args) + (["--save-model"] if args.save_model else [])
+    if args.continuous:  # any continuous-time neuron (docs/MATH.md section 7)
+        from .events.commands import derive_continuous_command
+
+        dropped = [flag for flag, on in (("--recurrent", args.recurrent), ("--all", args.all), ("--out", args.out),
+                                         ("--save-model", args.save_model), ("--markdown", args.markdown),
+                                         ("--latex", args.latex)) if on]
+        if dropped:
+            raise ValueError(f"--continuous prints its derivation as text; it takes no {', '.join(dropped)}")
+        return derive_continuous_command(args)
+    if args.model in CONTINUOUS_ONLY:
+        raise ValueError(f"{args.model} is a continuous-time neuron: add --continuous")
     if args.model == "events_lif":  # continuous time (docs/MATH.md section 7): its own derivation and report
         from .events.commands import derive_command
 
@@ -863,7 +878,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     derive = sub.add_parser("derive", help="derive, prove and verify the exact gradient of a neuron model")
-    add_model_arguments(derive, extra_names=("events_lif",))
+    add_model_arguments(derive, extra_names=("events_lif", *CONTINUOUS_ONLY))
     derive.add_argument("--save-model", metavar="FILE",
                         help="also write the model to FILE (.json or .toml) for --model-file of any command")
     derive.add_argument("--T", type=AT_LEAST_2, default=6,
@@ -875,6 +890,9 @@ def build_parser() -> argparse.ArgumentParser:
     derive.add_argument("--all", action="store_true", help="every built-in model into --out DIR/<model>/")
     derive.add_argument("--recurrent", action="store_true",
                         help="also the recurrent layer a = c + V s[n-1]: its coupling and its proofs (T=4, N=2)")
+    derive.add_argument("--continuous", action="store_true",
+                        help="continuous time: MODEL (lif, alpha, adaptive) or --eps/--nu in t, exact spike-time "
+                             "gradients by the implicit function theorem (docs/MATH.md section 7)")
     derive.set_defaults(func=_derive)
 
     codegen = sub.add_parser("codegen", help="print the generated CUDA, CPU (Numba) or NumPy kernels of a model")
