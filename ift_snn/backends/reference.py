@@ -20,6 +20,16 @@ are removed from both Jacobians. Parameter gradients contract the truncated
 adjoint with the full explicit partials du[n]/dp.
 
 All arrays are (T, M): time on axis 0, M neurons. Everything is float64.
+
+Continuous time (the event SRM of ``events/srm.py``), written independently
+of ``symbolic/continuous.py``'s local state and reverse scan: kernels enter as
+their SymPy expressions, lambdified, and
+
+* :func:`event_srm_simulate`: the global sums of u(t) on a fine grid, each
+  crossing refined by ``scipy.optimize.brentq``, one spike after another;
+* :func:`event_srm_gradients`: the implicit function theorem on
+  F_k = u(t_k) - theta = 0, the K x K lower-triangular dF/dt and dF/dx built
+  explicitly per neuron and solved by ``numpy.linalg.solve``.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from ..neurons.kernels import Kernel
 from ..neurons.models import NeuronModel
 
 __all__ = ["RefResult", "simulate", "bptt", "slayer", "dense_ift", "RecurrentResult", "simulate_recurrent",
-           "bptt_recurrent"]
+           "bptt_recurrent", "EventSRMResult", "EventSRMGradients", "event_srm_simulate", "event_srm_gradients"]
 
 
 @dataclass
@@ -551,3 +561,246 @@ def bptt_recurrent(model: NeuronModel, c, V, g, s0=None, u0=None, *, truncation:
     s0bar += abar[0] @ V
     return RecurrentResult(c=abar, V=Vbar, s0=s0bar, u0=u0bar, params={k: float(v) for k, v in pbar.items()},
                            u=u, s=s, a=a)
+
+
+# ------------------------------------------------------- continuous time (event SRM)
+@dataclass
+class EventSRMResult:
+    """Output spikes of :func:`event_srm_simulate`."""
+
+    spikes: list[list[np.ndarray]]  # [b][m]: the spike times t_k of neuron m of sample b, before the axonal delay
+    times: np.ndarray  # (B, M, S): t_k + axonal[m], +inf beyond counts (S = the largest count, at least 1)
+    counts: np.ndarray  # (B, M)
+
+
+@dataclass
+class EventSRMGradients:
+    """dL/dx of :func:`event_srm_gradients`, shaped like those of ``ift_snn.events.srm.backward_srm``."""
+
+    w: np.ndarray  # (C, M)
+    inputs: np.ndarray  # (B, C, S_in), 0 on padding
+    delays: np.ndarray  # (C, M) synaptic
+    axonal: np.ndarray  # (M,)
+    params: dict[str, float]  # by parameter name, theta included
+
+
+def _ref_heaviside(x):
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(x > 0, 1.0, np.where(x < 0, 0.0, 0.5))
+
+
+_HEAVISIDE = sp.Function("ref_heaviside")
+
+
+def _lag_function(expr: sp.Expr, t: sp.Symbol, values: dict):
+    """f(lag) as a numpy function: expr at t = lag for lag > 0 and 0 for lag <= 0 (the kernel acts after its
+    cause). Heaviside factors are evaluated as written; DiracDelta terms (the derivative of a Heaviside at a
+    delay where the kernel is continuous) are 0."""
+    expr = sp.sympify(expr).replace(sp.DiracDelta, lambda *a: sp.Integer(0))
+    expr = expr.replace(sp.Heaviside, lambda *a: _HEAVISIDE(a[0])).subs(values)
+    fn = sp.lambdify(t, expr, modules=[{"ref_heaviside": _ref_heaviside}, "numpy"])
+
+    def f(lag):
+        lag = np.asarray(lag, dtype=np.float64)
+        pos = lag > 0
+        with np.errstate(over="ignore", invalid="ignore"):
+            val = np.broadcast_to(np.asarray(fn(np.where(pos, lag, 0.0)), dtype=np.float64), lag.shape)
+        return np.where(pos, val, 0.0)
+
+    return f
+
+
+def _theta_symbol(values: dict) -> sp.Symbol:
+    found = [s for s in values if getattr(s, "name", None) == "theta"]
+    if len(found) != 1:
+        raise ValueError(f"values has no symbol named theta (keys {sorted(map(str, values))}); expected the "
+                         "threshold among the parameter values")
+    return found[0]
+
+
+def _horizon(eps: sp.Expr, nu: sp.Expr, t: sp.Symbol, values: dict) -> tuple[float, float]:
+    """(largest time constant -1/r over the terms exp(r t + c) of eps and nu, largest Heaviside delay of eps),
+    read from the expressions at these values (1.0 and 0.0 where there are none)."""
+    taus, delays = [1.0], [0.0]
+    for e in (eps, nu):
+        e = sp.sympify(e).subs(values)
+        for atom in e.atoms(sp.exp):
+            rate = sp.diff(atom.args[0], t)
+            if rate.is_number and float(rate) < 0:
+                taus.append(-1.0 / float(rate))
+        for atom in e.atoms(sp.Heaviside):
+            slope = sp.diff(atom.args[0], t)
+            if slope.is_number and float(slope) > 0:
+                delays.append(float(-atom.args[0].subs(t, 0) / slope))
+    return max(taus), max(delays)
+
+
+def _ref_inputs(inputs_times, w, delays, axonal):
+    times = np.asarray(getattr(inputs_times, "times", inputs_times), dtype=np.float64)
+    if times.ndim != 3:
+        raise ValueError(f"inputs_times has shape {times.shape}; expected (batch, channels, slots), +inf padding")
+    w = np.asarray(w, dtype=np.float64)
+    B, C, _ = times.shape
+    if w.ndim != 2 or w.shape[0] != C:
+        raise ValueError(f"w has shape {w.shape}; expected ({C}, M)")
+    M = w.shape[1]
+    d = np.zeros((C, M)) if delays is None else np.asarray(delays, dtype=np.float64).reshape(C, M)
+    dax = np.zeros(M) if axonal is None else np.asarray(axonal, dtype=np.float64).reshape(M)
+    return times, w, d, dax
+
+
+def _lane_arrivals(times, w, d, b, m):
+    """(arrival times a_ij = t_i^j + d_im, their weights w_im, channel i, slot j) of lane (b, m), finite only."""
+    ch, slot = np.nonzero(np.isfinite(times[b]))
+    return times[b, ch, slot] + d[ch, m], w[ch, m], ch, slot
+
+
+def event_srm_simulate(eps: sp.Expr, nu: sp.Expr, values: dict, w: np.ndarray, inputs_times, delays=None,
+                       axonal=None, t_end: float | None = None, grid: float = 1e-3, *, t: sp.Symbol | None = None,
+                       max_spikes: int = 1000, chunk: int = 4096) -> EventSRMResult:
+    """Spikes of the continuous SRM layer by direct evaluation of the global sums, one spike after another::
+
+        u_m(t) = sum_i w[i, m] sum_j eps(t - t_i^j - d[i, m]) + sum_{t_k < t} nu(t - t_k)
+
+    spikes t_k at every upward crossing u_m(t_k) = theta, outputs t_k + axonal[m]. ``eps``, ``nu``: SymPy
+    expressions in ``t`` (default ``Symbol("t", real=True)``, i.e. ``ift_snn.symbolic.continuous.T``);
+    ``values`` {Symbol: float} for every parameter, ``theta`` included. eps(lag) and nu(lag) are 0 for
+    lag <= 0; a ``Heaviside(t - d)`` inside eps is evaluated as written. ``inputs_times`` (B, C, S) padded
+    with +inf (or anything with ``.times``); ``delays`` (C, M), ``axonal`` (M,), default 0.
+
+    Per (b, m) lane, from the first arrival (or the previous spike): u on the grid t + grid * (1, 2, ...),
+    the first point with u >= theta brackets the crossing with the point before it, and
+    ``scipy.optimize.brentq`` refines it to full float64 precision; the spike's nu term then joins the sum.
+    Stops at ``t_end`` (default: last arrival + largest Heaviside delay of eps + 50 times the largest time
+    constant -1/r of the terms exp(r t) of eps and nu).
+
+    Cost: O((t_end - first arrival) / grid * (E + K)) kernel evaluations per lane for E arrivals and K
+    spikes; for tests only. Preconditions: theta > 0 (u = 0 before the first arrival), nu(0) < 0 (a spike
+    lowers u, so the next crossing lies beyond the first grid point), and no crossing whose excursion above
+    theta is shorter than ``grid`` (such a crossing is missed). A lane with more than ``max_spikes`` spikes
+    raises ValueError.
+    """
+    from scipy.optimize import brentq
+
+    t = sp.Symbol("t", real=True) if t is None else t
+    times, w, d, dax = _ref_inputs(inputs_times, w, delays, axonal)
+    B, _, _ = times.shape
+    M = w.shape[1]
+    theta = float(values[_theta_symbol(values)])
+    eps_f, nu_f = _lag_function(eps, t, values), _lag_function(nu, t, values)
+    tau_max, delay_max = _horizon(eps, nu, t, values)
+    spikes: list[list[np.ndarray]] = []
+    for b in range(B):
+        row = []
+        for m in range(M):
+            a, wa, _, _ = _lane_arrivals(times, w, d, b, m)
+            lane: list[float] = []
+            if a.size:
+                stop = (float(a.max()) + delay_max + 50.0 * tau_max) if t_end is None else float(t_end)
+
+                def u(x, a=a, wa=wa, lane=lane):
+                    x = np.asarray(x, dtype=np.float64)[..., None]
+                    total = np.sum(wa * eps_f(x - a), axis=-1)
+                    if lane:
+                        total = total + np.sum(nu_f(x - np.array(lane)), axis=-1)
+                    return total
+
+                now, after_spike = float(a.min()), False
+                while now < stop:
+                    n = int(min(chunk, max(1, np.ceil((stop - now) / grid))))
+                    pts = now + grid * np.arange(1, n + 1)
+                    above = np.flatnonzero(u(pts) >= theta)
+                    if above.size == 0:
+                        now, after_spike = float(pts[-1]), False
+                        continue
+                    i = int(above[0])
+                    if i == 0 and after_spike:
+                        raise ValueError(f"lane ({b}, {m}): u >= theta one grid step ({grid}) after the spike at "
+                                         f"{now!r}; expected nu(0) < 0 (or a finer grid)")
+                    lo = float(pts[i - 1]) if i else now
+                    tk = brentq(lambda x: float(u(x)) - theta, lo, float(pts[i]), xtol=1e-15,
+                                rtol=4 * np.finfo(float).eps, maxiter=500)
+                    lane.append(tk)
+                    if len(lane) > max_spikes:
+                        raise ValueError(f"lane ({b}, {m}) spiked more than {max_spikes} times before t = {tk!r}")
+                    now, after_spike = tk, True
+            row.append(np.array(lane, dtype=np.float64))
+        spikes.append(row)
+    counts = np.array([[len(s) for s in row] for row in spikes], dtype=np.int64).reshape(B, M)
+    S = max(1, int(counts.max()) if counts.size else 1)
+    out = np.full((B, M, S), np.inf)
+    for b in range(B):
+        for m in range(M):
+            out[b, m, :counts[b, m]] = spikes[b][m] + dax[m]
+    return EventSRMResult(spikes=spikes, times=out, counts=counts)
+
+
+def event_srm_gradients(eps: sp.Expr, nu: sp.Expr, values: dict, w: np.ndarray, inputs_times, spikes,
+                        grad_times: np.ndarray, delays=None, axonal=None, *,
+                        t: sp.Symbol | None = None) -> EventSRMGradients:
+    """dL/dx of L = sum g_k (t_k + axonal) by the implicit function theorem, one dense K x K system per lane.
+
+    Per (b, m) lane with spikes t_1 < ... < t_K (``spikes``: an :class:`EventSRMResult` or the nested lists
+    [b][m] of :func:`event_srm_simulate`, before the axonal delay) the unknowns t_k solve ::
+
+        F_k = sum_{i,j} w_i eps(t_k - t_i^j - d_i) + sum_{n < k} nu(t_k - t_n) - theta = 0
+
+    so dt/dx = -(dF/dt)^{-1} dF/dx with dF/dt lower triangular: dF_k/dt_k = u'(t_k), dF_k/dt_n = -nu'(t_k - t_n)
+    (n < k). dF/dx for x = every weight w_i (sum_j eps), input time t_i^j (-w_i eps'), synaptic delay d_i
+    (-w_i sum_j eps'), kernel parameter p (sum w eps_p + sum nu_p) and theta (the same, minus 1), from
+    ``sympy.diff`` of eps and nu, lambdified. ``numpy.linalg.solve`` gives dt/dx, contracted with dL/dt_k =
+    ``grad_times[b, m, k]`` (B, M, >= K); dL/d axonal[m] = sum_k g_k. Arguments otherwise as in
+    :func:`event_srm_simulate`.
+
+    Cost: O(K^2 + K E) kernel evaluations and one K x K solve with O(C S_in + P) right-hand sides per lane;
+    for tests only. Preconditions: u'(t_k) != 0 at every spike (a transversal crossing), no input arriving
+    exactly at a spike.
+    """
+    t = sp.Symbol("t", real=True) if t is None else t
+    times, w, d, dax = _ref_inputs(inputs_times, w, delays, axonal)
+    B, C, S_in = times.shape
+    M = w.shape[1]
+    lists = spikes.spikes if isinstance(spikes, EventSRMResult) else spikes
+    g_all = np.asarray(grad_times, dtype=np.float64)
+    theta_sym = _theta_symbol(values)
+    params = sorted((s for s in values if s != theta_sym), key=lambda s: s.name) + [theta_sym]
+    eps, nu = sp.sympify(eps), sp.sympify(nu)
+    eps_f, nu_f = _lag_function(eps, t, values), _lag_function(nu, t, values)
+    deps_f, dnu_f = _lag_function(sp.diff(eps, t), t, values), _lag_function(sp.diff(nu, t), t, values)
+    eps_p = [_lag_function(sp.diff(eps, p), t, values) for p in params]
+    nu_p = [_lag_function(sp.diff(nu, p), t, values) for p in params]
+    P = len(params)
+    gw, gin, gd, gax, gp = np.zeros((C, M)), np.zeros((B, C, S_in)), np.zeros((C, M)), np.zeros(M), np.zeros(P)
+    for b in range(B):
+        for m in range(M):
+            tk = np.asarray(lists[b][m], dtype=np.float64)
+            K = tk.size
+            if K == 0:
+                continue
+            g = g_all[b, m, :K]
+            gax[m] += g.sum()
+            a, wa, ch, slot = _lane_arrivals(times, w, d, b, m)
+            lag_in = tk[:, None] - a[None, :]  # (K, E)
+            lag_sp = tk[:, None] - tk[None, :]  # (K, K), positive below the diagonal
+            below = np.tril(np.ones((K, K), dtype=bool), -1)
+            J = -np.where(below, dnu_f(lag_sp), 0.0)
+            J[np.arange(K), np.arange(K)] = (deps_f(lag_in) @ wa) + np.where(below, dnu_f(lag_sp), 0.0).sum(axis=1)
+            E = a.size
+            # columns: w_i (C), arrivals (E; t_i^j and d_i both enter through a_ij), parameters (P)
+            dF = np.zeros((K, C + E + P))
+            ev = eps_f(lag_in)
+            for e in range(E):
+                dF[:, ch[e]] += ev[:, e]
+            dF[:, C:C + E] = -wa[None, :] * deps_f(lag_in)
+            for q, p in enumerate(params):
+                col = eps_p[q](lag_in) @ wa + np.where(below, nu_p[q](lag_sp), 0.0).sum(axis=1)
+                dF[:, C + E + q] = col - (1.0 if p == theta_sym else 0.0)
+            dtdx = -np.linalg.solve(J, dF)
+            grad = g @ dtdx
+            gw[:, m] += grad[:C]
+            for e in range(E):
+                gin[b, ch[e], slot[e]] += grad[C + e]
+                gd[ch[e], m] += grad[C + e]
+            gp += grad[C + E:]
+    return EventSRMGradients(w=gw, inputs=gin, delays=gd, axonal=gax,
+                             params={p.name: float(v) for p, v in zip(params, gp)})

@@ -55,7 +55,8 @@ def derive_continuous_command(args: argparse.Namespace) -> int:
     else:
         if args.eps is None or args.nu is None:
             raise ValueError("--continuous needs a model (lif, alpha, adaptive) or both --eps and --nu, kernels in t "
-                             "(e.g. --eps 't*exp(-t/tau)/tau' --nu '-theta*exp(-t/tau)' --param tau=2)")
+                             "(e.g. --eps 't*exp(-t/tau)/tau' --nu='-theta*exp(-t/tau)' --param tau=2; a text that starts with '-' "
+                             "needs the '=')")
         params.setdefault("theta", 1.0)
         model = EventSRM(args.eps, args.nu, params, backend="python")
     start = time.perf_counter()

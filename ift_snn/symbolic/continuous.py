@@ -526,13 +526,18 @@ def derive_continuous(eps: str, nu: str, params: dict[str, float] | tuple[str, .
     symbols = {n: sp.Symbol(n, positive=True) for n in sorted(names)}
     symbols["theta"] = THETA
     symbols["t"] = T
-    e = parse_expression(eps, symbols, what="eps")
-    v = parse_expression(nu, symbols, what="nu")
+    # decimal numbers as exact rationals: the rates' arithmetic of the levels (r - rho + rho) stays exact
+    e = _exact(parse_expression(eps, symbols, what="eps"))
+    v = _exact(parse_expression(nu, symbols, what="nu"))
     used = (e.free_symbols | v.free_symbols) - {T}
     params = tuple(sorted((s for s in used if s != THETA), key=lambda s: s.name)) + (THETA,)
     derivation = ContinuousDerivation(eps, nu, e, v, params)
     derivation.modes  # noqa: B018 - decomposes both kernels now: bad kernels fail here, before any work
     return derivation
+
+
+def _exact(expr: sp.Expr) -> sp.Expr:
+    return expr.xreplace({f: sp.Rational(str(f)) for f in expr.atoms(sp.Float)})
 
 
 def render_continuous_text(d: ContinuousDerivation) -> str:
