@@ -411,6 +411,278 @@ def __N_backward(t_in, ch_in, n_in, w, dsyn, p, sort, times, udot, interval, cou
                 dD[b, c, m] += gt
                 for i in range(NP):
                     dP[b, i] -= wi*RO[I_EPS_P[g, i]]
+
+
+@jit
+def __N_hpush(ht, hq, hp, hn, m, t, q, pay):
+    # binary min-heap of neuron m's pending recurrent arrivals, key (time, insertion number)
+    i = hn[m]
+    hn[m] = i + 1
+    while i > 0:
+        par = (i - 1) // 2
+        if ht[m, par] < t or (ht[m, par] == t and hq[m, par] < q):
+            break
+        ht[m, i] = ht[m, par]
+        hq[m, i] = hq[m, par]
+        hp[m, i] = hp[m, par]
+        i = par
+    ht[m, i] = t
+    hq[m, i] = q
+    hp[m, i] = pay
+
+
+@jit
+def __N_hpop(ht, hq, hp, hn, m):
+    pay = hp[m, 0]
+    n = hn[m] - 1
+    hn[m] = n
+    t = ht[m, n]
+    q = hq[m, n]
+    pl = hp[m, n]
+    i = 0
+    while True:
+        c = 2*i + 1
+        if c >= n:
+            break
+        if c + 1 < n and (ht[m, c + 1] < ht[m, c] or (ht[m, c + 1] == ht[m, c] and hq[m, c + 1] < hq[m, c])):
+            c += 1
+        if t < ht[m, c] or (t == ht[m, c] and q < hq[m, c]):
+            break
+        ht[m, i] = ht[m, c]
+        hq[m, i] = hq[m, c]
+        hp[m, i] = hp[m, c]
+        i = c
+    ht[m, i] = t
+    hq[m, i] = q
+    hp[m, i] = pl
+    return pay
+
+
+@jit
+def __N_ext(t_in, ch_in, n, b, M, dsyn, gd, G, sort):
+    E = n*G
+    ext_t = np.empty((M, E + 1))
+    ext_o = np.zeros((M, E + 1), np.int64)
+    for m in range(M):
+        at, order = __N_arrivals(t_in, ch_in, n, b, m, dsyn, gd, G, sort)
+        for q in range(E):
+            ext_o[m, q] = order[q]
+            ext_t[m, q] = at[order[q]]
+        ext_t[m, E] = math.inf
+    return ext_t, ext_o
+
+
+@jit(parallel=True)
+def __N_rforward(t_in, ch_in, n_in, w, dsyn, V, dr, p, sort, out_t, out_udot, out_int, out_cnt,
+                 sp_t, sp_n, sp_slot, sp_tot, TR, TP, ELIM):
+    # a recurrent layer: the neurons of a sample are coupled (a spike of j arrives at m after dr[j, m] > 0),
+    # so a sample runs event by event in time order: the earliest of every neuron's next arrival and next crossing
+    B = t_in.shape[0]
+    M = w.shape[1]
+    S = out_t.shape[2]
+    G = __N_G
+    R = np.empty(__N_NR)
+    __N_rates(p, R)
+    gd = np.empty(G)
+    __N_gdelays(p, gd)
+    for b in prange(B):
+        n = n_in[b]
+        E = n*G
+        ext_t, ext_o = __N_ext(t_in, ch_in, n, b, M, dsyn, gd, G, sort)
+        ep = np.zeros(M, np.int64)
+        capR = M*S*G + 1
+        ht = np.empty((M, capR))
+        hq = np.zeros((M, capR), np.int64)
+        hp = np.zeros((M, capR), np.int64)
+        hn = np.zeros(M, np.int64)
+        X = np.zeros((M, __N_NX))
+        t0 = np.zeros(M)
+        cnt = np.zeros(M, np.int64)
+        narr = np.zeros(M, np.int64)
+        cand = np.full(M, math.inf)
+        cand_s = np.zeros(M)
+        valid = np.zeros(M, np.bool_)
+        C = np.zeros((__N_NL, __N_NT))
+        roots = np.zeros(__N_NT)
+        found = np.zeros(__N_NT)
+        K = 0
+        seq = 0
+        over = -1
+        while True:
+            best = math.inf
+            bm = -1
+            spike = False
+            for m in range(M):
+                a = ext_t[m, ep[m]]
+                if hn[m] > 0 and ht[m, 0] < a:
+                    a = ht[m, 0]
+                if not valid[m]:
+                    __N_levels(X[m], p, C)
+                    s = __N_crossing(C, a - t0[m], R, TR, TP, ELIM, roots, found)
+                    cand[m] = t0[m] + s if s >= 0.0 else math.inf
+                    cand_s[m] = s
+                    valid[m] = True
+                # a crossing was searched in (t0, a]: when there is one it comes first (at a: before the arrival)
+                ev = cand[m] if cand[m] < math.inf else a
+                if ev < best:
+                    best = ev
+                    bm = m
+                    spike = cand[m] < math.inf
+            if bm < 0:
+                break
+            m = bm
+            if spike:
+                if cnt[m] >= S:
+                    over = m
+                    break
+                s = cand_s[m]
+                __N_levels(X[m], p, C)
+                out_t[b, m, cnt[m]] = t0[m] + s
+                out_udot[b, m, cnt[m]] = __N_lev(C, 1, s, R, TR, TP)
+                out_int[b, m, cnt[m]] = narr[m]
+                sp_t[b, K] = t0[m] + s
+                sp_n[b, K] = m
+                sp_slot[b, K] = cnt[m]
+                cnt[m] += 1
+                __N_advance(X[m], s, p)
+                __N_reset(X[m], p)
+                t0[m] = t0[m] + s
+                valid[m] = False
+                for m2 in range(M):
+                    for g in range(G):
+                        __N_hpush(ht, hq, hp, hn, m2, (t0[m] + dr[m, m2]) + gd[g], seq, K*G + g)
+                        seq += 1
+                K += 1
+            else:
+                if ext_t[m, ep[m]] <= best:
+                    idx = ext_o[m, ep[m]]
+                    ep[m] += 1
+                    e = idx // G
+                    __N_advance(X[m], best - t0[m], p)
+                    __N_arrive(X[m], idx - e*G, w[ch_in[b, e], m], p)
+                else:
+                    pay = __N_hpop(ht, hq, hp, hn, m)
+                    k = pay // G
+                    __N_advance(X[m], best - t0[m], p)
+                    __N_arrive(X[m], pay - k*G, V[sp_n[b, k], m], p)
+                t0[m] = best
+                narr[m] += 1
+                valid[m] = False
+        for m in range(M):
+            out_cnt[b, m] = cnt[m]
+        if over >= 0:
+            out_cnt[b, over] = -1
+        sp_tot[b] = K
+
+
+@jit
+def __N_rarrive_back(b, m, q, arr_t, arr_c, Q, tq, have, p, RO, ch_in, w, V, sp_n, G, dW, dD, dV, dR, d_in, dP,
+                     pend, I_EPS, I_DEPS, I_EPS_P):
+    if not have[m]:
+        return
+    a = arr_t[m, q]
+    __N_badvance(Q[m], tq[m] - a, p)
+    tq[m] = a
+    __N_readouts(Q[m], p, RO)
+    code = arr_c[m, q]
+    NP = p.shape[0]
+    if code >= 0:
+        ev = code // G
+        g = code - ev*G
+        c = ch_in[b, ev]
+        wi = w[c, m]
+        dW[b, c, m] -= RO[I_EPS[g]]
+        gt = wi*RO[I_DEPS[g]]
+        d_in[b, ev] += gt
+        dD[b, c, m] += gt
+    else:
+        pay = -code - 1
+        k = pay // G
+        g = pay - k*G
+        j = sp_n[b, k]
+        wi = V[j, m]
+        dV[b, j, m] -= RO[I_EPS[g]]
+        gt = wi*RO[I_DEPS[g]]
+        pend[k] += gt
+        dR[b, j, m] += gt
+    for i in range(NP):
+        dP[b, i] -= wi*RO[I_EPS_P[g, i]]
+
+
+@jit(parallel=True)
+def __N_rbackward(t_in, ch_in, n_in, w, dsyn, V, dr, p, sort, udot, interval, sp_t, sp_n, sp_slot, sp_tot, gk,
+                  dW, dD, dV, dR, d_in, dP, SPIKE, I_EPS, I_DEPS, I_EPS_P, I_DNU, I_NU_P):
+    B = t_in.shape[0]
+    M = w.shape[1]
+    G = __N_G
+    NP = p.shape[0]
+    gd = np.empty(G)
+    __N_gdelays(p, gd)
+    for b in prange(B):
+        n = n_in[b]
+        E = n*G
+        K = sp_tot[b]
+        ext_t, ext_o = __N_ext(t_in, ch_in, n, b, M, dsyn, gd, G, sort)
+        # each neuron's arrivals in the forward's order: external and recurrent merged by time, external first on
+        # ties, recurrent by (time, spike, group) as the forward's heap popped them
+        A = E + K*G
+        arr_t = np.empty((M, A + 1))
+        arr_c = np.zeros((M, A + 1), np.int64)
+        rt = np.empty(K*G)
+        for m in range(M):
+            for k in range(K):
+                for g in range(G):
+                    rt[k*G + g] = (sp_t[b, k] + dr[sp_n[b, k], m]) + gd[g]
+            ro = np.argsort(rt, kind="mergesort")
+            i = 0
+            r = 0
+            for q in range(A):
+                if i < E and (r >= K*G or ext_t[m, i] <= rt[ro[r]]):
+                    arr_t[m, q] = ext_t[m, i]
+                    arr_c[m, q] = ext_o[m, i]
+                    i += 1
+                else:
+                    arr_t[m, q] = rt[ro[r]]
+                    arr_c[m, q] = -1 - ro[r]
+                    r += 1
+        ptr = np.full(M, A, np.int64)
+        Q = np.zeros((M, __N_NQ))
+        RO = np.zeros(__N_NO)
+        tq = np.zeros(M)
+        have = np.zeros(M, np.bool_)
+        pend = np.zeros(K + 1)
+        for kk in range(K - 1, -1, -1):
+            j = sp_n[b, kk]
+            slot = sp_slot[b, kk]
+            tk = sp_t[b, kk]
+            for m in range(M):
+                while ptr[m] > 0:
+                    q = ptr[m] - 1
+                    if m == j:
+                        if q < interval[b, j, slot]:
+                            break
+                    elif arr_t[m, q] <= tk:
+                        break
+                    __N_rarrive_back(b, m, q, arr_t, arr_c, Q, tq, have, p, RO, ch_in, w, V, sp_n, G, dW, dD, dV,
+                                     dR, d_in, dP, pend, I_EPS, I_DEPS, I_EPS_P)
+                    ptr[m] -= 1
+            if have[j]:
+                __N_badvance(Q[j], tq[j] - tk, p)
+            tq[j] = tk
+            have[j] = True
+            __N_readouts(Q[j], p, RO)
+            lam = (gk[b, j, slot] + pend[kk] + RO[I_DNU])/udot[b, j, slot]
+            for i in range(NP):
+                dP[b, i] -= RO[I_NU_P[i]]
+            dP[b, NP - 1] += lam
+            for i in range(SPIKE.shape[0]):
+                Q[j, SPIKE[i]] += lam
+        for m in range(M):
+            while ptr[m] > 0:
+                q = ptr[m] - 1
+                __N_rarrive_back(b, m, q, arr_t, arr_c, Q, tq, have, p, RO, ch_in, w, V, sp_n, G, dW, dD, dV, dR,
+                                 d_in, dP, pend, I_EPS, I_DEPS, I_EPS_P)
+                ptr[m] -= 1
 '''
 
 
@@ -480,6 +752,8 @@ def srm_source(model: EventSRM | ContinuousDerivation) -> str:
 class _Kernels:
     forward: object
     backward: object
+    rforward: object
+    rbackward: object
     tables: dict
 
 
@@ -517,7 +791,8 @@ def _kernels(d: ContinuousDerivation, backend: str) -> _Kernels:
         I_DNU=names.index("dnu"),
         I_NU_P=np.array([names.index(f"nu_{p.name}") for p in d.params], np.int64),
     )
-    return _Kernels(namespace[name + "_forward"], namespace[name + "_backward"], tables)
+    return _Kernels(namespace[name + "_forward"], namespace[name + "_backward"], namespace[name + "_rforward"],
+                    namespace[name + "_rbackward"], tables)
 
 
 def _eliminated(d: ContinuousDerivation) -> list[int]:
@@ -544,18 +819,24 @@ class SRMTrace:
     udot: np.ndarray
     interval: np.ndarray
     stream: tuple
+    recurrent: np.ndarray | None = None
+    recurrent_delays: np.ndarray | None = None
+    spikes: tuple | None = None  # recurrent: (times, neuron, slot, count) of every spike of a sample in time order
 
 
 @dataclass(frozen=True)
 class SRMGradients:
     """dL/dW (C, M), dL/d(input times) (B, C, S_in; 0 on padding), dL/d(synaptic delays) (C, M),
-    dL/d(axonal delays) (M,), dL/dp {name: value} for every kernel parameter and theta."""
+    dL/d(axonal delays) (M,), dL/dp {name: value} for every kernel parameter and theta; for a recurrent layer
+    also dL/dV and dL/d(recurrent delays) (M, M), else None."""
 
     w: np.ndarray
     inputs: np.ndarray
     delays: np.ndarray
     axonal: np.ndarray
     params: dict
+    recurrent: np.ndarray | None = None
+    recurrent_delays: np.ndarray | None = None
 
 
 def _stream(inputs: SpikeTrain):
@@ -587,12 +868,35 @@ def _delays(value, shape, name: str) -> np.ndarray:
     return v
 
 
+def _recurrent(V, dr, M: int) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(V, np.ndarray):
+        raise TypeError(f"recurrent is a {type(V).__name__}; expected a numpy array of shape ({M}, {M})")
+    if V.shape != (M, M):
+        raise ValueError(f"recurrent has shape {V.shape}; expected ({M}, {M}) (from neuron j to neuron m)")
+    V = check_weights(V, M, "recurrent")
+    if dr is None:
+        raise ValueError("a recurrent layer needs recurrent_delays (M, M), every entry > 0: a spike cannot act on "
+                         "its own layer at the instant it is emitted")
+    dr = _delays(dr, (M, M), "recurrent_delays")
+    if (dr <= 0).any():
+        i = tuple(int(k) for k in np.argwhere(dr <= 0)[0])
+        raise ValueError(f"recurrent_delays{list(i)} = {float(dr[i])!r}: expected a delay > 0")
+    return np.ascontiguousarray(V), np.ascontiguousarray(dr)
+
+
 def simulate_srm(model: EventSRM, w: np.ndarray, inputs: SpikeTrain, *, delays: np.ndarray | None = None,
-                 axonal: np.ndarray | None = None) -> SRMTrace:
+                 axonal: np.ndarray | None = None, recurrent: np.ndarray | None = None,
+                 recurrent_delays: np.ndarray | None = None) -> SRMTrace:
     """Output spikes of a dense layer of ``model`` neurons (module docstring); exact, no time grid.
 
     ``w`` (C, M); ``delays`` (C, M) synaptic, ``axonal`` (M,), both >= 0 (default 0). Spikes beyond
     ``model.max_spikes`` are counted in ``out.dropped`` and a warning says how many. Cost O(B M (E + K)).
+
+    Recurrent layer: ``recurrent`` V (M, M) and ``recurrent_delays`` (M, M, every entry > 0): a spike of
+    neuron j at t arrives at neuron m (j included) at t + recurrent_delays[j, m] with weight V[j, m] through
+    eps, like an input. The neurons of a sample are then coupled and run event by event in time order
+    (O(M) per event). Every spike feeds the layer, so none may be dropped: more than ``max_spikes`` in a
+    neuron is an error. The axonal delays shift the reported times only.
     """
     if not isinstance(model, EventSRM):
         raise TypeError(f"model is a {type(model).__name__}; expected ift_snn.events.EventSRM")
@@ -613,6 +917,19 @@ def simulate_srm(model: EventSRM, w: np.ndarray, inputs: SpikeTrain, *, delays: 
     interval = np.full((B, M, S), -1, np.int64)
     count = np.zeros((B, M), np.int64)
     dropped = np.zeros((B, M), np.int64)
+    if recurrent is not None or recurrent_delays is not None:
+        V, dr = _recurrent(recurrent, recurrent_delays, M)
+        sp = (np.full((B, M * S), np.inf), np.zeros((B, M * S), np.int64), np.zeros((B, M * S), np.int64),
+              np.zeros(B, np.int64))
+        kern.rforward(t_ev, ch, n, w, dsyn, V, dr, model.values, sort, times, udot, interval, count, *sp,
+                      tab["TR"], tab["TP"], tab["ELIM"])
+        if (count < 0).any():
+            b, m = np.argwhere(count < 0)[0]
+            raise ValueError(f"neuron {m} of sample {b} fired more than max_spikes={S} spikes in a recurrent layer, "
+                             "where every spike feeds the layer and none can be dropped: raise max_spikes")
+        times = times + np.where(np.arange(S)[None, None, :] < count[:, :, None], dax[None, :, None], 0.0)
+        return SRMTrace(model, w, dsyn, dax, inputs, SpikeTrain(times, count, dropped), udot, interval, stream,
+                        V, dr, sp)
     kern.forward(t_ev, ch, n, w, dsyn, model.values, sort, times, udot, interval, count, dropped,
                  tab["TR"], tab["TP"], tab["ELIM"])
     if (dropped < 0).any():
@@ -649,12 +966,27 @@ def backward_srm(trace: SRMTrace, grad_times: np.ndarray) -> SRMGradients:
     d_ev = np.zeros(t_ev.shape)
     dP = np.zeros((B, NP))
     sort = bool(np.any(trace.delays != 0) or len(model.derivation.groups) > 1)
+    if trace.recurrent is not None:
+        dV = np.zeros((B, M, M))
+        dR = np.zeros((B, M, M))
+        kern.rbackward(t_ev, ch, n, trace.w, trace.delays, trace.recurrent, trace.recurrent_delays, model.values,
+                       sort, trace.udot, trace.interval, *trace.spikes, g, dW, dD, dV, dR, d_ev, dP, tab["SPIKE"],
+                       tab["I_EPS"], tab["I_DEPS"], tab["I_EPS_P"], tab["I_DNU"], tab["I_NU_P"])
+        return SRMGradients(dW.sum(axis=0), _inputs_grad(trace, d_ev), dD.sum(axis=0), g.sum(axis=(0, 2)),
+                            dict(zip(model.names, dP.sum(axis=0))), dV.sum(axis=0), dR.sum(axis=0))
     kern.backward(t_ev, ch, n, trace.w, trace.delays, model.values, sort, trace.out.times - np.where(
         valid, trace.axonal[None, :, None], 0.0), trace.udot, trace.interval, trace.out.counts, g,
         dW, dD, d_ev, dP, tab["SPIKE"], tab["I_EPS"], tab["I_DEPS"], tab["I_EPS_P"], tab["I_DNU"], tab["I_NU_P"])
+    return SRMGradients(dW.sum(axis=0), _inputs_grad(trace, d_ev), dD.sum(axis=0), g.sum(axis=(0, 2)),
+                        dict(zip(model.names, dP.sum(axis=0))))
+
+
+def _inputs_grad(trace: SRMTrace, d_ev: np.ndarray) -> np.ndarray:
+    """dL/d(input times) (B, C, S_in) from the per-event sums of the merged stream."""
+    t_ev, _, flat, _ = trace.stream
+    B, C, S_in = trace.inputs.shape
     d_in = np.zeros((B, C * S_in))
     rows = np.repeat(np.arange(B), t_ev.shape[1])
     live = np.isfinite(t_ev).reshape(-1)
     np.add.at(d_in, (rows[live], flat.reshape(-1)[live]), d_ev.reshape(-1)[live])
-    return SRMGradients(dW.sum(axis=0), d_in.reshape(B, C, S_in), dD.sum(axis=0), g.sum(axis=(0, 2)),
-                        dict(zip(model.names, dP.sum(axis=0))))
+    return d_in.reshape(B, C, S_in)
