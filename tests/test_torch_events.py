@@ -128,3 +128,26 @@ def test_bad_input_is_refused():
         EventSRMLayer(3, 2, "izhikevich")
     with pytest.raises(ValueError, match="whole spike counts"):
         bins_to_times(torch.full((1, 2, 2), 0.5))
+
+
+def test_recurrent_layer_gradcheck_and_error_on_dropped_spikes():
+    model = EventSRM.named("lif", backend="python", max_spikes=32)
+    layer = EventSRMLayer(3, 3, model, delays=True, recurrent=True, seed=6, weight_mean=1.5, recurrent_std=0.5)
+    x = _inputs(7, C=3).requires_grad_()
+    args = [x, layer.weight.detach().clone().requires_grad_(), layer.delay.detach().clone().requires_grad_(), None,
+            layer.kernel_params().detach().clone().requires_grad_(),
+            layer.recurrent_weight.detach().clone().requires_grad_(),
+            layer.recurrent_delay.detach().clone().requires_grad_()]
+    out = SpikeTimes.apply(*args[:5], model, *args[5:])
+    plain = SpikeTimes.apply(*args[:5], model)
+    assert torch.isfinite(out).sum() >= 6 and not torch.equal(out, plain)  # recurrence changes the spikes
+
+    def f(x_, w_, d_, p_, v_, r_):
+        return _finite(SpikeTimes.apply(x_, w_, d_, None, p_, model, v_, r_))
+
+    assert torch.autograd.gradcheck(f, tuple(a for a in args if a is not None), eps=1e-6, atol=1e-6, rtol=1e-5)
+    loud = EventSRMLayer(3, 3, model.with_(max_spikes=2), recurrent=True, seed=6, weight_mean=3.0)
+    with pytest.raises(ValueError, match="fired more than max_spikes=2 spikes in a recurrent layer"):
+        loud(x.detach())
+    with pytest.raises(ValueError, match="min_recurrent_delay=0"):
+        EventSRMLayer(3, 3, "lif", recurrent=True, min_recurrent_delay=0)

@@ -60,7 +60,7 @@ class SpikeTimes(torch.autograd.Function):
     """times_out = the layer's spike times (forward :func:`simulate_srm`, backward :func:`backward_srm`)."""
 
     @staticmethod
-    def forward(ctx, times, weight, delays, axonal, params, model):
+    def forward(ctx, times, weight, delays, axonal, params, model, recurrent=None, recurrent_delays=None):
         train = _train(times)
         values = params.detach().cpu().double().numpy()
         if values.size:
@@ -68,10 +68,14 @@ class SpikeTimes(torch.autograd.Function):
         w = weight.detach().cpu().double().numpy()
         d = None if delays is None else delays.detach().cpu().double().numpy()
         a = None if axonal is None else axonal.detach().cpu().double().numpy()
-        trace = simulate_srm(model, w, train, delays=d, axonal=a)
+        rec = {}
+        if recurrent is not None:
+            rec = dict(recurrent=recurrent.detach().cpu().double().numpy(),
+                       recurrent_delays=recurrent_delays.detach().cpu().double().numpy())
+        trace = simulate_srm(model, w, train, delays=d, axonal=a, **rec)
         ctx.trace = trace
         ctx.dtypes = (times.dtype, weight.dtype)
-        ctx.has = (delays is not None, axonal is not None)
+        ctx.has = (delays is not None, axonal is not None, recurrent is not None)
         out = torch.from_numpy(trace.out.times).to(dtype=times.dtype, device=times.device)
         return out
 
@@ -87,7 +91,10 @@ class SpikeTimes(torch.autograd.Function):
         d_d = torch.from_numpy(grads.delays).to(w_dtype) if ctx.has[0] else None
         d_a = torch.from_numpy(grads.axonal).to(w_dtype) if ctx.has[1] else None
         d_p = torch.tensor([grads.params[n] for n in trace.model.names], dtype=torch.float64)
-        return d_times, d_w, d_d, d_a, d_p, None
+        if not ctx.has[2]:
+            return d_times, d_w, d_d, d_a, d_p, None, None, None
+        return (d_times, d_w, d_d, d_a, d_p, None, torch.from_numpy(grads.recurrent).to(w_dtype),
+                torch.from_numpy(grads.recurrent_delays).to(w_dtype))
 
 
 class EventSRMLayer(nn.Module):
@@ -101,11 +108,20 @@ class EventSRMLayer(nn.Module):
     refused at the next forward with the value named). ``weight_mean`` /
     ``weight_std``: the weights' normal initialisation (std default
     1/sqrt(n_in)).
+
+    ``recurrent=True``: the layer's spikes arrive back at its own neurons
+    through learnable weights ``V`` (n_out, n_out; normal, std
+    ``recurrent_std``, default 0.5/sqrt(n_out)) after learnable delays
+    (uniform in [``min_recurrent_delay``, ``min_recurrent_delay`` +
+    ``max_delay``], clamped at ``min_recurrent_delay`` > 0 in the forward).
+    Every spike feeds the layer, so more than ``max_spikes`` spikes in a
+    neuron is an error (raise ``max_spikes``).
     """
 
     def __init__(self, n_in: int, n_out: int, model: EventSRM | str = "lif", *, delays: bool = False,
                  axonal: bool = False, max_delay: float = 1.0, learn: tuple[str, ...] = (),
                  max_spikes: int | None = None, weight_mean: float = 0.0, weight_std: float | None = None,
+                 recurrent: bool = False, recurrent_std: float | None = None, min_recurrent_delay: float = 0.1,
                  seed: int | None = None, **params: float):
         super().__init__()
         for name, v in (("n_in", n_in), ("n_out", n_out)):
@@ -132,6 +148,18 @@ class EventSRMLayer(nn.Module):
             if delays else None
         self.axonal_delay = nn.Parameter(torch.rand(n_out, generator=gen, dtype=torch.float64) * max_delay) \
             if axonal else None
+        if recurrent and not (isinstance(min_recurrent_delay, (int, float)) and math.isfinite(min_recurrent_delay)
+                              and min_recurrent_delay > 0):
+            raise ValueError(f"min_recurrent_delay={min_recurrent_delay!r}: expected a finite number > 0 (a spike "
+                             "cannot act on its own layer at the instant it is emitted)")
+        self.min_recurrent_delay = float(min_recurrent_delay)
+        if recurrent:
+            rstd = recurrent_std if recurrent_std is not None else 0.5 / math.sqrt(n_out)
+            self.recurrent_weight = nn.Parameter(torch.randn(n_out, n_out, generator=gen, dtype=torch.float64) * rstd)
+            self.recurrent_delay = nn.Parameter(min_recurrent_delay + torch.rand(n_out, n_out, generator=gen,
+                                                                                  dtype=torch.float64) * max_delay)
+        else:
+            self.recurrent_weight = self.recurrent_delay = None
         self.learn = tuple(learn)
         for name in self.learn:
             self.register_parameter(name, nn.Parameter(torch.tensor(float(model.params[name]), dtype=torch.float64)))
@@ -149,11 +177,15 @@ class EventSRMLayer(nn.Module):
                              f"{self.n_in}: (batch, channels, slots) of spike times")
         d = None if self.delay is None else self.delay.clamp(min=0.0)
         a = None if self.axonal_delay is None else self.axonal_delay.clamp(min=0.0)
-        return SpikeTimes.apply(times, self.weight, d, a, self.kernel_params(), self.model)
+        if self.recurrent_weight is None:
+            return SpikeTimes.apply(times, self.weight, d, a, self.kernel_params(), self.model)
+        dr = self.recurrent_delay.clamp(min=self.min_recurrent_delay)
+        return SpikeTimes.apply(times, self.weight, d, a, self.kernel_params(), self.model, self.recurrent_weight, dr)
 
     def extra_repr(self) -> str:
         return (f"{self.n_in}, {self.n_out}, eps={self.model.eps!r}, nu={self.model.nu!r}, "
-                f"delays={self.delay is not None}, axonal={self.axonal_delay is not None}, learn={self.learn}")
+                f"delays={self.delay is not None}, axonal={self.axonal_delay is not None}, "
+                f"recurrent={self.recurrent_weight is not None}, learn={self.learn}")
 
 
 def bins_to_times(x: torch.Tensor, dt: float = 1.0, offset: float = 0.0) -> torch.Tensor:
