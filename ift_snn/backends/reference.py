@@ -804,3 +804,237 @@ def event_srm_gradients(eps: sp.Expr, nu: sp.Expr, values: dict, w: np.ndarray, 
             gp += grad[C + E:]
     return EventSRMGradients(w=gw, inputs=gin, delays=gd, axonal=gax,
                              params={p.name: float(v) for p, v in zip(params, gp)})
+
+
+# ------------------------------------------------------- continuous time, recurrent (event SRM with V, Dr)
+__all__ += ["EventSRMRecurrentGradients", "event_srm_simulate_recurrent", "event_srm_gradients_recurrent"]
+
+
+@dataclass
+class EventSRMRecurrentGradients(EventSRMGradients):
+    """dL/dx of :func:`event_srm_gradients_recurrent`: those of :class:`EventSRMGradients` and the recurrent
+    weights and delays."""
+
+    recurrent: np.ndarray  # (M, M): dL/dV[j, m], j the sending neuron, m the receiving one
+    recurrent_delays: np.ndarray  # (M, M): dL/dDr[j, m]
+
+
+def _ref_recurrent(recurrent, recurrent_delays, M: int):
+    V = np.asarray(recurrent, dtype=np.float64)
+    Dr = np.asarray(recurrent_delays, dtype=np.float64)
+    if V.shape != (M, M):
+        raise ValueError(f"recurrent has shape {V.shape}; expected ({M}, {M}) (sender, receiver)")
+    if Dr.shape != (M, M):
+        raise ValueError(f"recurrent_delays has shape {Dr.shape}; expected ({M}, {M}) (sender, receiver)")
+    if not np.all(np.isfinite(V)):
+        raise ValueError("recurrent has a non-finite entry")
+    if not np.all(np.isfinite(Dr)) or np.any(Dr <= 0):
+        raise ValueError(f"recurrent_delays must be finite and > 0 everywhere (smallest {Dr.min()!r}): a spike "
+                         "reaches the other neurons (itself included) strictly after it happens")
+    return V, Dr
+
+
+def _sample_arrivals(times, w, d, b, M):
+    """Per neuron m of sample b: (arrival times, weights, channel, slot) of its input spikes, finite only."""
+    return [_lane_arrivals(times, w, d, b, m) for m in range(M)]
+
+
+def event_srm_simulate_recurrent(eps: sp.Expr, nu: sp.Expr, values: dict, w: np.ndarray, inputs_times,
+                                 delays=None, axonal=None, t_end: float | None = None, grid: float = 1e-3, *,
+                                 recurrent, recurrent_delays, t: sp.Symbol | None = None, max_spikes: int = 1000,
+                                 chunk: int = 4096) -> EventSRMResult:
+    """Spikes of the continuous SRM layer with recurrent connections, by direct evaluation of the global sums::
+
+        u_m(t) = sum_i w[i, m] sum_j eps(t - t_i^j - d[i, m])
+               + sum_j V[j, m] sum_{spikes t_k of neuron j} eps(t - t_k - Dr[j, m])
+               + sum_{own spikes t_k < t} nu(t - t_k)
+
+    ``recurrent`` V (M, M) and ``recurrent_delays`` Dr (M, M), indexed [sender j, receiver m], the diagonal a
+    self-connection; every Dr > 0 (ValueError otherwise). Axonal delays shift only the reported times, not
+    the recurrent arrivals. Everything else as in :func:`event_srm_simulate`, which this equals for V = 0.
+
+    The neurons of a sample are coupled, so they advance together: from the last event (the first input
+    arrival of the sample, a spike, or the end of the previous grid chunk) u of every neuron on the grid
+    t + grid * (1, 2, ...); at the first point where some neuron has u >= theta, each such neuron's crossing
+    is refined by ``scipy.optimize.brentq`` in the bracket (previous point, this point), the earliest one is
+    recorded, its reset and its recurrent arrivals join the sums, and the scan restarts from it. A spike's
+    recurrent arrivals come min(Dr) or more later, so with min(Dr) > grid they cannot fall inside the bracket
+    that found it. Stops at ``t_end`` (default: the last input arrival + largest Heaviside delay of eps +
+    50 times the largest time constant, pushed to the last spike + max(Dr) + the same margin after each spike).
+
+    Preconditions as in :func:`event_srm_simulate`; in addition no two neurons crossing within one grid
+    step of a spike of one of them at the same instant. A lane (b, m) with more than ``max_spikes`` spikes
+    raises ValueError (runaway recurrent excitation).
+    """
+    from scipy.optimize import brentq
+
+    t = sp.Symbol("t", real=True) if t is None else t
+    times, w, d, dax = _ref_inputs(inputs_times, w, delays, axonal)
+    B, _, _ = times.shape
+    M = w.shape[1]
+    V, Dr = _ref_recurrent(recurrent, recurrent_delays, M)
+    theta = float(values[_theta_symbol(values)])
+    eps_f, nu_f = _lag_function(eps, t, values), _lag_function(nu, t, values)
+    tau_max, delay_max = _horizon(eps, nu, t, values)
+    margin = delay_max + 50.0 * tau_max
+    spikes: list[list[np.ndarray]] = []
+    for b in range(B):
+        arr = _sample_arrivals(times, w, d, b, M)
+        sp_t: list[float] = []  # every spike of the sample, in time order
+        sp_n: list[int] = []  # its neuron
+
+        def u_one(x, m, arr=arr, sp_t=sp_t, sp_n=sp_n):
+            """u_m at the points x (any shape)."""
+            x = np.asarray(x, dtype=np.float64)[..., None]
+            a, wa, _, _ = arr[m]
+            total = np.sum(wa * eps_f(x - a), axis=-1) if a.size else np.zeros(x.shape[:-1])
+            if sp_t:
+                tn, jn = np.array(sp_t), np.array(sp_n)
+                total = total + np.sum(V[jn, m] * eps_f(x - tn - Dr[jn, m]), axis=-1)
+                own = tn[jn == m]
+                if own.size:
+                    total = total + np.sum(nu_f(x - own), axis=-1)
+            return total
+
+        first = [float(a.min()) for a, _, _, _ in arr if a.size]
+        if first:
+            stop = (max(float(a.max()) for a, _, _, _ in arr if a.size) + margin) if t_end is None else float(t_end)
+            now, last = min(first), -1  # last: the neuron that spiked at `now`, -1 when `now` is no spike
+            while now < stop:
+                n = int(min(chunk, max(1, np.ceil((stop - now) / grid))))
+                pts = now + grid * np.arange(1, n + 1)
+                ug = np.stack([u_one(pts, m) for m in range(M)], axis=1)  # (n, M)
+                rows = np.flatnonzero(np.any(ug >= theta, axis=1))
+                if rows.size == 0:
+                    now, last = float(pts[-1]), -1
+                    continue
+                i = int(rows[0])
+                cand = np.flatnonzero(ug[i] >= theta)
+                if i == 0 and last in cand:
+                    raise ValueError(f"sample {b}, neuron {last}: u >= theta one grid step ({grid}) after its spike "
+                                     f"at {now!r}; expected nu(0) < 0 (or a finer grid)")
+                lo, hi = (float(pts[i - 1]) if i else now), float(pts[i])
+                best, who = np.inf, -1
+                for m in cand:
+                    if float(u_one(lo, m)) >= theta:
+                        raise ValueError(f"sample {b}, neuron {m}: u >= theta already at {lo!r} (two crossings at "
+                                         "one instant, or a crossing missed by the grid)")
+                    tk = brentq(lambda x, m=m: float(u_one(x, m)) - theta, lo, hi, xtol=1e-15,
+                                rtol=4 * np.finfo(float).eps, maxiter=500)
+                    if tk < best:
+                        best, who = tk, int(m)
+                sp_t.append(best)
+                sp_n.append(who)
+                if sp_n.count(who) > max_spikes:
+                    raise ValueError(f"lane ({b}, {who}) spiked more than {max_spikes} times before t = {best!r}")
+                if t_end is None:
+                    stop = max(stop, best + float(Dr[who].max()) + margin)
+                now, last = best, who
+        tn, jn = np.array(sp_t, dtype=np.float64), np.array(sp_n, dtype=np.int64)
+        spikes.append([tn[jn == m] for m in range(M)])
+    counts = np.array([[len(s) for s in row] for row in spikes], dtype=np.int64).reshape(B, M)
+    S = max(1, int(counts.max()) if counts.size else 1)
+    out = np.full((B, M, S), np.inf)
+    for b in range(B):
+        for m in range(M):
+            out[b, m, :counts[b, m]] = spikes[b][m] + dax[m]
+    return EventSRMResult(spikes=spikes, times=out, counts=counts)
+
+
+def event_srm_gradients_recurrent(eps: sp.Expr, nu: sp.Expr, values: dict, w: np.ndarray, inputs_times, spikes,
+                                  grad_times: np.ndarray, delays=None, axonal=None, *, recurrent,
+                                  recurrent_delays, t: sp.Symbol | None = None) -> EventSRMRecurrentGradients:
+    """dL/dx of L = sum g_k (t_k + axonal) for the recurrent layer of :func:`event_srm_simulate_recurrent`, by the
+    implicit function theorem: one dense K x K system per SAMPLE over all K spikes of all its neurons.
+
+    Spikes (t_k, neuron m_k) of sample b in time order solve ::
+
+        F_k = sum_{i,j} w[i, m_k] eps(t_k - t_i^j - d[i, m_k]) + sum_n V[m_n, m_k] eps(t_k - t_n - Dr[m_n, m_k])
+              + sum_{n: m_n = m_k} nu(t_k - t_n) - theta = 0
+
+    (eps and nu 0 at lags <= 0, so only earlier spikes enter). dF/dt: dF_k/dt_k = u'_{m_k}(t_k), and for n != k
+    dF_k/dt_n = -V[m_n, m_k] eps'(t_k - t_n - Dr[m_n, m_k]) - [m_n = m_k] nu'(t_k - t_n) (lower triangular in
+    time order). dF/dx, in rows k of receiver m = m_k: w[i, m] (sum_j eps), each input arrival t_i^j + d[i, m]
+    (-w eps'; it is both the input time's and the synaptic delay's column), V[j, m] (sum over spikes of j of
+    eps), Dr[j, m] (-V[j, m] sum over spikes of j of eps'), every kernel parameter (sum w eps_p + sum V eps_p +
+    sum nu_p) and theta (the same, minus 1), from ``sympy.diff``, lambdified; ``numpy.linalg.solve``.
+    ``grad_times`` (B, M, >= K_m) is dL/d(output time) per lane; dL/d axonal[m] = sum of its g. ``spikes``: an
+    :class:`EventSRMResult` or nested lists [b][m] (before the axonal delay). Arguments otherwise as in
+    :func:`event_srm_simulate_recurrent`; equals :func:`event_srm_gradients` for V = 0 (where dL/dDr = 0).
+
+    Preconditions: u'(t_k) != 0 at every spike, no input or recurrent arrival exactly at a spike.
+    """
+    t = sp.Symbol("t", real=True) if t is None else t
+    times, w, d, dax = _ref_inputs(inputs_times, w, delays, axonal)
+    B, C, S_in = times.shape
+    M = w.shape[1]
+    V, Dr = _ref_recurrent(recurrent, recurrent_delays, M)
+    lists = spikes.spikes if isinstance(spikes, EventSRMResult) else spikes
+    g_all = np.asarray(grad_times, dtype=np.float64)
+    theta_sym = _theta_symbol(values)
+    params = sorted((s for s in values if s != theta_sym), key=lambda s: s.name) + [theta_sym]
+    eps, nu = sp.sympify(eps), sp.sympify(nu)
+    eps_f, nu_f = _lag_function(eps, t, values), _lag_function(nu, t, values)
+    deps_f, dnu_f = _lag_function(sp.diff(eps, t), t, values), _lag_function(sp.diff(nu, t), t, values)
+    eps_p = [_lag_function(sp.diff(eps, p), t, values) for p in params]
+    nu_p = [_lag_function(sp.diff(nu, p), t, values) for p in params]
+    P = len(params)
+    gw, gin, gd, gax, gp = np.zeros((C, M)), np.zeros((B, C, S_in)), np.zeros((C, M)), np.zeros(M), np.zeros(P)
+    gV, gDr = np.zeros((M, M)), np.zeros((M, M))
+    for b in range(B):
+        per = [np.asarray(lists[b][m], dtype=np.float64) for m in range(M)]
+        tk = np.concatenate(per) if M else np.zeros(0)
+        mk = np.concatenate([np.full(p.size, m, dtype=np.int64) for m, p in enumerate(per)]) if M else tk
+        idx = np.concatenate([np.arange(p.size) for p in per]) if M else tk  # slot within its lane
+        order = np.argsort(tk, kind="stable")
+        tk, mk, idx = tk[order], mk[order].astype(np.int64), idx[order].astype(np.int64)
+        K = tk.size
+        if K == 0:
+            continue
+        g = g_all[b, mk, idx]
+        np.add.at(gax, mk, g)
+        arr = _sample_arrivals(times, w, d, b, M)
+        offs = np.cumsum([0] + [a.size for a, _, _, _ in arr])  # input-arrival columns per receiver
+        E = int(offs[-1])
+        # columns: w[i, m] (C*M), input arrivals (E), V[j, m] (M*M), Dr[j, m] (M*M), parameters (P)
+        cW, cA, cV, cD, cP = 0, C * M, C * M + E, C * M + E + M * M, C * M + E + 2 * M * M
+        dF = np.zeros((K, cP + P))
+        J = np.zeros((K, K))
+        lag_sp = tk[:, None] - tk[None, :]  # (K, K): t_k - t_n
+        for k in range(K):
+            m = int(mk[k])
+            a, wa, ch, _ = arr[m]
+            lag_in = tk[k] - a
+            ev, dev = eps_f(lag_in), deps_f(lag_in)
+            # recurrent arrivals from every spike n (own included: the self-connection), lags <= 0 vanish
+            lag_rec = lag_sp[k] - Dr[mk, m]
+            Vn = V[mk, m]
+            er, der = eps_f(lag_rec), deps_f(lag_rec)
+            own = (mk == m) & (lag_sp[k] > 0)
+            dnu = np.where(own, dnu_f(lag_sp[k]), 0.0)
+            row = -(Vn * der) - dnu
+            row[k] = 0.0
+            J[k] = row
+            J[k, k] = float(dev @ wa) + float(Vn @ der) + float(dnu.sum())
+            np.add.at(dF[k], cW + ch * M + m, ev)
+            dF[k, cA + offs[m]:cA + offs[m + 1]] = -wa * dev
+            np.add.at(dF[k], cV + mk * M + m, er)
+            np.add.at(dF[k], cD + mk * M + m, -Vn * der)
+            for q, p in enumerate(params):
+                val = float(eps_p[q](lag_in) @ wa) + float(Vn @ eps_p[q](lag_rec))
+                val += float(np.where(own, nu_p[q](lag_sp[k]), 0.0).sum())
+                dF[k, cP + q] = val - (1.0 if p == theta_sym else 0.0)
+        dtdx = -np.linalg.solve(J, dF)
+        grad = g @ dtdx
+        gw += grad[cW:cA].reshape(C, M)
+        for m in range(M):
+            _, _, ch, slot = arr[m]
+            ga = grad[cA + offs[m]:cA + offs[m + 1]]
+            np.add.at(gin[b], (ch, slot), ga)
+            np.add.at(gd[:, m], ch, ga)
+        gV += grad[cV:cD].reshape(M, M)
+        gDr += grad[cD:cP].reshape(M, M)
+        gp += grad[cP:]
+    return EventSRMRecurrentGradients(w=gw, inputs=gin, delays=gd, axonal=gax,
+                                      params={p.name: float(v) for p, v in zip(params, gp)},
+                                      recurrent=gV, recurrent_delays=gDr)

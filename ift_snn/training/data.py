@@ -553,6 +553,13 @@ def load_shd(path: str | os.PathLike, T: int = 250, n_channels: int = 700, t_max
         max_samples = _check_int("max_samples", max_samples, 1)
     h5py = _require("h5py", "h5py", "load_shd()")
 
+    path = _shd_path(h5py, path)
+
+    return _open_shd(h5py, path, T, n_channels, t_max, max_samples, None)
+
+
+def _shd_path(h5py, path) -> str:
+    """``path`` as a string, refused unless it is an existing HDF5 file (FileNotFoundError / ValueError)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"SHD file not found: {path}")
@@ -565,18 +572,24 @@ def load_shd(path: str | os.PathLike, T: int = 250, n_channels: int = 700, t_max
     if not is_hdf5:
         raise ValueError(f"{path} is not an HDF5 file; expected an HDF5 file in the SHD layout "
                          f"('spikes/times', 'spikes/units', 'labels')")
+    return path
 
+
+def _open_shd(h5py, path: str, T: int, n_channels: int, t_max: float, max_samples: int | None, collect):
     try:
         with h5py.File(path, "r") as f:
-            return _read_shd(h5py, f, path, T, n_channels, t_max, max_samples)
+            return _read_shd(h5py, f, path, T, n_channels, t_max, max_samples, collect)
     except (OSError, RuntimeError, KeyError, TypeError) as exc:
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())
         raise ValueError(f"{path} could not be read as HDF5 ({reason}); expected an HDF5 file in the SHD "
                          f"layout") from exc
 
 
-def _read_shd(h5py, f, path: str, T: int, n_channels: int, t_max: float, max_samples: int | None) -> Dataset:
-    """The body of :func:`load_shd` on an open file: checks everything declared, then reads in blocks."""
+def _read_shd(h5py, f, path: str, T: int, n_channels: int, t_max: float, max_samples: int | None,
+              collect: list | None = None):
+    """The body of :func:`load_shd` on an open file: checks everything declared, then reads in blocks. With a
+    list ``collect``, every sample's (times, channels) kept before ``t_max`` is appended to it instead of being
+    binned, and (labels, n_classes) is returned (:func:`load_shd_times`)."""
     keys = ("spikes/times", "spikes/units", "labels")
     nodes = {key: _shd_dataset(h5py, f, path, key) for key in keys}
 
@@ -626,13 +639,13 @@ def _read_shd(h5py, f, path: str, T: int, n_channels: int, t_max: float, max_sam
     # spikes: the first n samples, in blocks
     times_node, units_node = nodes["spikes/times"], nodes["spikes/units"]
     block = min(_shd_block(times_node), _shd_block(units_node))
-    need = n * T * n_channels * 4
+    need = n * T * n_channels * 4 if collect is None else 0
     if need > MAX_SHD_BYTES:  # a small compressed file can declare many empty samples: refuse before allocating
         raise ValueError(f"{path}: {n} samples x T={T} x n_channels={n_channels} float32 counts need "
                          f"{need / 2**30:.1f} GiB, more than MAX_SHD_BYTES = {MAX_SHD_BYTES / 2**30:g} GiB; expected "
                          "a smaller max_samples, T or n_channels")
     try:
-        x = np.zeros((n, T, n_channels), dtype=np.float32)
+        x = np.zeros((n, T, n_channels) if collect is None else (0,), dtype=np.float32)
     except MemoryError:
         raise ValueError(f"{path}: {n} samples x T={T} x n_channels={n_channels} float32 counts need "
                          f"{n * T * n_channels * 4 / 2**30:.1f} GiB, more than can be allocated; expected "
@@ -664,7 +677,30 @@ def _read_shd(h5py, f, path: str, T: int, n_channels: int, t_max: float, max_sam
                                         f"sample {i}: negative or non-finite spike time {bad!r} "
                                         f"(times must be finite and >= 0)")
             keep = ti < t_max
-            b = np.minimum(np.floor(ti[keep] / t_max * T).astype(np.int64), T - 1)
             c = ui[keep].astype(np.int64) * n_channels // SHD_UNITS
+            if collect is not None:
+                collect.append((ti[keep], c))
+                continue
+            b = np.minimum(np.floor(ti[keep] / t_max * T).astype(np.int64), T - 1)
             x[i] = np.bincount(b * n_channels + c, minlength=T * n_channels).reshape(T, n_channels)
+    if collect is not None:
+        return labels, n_classes
     return Dataset(x, labels, n_classes, f"shd:{os.path.basename(path)}")
+
+
+def load_shd_times(path: str | os.PathLike, n_channels: int = 700, t_max: float = 1.0,
+                   max_samples: int | None = None) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, int]:
+    """An SHD-format file as spike TIMES (not bins): ([(times in s, channels) per sample], labels, n_classes).
+
+    The same checks and limits as :func:`load_shd` (which bins the same spikes); a spike on unit ``u`` goes
+    to channel ``u * n_channels // 700``; spikes at or after ``t_max`` are dropped. Memory: the spikes only.
+    """
+    n_channels = _check_int("n_channels", n_channels, 1, SHD_UNITS)
+    t_max = _check_float("t_max", t_max, low=0.0, low_open=True)
+    if max_samples is not None:
+        max_samples = _check_int("max_samples", max_samples, 1)
+    h5py = _require("h5py", "h5py", "load_shd_times()")
+    path = _shd_path(h5py, path)
+    samples: list = []
+    labels, n_classes = _open_shd(h5py, path, 1, n_channels, t_max, max_samples, samples)
+    return samples, labels, n_classes
