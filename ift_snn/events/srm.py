@@ -244,11 +244,13 @@ def __N_solve(C, j, a, b, fa, fb, R, TR, TP, ELIM):
 
 
 @jit
-def __N_crossing(C, L, R, TR, TP, ELIM, roots, found):
-    # earliest s in (0, L] with u(t0 + s) >= theta (f_0(0) < 0), or -1.0: the zeros of every level, bottom up
+def __N_zeros(C, L, jlow, R, TR, TP, ELIM, roots, found):
+    # the zeros of the levels bottom up (each level's between those of the level above, none missed), down to
+    # level jlow: for jlow = 0 the earliest s in (0, L] with u(t0 + s) >= theta (f_0(0) < 0) or -1.0; for
+    # jlow >= 1 the number of zeros of f_jlow in (0, L], left in roots
     NL = C.shape[0]
     nr = 0
-    for j in range(NL - 2, -1, -1):
+    for j in range(NL - 2, jlow - 1, -1):
         nn = 0
         a = 0.0
         fa = __N_lev(C, j, 0.0, R, TR, TP)
@@ -286,7 +288,12 @@ def __N_crossing(C, L, R, TR, TP, ELIM, roots, found):
         for q in range(nn):
             roots[q] = found[q]
         nr = nn
-    return -1.0
+    return -1.0 if jlow == 0 else float(nr)
+
+
+@jit
+def __N_crossing(C, L, R, TR, TP, ELIM, roots, found):
+    return __N_zeros(C, L, 0, R, TR, TP, ELIM, roots, found)
 
 
 @jit
@@ -413,6 +420,70 @@ def __N_backward(t_in, ch_in, n_in, w, dsyn, p, sort, times, udot, interval, cou
                     dP[b, i] -= wi*RO[I_EPS_P[g, i]]
 
 
+@jit(parallel=True)
+def __N_umax(t_in, ch_in, n_in, w, dsyn, p, sort, t_end, out_u, out_t, out_int, out_kink, out_slope, TR, TP, ELIM):
+    # a non-spiking readout: max of u(t) = sum_i w_i sum_j eps(t - a_ij) over [0, t_end], at an interval's end
+    # or at a zero of f_1 = du/ds inside it (the bracket's level 1)
+    B = t_in.shape[0]
+    M = w.shape[1]
+    G = __N_G
+    NP = p.shape[0]
+    theta = p[NP - 1]
+    R = np.empty(__N_NR)
+    __N_rates(p, R)
+    gd = np.empty(G)
+    __N_gdelays(p, gd)
+    for lane in prange(B*M):
+        b = lane // M
+        m = lane - b*M
+        at, order = __N_arrivals(t_in, ch_in, n_in[b], b, m, dsyn, gd, G, sort)
+        E = at.shape[0]
+        X = np.zeros(__N_NX)
+        C = np.zeros((__N_NL, __N_NT))
+        roots = np.zeros(__N_NT)
+        found = np.zeros(__N_NT)
+        t0 = 0.0
+        best = 0.0
+        bt = 0.0
+        bk = 0
+        kink = -1
+        slope = 0.0
+        for k in range(E + 1):
+            t1 = t_end
+            if k < E and at[order[k]] < t_end:
+                t1 = at[order[k]]
+            if t1 > t0:
+                __N_levels(X, p, C)
+                nc = int(__N_zeros(C, t1 - t0, 1, R, TR, TP, ELIM, roots, found))
+                for q in range(nc):
+                    u = __N_lev(C, 0, roots[q], R, TR, TP) + theta
+                    if u > best:
+                        best = u
+                        bt = t0 + roots[q]
+                        bk = k
+                        kink = -1
+                u = __N_lev(C, 0, t1 - t0, R, TR, TP) + theta
+                if u > best:
+                    best = u
+                    bt = t1
+                    bk = k
+                    # a max at an arrival (a kink: u' jumps there) moves with that arrival: du_max/da = u'(a-)
+                    kink = order[k] if (k < E and t1 < t_end) else -1
+                    slope = __N_lev(C, 1, t1 - t0, R, TR, TP)
+            if k == E or at[order[k]] >= t_end:
+                break
+            idx = order[k]
+            e = idx // G
+            __N_advance(X, t1 - t0, p)
+            t0 = t1
+            __N_arrive(X, idx - e*G, w[ch_in[b, e], m], p)
+        out_u[b, m] = best
+        out_t[b, m] = bt
+        out_int[b, m] = bk
+        out_kink[b, m] = kink
+        out_slope[b, m] = slope if kink >= 0 else 0.0
+
+
 @jit
 def __N_hpush(ht, hq, hp, hn, m, t, q, pay):
     # binary min-heap of neuron m's pending recurrent arrivals, key (time, insertion number)
@@ -473,7 +544,7 @@ def __N_ext(t_in, ch_in, n, b, M, dsyn, gd, G, sort):
 
 
 @jit(parallel=True)
-def __N_rforward(t_in, ch_in, n_in, w, dsyn, V, dr, p, sort, out_t, out_udot, out_int, out_cnt,
+def __N_rforward(t_in, ch_in, n_in, w, dsyn, V, dr, p, sort, out_t, out_udot, out_int, out_cnt, out_drop,
                  sp_t, sp_n, sp_slot, sp_tot, TR, TP, ELIM):
     # a recurrent layer: the neurons of a sample are coupled (a spike of j arrives at m after dr[j, m] > 0),
     # so a sample runs event by event in time order: the earliest of every neuron's next arrival and next crossing
@@ -507,7 +578,7 @@ def __N_rforward(t_in, ch_in, n_in, w, dsyn, V, dr, p, sort, out_t, out_udot, ou
         found = np.zeros(__N_NT)
         K = 0
         seq = 0
-        over = -1
+        capped = np.zeros(M, np.bool_)
         while True:
             best = math.inf
             bm = -1
@@ -516,7 +587,7 @@ def __N_rforward(t_in, ch_in, n_in, w, dsyn, V, dr, p, sort, out_t, out_udot, ou
                 a = ext_t[m, ep[m]]
                 if hn[m] > 0 and ht[m, 0] < a:
                     a = ht[m, 0]
-                if not valid[m]:
+                if not valid[m] and not capped[m]:
                     __N_levels(X[m], p, C)
                     s = __N_crossing(C, a - t0[m], R, TR, TP, ELIM, roots, found)
                     cand[m] = t0[m] + s if s >= 0.0 else math.inf
@@ -533,8 +604,10 @@ def __N_rforward(t_in, ch_in, n_in, w, dsyn, V, dr, p, sort, out_t, out_udot, ou
             m = bm
             if spike:
                 if cnt[m] >= S:
-                    over = m
-                    break
+                    # the cap: the neuron is silent for the rest of the sample (no spike, no reset, no arrivals)
+                    capped[m] = True
+                    cand[m] = math.inf
+                    continue
                 s = cand_s[m]
                 __N_levels(X[m], p, C)
                 out_t[b, m, cnt[m]] = t0[m] + s
@@ -570,8 +643,7 @@ def __N_rforward(t_in, ch_in, n_in, w, dsyn, V, dr, p, sort, out_t, out_udot, ou
                 valid[m] = False
         for m in range(M):
             out_cnt[b, m] = cnt[m]
-        if over >= 0:
-            out_cnt[b, over] = -1
+            out_drop[b, m] = 1 if capped[m] else 0
         sp_tot[b] = K
 
 
@@ -754,6 +826,7 @@ class _Kernels:
     backward: object
     rforward: object
     rbackward: object
+    umax: object
     tables: dict
 
 
@@ -792,7 +865,7 @@ def _kernels(d: ContinuousDerivation, backend: str) -> _Kernels:
         I_NU_P=np.array([names.index(f"nu_{p.name}") for p in d.params], np.int64),
     )
     return _Kernels(namespace[name + "_forward"], namespace[name + "_backward"], namespace[name + "_rforward"],
-                    namespace[name + "_rbackward"], tables)
+                    namespace[name + "_rbackward"], namespace[name + "_umax"], tables)
 
 
 def _eliminated(d: ContinuousDerivation) -> list[int]:
@@ -895,8 +968,10 @@ def simulate_srm(model: EventSRM, w: np.ndarray, inputs: SpikeTrain, *, delays: 
     Recurrent layer: ``recurrent`` V (M, M) and ``recurrent_delays`` (M, M, every entry > 0): a spike of
     neuron j at t arrives at neuron m (j included) at t + recurrent_delays[j, m] with weight V[j, m] through
     eps, like an input. The neurons of a sample are then coupled and run event by event in time order
-    (O(M) per event). Every spike feeds the layer, so none may be dropped: more than ``max_spikes`` in a
-    neuron is an error. The axonal delays shift the reported times only.
+    (O(M) per event). Every spike feeds the layer, so none can be dropped silently: a neuron that reaches
+    ``max_spikes`` is silenced for the rest of its sample (no further spike, reset or arrival; ``out.dropped``
+    is 1 for it and a warning counts them), and the gradient is exact for that capped network. The axonal
+    delays shift the reported times only.
     """
     if not isinstance(model, EventSRM):
         raise TypeError(f"model is a {type(model).__name__}; expected ift_snn.events.EventSRM")
@@ -921,12 +996,13 @@ def simulate_srm(model: EventSRM, w: np.ndarray, inputs: SpikeTrain, *, delays: 
         V, dr = _recurrent(recurrent, recurrent_delays, M)
         sp = (np.full((B, M * S), np.inf), np.zeros((B, M * S), np.int64), np.zeros((B, M * S), np.int64),
               np.zeros(B, np.int64))
-        kern.rforward(t_ev, ch, n, w, dsyn, V, dr, model.values, sort, times, udot, interval, count, *sp,
+        kern.rforward(t_ev, ch, n, w, dsyn, V, dr, model.values, sort, times, udot, interval, count, dropped, *sp,
                       tab["TR"], tab["TP"], tab["ELIM"])
-        if (count < 0).any():
-            b, m = np.argwhere(count < 0)[0]
-            raise ValueError(f"neuron {m} of sample {b} fired more than max_spikes={S} spikes in a recurrent layer, "
-                             "where every spike feeds the layer and none can be dropped: raise max_spikes")
+        if dropped.any():
+            warnings.warn(f"{int(dropped.sum())} of {B * M} neurons of a recurrent layer reached max_spikes={S} and "
+                          "were silenced for the rest of their sample (every spike feeds the layer, so a capped "
+                          "neuron stops: the gradient is exact for that capped network); raise max_spikes to keep "
+                          "more spikes", RuntimeWarning, stacklevel=2)
         times = times + np.where(np.arange(S)[None, None, :] < count[:, :, None], dax[None, :, None], 0.0)
         return SRMTrace(model, w, dsyn, dax, inputs, SpikeTrain(times, count, dropped), udot, interval, stream,
                         V, dr, sp)
@@ -990,3 +1066,87 @@ def _inputs_grad(trace: SRMTrace, d_ev: np.ndarray) -> np.ndarray:
     live = np.isfinite(t_ev).reshape(-1)
     np.add.at(d_in, (rows[live], flat.reshape(-1)[live]), d_ev.reshape(-1)[live])
     return d_in.reshape(B, C, S_in)
+
+
+# --------------------------------------------------------------------------- a non-spiking max readout
+@dataclass(frozen=True)
+class ReadoutTrace:
+    """``u_max`` (B, M): max over [0, t_end] of u_m(t) = sum_i w_im sum_j eps(t - t_i^j - d_im) (no threshold,
+    no reset; 0 at t = 0), reached at ``t_max`` (B, M); what :func:`readout_backward` needs."""
+
+    model: EventSRM
+    w: np.ndarray
+    delays: np.ndarray
+    inputs: SpikeTrain
+    t_end: float
+    u_max: np.ndarray
+    t_max: np.ndarray
+    interval: np.ndarray
+    kink: np.ndarray
+    slope: np.ndarray
+    stream: tuple
+
+
+def readout_max(model: EventSRM, w: np.ndarray, inputs: SpikeTrain, t_end: float, *,
+                delays: np.ndarray | None = None) -> ReadoutTrace:
+    """The max-over-time readout (as the discrete layers' ``max_ce`` loss reads its output layer).
+
+    Formula: u_max = max(0, max over [0, t_end] of u(t)), attained at an arrival interval's end or at a zero of
+    du/dt inside it (found by the derivation's bracket, level 1: none missed). Its gradient needs no dt*/dx:
+    du/dt = 0 at an interior max (envelope theorem), so du_max/dx = du(t*)/dx; a max at an arrival (a kink of u)
+    moves with it, du_max/da = u'(a-). Cost O(B M E D^2).
+    """
+    if not isinstance(model, EventSRM):
+        raise TypeError(f"model is a {type(model).__name__}; expected ift_snn.events.EventSRM")
+    if not isinstance(inputs, SpikeTrain):
+        raise TypeError(f"inputs is a {type(inputs).__name__}; expected ift_snn.events.SpikeTrain")
+    t_end = _number("t_end", t_end)
+    if t_end <= 0:
+        raise ValueError(f"t_end={t_end!r}: expected the end of the window, > 0")
+    B, C, _ = inputs.shape
+    w = np.ascontiguousarray(check_weights(w, C))
+    M = w.shape[1]
+    dsyn = np.ascontiguousarray(_delays(delays, (C, M), "delays"))
+    kern, tab = model.kernels, model.kernels.tables
+    stream = _stream(inputs)
+    t_ev, ch, _, n = stream
+    sort = bool(np.any(dsyn != 0) or len(model.derivation.groups) > 1)
+    u = np.zeros((B, M))
+    t = np.zeros((B, M))
+    k = np.zeros((B, M), np.int64)
+    kink = np.full((B, M), -1, np.int64)
+    slope = np.zeros((B, M))
+    kern.umax(t_ev, ch, n, w, dsyn, model.values, sort, t_end, u, t, k, kink, slope, tab["TR"], tab["TP"],
+              tab["ELIM"])
+    return ReadoutTrace(model, w, dsyn, inputs, t_end, u, t, k, kink, slope, stream)
+
+
+def readout_backward(trace: ReadoutTrace, grad_u: np.ndarray) -> SRMGradients:
+    """dL/dW, dL/d(input times), dL/d(delays) and dL/d(eps's parameters) from dL/du_max: the reverse scan of
+    :func:`backward_srm` with one event at t* per neuron carrying lambda = -dL/du_max (theta and nu have no part
+    in a readout: their entries are 0)."""
+    B, M = trace.u_max.shape
+    if not isinstance(grad_u, np.ndarray) or grad_u.shape != (B, M) or not np.all(np.isfinite(grad_u)):
+        raise ValueError(f"grad_u has shape {getattr(grad_u, 'shape', None)}; expected ({B}, {M}) finite values")
+    model, kern = trace.model, trace.model.kernels
+    tab = kern.tables
+    t_ev, ch, flat, n = trace.stream
+    C = trace.inputs.shape[1]
+    NP = len(model.values)
+    dW, dD, d_ev, dP = np.zeros((B, C, M)), np.zeros((B, C, M)), np.zeros(t_ev.shape), np.zeros((B, NP))
+    sort = bool(np.any(trace.delays != 0) or len(model.derivation.groups) > 1)
+    kern.backward(t_ev, ch, n, trace.w, trace.delays, model.values, sort, trace.t_max[:, :, None].copy(),
+                  np.ones((B, M, 1)), trace.interval[:, :, None].copy(), np.ones((B, M), np.int64),
+                  -np.asarray(grad_u, np.float64)[:, :, None], dW, dD, d_ev, dP, tab["SPIKE"], tab["I_EPS"],
+                  tab["I_DEPS"], tab["I_EPS_P"], tab["I_DNU"], tab["I_NU_P"])
+    G = len(model.derivation.groups)
+    for b, m in zip(*np.nonzero(trace.kink >= 0)):  # the max sits on arrival `kink`: it moves with it
+        e = trace.kink[b, m] // G
+        moved = grad_u[b, m] * trace.slope[b, m]
+        d_ev[b, e] += moved
+        dD[b, ch[b, e], m] += moved
+    params = dict(zip(model.names, dP.sum(axis=0)))
+    for name in model.names:
+        if not any(sym.name == name for sym in model.derivation.eps.free_symbols):
+            params[name] = 0.0  # theta and nu-only parameters: not in a readout
+    return SRMGradients(dW.sum(axis=0), _inputs_grad(trace, d_ev), dD.sum(axis=0), np.zeros(M), params)

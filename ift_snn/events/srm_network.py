@@ -38,7 +38,7 @@ import numpy as np
 from ..optim import Adam
 from .losses import ttfs_cross_entropy
 from .model import SpikeTrain, check_weights
-from .srm import EventSRM, SRMTrace, backward_srm, simulate_srm
+from .srm import EventSRM, ReadoutTrace, SRMTrace, backward_srm, readout_backward, readout_max, simulate_srm
 
 __all__ = ["SRMNetwork", "SRMTrainConfig", "train_srm", "shd_spike_times", "subset"]
 
@@ -82,7 +82,7 @@ class SRMNetwork:
 
     def __init__(self, sizes: list[int], model: EventSRM, *, delays: bool = False, recurrent: bool = False,
                  max_delay: float = 5.0, min_recurrent_delay: float = 0.5, seed: int = 0,
-                 recurrent_std: float = 0.1):
+                 recurrent_std: float = 0.1, readout: str = "ttfs", t_end: float | None = None):
         if len(sizes) < 2 or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in sizes):
             raise ValueError(f"sizes={sizes!r}: expected at least [n_in, n_out] with positive ints")
         if not isinstance(model, EventSRM):
@@ -91,13 +91,21 @@ class SRMNetwork:
             if not (isinstance(v, (int, float)) and np.isfinite(v) and v >= low) or \
                     (name == "min_recurrent_delay" and v <= 0):
                 raise ValueError(f"{name}={v!r}: expected a finite number {'>' if name != 'max_delay' else '>='} 0")
+        if readout not in ("ttfs", "max"):
+            raise ValueError(f"readout={readout!r}: expected 'ttfs' (spiking outputs, first-spike loss) or 'max' "
+                             "(non-spiking outputs, the max over time of their potential)")
+        if readout == "max" and not (isinstance(t_end, (int, float)) and np.isfinite(t_end) and t_end > 0):
+            raise ValueError(f"t_end={t_end!r}: the max readout needs the end of the window, a number > 0")
+        self.readout, self.t_end = readout, t_end
         self.sizes = [int(k) for k in sizes]
         self.model = model
         self.min_recurrent_delay = float(min_recurrent_delay)
         rng = np.random.default_rng(seed)
         self.layers: list[dict[str, np.ndarray]] = []
         for i, (a, b) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
-            layer = {"w": rng.normal(1.0, 1.0, size=(a, b)) / a}
+            last = i == len(self.sizes) - 2
+            layer = {"w": rng.normal(0.0, 1.0, size=(a, b)) / np.sqrt(a) if last and readout == "max"
+                     else rng.normal(1.0, 1.0, size=(a, b)) / a}
             if delays:
                 layer["delays"] = rng.uniform(0.0, max_delay, size=(a, b))
             if recurrent and i < len(self.sizes) - 2:
@@ -115,18 +123,22 @@ class SRMNetwork:
         if x.shape[1] != self.sizes[0]:
             raise ValueError(f"x has {x.shape[1]} channels; expected {self.sizes[0]}")
         traces = []
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             check_weights(layer["w"])
+            if self.readout == "max" and i == len(self.layers) - 1:
+                traces.append(readout_max(self.model, layer["w"], x, self.t_end, delays=layer.get("delays")))
+                break
             traces.append(simulate_srm(self.model, layer["w"], x, **{k: v for k, v in layer.items() if k != "w"}))
             x = traces[-1].out
         return traces
 
-    def backward(self, traces: list[SRMTrace], grad_out: np.ndarray) -> list[np.ndarray]:
-        """dL/d(every parameter), in the order of :meth:`parameters`."""
+    def backward(self, traces: list[SRMTrace | ReadoutTrace], grad_out: np.ndarray) -> list[np.ndarray]:
+        """dL/d(every parameter), in the order of :meth:`parameters`; ``grad_out`` is dL/d(output times)
+        (B, K, S), or dL/du_max (B, K) with the max readout."""
         per_layer = []
         g = grad_out
         for trace, layer in zip(reversed(traces), reversed(self.layers)):
-            gr = backward_srm(trace, g)
+            gr = readout_backward(trace, g) if isinstance(trace, ReadoutTrace) else backward_srm(trace, g)
             per_layer.append([getattr(gr, k) for k in layer])
             g = gr.inputs
         return [arr for grads in reversed(per_layer) for arr in grads]
@@ -140,6 +152,8 @@ class SRMNetwork:
                 np.maximum(layer["recurrent_delays"], self.min_recurrent_delay, out=layer["recurrent_delays"])
 
     def predict(self, x: SpikeTrain, t_absent: float) -> np.ndarray:
+        if self.readout == "max":
+            return np.argmax(self.forward(x)[-1].u_max, axis=1)
         out = self.forward(x)[-1].out
         return np.argmin(np.where(out.counts > 0, out.times[:, :, 0], t_absent), axis=1)
 
@@ -149,7 +163,8 @@ class SRMNetwork:
         initialisation, not training."""
         want = [rates[0]] * (len(self.layers) - 1) + [rates[-1]]
         scales = []
-        for layer, target in zip(self.layers, want):
+        spiking = self.layers[:-1] if self.readout == "max" else self.layers
+        for layer, target in zip(spiking, want):
             base, lo, hi = layer["w"].copy(), 1e-3, 1e3
             for _ in range(iterations):
                 mid = (lo * hi) ** 0.5
@@ -170,6 +185,23 @@ class SRMNetwork:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # dropped spikes while searching the scale
             return simulate_srm(self.model, layer["w"], x, **{k: v for k, v in layer.items() if k != "w"})
+
+
+def _loss(net: SRMNetwork, traces, labels, cfg, t_absent: float):
+    """(loss, dL/d(network output), predictions): first-spike cross-entropy, or the cross-entropy of the
+    outputs' max potentials (the potential is the logit)."""
+    if net.readout == "ttfs":
+        return ttfs_cross_entropy(traces[-1].out, labels, tau_L=cfg.tau_L, t_absent=t_absent)
+    u = traces[-1].u_max
+    B = u.shape[0]
+    z = u - u.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    y = np.asarray(labels)
+    loss = float(-np.mean(np.log(p[np.arange(B), y] + 1e-300)))
+    g = p.copy()
+    g[np.arange(B), y] -= 1.0
+    return loss, g / B, np.argmax(u, axis=1)
 
 
 def _peak(fn) -> int:
@@ -208,6 +240,11 @@ class SRMTrainConfig:
     count_floor: float = 1.0
     silent_push: float = 0.01
     rates: tuple = (4.0, 2.0)
+    #: "ttfs": spiking outputs, first-spike cross-entropy; "max": non-spiking outputs, cross-entropy of the max
+    #: over time of their potential (the discrete layers' max_ce)
+    readout: str = "ttfs"
+    #: "numba" (compiled, lanes in parallel) or "python" (the same generated source run as Python)
+    backend: str = "numba"
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "max_spikes"):
@@ -221,7 +258,7 @@ class SRMTrainConfig:
         self.make_model()
 
     def make_model(self) -> EventSRM:
-        return EventSRM.named(self.model, max_spikes=self.max_spikes, **self.params)
+        return EventSRM.named(self.model, max_spikes=self.max_spikes, backend=self.backend, **self.params)
 
 
 def train_srm(cfg: SRMTrainConfig, train: tuple[SpikeTrain, np.ndarray], test: tuple[SpikeTrain, np.ndarray],
@@ -235,13 +272,13 @@ def train_srm(cfg: SRMTrainConfig, train: tuple[SpikeTrain, np.ndarray], test: t
     end = float(np.max(np.where(np.isfinite(xtr.times), xtr.times, 0.0))) if xtr.times.size else 1.0
     t_absent = 1.5 * end if t_absent is None else t_absent
     net = SRMNetwork([xtr.shape[1], *cfg.hidden, n_classes], cfg.make_model(), delays=cfg.delays,
-                     recurrent=cfg.recurrent, max_delay=cfg.max_delay, seed=cfg.seed)
+                     recurrent=cfg.recurrent, max_delay=cfg.max_delay, seed=cfg.seed, readout=cfg.readout,
+                     t_end=t_absent)
     rng = np.random.default_rng(cfg.seed)
     net.calibrate(subset(xtr, slice(0, min(64, len(ytr)))), cfg.rates)
     opt = Adam(lr=cfg.lr)
     xb0, yb0 = subset(xtr, slice(0, cfg.batch_size)), ytr[:cfg.batch_size]
-    peak = _peak(lambda: net.backward(traces := net.forward(xb0), ttfs_cross_entropy(
-        traces[-1].out, yb0, tau_L=cfg.tau_L, t_absent=t_absent)[1]))
+    peak = _peak(lambda: net.backward(traces := net.forward(xb0), _loss(net, traces, yb0, cfg, t_absent)[1]))
     metrics = {"config": {**asdict(cfg), "hidden": list(cfg.hidden), "rates": list(cfg.rates), "t_absent": t_absent,
                           "train_samples": len(ytr), "test_samples": len(yte), "sizes": net.sizes},
                "peak_step_mb": peak / 2**20,
@@ -261,10 +298,10 @@ def train_srm(cfg: SRMTrainConfig, train: tuple[SpikeTrain, np.ndarray], test: t
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", RuntimeWarning)
                 traces = net.forward(xb)
-            dropped += sum(int(tr.out.dropped.sum()) for tr in traces)
+            dropped += sum(int(tr.out.dropped.sum()) for tr in traces if isinstance(tr, SRMTrace))
             del caught
-            value, g, pred = ttfs_cross_entropy(traces[-1].out, ytr[idx], tau_L=cfg.tau_L, t_absent=t_absent)
-            if cfg.count_floor > 0:  # training aid (documented): keep the outputs firing
+            value, g, pred = _loss(net, traces, ytr[idx], cfg, t_absent)
+            if cfg.count_floor > 0 and net.readout == "ttfs":  # training aid (documented): keep the outputs firing
                 o = traces[-1].out
                 short = np.maximum(cfg.count_floor - o.counts, 0.0)
                 valid = np.arange(o.times.shape[2])[None, None, :] < o.counts[:, :, None]
@@ -273,6 +310,8 @@ def train_srm(cfg: SRMTrainConfig, train: tuple[SpikeTrain, np.ndarray], test: t
             if cfg.silent_push > 0:  # training aid (documented): silent neurons raise their active inputs' weights
                 k = 0
                 for layer, tr in zip(net.layers, traces):
+                    if isinstance(tr, ReadoutTrace):
+                        break
                     silent = (tr.out.counts == 0).astype(np.float64)
                     active = (tr.inputs.counts > 0).astype(np.float64)
                     grads[k] = grads[k] - cfg.silent_push * active.T @ silent / len(idx)

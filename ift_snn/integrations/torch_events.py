@@ -114,8 +114,9 @@ class EventSRMLayer(nn.Module):
     ``recurrent_std``, default 0.5/sqrt(n_out)) after learnable delays
     (uniform in [``min_recurrent_delay``, ``min_recurrent_delay`` +
     ``max_delay``], clamped at ``min_recurrent_delay`` > 0 in the forward).
-    Every spike feeds the layer, so more than ``max_spikes`` spikes in a
-    neuron is an error (raise ``max_spikes``).
+    Every spike feeds the layer: a neuron that reaches ``max_spikes`` is
+    silenced for the rest of its sample (warned and counted; the gradient is
+    that of the capped network).
     """
 
     def __init__(self, n_in: int, n_out: int, model: EventSRM | str = "lif", *, delays: bool = False,
