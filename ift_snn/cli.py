@@ -573,8 +573,11 @@ def _train(args: argparse.Namespace) -> int:
         if model_options(args):
             raise ValueError("--method events trains the continuous-time LIF of ift_snn.events, a different system; "
                              f"model options do not apply there ({', '.join(model_options(args))})")
-        if args.task != "digits":
-            raise ValueError(f"--method events supports --task digits only; got --task {args.task!r}")
+        if args.task not in ("digits", "shd"):
+            raise ValueError(f"--method events trains on spike times: --task digits or shd; got --task {args.task!r}")
+        if args.task == "digits" and (args.delays or args.recurrent):
+            raise ValueError("--method events --task digits trains the closed-form EventLIF network; --delays and "
+                             "--recurrent are for --task shd (any continuous neuron)")
         out = _prepare_out_dir(args.out, "--out")
         args.kept = lambda: _kept_training(out)
         metrics = train_command(args, out)
@@ -705,6 +708,32 @@ def _recurrent_experiment(args: argparse.Namespace) -> int:
         print("bptt against exodus on the recurrent network at initialisation, largest relative difference per "
               "array: " + ", ".join(f"{v:.2g}" for v in result["bptt_vs_exodus"]))
     print(f"{result['seconds']:.0f} s; wrote {args.out}/recurrent.json, accuracy.png")
+    _report_warnings(warned)
+    return 0
+
+
+def _events_experiment(args: argparse.Namespace) -> int:
+    require_extras("ift-snn experiment events", "h5py")
+    from .experiments.events import QUICK, EventsConfig, events_experiment
+
+    given = {k: getattr(args, k) for k in ("epochs", "n_train", "n_test", "hidden", "lr") if getattr(args, k) is not None}
+    quick = QUICK if args.quick else {}
+    seeds = {"seeds": tuple(range(args.seeds))} if args.seeds is not None else {}
+    cfg = EventsConfig(**{**quick, **given, **seeds, "shd_path": args.shd_path, "shd_test_path": args.shd_test_path})
+    cfg.validate()
+    out = _prepare_out_dir(args.out, "--out")
+    args.kept = _kept_json(out / "events.json", lambda data: f"{len(data['runs'])} runs, rewritten after every run")
+    with counted_warnings() as warned:
+        result = events_experiment(cfg, out)
+    print(f"{'run':<28} {'final acc (min-max)':>22} {'best acc':>9} {'s/epoch':>8} {'step MB':>8}")
+    for key, row in result["summary"].items():
+        acc, best = row["final_test_acc"], row["best_test_acc"]
+        if acc is None:
+            print(f"{key:<28} {'stopped':>22}")
+            continue
+        print(f"{key:<28} {acc['mean']:>8.3f} ({acc['min']:.3f}-{acc['max']:.3f}) {best['mean']:>9.3f} "
+              f"{row['epoch_seconds']['mean']:>8.1f} {row['peak_step_mb']['mean']:>8.1f}")
+    print(f"{result['seconds']:.0f} s; wrote {args.out}/events.json")
     _report_warnings(warned)
     return 0
 
@@ -970,6 +999,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="truncated BPTT: the backward scan restarts every K steps (not --truncate, which cuts "
                             "a kernel to K taps)")
     train.add_argument("--blocks", type=POSITIVE_INT, default=None, help="local blocks of this many layers")
+    train.add_argument("--delays", action="store_true",
+                       help="--method events --task shd: learn a synaptic delay per connection (exact gradient)")
     train.add_argument("--recurrent", action="store_true",
                        help="recurrent hidden layers: each hidden layer's spikes feed back into it (a = W x + V s[n-1])")
     train.add_argument("--T", type=POSITIVE_INT, default=None,
@@ -1066,6 +1097,23 @@ def build_parser() -> argparse.ArgumentParser:
                       help="output folder for recurrent.json and accuracy.png (default runs/recurrent)")
     rexp.set_defaults(func=_recurrent_experiment)
 
+    eexp = exp_sub.add_parser(
+        "events", help="continuous-time networks on spike times (delays, recurrence) against discrete EXODUS (SHD-like)",
+        description="One hidden layer of continuous-time LIF neurons trained on spike times with exact gradients "
+                    "(feed-forward, learned delays, recurrent, both) against the discrete EXODUS network on the same "
+                    "spikes binned, on the SHD-like order task (or an SHD file pair): accuracy, seconds per epoch, "
+                    "peak memory of a training step.")
+    eexp.add_argument("--quick", action="store_true", help="one seed, 60 / 40 samples, H = 16, 2 epochs")
+    eexp.add_argument("--seeds", type=POSITIVE_INT, default=None, help="number of seeds (0, 1, ...; default 2)")
+    eexp.add_argument("--epochs", type=POSITIVE_INT, default=None, help="epochs per run (default 5)")
+    eexp.add_argument("--hidden", type=POSITIVE_INT, default=None, help="hidden width (default 64)")
+    eexp.add_argument("--n-train", type=POSITIVE_INT, default=None, help="training samples (default 400)")
+    eexp.add_argument("--n-test", type=POSITIVE_INT, default=None, help="test samples (default 200)")
+    eexp.add_argument("--lr", type=POSITIVE_FLOAT, default=None, help="Adam learning rate of the event runs (2e-3)")
+    eexp.add_argument("--shd-path", type=_existing_file, default=None, help="an SHD-format training file")
+    eexp.add_argument("--shd-test-path", type=_existing_file, default=None, help="its test file")
+    eexp.add_argument("--out", default="runs/events", help="output folder: events.json (rewritten after every run)")
+    eexp.set_defaults(func=_events_experiment)
     trunc = exp_sub.add_parser(
         "truncation", formatter_class=defaults,
         help="truncated and local training (Guo et al.): peak memory of a step and accuracy against the chunk "

@@ -1,5 +1,7 @@
-"""The two CLI entry points of the events package: ``ift-snn derive events_lif`` and
-``ift-snn train --task digits --method events`` (``ift_snn.cli`` dispatches here)."""
+"""The CLI entry points of the events package: ``ift-snn derive events_lif``, ``ift-snn derive --continuous``
+and ``ift-snn train --method events`` (``--task digits``: the closed-form EventLIF network; ``--task shd``: an
+SHD-format file read as spike times, any continuous neuron, ``--delays``, ``--recurrent``); ``ift_snn.cli``
+dispatches here."""
 
 from __future__ import annotations
 
@@ -21,10 +23,29 @@ def derive_command(args: argparse.Namespace | None = None) -> int:
 def train_command(args: argparse.Namespace, out) -> dict:
     """Train the event network on digits with the CLI's epochs, seed, hidden sizes, batch size and lr;
     writes ``out``/metrics.json every epoch and returns the metrics (the CLI prints the summary)."""
+    if args.task == "shd":  # any continuous neuron on an SHD-format file read as spike times
+        from .srm_network import SRMTrainConfig, shd_spike_times, train_srm
+
+        if args.shd_path is None:
+            raise ValueError("--method events --task shd needs --shd-path (an SHD-format file, e.g. shd_train.h5 or "
+                             "the SHD-like task's shd_like_train.h5)")
+        xtr, ytr, K = shd_spike_times(args.shd_path)
+        if args.shd_test_path is not None:
+            xte, yte, K2 = shd_spike_times(args.shd_test_path)
+            K = max(K, K2)
+        else:  # the last 25% held out, as the discrete shd task does without a test file
+            n = len(ytr)
+            cut = n - max(1, n // 4)
+            from .srm_network import subset
+
+            xte, yte, xtr, ytr = subset(xtr, slice(cut, n)), ytr[cut:], subset(xtr, slice(0, cut)), ytr[:cut]
+        cfg = SRMTrainConfig(hidden=tuple(args.hidden), delays=args.delays, recurrent=args.recurrent,
+                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                             readout="max", max_spikes=64, max_delay=20.0, params={"tau": 4.0, "tau_s": 1.0},
+                             count_floor=0.0)
+        return train_srm(cfg, (xtr, ytr), (xte, yte), K, out, t_absent=100.0)
     from .train import train_digits
 
-    if args.task != "digits":
-        raise ValueError(f"--method events supports --task digits only; got --task {args.task!r}")
     return train_digits(epochs=args.epochs, seed=args.seed, out=out, hidden=tuple(args.hidden),
                         batch_size=args.batch_size, lr=args.lr)
 
