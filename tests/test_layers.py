@@ -12,7 +12,7 @@ LAYERS = [
     ["ift_snn", "ift_snn.cli", "ift_snn.events.commands"],                    # entry points
     ["ift_snn.experiments", "ift_snn.events.bench"],                          # experiments, benchmarks
     ["ift_snn.integrations"],                                                 # PyTorch, conversions, NIR
-    ["ift_snn.training", "ift_snn.events.train"],                             # networks, training loops, data
+    ["ift_snn.training", "ift_snn.events.train", "ift_snn.events.srm_network"],  # networks, training loops, data
     ["ift_snn.ops", "ift_snn.recurrent", "ift_snn.events", "ift_snn.optim", "ift_snn.files"],  # array APIs
     ["ift_snn.backends"],                                                     # numbers
     ["ift_snn.codegen"],                                                      # text from derivations
