@@ -443,6 +443,21 @@ def _bench(args: argparse.Namespace) -> int:
     if args.precision and (options or args.peers or args.torch or args.zoo or lines):
         raise ValueError("--precision measures neurons of its own (ift_snn.experiments.precision); model options, --peers, "
                          "--torch, --zoo, --delays and --taps do not apply there")
+    if args.continuous:  # continuous time: cost against the horizon at a fixed number of spikes
+        if options or args.peers or args.torch or args.zoo or lines or args.precision or args.recurrent:
+            raise ValueError("--continuous times the continuous-time layer of its own neurons (lif, alpha, adaptive); "
+                             "model options and the other benchmarks do not apply there")
+        from .events.bench import format_horizon, horizon_scaling
+
+        if args.json:
+            _prepare_out_file(args.json, "--json")
+        rows = horizon_scaling(rounds=args.rounds)
+        print("continuous-time layer (ift_snn.events.srm, compiled; B=64, C=M=32, 4 input spikes per channel spread "
+              f"over [0, T]), forward + backward, median of {args.rounds} rounds (min-max):")
+        print(format_horizon(rows))
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+        return 0
     model = model_from_args(args) if options else None
     if args.json:
         _prepare_out_file(args.json, "--json")
@@ -969,6 +984,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --peers: interleaved rounds per size (the median is reported)")
     bench.add_argument("--with-sinabs", action="store_true",
                        help="with --peers: also sinabs' LIF (slow: its CPU backward takes 7-83 s)")
+    bench.add_argument("--continuous", action="store_true",
+                       help="the continuous-time layer: forward + backward at a fixed number of spikes against the "
+                            "horizon T = 100 .. 1e5 (target: constant within 1.5x)")
     bench.add_argument("--recurrent", action="store_true",
                        help="with --peers: one recurrent LIF layer (a = W x + V s[n-1]) against snnTorch's RLeaky, "
                             "SpikingJelly's LinearRecurrentContainer and Norse's LIFRecurrent (default sizes "

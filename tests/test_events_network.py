@@ -174,3 +174,19 @@ def test_bad_network_settings_are_refused():
         readout_max(m, np.ones((4, 1)), _x(0), -1.0)
     with pytest.raises(ValueError, match="hidden=()"):
         SRMTrainConfig(hidden=()).validate()
+
+
+def test_horizon_benchmark_rows_and_cli_refusal():
+    import subprocess
+    import sys
+
+    from ift_snn.events.bench import format_horizon, horizon_scaling
+
+    rows = horizon_scaling(horizons=(100.0, 1e4), models=("lif",), B=2, C=4, M=4, rounds=1)
+    assert [r["T"] for r in rows] == [100.0, 1e4]
+    assert all(r["input_spikes"] == 2 * 4 * 4 and r["output_spikes"] > 0 and r["min_ms"] <= r["median_ms"]
+               for r in rows)
+    assert "largest / smallest median over T" in format_horizon(rows)
+    r = subprocess.run([sys.executable, "-m", "ift_snn.cli", "bench", "--continuous", "--peers"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode != 0 and "--continuous times the continuous-time layer" in r.stderr

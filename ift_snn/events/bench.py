@@ -117,3 +117,61 @@ def print_tables(repeats: int = 9) -> tuple[list[dict], list[dict]]:
 
 if __name__ == "__main__":  # pragma: no cover
     print_tables()
+
+
+def horizon_scaling(horizons=(100.0, 1e3, 1e4, 1e5), models=("lif", "alpha", "adaptive"), B: int = 64,
+                    C: int = 32, M: int = 32, per_channel: int = 4, rounds: int = 5, seed: int = 0) -> list[dict]:
+    """Forward + backward of one continuous layer (:mod:`ift_snn.events.srm`, compiled) at a FIXED number of
+    input spikes (B C per_channel) spread uniformly over [0, T], for each horizon T and neuron model.
+
+    Neuron m listens to channel m mod C with w = U(0.75, 1.5) theta / peak of eps: most input spikes alone lift
+    it over threshold, so the output count stays
+    about the same however far apart the spikes are. Rows {model, T, input_spikes, output_spikes, median_ms,
+    min_ms, max_ms} over ``rounds`` timed rounds after a warm-up (which compiles)."""
+    from .srm import EventSRM, backward_srm, simulate_srm
+
+    rows = []
+    for name in models:
+        model = EventSRM.named(name, max_spikes=64)
+        ts = np.linspace(0.0, 40.0, 4001)
+        import sympy as sp
+
+        from ..symbolic.continuous import T as t_sym
+
+        eps = sp.lambdify(t_sym, model.derivation.eps.subs(dict(zip(model.derivation.params, model.values))),
+                          "numpy")
+        peak = float(np.max(eps(ts)))
+        for horizon in horizons:
+            rng = np.random.default_rng(seed)
+            x = _inputs(rng, B, C, per_channel, horizon)
+            # neuron m listens to channel m mod C: its B per_channel spikes, each (mostly) firing it once
+            w = np.zeros((C, M))
+            w[np.arange(M) % C, np.arange(M)] = rng.uniform(0.75, 1.5, size=M) * model.params["theta"] / peak
+
+            def step():
+                tr = simulate_srm(model, w, x)
+                backward_srm(tr, np.where(np.isfinite(tr.out.times), 1.0, 0.0))
+                return tr
+
+            tr = step()
+            times = []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                step()
+                times.append(1e3 * (time.perf_counter() - start))
+            rows.append(dict(model=name, T=horizon, input_spikes=B * C * per_channel,
+                             output_spikes=int(tr.out.counts.sum()), median_ms=float(np.median(times)),
+                             min_ms=float(np.min(times)), max_ms=float(np.max(times))))
+    return rows
+
+
+def format_horizon(rows: list[dict]) -> str:
+    """The table of :func:`horizon_scaling`, with each model's largest / smallest median."""
+    lines = [f"{'model':<9} {'T':>8} {'input spikes':>13} {'output spikes':>14} {'fwd+bwd ms (min-max)':>24}"]
+    for r in rows:
+        lines.append(f"{r['model']:<9} {r['T']:>8.0f} {r['input_spikes']:>13} {r['output_spikes']:>14} "
+                     f"{r['median_ms']:>9.2f} ({r['min_ms']:.2f}-{r['max_ms']:.2f})")
+    for name in dict.fromkeys(r["model"] for r in rows):
+        med = [r["median_ms"] for r in rows if r["model"] == name]
+        lines.append(f"{name}: largest / smallest median over T = {max(med) / min(med):.2f} (target <= 1.5)")
+    return "\n".join(lines)

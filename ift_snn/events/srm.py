@@ -297,6 +297,58 @@ def __N_crossing(C, L, R, TR, TP, ELIM, roots, found):
 
 
 @jit
+def __N_peaks(R, MR, MQ):
+    # max over s >= 0 of s^q e^{r s} per state term: 1 for q = 0, (q/|r|)^q e^{-q} for r < 0, inf for r = 0 < q
+    PK = np.empty(MR.shape[0])
+    for m in range(MR.shape[0]):
+        r = R[MR[m]]
+        q = MQ[m]
+        if q == 0:
+            PK[m] = 1.0
+        elif r < 0.0:
+            PK[m] = (q/(-r))**q*math.exp(-q)
+        else:
+            PK[m] = math.inf
+    return PK
+
+
+@jit
+def __N_horizon(X, R, MR, MQ, theta):
+    # an s beyond which u(t0 + s) < theta for sure: past s0 = max q/|r| every term s^q e^{r s} decreases, so
+    # sum_m |X_m| s^q e^{r s} < theta at some s >= s0 bounds u from there on (inf with a term of rate 0)
+    s0 = 0.0
+    for m in range(X.shape[0]):
+        if X[m] != 0.0:
+            r = R[MR[m]]
+            if r >= 0.0:
+                return math.inf
+            s0 = max(s0, MQ[m]/(-r))
+    s = max(s0, 1.0)
+    for _ in range(64):
+        bound = 0.0
+        for m in range(X.shape[0]):
+            if X[m] != 0.0:
+                term = abs(X[m])*math.exp(R[MR[m]]*s)
+                for _ in range(MQ[m]):
+                    term *= s
+                bound += term
+        if bound < theta:
+            return s
+        s *= 2.0
+    return math.inf
+
+
+@jit
+def __N_below(X, PK, theta):
+    # u(t0 + s) <= sum_m |X_m| max_s s^q e^{r s} < theta for every s >= 0: no crossing, skip the bracket
+    bound = 0.0
+    for m in range(X.shape[0]):
+        if X[m] != 0.0:
+            bound += abs(X[m])*PK[m]
+    return bound < theta
+
+
+@jit
 def __N_arrivals(t_in, ch_in, n, b, m, dsyn, gd, G, sort):
     E = n*G
     at = np.empty(E)
@@ -311,13 +363,16 @@ def __N_arrivals(t_in, ch_in, n, b, m, dsyn, gd, G, sort):
 
 
 @jit(parallel=True)
-def __N_forward(t_in, ch_in, n_in, w, dsyn, p, sort, out_t, out_udot, out_int, out_cnt, out_drop, TR, TP, ELIM):
+def __N_forward(t_in, ch_in, n_in, w, dsyn, p, sort, out_t, out_udot, out_int, out_cnt, out_drop, TR, TP, ELIM,
+                MR, MQ):
     B = t_in.shape[0]
     M = w.shape[1]
     S = out_t.shape[2]
     G = __N_G
     R = np.empty(__N_NR)
     __N_rates(p, R)
+    PK = __N_peaks(R, MR, MQ)
+    theta = p[p.shape[0] - 1]
     gd = np.empty(G)
     __N_gdelays(p, gd)
     for lane in prange(B*M):
@@ -336,8 +391,11 @@ def __N_forward(t_in, ch_in, n_in, w, dsyn, p, sort, out_t, out_udot, out_int, o
             t1 = at[order[k]] if k < E else math.inf
             n_here = 0
             while True:
+                if __N_below(X, PK, theta):
+                    break
                 __N_levels(X, p, C)
-                s = __N_crossing(C, t1 - t0, R, TR, TP, ELIM, roots, found)
+                # no crossing beyond the horizon: the bracket's work does not grow with the gap
+                s = __N_crossing(C, min(t1 - t0, __N_horizon(X, R, MR, MQ, theta)), R, TR, TP, ELIM, roots, found)
                 if s < 0.0:
                     break
                 n_here += 1
@@ -545,7 +603,7 @@ def __N_ext(t_in, ch_in, n, b, M, dsyn, gd, G, sort):
 
 @jit(parallel=True)
 def __N_rforward(t_in, ch_in, n_in, w, dsyn, V, dr, p, sort, out_t, out_udot, out_int, out_cnt, out_drop,
-                 sp_t, sp_n, sp_slot, sp_tot, TR, TP, ELIM):
+                 sp_t, sp_n, sp_slot, sp_tot, TR, TP, ELIM, MR, MQ):
     # a recurrent layer: the neurons of a sample are coupled (a spike of j arrives at m after dr[j, m] > 0),
     # so a sample runs event by event in time order: the earliest of every neuron's next arrival and next crossing
     B = t_in.shape[0]
@@ -556,6 +614,8 @@ def __N_rforward(t_in, ch_in, n_in, w, dsyn, V, dr, p, sort, out_t, out_udot, ou
     __N_rates(p, R)
     gd = np.empty(G)
     __N_gdelays(p, gd)
+    PK = __N_peaks(R, MR, MQ)
+    theta = p[p.shape[0] - 1]
     for b in prange(B):
         n = n_in[b]
         E = n*G
@@ -588,8 +648,11 @@ def __N_rforward(t_in, ch_in, n_in, w, dsyn, V, dr, p, sort, out_t, out_udot, ou
                 if hn[m] > 0 and ht[m, 0] < a:
                     a = ht[m, 0]
                 if not valid[m] and not capped[m]:
-                    __N_levels(X[m], p, C)
-                    s = __N_crossing(C, a - t0[m], R, TR, TP, ELIM, roots, found)
+                    s = -1.0
+                    if not __N_below(X[m], PK, theta):
+                        __N_levels(X[m], p, C)
+                        s = __N_crossing(C, min(a - t0[m], __N_horizon(X[m], R, MR, MQ, theta)), R, TR, TP, ELIM,
+                                         roots, found)
                     cand[m] = t0[m] + s if s >= 0.0 else math.inf
                     cand_s[m] = s
                     valid[m] = True
@@ -856,6 +919,8 @@ def _kernels(d: ContinuousDerivation, backend: str) -> _Kernels:
         TR=np.array([i for i, _ in d.terms], np.int64),
         TP=np.array([q for _, q in d.terms], np.int64),
         ELIM=np.array(_eliminated(d), np.int64),
+        MR=np.array([i for i, _ in d.modes], np.int64),
+        MQ=np.array([q for _, q in d.modes], np.int64),
         SPIKE=np.array([m for m, (_, q) in enumerate(d.back_modes) if q == 0], np.int64),
         I_EPS=np.array([names.index(f"eps{g}") for g in range(len(d.groups))], np.int64),
         I_DEPS=np.array([names.index(f"deps{g}") for g in range(len(d.groups))], np.int64),
@@ -997,7 +1062,7 @@ def simulate_srm(model: EventSRM, w: np.ndarray, inputs: SpikeTrain, *, delays: 
         sp = (np.full((B, M * S), np.inf), np.zeros((B, M * S), np.int64), np.zeros((B, M * S), np.int64),
               np.zeros(B, np.int64))
         kern.rforward(t_ev, ch, n, w, dsyn, V, dr, model.values, sort, times, udot, interval, count, dropped, *sp,
-                      tab["TR"], tab["TP"], tab["ELIM"])
+                      tab["TR"], tab["TP"], tab["ELIM"], tab["MR"], tab["MQ"])
         if dropped.any():
             warnings.warn(f"{int(dropped.sum())} of {B * M} neurons of a recurrent layer reached max_spikes={S} and "
                           "were silenced for the rest of their sample (every spike feeds the layer, so a capped "
@@ -1007,7 +1072,7 @@ def simulate_srm(model: EventSRM, w: np.ndarray, inputs: SpikeTrain, *, delays: 
         return SRMTrace(model, w, dsyn, dax, inputs, SpikeTrain(times, count, dropped), udot, interval, stream,
                         V, dr, sp)
     kern.forward(t_ev, ch, n, w, dsyn, model.values, sort, times, udot, interval, count, dropped,
-                 tab["TR"], tab["TP"], tab["ELIM"])
+                 tab["TR"], tab["TP"], tab["ELIM"], tab["MR"], tab["MQ"])
     if (dropped < 0).any():
         b, m = np.argwhere(dropped < 0)[0]
         raise ValueError(f"neuron {m} of sample {b} crossed theta more than {RUNAWAY} times between two arrivals: "
