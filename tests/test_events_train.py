@@ -69,4 +69,4 @@ def test_cli_train_events(tmp_path, monkeypatch, capsys):
     assert "test accuracy" in capsys.readouterr().out
     assert len(json.loads((out / "metrics.json").read_text())["epochs"]) == 1
     assert cli.main(["train", "--task", "randman", "--method", "events", "--epochs", "1"]) == 2
-    assert "--method events supports --task digits only" in capsys.readouterr().err
+    assert "--method events trains on spike times: --task digits or shd; got --task 'randman'" in capsys.readouterr().err
