@@ -735,6 +735,19 @@ def event_srm_simulate(eps: sp.Expr, nu: sp.Expr, values: dict, w: np.ndarray, i
     return EventSRMResult(spikes=spikes, times=out, counts=counts)
 
 
+def _ref_kernel_functions(eps, nu, values, t):
+    """(parameters with theta last, eps, nu, eps', nu', [d eps/dp], [d nu/dp]) as functions of the lag
+    (SymPy's own diff of the user's kernels, lambdified)."""
+    theta_sym = _theta_symbol(values)
+    params = sorted((s for s in values if s != theta_sym), key=lambda s: s.name) + [theta_sym]
+    eps, nu = sp.sympify(eps), sp.sympify(nu)
+    eps_f, nu_f = _lag_function(eps, t, values), _lag_function(nu, t, values)
+    deps_f, dnu_f = _lag_function(sp.diff(eps, t), t, values), _lag_function(sp.diff(nu, t), t, values)
+    eps_p = [_lag_function(sp.diff(eps, p), t, values) for p in params]
+    nu_p = [_lag_function(sp.diff(nu, p), t, values) for p in params]
+    return params, eps_f, nu_f, deps_f, dnu_f, eps_p, nu_p
+
+
 def event_srm_gradients(eps: sp.Expr, nu: sp.Expr, values: dict, w: np.ndarray, inputs_times, spikes,
                         grad_times: np.ndarray, delays=None, axonal=None, *,
                         t: sp.Symbol | None = None) -> EventSRMGradients:
@@ -762,13 +775,8 @@ def event_srm_gradients(eps: sp.Expr, nu: sp.Expr, values: dict, w: np.ndarray, 
     M = w.shape[1]
     lists = spikes.spikes if isinstance(spikes, EventSRMResult) else spikes
     g_all = np.asarray(grad_times, dtype=np.float64)
-    theta_sym = _theta_symbol(values)
-    params = sorted((s for s in values if s != theta_sym), key=lambda s: s.name) + [theta_sym]
-    eps, nu = sp.sympify(eps), sp.sympify(nu)
-    eps_f, nu_f = _lag_function(eps, t, values), _lag_function(nu, t, values)
-    deps_f, dnu_f = _lag_function(sp.diff(eps, t), t, values), _lag_function(sp.diff(nu, t), t, values)
-    eps_p = [_lag_function(sp.diff(eps, p), t, values) for p in params]
-    nu_p = [_lag_function(sp.diff(nu, p), t, values) for p in params]
+    params, eps_f, nu_f, deps_f, dnu_f, eps_p, nu_p = _ref_kernel_functions(eps, nu, values, t)
+    theta_sym = params[-1]
     P = len(params)
     gw, gin, gd, gax, gp = np.zeros((C, M)), np.zeros((B, C, S_in)), np.zeros((C, M)), np.zeros(M), np.zeros(P)
     for b in range(B):
@@ -971,13 +979,8 @@ def event_srm_gradients_recurrent(eps: sp.Expr, nu: sp.Expr, values: dict, w: np
     V, Dr = _ref_recurrent(recurrent, recurrent_delays, M)
     lists = spikes.spikes if isinstance(spikes, EventSRMResult) else spikes
     g_all = np.asarray(grad_times, dtype=np.float64)
-    theta_sym = _theta_symbol(values)
-    params = sorted((s for s in values if s != theta_sym), key=lambda s: s.name) + [theta_sym]
-    eps, nu = sp.sympify(eps), sp.sympify(nu)
-    eps_f, nu_f = _lag_function(eps, t, values), _lag_function(nu, t, values)
-    deps_f, dnu_f = _lag_function(sp.diff(eps, t), t, values), _lag_function(sp.diff(nu, t), t, values)
-    eps_p = [_lag_function(sp.diff(eps, p), t, values) for p in params]
-    nu_p = [_lag_function(sp.diff(nu, p), t, values) for p in params]
+    params, eps_f, nu_f, deps_f, dnu_f, eps_p, nu_p = _ref_kernel_functions(eps, nu, values, t)
+    theta_sym = params[-1]
     P = len(params)
     gw, gin, gd, gax, gp = np.zeros((C, M)), np.zeros((B, C, S_in)), np.zeros((C, M)), np.zeros(M), np.zeros(P)
     gV, gDr = np.zeros((M, M)), np.zeros((M, M))

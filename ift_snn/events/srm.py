@@ -349,6 +349,12 @@ def __N_below(X, PK, theta):
 
 
 @jit
+def __N_scratch():
+    # a lane's state and the bracket's work arrays
+    return np.zeros(__N_NX), np.zeros((__N_NL, __N_NT)), np.zeros(__N_NT), np.zeros(__N_NT)
+
+
+@jit
 def __N_arrivals(t_in, ch_in, n, b, m, dsyn, gd, G, sort):
     E = n*G
     at = np.empty(E)
@@ -380,10 +386,7 @@ def __N_forward(t_in, ch_in, n_in, w, dsyn, p, sort, out_t, out_udot, out_int, o
         m = lane - b*M
         at, order = __N_arrivals(t_in, ch_in, n_in[b], b, m, dsyn, gd, G, sort)
         E = at.shape[0]
-        X = np.zeros(__N_NX)
-        C = np.zeros((__N_NL, __N_NT))
-        roots = np.zeros(__N_NT)
-        found = np.zeros(__N_NT)
+        X, C, roots, found = __N_scratch()
         t0 = 0.0
         cnt = 0
         drop = 0
@@ -496,10 +499,7 @@ def __N_umax(t_in, ch_in, n_in, w, dsyn, p, sort, t_end, out_u, out_t, out_int, 
         m = lane - b*M
         at, order = __N_arrivals(t_in, ch_in, n_in[b], b, m, dsyn, gd, G, sort)
         E = at.shape[0]
-        X = np.zeros(__N_NX)
-        C = np.zeros((__N_NL, __N_NT))
-        roots = np.zeros(__N_NT)
-        found = np.zeros(__N_NT)
+        X, C, roots, found = __N_scratch()
         t0 = 0.0
         best = 0.0
         bt = 0.0
