@@ -246,12 +246,62 @@ def get_kernel(model: NeuronModel, quantity: str, dtype, target: str = "cpu",
 
 
 def clear() -> None:
-    """Forget every memoised kernel (the disk cache of Numba stays); for benchmarks of the first build."""
+    """Forget every memoised kernel (the disk cache of Numba stays) and the output workspace; for benchmarks of the
+    first build."""
     with _lock:
         _ir.clear()
         _recurrences.clear()
         for cache in _compiled.values():
             cache.clear()
+    workspace.clear()
+
+
+class Workspace:
+    """Output buffers of the CPU kernels, reused once nobody else holds them (a pool keyed by shape and dtype).
+
+    Why: on these machines a fresh large array costs its page faults every call (NumPy asks for transparent
+    huge pages on large arrays, and the kernel zeroes, and at times compacts, memory for each fault), and
+    some calls paid 2-3x their usual time for it. An array handed out earlier is reused only when the pool's
+    list holds the last reference to it (``sys.getrefcount``): a trace, a view or a tensor sharing its
+    memory keeps it out of the pool, so no result is ever overwritten. At most ``max_bytes`` are kept
+    (default 2 GiB); :meth:`clear` (and :func:`clear`) lets them go.
+    """
+
+    def __init__(self, max_bytes: int = 2 << 30):
+        self.max_bytes = max_bytes
+        self._arrays: dict[tuple, list[np.ndarray]] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def empty(self, shape: tuple, dtype) -> np.ndarray:
+        import sys
+
+        dtype = np.dtype(dtype)
+        key = (tuple(int(n) for n in shape), dtype.str)
+        with self._lock:
+            arrays = self._arrays.setdefault(key, [])
+            for i in range(len(arrays)):
+                if sys.getrefcount(arrays[i]) == 2:  # the list's reference and this call's argument: free
+                    return arrays[i]
+            arr = np.empty(key[0], dtype)
+            if self._bytes + arr.nbytes <= self.max_bytes:
+                arrays.append(arr)
+                self._bytes += arr.nbytes
+            return arr
+
+    def clear(self) -> None:
+        with self._lock:
+            self._arrays.clear()
+            self._bytes = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the pool (in use or free)."""
+        return self._bytes
+
+
+#: The CPU kernels' outputs come from here (:class:`Workspace`).
+workspace = Workspace()
 
 
 def _read_only(x: np.ndarray) -> np.ndarray:
@@ -421,7 +471,8 @@ def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, 
 
     # a grouped vector is one (rows, M) array; a grouped final one (rows, M) array whose rows are the finals
     vecs = [xp.stack([vector(n) for n in entry]) if isinstance(entry, tuple) else vector(entry) for entry in k.vectors]
-    outs = {name: xp.empty(step_shape, dtype) for name in k.outputs}
+    empty = workspace.empty if xp is np else xp.empty  # CPU: reused buffers (Workspace)
+    outs = {name: empty(step_shape, dtype) for name in k.outputs}
     fin_arrays = [xp.empty((len(entry), M) if isinstance(entry, tuple) else M, dtype) for entry in k.finals]
     fins = {}
     for entry, arr in zip(k.finals, fin_arrays):

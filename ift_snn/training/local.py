@@ -390,7 +390,11 @@ def _trace_bytes(net: Network, x, K: int, whole: bool = False) -> int:
 
 
 def _peak(fn) -> int:
-    """Peak bytes traced while ``fn()`` runs, above what was allocated before it."""
+    """Peak bytes traced while ``fn()`` runs, above what was allocated before it (ift_snn's output workspace
+    emptied first, so reused buffers count as the first call's would)."""
+    from ..backends import compiled
+
+    compiled.workspace.clear()
     gc.collect()
     started = not tracemalloc.is_tracing()
     if started:
