@@ -46,7 +46,7 @@ import numpy as np
 import sympy as sp
 
 from ..codegen.printers import NumbaPrinter
-from ..symbolic.continuous import (CONTINUOUS_MODELS, DT, THETA, ContinuousDerivation, S, T, derive_continuous)
+from ..symbolic.continuous import CONTINUOUS_MODELS, ContinuousDerivation, T, derive_continuous
 from .model import SpikeTrain, check_weights
 
 __all__ = ["EventSRM", "SRMTrace", "SRMGradients", "simulate_srm", "backward_srm", "srm_source", "RUNAWAY"]

@@ -86,7 +86,6 @@ def events_experiment(cfg: EventsConfig | None = None, out: str | Path = "runs/e
     """Run the comparison (module docstring); returns what it writes to ``out/events.json``."""
     from ..events.srm_network import SRMTrainConfig, shd_spike_times, train_srm
     from ..training import shd_like
-    from ..training.data import load_shd
     from ..training.train import _write_json, prepare_out_dir
 
     cfg = cfg or EventsConfig()
