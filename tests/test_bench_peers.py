@@ -60,7 +60,9 @@ def test_cli_peers_writes_json(tmp_path, capsys, monkeypatch):
     assert data["config"]["sizes"] == [list(TINY)] and data["config"]["threads"] == 2
     names = {r["contestant"] for r in data["rows"]}
     assert {"ift_snn exodus", "ift_snn slayer", "ift_snn exodus, fixed alpha", "ift_snn kernels"} <= names
-    assert len(names) == 4 + len(peers)
+    assert len(names) == 4 + len(peers) + ("spikingjelly" in peers)  # SpikingJelly twice: ours and its default
+    if "spikingjelly" in peers:
+        assert "SpikingJelly, default" in names
     for r in data["rows"]:
         assert r["fwd_bwd_ms"] > 0 and r["forward_ms"] > 0 and r["peak_mb"] >= 0 and len(r["times_ms"]) == 1
     (s,) = data["summary"]

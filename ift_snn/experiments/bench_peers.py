@@ -16,6 +16,8 @@ snnTorch                    ``snn.Leaky(beta=0.9, threshold=1, reset_mechanism= 
 SpikingJelly                ``neuron.LIFNode(tau=1/(1-0.9), decay_input=False,    exact (= ift_snn exodus)
                             v_reset=None, detach_reset=False, step_mode="m",
                             surrogate_function=PiecewiseExp(alpha=2))``, (T, B, N)
+SpikingJelly, default       the same with its default surrogate (Sigmoid(alpha=4)),  exact (= ift_snn exodus)
+                            as its users run it (no agreement row)
 Norse                       ``LIFBoxCell(LIFBoxParameters(tau_mem_inv=0.1,         exact (= ift_snn exodus)
                             reset_method=reset_subtract, method="super"), dt=1)``
                             looped over ``(x / 0.1).unbind(0)``
@@ -281,12 +283,13 @@ def _snntorch_fn(torch, dtype):
     return f
 
 
-def _spikingjelly_fn(torch, dtype):
+def _spikingjelly_fn(torch, dtype, default_surrogate: bool = False):
+    """SpikingJelly's LIFNode; ``default_surrogate``: its own default (Sigmoid(alpha=4)), as its users run it."""
     from spikingjelly.activation_based import neuron, surrogate
 
+    sg = {} if default_surrogate else {"surrogate_function": surrogate.PiecewiseExp(alpha=1.0 / SG_WIDTH)}
     node = neuron.LIFNode(tau=1.0 / (1.0 - ALPHA), decay_input=False, v_threshold=THETA, v_reset=None,
-                          surrogate_function=surrogate.PiecewiseExp(alpha=1.0 / SG_WIDTH), detach_reset=False,
-                          step_mode="m")
+                          detach_reset=False, step_mode="m", **sg)
 
     def f(x):  # (T, B, N)
         node.reset()
@@ -368,6 +371,13 @@ def _contestants(torch, peers: list[str]) -> list[Contestant]:
             "detach_reset=False, step_mode='m'), reset before decay, (T, B, N), registered CPU op",
             "PiecewiseExp(alpha=2) = " + SURROGATE_EXP, "exact (= exodus)", True, tb,
             _torch_timer(torch, _spikingjelly_fn(torch, f32)), version=_version("spikingjelly")))
+        # as its users run it: the default surrogate (no agreement row: no ift_snn surrogate is set to match it)
+        out.append(Contestant(
+            "SpikingJelly, default", "spikingjelly (default surrogate)", "neuron.LIFNode(tau=10, decay_input=False, "
+            "v_reset=None, detach_reset=False, step_mode='m'), its default surrogate, reset before decay, (T, B, N), "
+            "registered CPU op", "Sigmoid(alpha=4) (SpikingJelly's default)", "exact (= exodus)", True, tb,
+            _torch_timer(torch, _spikingjelly_fn(torch, f32, default_surrogate=True)),
+            version=_version("spikingjelly")))
     if "norse" in peers:
         out.append(Contestant(
             "Norse", "norse", "LIFBoxCell(tau_mem_inv=0.1, dt=1, reset_subtract) over (10 x).unbind(0), "
