@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import threading
 import time
 import warnings
@@ -274,8 +275,6 @@ class Workspace:
         self._lock = threading.Lock()
 
     def empty(self, shape: tuple, dtype) -> np.ndarray:
-        import sys
-
         dtype = np.dtype(dtype)
         key = (tuple(int(n) for n in shape), dtype.str)
         with self._lock:

@@ -47,6 +47,7 @@ import sympy as sp
 
 from ..codegen.printers import NumbaPrinter
 from ..symbolic.continuous import CONTINUOUS_MODELS, ContinuousDerivation, T, derive_continuous
+from .kernels import _stream  # the sample's input spikes merged in time order: (t, channel, flat, count)
 from .model import SpikeTrain, check_weights
 
 __all__ = ["EventSRM", "SRMTrace", "SRMGradients", "simulate_srm", "backward_srm", "srm_source", "RUNAWAY"]
@@ -977,20 +978,6 @@ class SRMGradients:
     recurrent_delays: np.ndarray | None = None
 
 
-def _stream(inputs: SpikeTrain):
-    B, C, S = inputs.shape
-    t = inputs.times.reshape(B, C * S)
-    order = np.argsort(t, axis=1, kind="stable")
-    n = inputs.counts.sum(axis=1).astype(np.int64)
-    E = max(int(n.max()) if B else 0, 1)
-    order = order[:, :E]
-    t_ev = np.ascontiguousarray(np.take_along_axis(t, order, axis=1))
-    if t_ev.shape[1] < E:
-        t_ev = np.full((B, E), np.inf)
-        order = np.zeros((B, E), np.int64)
-    return t_ev, np.ascontiguousarray(order // S, dtype=np.int64), order, n
-
-
 def _delays(value, shape, name: str) -> np.ndarray:
     if value is None:
         return np.zeros(shape)
@@ -1189,7 +1176,7 @@ def readout_max(model: EventSRM, w: np.ndarray, inputs: SpikeTrain, t_end: float
 def readout_backward(trace: ReadoutTrace, grad_u: np.ndarray) -> SRMGradients:
     """dL/dW, dL/d(input times), dL/d(delays) and dL/d(eps's parameters) from dL/du_max: the reverse scan of
     :func:`backward_srm` with one event at t* per neuron carrying lambda = -dL/du_max (theta and nu have no part
-    in a readout: their entries are 0)."""
+    in a readout: the scan's threshold term is taken back, nu's readouts see no spike after t*)."""
     B, M = trace.u_max.shape
     if not isinstance(grad_u, np.ndarray) or grad_u.shape != (B, M) or not np.all(np.isfinite(grad_u)):
         raise ValueError(f"grad_u has shape {getattr(grad_u, 'shape', None)}; expected ({B}, {M}) finite values")
@@ -1210,8 +1197,7 @@ def readout_backward(trace: ReadoutTrace, grad_u: np.ndarray) -> SRMGradients:
         moved = grad_u[b, m] * trace.slope[b, m]
         d_ev[b, e] += moved
         dD[b, ch[b, e], m] += moved
-    params = dict(zip(model.names, dP.sum(axis=0)))
-    for name in model.names:
-        if not any(sym.name == name for sym in model.derivation.eps.free_symbols):
-            params[name] = 0.0  # theta and nu-only parameters: not in a readout
+    dP = dP.sum(axis=0)
+    dP[-1] += float(np.sum(grad_u))  # the scan's threshold term (lambda per spike) is no part of a readout
+    params = dict(zip(model.names, dP))  # nu's parameters read an empty reverse state: 0
     return SRMGradients(dW.sum(axis=0), _inputs_grad(trace, d_ev), dD.sum(axis=0), np.zeros(M), params)
