@@ -485,7 +485,7 @@ def _bench(args: argparse.Namespace) -> int:
 
         args.kept = lambda: f"kept {args.json} (rewritten after every size)" if args.json else None
         result = run_peers(sizes=args.sizes or DEFAULT_SIZES, rounds=args.rounds, with_sinabs=args.with_sinabs,
-                           json_path=args.json)
+                           json_path=args.json, threads=args.threads)
         print(format_peers_table(result))
         if args.json:
             print(f"wrote {args.json}")
@@ -982,6 +982,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default 64,300,256 16,500,4096 16,2000,1024)")
     bench.add_argument("--rounds", type=POSITIVE_INT, default=5,
                        help="with --peers: interleaved rounds per size (the median is reported)")
+    bench.add_argument("--threads", type=POSITIVE_INT, default=2,
+                       help="with --peers: threads of every contestant (PyTorch's and ift_snn's kernels; default 2)")
     bench.add_argument("--with-sinabs", action="store_true",
                        help="with --peers: also sinabs' LIF (slow: its CPU backward takes 7-83 s)")
     bench.add_argument("--continuous", action="store_true",

@@ -153,15 +153,17 @@ def _all_finite(x) -> bool:
     return math.isfinite(float(x.max())) and math.isfinite(float(x.min()))
 
 
-def _check_array(name: str, x: object, *, dtype: np.dtype | None = None):
+def _check_array(name: str, x: object, *, dtype: np.dtype | None = None, finite: bool = True):
+    """x as a float32/float64 array (NumPy or CuPy), or a clear error. ``finite=False`` leaves the finiteness
+    to the caller (a scan's guard, then :func:`_check_finite`): no pass over x here."""
     if cupy_backend.is_cupy_array(x):
         xp = cupy_backend.require_cupy()
         if x.dtype not in (np.float32, np.float64):
             raise TypeError(f"{name} has dtype {x.dtype}; expected float32 or float64 (cast it first)")
         if dtype is not None and x.dtype != dtype:
             x = x.astype(dtype)
-        if not _all_finite(x):
-            raise ValueError(f"{name} contains NaN or inf; expected finite values")
+        if finite:
+            _check_finite(name, x)
         return x
     if not isinstance(x, np.ndarray):
         if type(x).__module__.split(".")[0] == "torch":
@@ -179,11 +181,20 @@ def _check_array(name: str, x: object, *, dtype: np.dtype | None = None):
         raise TypeError(f"{name} has dtype {x.dtype}; expected float32 or float64 (cast it first)")
     if dtype is not None and x.dtype != dtype:
         x = x.astype(dtype)
-    if not _all_finite(x):
-        bad = np.argwhere(~np.isfinite(x))[0]
-        raise ValueError(f"{name} contains NaN or inf (first at index {tuple(int(i) for i in bad)}); "
-                         "expected finite values")
+    if finite:
+        _check_finite(name, x)
     return x
+
+
+def _check_finite(name: str, x) -> None:
+    """ValueError naming the first non-finite entry of the array ``x`` (the argument ``name``), if any."""
+    if _all_finite(x):
+        return
+    if cupy_backend.is_cupy_array(x):
+        raise ValueError(f"{name} contains NaN or inf; expected finite values")
+    bad = np.argwhere(~np.isfinite(x))[0]
+    raise ValueError(f"{name} contains NaN or inf (first at index {tuple(int(i) for i in bad)}); "
+                     "expected finite values")
 
 
 def _check_model(model: object) -> NeuronModel:
@@ -299,7 +310,7 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, 
     """
     model = _check_model(model)
     a_in = a
-    a = _check_array("input a", a)
+    a = _check_array("input a", a, finite=False)  # (checked by the scan's guard, then _check_finite)
     backend = _resolve_backend(backend, a)
     xp = _xp_of(a)
     if time_axis not in (0, 1) or isinstance(time_axis, bool):
@@ -338,9 +349,11 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, 
     else:
         x0 = compiled.initial_state(model, u0_2, M, a.dtype, xp, per)
     vectors = {f"{STATE_IN}{n}": x0[k] for k, n in enumerate(names)}
-    u, s, sigma, mask, final = compiled.forward(model, a2, u0_2, backend, vectors=vectors, with_state=True,
-                                                per_neuron=per)
-    sigma = _check_forward_finite(model, u, sigma, neurons, T, blocks)
+    u, s, sigma, mask, final, finite = compiled.forward(model, a2, u0_2, backend, vectors=vectors, with_state=True,
+                                                        per_neuron=per, with_check=True)
+    if not finite:  # the guard saw inf or NaN: name the first, in a, else in u, else in sigma
+        _check_finite("input a", a)
+        sigma = _check_forward_finite(model, u, sigma, neurons, T, blocks)
     shape = lambda x: None if x is None else x.reshape(a.shape)  # noqa: E731
     record_a = a2.reshape(a.shape)
     for x in (record_a, u0):
@@ -554,7 +567,8 @@ def backward(
             f"grad_s is a {type(grad_s).__module__}.{type(grad_s).__name__} but the record holds "
             f"{type(record.s).__module__} arrays: pass both as numpy or both as cupy"
         )
-    g = _check_array("grad_s", grad_s)
+    # (finite: the reverse scan's guard watches g; the float64 reference and the step's product check it here)
+    g = _check_array("grad_s", grad_s, finite=method.reference or grad_state is not None)
     if g.shape != record.shape:
         raise ValueError(f"grad_s has shape {g.shape}; expected the shape of the record's spikes {record.shape}")
     dtype = record.a.dtype
@@ -599,6 +613,8 @@ def backward(
                                              sums=None if parameters == model.parameter_names else parameters)
             grad_u0 = fins["grad_u_init"]
             params = _parameter_gradients(model, record, fins, u0, M, neurons, xp, dtype, parameters)
+            if not compiled.guard_finite(fins):  # g or dL/da not finite: name g's first non-finite entry
+                _check_finite("grad_s", g)
         grad_x0 = xp.stack([fins[STATE_GRAD + n] for n in names]) if names else xp.zeros((0, M), dtype)
         max_factor = float(xp.max(fins[DIAGNOSTIC + "max_factor"])) if M else 0.0
         longest = int(xp.max(fins[DIAGNOSTIC + "longest_run"])) if M else 0
@@ -610,7 +626,9 @@ def backward(
         f"factors multiplying to {growth:.3g} over one run (neuron {worst})"
     )
     finite = lambda k, v: _all_finite(v) if k in per else math.isfinite(v)  # noqa: E731
-    if not (_all_finite(grad_a) and _all_finite(grad_u0) and all(finite(k, v) for k, v in params.items())):
+    # (dL/da: the scan's guard watched it, no second pass; the reference's is read)
+    grad_a_finite = _all_finite(grad_a) if method.reference else compiled.guard_finite(fins)
+    if not (grad_a_finite and _all_finite(grad_u0) and all(finite(k, v) for k, v in params.items())):
         bad = [k for k, v in (("dL/da", grad_a), ("dL/du0", grad_u0)) if not _all_finite(v)]
         bad += [f"dL/d{k}" for k, v in params.items() if not finite(k, v)]
         if growth > GROWTH_LIMIT or longest >= STABILITY_RUN:

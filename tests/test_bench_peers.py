@@ -53,21 +53,28 @@ def test_cli_peers_writes_json(tmp_path, capsys, monkeypatch):
         pytest.skip("no peer library installed")
     monkeypatch.setattr(bench_peers, "AGREE_SIZE", (2, 30, 4))
     out = tmp_path / "peers.json"
-    assert main(["bench", "--peers", "--sizes", "2,20,8", "--rounds", "1", "--json", str(out)]) == 0
+    assert main(["bench", "--peers", "--sizes", "2,20,8", "--rounds", "2", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "fwd+bwd" in printed and "ift_snn exodus fwd+bwd / fastest peer" in printed
     data = json.loads(out.read_text())
     assert data["config"]["sizes"] == [list(TINY)] and data["config"]["threads"] == 2
     names = {r["contestant"] for r in data["rows"]}
     assert {"ift_snn exodus", "ift_snn slayer", "ift_snn exodus, fixed alpha", "ift_snn kernels"} <= names
-    assert len(names) == 4 + len(peers) + ("spikingjelly" in peers)  # SpikingJelly twice: ours and its default
-    if "spikingjelly" in peers:
-        assert "SpikingJelly, default" in names
+    # snnTorch, SpikingJelly and Norse twice: in the configuration that matches ours and in their defaults
+    defaults = {"snntorch": "snnTorch, default", "spikingjelly": "SpikingJelly, default", "norse": "Norse, default"}
+    assert len(names) == 4 + len(peers) + sum(p in peers for p in defaults)
+    assert {defaults[p] for p in peers if p in defaults} <= names
     for r in data["rows"]:
-        assert r["fwd_bwd_ms"] > 0 and r["forward_ms"] > 0 and r["peak_mb"] >= 0 and len(r["times_ms"]) == 1
+        assert r["fwd_bwd_ms"] > 0 and r["forward_ms"] > 0 and r["peak_mb"] >= 0 and len(r["times_ms"]) == 2
+        sums = [f + b for f, b in r["times_ms"]]
+        assert r["fwd_bwd_mean_ms"] == pytest.approx(sum(sums) / 2)
+        assert r["slowest_over_median"] == pytest.approx(max(sums) / (sum(sums) / 2)) and r["slowest_over_median"] >= 1
     (s,) = data["summary"]
     assert s["exodus_over_fastest_peer"] > 0 and s["memory_floor_ms"] > 0 and s["exodus_over_slayer_backward"] > 0
     assert s["exodus_fixed_alpha_over_fastest_peer"] > 0 and "with alpha fixed, as the peers run it" in printed
+    # the machine probe: timed once per round, summarised per size, printed
+    assert len(data["probe_ms"]["2x20x8"]) == 2 and all(p > 0 for p in data["probe_ms"]["2x20x8"])
+    assert s["probe_slowest_over_median"] >= 1 and "machine probe (fixed work on one core" in printed
     assert {a["peer"] for a in data["agreement"]} == set(peers)
     assert all(a["grad_rel_diff"] < 1e-5 for a in data["agreement"])
 
@@ -94,3 +101,23 @@ def test_peak_rss_delta_sees_an_allocation():
 
     nbytes, method = bench_peers.peak_rss_delta(lambda: np.ones(8_000_000).sum())  # 64 MB
     assert 40e6 < nbytes < 200e6, (nbytes, method)
+
+
+def test_threads_reach_both_libraries(monkeypatch, capsys):
+    """--threads sets PyTorch's threads and ift_snn's kernels' for the run, and ift_snn's default comes back."""
+    peers, _ = bench_peers.available_peers()
+    if not peers:
+        pytest.skip("no peer library installed")
+    from ift_snn.backends import compiled
+
+    before = compiled.threads()
+    import torch
+
+    torch_before = torch.get_num_threads()
+    result = bench_peers.run_peers(sizes=[TINY], rounds=1, threads=1, progress=False, agree=False)
+    assert result["config"]["threads"] == 1 and result["config"]["ift_snn_threads"] == 1
+    assert compiled.threads() == before and torch.get_num_threads() == torch_before
+    with pytest.raises(ValueError, match="threads=0"):
+        bench_peers.run_peers(sizes=[TINY], rounds=1, threads=0, progress=False)
+    with pytest.raises(ValueError, match="threads=1.5"):
+        compiled.set_threads(1.5)

@@ -102,9 +102,9 @@ def test_arguments_keep_their_meaningful_order():
     source = cuda_source(kernel).code
     signature = source[source.index("__global__"):source.index("{")]
     order = [m.group(1) for m in re.finditer(r"(\w+)[,)]", signature)]
-    # per-step inputs, the initial state, outputs, the final state, parameters, sizes
+    # per-step inputs, the initial state, outputs, the final state and the finite guard, parameters, sizes
     assert order == ["in_a", "in_x0_u_prev", "in_x0_s_prev", "in_x0_w_syn0", "out_u", "out_s", "out_sigma",
-                     "fin_xT_u_prev", "fin_xT_s_prev", "fin_xT_w_syn0", "p_alpha_mem", "p_alpha_syn",
+                     "fin_xT_u_prev", "fin_xT_s_prev", "fin_xT_w_syn0", "fin_dg_nonfinite", "p_alpha_mem", "p_alpha_syn",
                      "p_theta", "p_sg_scale", "p_sg_width", "n_steps", "n_neurons", "truncation"]
 
 

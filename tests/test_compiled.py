@@ -200,3 +200,40 @@ def test_kernel_cache_hits_for_new_parameter_values():
     builds = cpu.CACHE_STATS["builds"]
     ift_snn.forward(model.with_params(alpha=0.7, theta=1.3), a, backend="cpu")
     assert cpu.CACHE_STATS["builds"] == builds
+
+
+#: Surrogates whose maps print every kind of node the in-place printer meets: chains, a second buffer, a
+#: comparison left as printed, a CSE local, a custom expression with a power and a maximum.
+IN_PLACE_SURROGATES = ["exponential", "fast_sigmoid", "sigmoid", "triangle", "gaussian", "arctan", "boxcar",
+                       "custom(exp(-abs(u - theta))*(u + 2)**1.5/(1 + max(u, theta)))"]
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+@pytest.mark.parametrize("surrogate", IN_PLACE_SURROGATES)
+def test_in_place_map_equals_the_printed_expression_bit_for_bit(surrogate, dtype):
+    """The surrogate map computed in place (ufuncs with out=, codegen/printers._InPlace) gives the very values of
+    the printed expression it comes from, over membranes from far below to far above threshold."""
+    from ift_snn.codegen.cpu import NumpySource, compile_numpy
+    from ift_snn.codegen.ir import argument_values
+    from ift_snn.codegen.printers import print_numpy_map
+    from ift_snn.codegen.tree import lower
+
+    model = ift_snn.lif(0.9, surrogate=surrogate)
+    kernel = build_kernel(model, "surrogate", dtype)
+    fns = []
+    for in_place in (True, False):
+        code = print_numpy_map(lower(kernel), in_place=in_place)
+        assert ("out=" in code) == in_place
+        fns.append(compile_numpy(NumpySource(kernel.name, code, kernel)))
+    np_dtype = np.float32 if dtype == "f32" else np.float64
+    u = np.random.default_rng(0).normal(1.0, 3.0, 5000).astype(np_dtype)
+    u[:4] = [-1e3, 1e3, 1.0, 0.0]
+    params = [np_dtype(v) for v in argument_values(model)]
+    outs = []
+    for fn in fns:
+        out = np.full_like(u, np.nan)
+        with np.errstate(all="ignore"):
+            fn(u, out, *params, 0, u.size)
+        outs.append(out)
+    assert outs[0].dtype == np_dtype
+    np.testing.assert_array_equal(outs[0], outs[1])

@@ -53,6 +53,7 @@ from ..codegen.cpu import (
     release,
 )
 from ..codegen.ir import (
+    GUARD,
     PER_NEURON,
     ScanKernel,
     argument_values,
@@ -75,7 +76,7 @@ from ..symbolic.recurrence import initial_state as _initial_state
 from ..symbolic.system import STATE_IN
 from .cache import LRU, MAX_KERNELS
 
-__all__ = ["TARGETS", "forward", "backward", "get_kernel", "available", "threads", "launch", "clear",
+__all__ = ["TARGETS", "forward", "backward", "get_kernel", "available", "threads", "set_threads", "launch", "clear",
            "require_cupy", "is_cupy_array", "CACHE_STATS", "CHUNK", "THREADS"]
 
 TARGETS = ("cpu", "numpy", "cupy")
@@ -328,8 +329,24 @@ def _warm_up(k: _Launchable, fn, dtype: np.dtype) -> None:
     fn(*args, 1, 1, 0, CHUNK, 0, 1)
 
 
+_threads_set: int | None = None
+
+
+def set_threads(n: int | None) -> int | None:
+    """Run the "cpu" kernels on ``n`` threads from now on (None: back to :func:`threads`' default), as
+    ``torch.set_num_threads`` does for PyTorch's. Returns the previous setting (to restore it)."""
+    global _threads_set
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"threads={n!r}: expected a positive int or None")
+    previous, _threads_set = _threads_set, n
+    return previous
+
+
 def threads() -> int:
-    """Threads the "cpu" kernels run on: $IFT_SNN_NUM_THREADS, else Numba's NUMBA_NUM_THREADS (the cores)."""
+    """Threads the "cpu" kernels run on: what :func:`set_threads` set, else $IFT_SNN_NUM_THREADS, else Numba's
+    NUMBA_NUM_THREADS (the cores)."""
+    if _threads_set is not None:
+        return _threads_set
     env = os.environ.get("IFT_SNN_NUM_THREADS")
     if env:
         try:
@@ -354,27 +371,52 @@ def launch(fn, args: list, M: int) -> None:
     launch_all(fn, [(args, M)])
 
 
+#: Work items per thread a call is cut into: the threads take the next item when they finish one (a thread
+#: whose core is slowed, by another process or by the host under a virtual machine, does fewer items instead of
+#: holding the others up at the end: docs/benchmarks.md, "the slow rounds").
+ITEMS_PER_THREAD = 8
+
+
 def launch_all(fn, calls: list, chunk: int = CHUNK) -> None:
     """Run a Numba kernel once per (args, M) in ``calls`` (each over its neurons 0..M-1), the whole
-    work split into ranges of whole chunks of neurons over the threads: work item i of a call covers
-    its neurons [i chunk, (i + 1) chunk), and each thread takes a contiguous run of items (a recurrent
-    layer's kernel: chunk = the group of N coupled neurons)."""
-    items = [(c, lo, min(M, lo + chunk)) for c, (_, M) in enumerate(calls) for lo in range(0, M, chunk)]
-    n = min(threads(), max(1, len(items)))
+    work split into items of whole chunks of neurons (a recurrent layer's kernel: chunk = the group of N
+    coupled neurons), about :data:`ITEMS_PER_THREAD` per thread, each a run of consecutive chunks of one
+    call; the threads take the items in turn (:func:`_share`)."""
+    n_chunks = sum(-(-M // chunk) for _, M in calls)
+    per_item = max(1, -(-n_chunks // (threads() * ITEMS_PER_THREAD)))
+    step = per_item * chunk
+    items = [(c, lo, min(M, lo + step)) for c, (_, M) in enumerate(calls) for lo in range(0, M, step)]
+    _share(lambda item: fn(*calls[item[0]][0], item[1], item[2]), items)
 
-    def run(part) -> None:
-        # consecutive items of one call merge into one kernel call over their range
-        i = 0
-        while i < len(part):
-            c, lo, hi = part[i]
-            while i + 1 < len(part) and part[i + 1][0] == c:
-                i += 1
-                hi = part[i][2]
-            fn(*calls[c][0], lo, hi)
-            i += 1
 
-    bounds = [len(items) * i // n for i in range(n + 1)]
-    _in_threads(run, [items[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo])
+def _share(run, items: list) -> None:
+    """``run(item)`` for every item, on up to :func:`threads` threads (the caller's one of them), each taking
+    the next item when it is done with one: dynamic scheduling, so that the work follows the cores' speeds.
+    The first exception is raised after every thread has stopped."""
+    n = min(threads(), len(items))
+    if n <= 1:
+        for item in items:
+            run(item)
+        return
+    order = iter(items)
+    lock = threading.Lock()
+
+    def worker(_=None) -> None:
+        while True:
+            with lock:
+                item = next(order, None)
+            if item is None:
+                return
+            run(item)
+
+    futures = [_thread_pool(n).submit(worker) for _ in range(n - 1)]
+    try:
+        worker()
+    finally:
+        for f in futures:
+            f.exception()  # (wait for each)
+    for f in futures:
+        f.result()
 
 
 def _in_threads(run, parts: list) -> None:
@@ -396,26 +438,29 @@ RECURRENT_CHUNK = 2048
 MAP_BLOCK = 1 << 18
 
 
-def _map(model: NeuronModel, dtype, inputs: Mapping) -> dict:
+def _map(model: NeuronModel, dtype, inputs: Mapping, finite: list | None = None) -> dict:
     """Run the pointwise map of ``model`` (``surrogate``: sigma from u) over C-contiguous ``inputs`` of
     one shape (any layout: the map is elementwise), in blocks of flat elements split over the threads
-    (NumPy's ufuncs release the GIL). Outputs have the inputs' shape."""
+    (NumPy's ufuncs release the GIL). Outputs have the inputs' shape. ``finite``: a list that gets False
+    appended for each block whose outputs are not all finite (their sum, taken while the block is in cache;
+    a sum that overflows only sends the caller to its full check)."""
     k = _get(model, "surrogate", dtype, "cpu")
     # (a constant surrogate, straight-through custom(1), reads nothing: the shape is the membrane's)
     shape = inputs[k.inputs[0] if k.inputs else "u"].shape
-    outs = {name: np.empty(shape, dtype) for name in k.outputs}
-    args = [inputs[name].reshape(-1) for name in k.inputs] + [o.reshape(-1) for o in outs.values()]
+    outs = {name: workspace.empty(shape, dtype) for name in k.outputs}  # reused buffers (Workspace)
+    flat_outs = [o.reshape(-1) for o in outs.values()]
+    args = [inputs[name].reshape(-1) for name in k.inputs] + flat_outs
     args += [dtype.type(v) for v in argument_values(model)]
     n_el = math.prod(shape)
 
-    def part(bounds: tuple[int, int]) -> None:
-        lo, hi = bounds
+    def block(e: int) -> None:
+        end = min(n_el, e + MAP_BLOCK)
         with np.errstate(all="ignore"):  # non-finite values are checked by the caller
-            for e in range(lo, hi, MAP_BLOCK):
-                k.fn(*args, e, min(hi, e + MAP_BLOCK))
+            k.fn(*args, e, end)
+            if finite is not None and not all(math.isfinite(o[e:end].sum()) for o in flat_outs):
+                finite.append(False)
 
-    n = min(threads(), max(1, -(-n_el // MAP_BLOCK)))
-    _in_threads(part, [(n_el * i // n, n_el * (i + 1) // n) for i in range(n)])
+    _share(block, list(range(0, n_el, MAP_BLOCK)))
     return outs
 
 
@@ -561,7 +606,7 @@ def _sizes(x):
 
 
 def forward(model: NeuronModel, a, u0=None, target: str = "cpu", *, vectors: Mapping | None = None,
-            with_state: bool = False, per_neuron: Mapping | None = None, coupling=None):
+            with_state: bool = False, per_neuron: Mapping | None = None, coupling=None, with_check: bool = False):
     """(u, s, sigma, mask) of the generated forward scan for (T, M) C-contiguous ``a``, or (B, T, N)
     batch-major (M = B N neurons, numbered b N + n; outputs in the same layout).
 
@@ -571,25 +616,37 @@ def forward(model: NeuronModel, a, u0=None, target: str = "cpu", *, vectors: Map
     for "cupy"), in a's dtype. ``with_state=True`` appends the final state (n_state, M). ``per_neuron``:
     {parameter: (M,) values}, one value per neuron (see :func:`_run`). ``coupling`` = (V^T, N): a recurrent
     layer, a[n] = c[n] + V s[n-1] with ``a`` holding c and ``vectors["cp_init"]`` s[-1] (:func:`_run`).
+    ``with_check=True`` appends ``finite``: True when a, u and sigma were all finite (the kernels' guard,
+    :data:`~ift_snn.codegen.ir.GUARD`, and the map's block sums; no further pass over the arrays).
     """
     T, M, blocks = _sizes(a)
     dtype = np.dtype(a.dtype)
     xp = require_cupy() if target == "cupy" else np
     vecs = _vectors(model, vectors, u0, M, dtype, xp, per_neuron)
+    bad: list = []  # (the map's blocks with a non-finite output)
     if target == "cpu" and not (per_neuron and set(per_neuron) & _surrogate_reads(model)):
         # the scan writes what the recurrence computes; the pointwise rest (sigma) runs vectorised after it
         outs, fins = _run(model, "forward_core", target, dtype, T, M, {"a": a}, vecs, 0, blocks, per_neuron,
                           coupling=coupling)
-        outs.update(_map(model, dtype, outs))
+        outs.update(_map(model, dtype, outs, bad))
     else:  # (a surrogate that reads a per-neuron parameter, e.g. theta, is computed in the scan)
         outs, fins = _run(model, "forward", target, dtype, T, M, {"a": a}, vecs, 0, blocks, per_neuron,
                           coupling=coupling)
     mask = outs["m"].astype(bool) if "m" in outs else None
-    if not with_state:
-        return outs["u"], outs["s"], outs["sigma"], mask
-    names = [STATE_OUT + st.name for st in recurrence(model).forward.state]
-    final = xp.stack([fins[n] for n in names]) if names else xp.zeros((0, M), dtype)
-    return outs["u"], outs["s"], outs["sigma"], mask, final
+    result = (outs["u"], outs["s"], outs["sigma"], mask)
+    if with_state:
+        names = [STATE_OUT + st.name for st in recurrence(model).forward.state]
+        result += (xp.stack([fins[n] for n in names]) if names else xp.zeros((0, M), dtype),)
+    if with_check:
+        result += (not bad and guard_finite(fins),)
+    return result
+
+
+def guard_finite(fins: Mapping) -> bool:
+    """True when a scan's guard (:data:`~ift_snn.codegen.ir.GUARD` in its finals ``fins``) says that every
+    value it watched was finite."""
+    guard = fins[GUARD]
+    return guard.size == 0 or bool(guard.max() == 0)  # (NaN compares unequal; max of a NaN vector is NaN)
 
 
 def backward(model: NeuronModel, method: str, g, u, s, sigma, mask, truncation: int | None, a=None, u0=None,

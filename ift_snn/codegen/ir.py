@@ -35,7 +35,7 @@ from ..symbolic.recurrence import DIAGNOSTIC, Recurrence, Scan, derive_recurrenc
 from ..symbolic.step import step_scans
 from ..symbolic.system import U_INIT
 
-__all__ = ["ScanKernel", "build_kernel", "per_neuron_symbol", "check_per_neuron", "PER_NEURON", "rings", "DTYPES", "CodegenError", "comment_lines", "argument_values", "structure_header"]
+__all__ = ["ScanKernel", "build_kernel", "NonFinite", "GUARD", "per_neuron_symbol", "check_per_neuron", "PER_NEURON", "rings", "DTYPES", "CodegenError", "comment_lines", "argument_values", "structure_header"]
 
 DTYPES = ("f32", "f64")
 #: Largest scan state a generated kernel carries in scalars (registers per thread on a GPU), rings aside.
@@ -57,6 +57,39 @@ STEP_QUANTITIES = ("step", "step_slayer")
 #: ...), ``surrogate`` is the pointwise rest (sigma from u) as a map printed for vectorised NumPy
 #: (SIMD exp; a scalar exp in a Numba loop cost 58 of 97 ms at 500 x 65,536 float32 on 2 cores).
 SPLIT_QUANTITIES = ("forward_core", "surrogate")
+
+
+#: The final every scan kernel (not a step's, not a map) writes per neuron: the sum over its steps of x - x
+#: for each value in :data:`GUARDED` it reads or writes (:class:`NonFinite`): exactly 0 where they are all
+#: finite, NaN otherwise. The callers check this (M,) vector instead of reading the (T, M) arrays again.
+GUARD = DIAGNOSTIC + "nonfinite"
+#: What the guard watches: the inputs from outside (a, dL/ds = g) and what a scan computes and hands on (u,
+#: sigma, dL/da). The backward's u and sigma come from the forward, which watched them.
+GUARDED = {"forward": ("a", "u", "sigma"), "reverse": ("g", "grad_a")}
+
+
+class NonFinite(sp.Function):
+    """x - x as printed code: 0 for a finite x, NaN for inf or NaN (IEEE 754; no kernel is compiled with
+    fast-math unless asked, and CUDA's fast-math keeps NaN and inf). Never evaluated by SymPy (x - x would
+    be 0): a node of the finite guard only, which no derivation reads."""
+
+    nargs = 1
+
+
+def _guarded(scan: Scan) -> Scan:
+    """``scan`` with the finite guard (:data:`GUARD`): a persistent state summing NonFinite of the watched
+    values of each step, read out as a final. Nothing else of the scan changes."""
+    names = GUARDED[scan.direction]
+    read = {sym for _, rhs in scan.assignments for sym in rhs.free_symbols} | set(scan.outputs)
+    watched = [x for x in (*scan.inputs, *scan.outputs) if x.name in names and x in read]
+    if not watched:
+        return scan
+    guard = sp.Symbol(DIAGNOSTIC + "guard", real=True)
+    update = guard + sp.Add(*[NonFinite(x) for x in dict.fromkeys(watched)], evaluate=False)
+    return dataclasses.replace(scan, state=scan.state + (guard,), init=scan.init + (sp.Integer(0),),
+                               update=scan.update + (update,),
+                               finals=scan.finals + ((sp.Symbol(GUARD, real=True), guard),),
+                               persistent=scan.persistent + (guard,))
 
 
 class CodegenError(ValueError):
@@ -336,6 +369,8 @@ def build_kernel(model: NeuronModel, quantity: str, dtype: str, recurrence: Recu
             (lhs, template if lhs.name == "sigma" else rhs) for lhs, rhs in scan.assignments))
     if quantity in SPLIT_QUANTITIES:
         scan = split_pointwise(scan, model.symbols + tuple(sym for sym, _ in lifted))[quantity == "surrogate"]
+    if quantity not in STEP_QUANTITIES and quantity != "surrogate":
+        scan = _guarded(scan)
     pv = {param_symbol(k): per_neuron_symbol(k) for k in per_neuron}
     if pv:
         if quantity == "surrogate":

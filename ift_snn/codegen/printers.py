@@ -22,6 +22,7 @@ whole neuron vector ``[j_begin:j_end]``.
 
 from __future__ import annotations
 
+import ast
 import math
 from itertools import groupby
 
@@ -99,6 +100,18 @@ class _MaskPrinting:
             return f"({prod})" if exp > 0 else f"({self._print(sp.Float(1.0))}/({prod}))"
         return super()._print_Pow(expr)
 
+    def _as_f32(self, x: str) -> str:
+        raise NotImplementedError
+
+    def _print_NonFinite(self, expr):
+        """The finite guard (codegen/ir.py): x - x, 0 for a finite x, NaN otherwise; in a float32 kernel of
+        the value as float32 (a float64 local, from a widened state, is stored as float32: a value beyond
+        float32's range is inf there)."""
+        x = self.parenthesize(expr.args[0], sp.printing.precedence.PRECEDENCE["Add"] + 1)
+        if self.dtype == "f32":
+            x = self._as_f32(x)
+        return f"({x} - {x})"
+
     def _print_Heaviside(self, expr):
         x = self._print(expr.args[0])
         h0 = expr.args[1] if len(expr.args) > 1 else sp.Rational(1, 2)
@@ -132,6 +145,9 @@ class CudaPrinter(_MaskPrinting, C99CodePrinter):
     @property
     def _suffix(self) -> str:
         return "f" if self.dtype == "f32" else ""
+
+    def _as_f32(self, x: str) -> str:
+        return f"((float)({x}))"
 
     @property
     def ctype(self) -> str:
@@ -169,6 +185,9 @@ class NumbaPrinter(_MaskPrinting, PythonCodePrinter):
     def __init__(self, dtype: str = "f64", settings=None):
         self.dtype = dtype
         super().__init__(settings={"fully_qualified_modules": True, **(settings or {})})
+
+    def _as_f32(self, x: str) -> str:
+        return f"np.float32({x})"
 
     def _literal(self, text: str) -> str:
         # float32 kernels keep float32 arithmetic: a bare Python literal would promote to float64.
@@ -976,9 +995,71 @@ def print_numpy(fn: Function) -> str:
     return _NumpyTree(fn, NumpyPrinter(fn.dtype)).print()
 
 
+#: Python operators and NumPy calls of printed NumPy code that are ufuncs taking ``out=`` (the same function
+#: the operator calls on arrays: the same rounding). ``**`` is not among them: NumPy computes ``x ** 0.5``
+#: and ``x ** 2`` by other functions than ``np.power``.
+_OUT_BINARY = {ast.Add: "np.add", ast.Sub: "np.subtract", ast.Mult: "np.multiply", ast.Div: "np.true_divide"}
+_OUT_UNARY = {ast.USub: "np.negative"}
+_OUT_CALLS = frozenset({"np.exp", "np.abs", "np.sqrt", "np.maximum", "np.minimum", "np.sign", "np.log", "np.tanh",
+                        "np.arctan", "np.sin", "np.cos"})
+
+
+class _InPlace:
+    """A printed NumPy expression as ufunc calls writing into one buffer (``out=``): a map's expression then
+    allocates no temporary array per operation and writes its result where it is stored. The same operations
+    in the same order as Python evaluates the printed expression, so the same values bit for bit
+    (tests/test_compiled.py).
+
+    ``arrays``: the names holding arrays (loaded inputs, earlier array locals): a sub-expression of other names
+    is a scalar and stays as printed, and so does one that is no such ufunc (a comparison, a power: NumPy
+    then allocates its result). ``like``: an input array whose shape and dtype a second buffer takes."""
+
+    def __init__(self, arrays: set[str], like: str):
+        self.arrays, self.like = arrays, like
+        self.lines: list[str] = []
+        self.temps = 0
+
+    def is_array(self, node) -> bool:
+        return any(isinstance(n, ast.Name) and n.id in self.arrays for n in ast.walk(node))
+
+    def into(self, source: str, target: str) -> list[str]:
+        """Statements computing the expression ``source`` into the existing array ``target``."""
+        got = self.operand(ast.parse(source, mode="eval").body, target)
+        if got != target:
+            self.lines.append(f"{target}[...] = {got}")
+        return self.lines
+
+    def operand(self, node, target: str | None) -> str:
+        """Where ``node``'s value is after the statements emitted: ``target`` (or a new buffer when None) if
+        computed into it, else an expression: a name, a scalar, a sub-expression left as printed."""
+        if not self.is_array(node) or isinstance(node, ast.Name):
+            return ast.unparse(node)
+        if isinstance(node, ast.BinOp) and type(node.op) in _OUT_BINARY:
+            fn, children = _OUT_BINARY[type(node.op)], [node.left, node.right]
+        elif isinstance(node, ast.UnaryOp) and type(node.op) in _OUT_UNARY:
+            fn, children = _OUT_UNARY[type(node.op)], [node.operand]
+        elif (isinstance(node, ast.Call) and ast.unparse(node.func) in _OUT_CALLS and not node.keywords
+              and all(not isinstance(a, ast.Starred) for a in node.args)):
+            fn, children = ast.unparse(node.func), list(node.args)
+        else:
+            return f"({ast.unparse(node)})"
+        if target is None:
+            self.temps += 1
+            target = f"_t{self.temps}"
+            self.lines.append(f"{target} = np.empty_like({self.like})")
+        args, free = [], True
+        for child in children:  # the first computed child into the target (in place), any other into a buffer
+            computed = self.is_array(child) and not isinstance(child, ast.Name)
+            args.append(self.operand(child, target if computed and free else None))
+            free &= not (computed and args[-1] == target)
+        self.lines.append(f"{fn}({', '.join(args)}, out={target})")
+        return target
+
+
 class _NumpyMap(_NumpyTree):
     """A pointwise map (direction "map"): every statement acts on the flat element range
-    ``[e_begin:e_end]`` of (T, M) arrays passed flattened; no state, no time loop."""
+    ``[e_begin:e_end]`` of (T, M) arrays passed flattened; no state, no time loop. A value that is stored is
+    computed in place in the output's range (:class:`_InPlace`)."""
 
     SLICE = "e_begin:e_end"
 
@@ -991,12 +1072,24 @@ class _NumpyMap(_NumpyTree):
         for st in fn.body:
             if isinstance(st, Invariant):
                 self.emit(1, f"{st.target.name} = {self.code(st.expr, self.SLICE)}")
+        stored = {st.value.name: st.arg.name for st in loops[0].body if isinstance(st, Store)}
+        arrays: set[str] = set()
+        in_place: set[str] = set()
         for st in loops[0].body:
             if isinstance(st, Load):
                 self.emit(1, f"{st.target.name} = {st.arg.name}[{self.SLICE}]")
+                arrays.add(st.target.name)
+            elif isinstance(st, Assign) and st.target.name in stored and arrays and self.in_place:
+                name = st.target.name
+                self.emit(1, f"{name} = {stored[name]}[{self.SLICE}]")
+                for line in _InPlace(arrays, sorted(arrays)[0]).into(self.code(st.expr, self.SLICE), name):
+                    self.emit(1, line)
+                arrays.add(name)
+                in_place.add(name)
             elif isinstance(st, Assign):
                 self.emit(1, f"{st.target.name} = {self.code(st.expr, self.SLICE)}")
-            elif isinstance(st, Store):
+                arrays.add(st.target.name)
+            elif isinstance(st, Store) and st.value.name not in in_place:
                 self.emit(1, f"{st.arg.name}[{self.SLICE}] = {st.value.name}")
         body = self.lines
         imports = ["import numpy as np"]
@@ -1009,6 +1102,10 @@ class _NumpyMap(_NumpyTree):
         return "\n".join(self.lines) + "\n"
 
 
-def print_numpy_map(fn: Function) -> str:
-    """A pointwise map ``fn`` as NumPy over flat elements e_begin..e_end-1 (SIMD ufuncs, no loop)."""
-    return _NumpyMap(fn, NumpyPrinter(fn.dtype)).print()
+def print_numpy_map(fn: Function, in_place: bool = True) -> str:
+    """A pointwise map ``fn`` as NumPy over flat elements e_begin..e_end-1 (SIMD ufuncs, no loop); with
+    ``in_place=False`` each stored value as one printed expression (allocating its temporaries; the same
+    values, tests/test_compiled.py)."""
+    printer = _NumpyMap(fn, NumpyPrinter(fn.dtype))
+    printer.in_place = in_place
+    return printer.print()

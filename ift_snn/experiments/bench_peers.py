@@ -18,6 +18,10 @@ SpikingJelly                ``neuron.LIFNode(tau=1/(1-0.9), decay_input=False,  
                             surrogate_function=PiecewiseExp(alpha=2))``, (T, B, N)
 SpikingJelly, default       the same with its default surrogate (Sigmoid(alpha=4)),  exact (= ift_snn exodus)
                             as its users run it (no agreement row)
+snnTorch, default           ``snn.Leaky(beta=0.9)``, every other argument its          reset detached
+                            default (ATan surrogate; no agreement row)
+Norse, default              ``LIFBoxCell()``: its default parameters and dt (decay     exact
+                            0.9, reset to zero, SuperSpike; no agreement row)
 Norse                       ``LIFBoxCell(LIFBoxParameters(tau_mem_inv=0.1,         exact (= ift_snn exodus)
                             reset_method=reset_subtract, method="super"), dt=1)``
                             looped over ``(x / 0.1).unbind(0)``
@@ -56,9 +60,11 @@ written, /proc/self/statm is sampled every millisecond in a thread instead (a
 lower bound).
 
 Also per size: the bare ift_snn kernels (``ift_snn.forward`` / ``backward`` on
-NumPy (T, B*N) arrays, EXODUS) and the memory floor (the 9 arrays of B*T*N
-floats the two scans must move, :mod:`ift_snn.experiments.bench`, over the measured copy
-bandwidth). Ratios: ift_snn exodus fwd+bwd over the fastest peer's, exodus
+NumPy (T, B*N) arrays, EXODUS, dL/da and dL/dalpha: the scans the exodus layer runs) and
+the memory floor (the 8 arrays of B*T*N floats those two scans must move,
+:data:`FLOOR_ARRAYS`, over the measured copy bandwidth). Each round starts with the
+machine probe (:func:`machine_probe`): fixed work on one core, which tells a slowed
+machine from a slow contestant. Ratios: ift_snn exodus fwd+bwd over the fastest peer's, exodus
 backward over slayer backward, kernels fwd+bwd over the floor.
 
 Agreement (float64 and float32, B=4, T=200, N=32): spikes that differ and
@@ -88,7 +94,7 @@ from typing import Callable
 import numpy as np
 
 __all__ = ["DEFAULT_SIZES", "INSTALL_HINT", "Contestant", "run_peers", "format_peers_table", "agreement",
-           "peak_rss_delta", "available_peers"]
+           "peak_rss_delta", "available_peers", "machine_probe"]
 
 #: (batch, T, neurons) of the default run.
 DEFAULT_SIZES = ((64, 300, 256), (16, 500, 4096), (16, 2000, 1024))
@@ -103,6 +109,9 @@ FIXED = "ift_snn exodus, fixed alpha"
 _PEER_MODULES = {"snntorch": "snntorch", "spikingjelly": "spikingjelly.activation_based.neuron",
                  "norse": "norse.torch", "sinabs": "sinabs.layers"}
 AGREE_SIZE = (4, 200, 32)
+#: Arrays of B*T*N floats the exodus layer's two scans must move at least: the forward reads a and writes u, s
+#: and sigma; the backward (dL/da and dL/dalpha) reads g, sigma and u and writes dL/da.
+FLOOR_ARRAYS = 8
 
 
 # ------------------------------------------------------------------ memory
@@ -266,11 +275,15 @@ def _ift_layer(torch, method: str, reset_before_decay: bool = False, surrogate=N
     return layer
 
 
-def _snntorch_fn(torch, dtype):
+def _snntorch_fn(torch, dtype, default: bool = False):
+    """snnTorch's Leaky over the steps; ``default``: every argument but beta left at snnTorch's default."""
     import snntorch as snn
 
-    lif = snn.Leaky(beta=torch.tensor(ALPHA, dtype=dtype), threshold=THETA, spike_grad=_exp_spike(torch),
-                    reset_mechanism="subtract")
+    if default:
+        lif = snn.Leaky(beta=torch.tensor(ALPHA, dtype=dtype))
+    else:
+        lif = snn.Leaky(beta=torch.tensor(ALPHA, dtype=dtype), threshold=THETA, spike_grad=_exp_spike(torch),
+                        reset_mechanism="subtract")
 
     def f(x):  # (T, B, N)
         mem = lif.init_leaky()
@@ -301,16 +314,21 @@ def _spikingjelly_fn(torch, dtype, default_surrogate: bool = False):
 NORSE_GAIN = 1.0 / (1.0 - ALPHA)  # Norse integrates dt tau_mem_inv (i - v): input i = x / (1 - alpha)
 
 
-def _norse_fn(torch, dtype):
+def _norse_fn(torch, dtype, default: bool = False):
+    """Norse's LIFBoxCell over the steps; ``default``: its default parameters and dt (decay 1 - 100 * 0.001 =
+    0.9 as well, reset to 0)."""
     from norse.torch import LIFBoxCell, LIFBoxParameters
     from norse.torch.functional.reset import reset_subtract
 
     def t(v):
         return torch.tensor(v, dtype=dtype)
 
-    p = LIFBoxParameters(tau_mem_inv=t(1.0 - ALPHA), v_leak=t(0.0), v_th=t(THETA), v_reset=t(0.0), method="super",
-                         alpha=t(100.0), reset_method=reset_subtract)
-    cell = LIFBoxCell(p, dt=1.0)
+    if default:
+        cell = LIFBoxCell()
+    else:
+        p = LIFBoxParameters(tau_mem_inv=t(1.0 - ALPHA), v_leak=t(0.0), v_th=t(THETA), v_reset=t(0.0),
+                             method="super", alpha=t(100.0), reset_method=reset_subtract)
+        cell = LIFBoxCell(p, dt=1.0)
 
     def f(x):  # (T, B, N), already multiplied by NORSE_GAIN
         state = None
@@ -365,6 +383,11 @@ def _contestants(torch, peers: list[str]) -> list[Contestant]:
             "x.unbind(0), reset after decay, (T, B, N)", SURROGATE_EXP + " as spike_grad",
             "reset detached (= slayer)", True, tb, _torch_timer(torch, _snntorch_fn(torch, f32)),
             version=_version("snntorch")))
+        out.append(Contestant(
+            "snnTorch, default", "snntorch (defaults)", "snn.Leaky(beta=0.9) with every other argument its default "
+            "(threshold 1, reset by subtraction, its default surrogate) over x.unbind(0), (T, B, N)",
+            "ATan (snnTorch's default spike_grad)", "reset detached (= slayer)", True, tb,
+            _torch_timer(torch, _snntorch_fn(torch, f32, default=True)), version=_version("snntorch")))
     if "spikingjelly" in peers:
         out.append(Contestant(
             "SpikingJelly", "spikingjelly", "neuron.LIFNode(tau=10, decay_input=False, v_reset=None, "
@@ -384,6 +407,11 @@ def _contestants(torch, peers: list[str]) -> list[Contestant]:
             "reset before decay, (T, B, N)", "SuperSpike 1/(1+|u-1|)^2 (no exponential in Norse)",
             "exact (= exodus)", True, _norse_prepare(tb),
             _torch_timer(torch, _norse_fn(torch, f32)), version=_version("norse")))
+        out.append(Contestant(
+            "Norse, default", "norse (defaults)", "LIFBoxCell() with its default parameters (tau_mem_inv 100, dt "
+            "0.001: decay 0.9; reset to 0; SuperSpike alpha 100) over (10 x).unbind(0), (T, B, N)",
+            "SuperSpike (Norse's default)", "exact (= exodus, reset to zero)", True, _norse_prepare(tb),
+            _torch_timer(torch, _norse_fn(torch, f32, default=True)), version=_version("norse")))
     if "sinabs" in peers:
         out.append(Contestant(
             "sinabs", "sinabs", "layers.LIF(tau_mem=-1/ln 0.9, norm_input=False, SingleSpike, MembraneSubtract), "
@@ -418,12 +446,13 @@ def _kernels_contestant() -> Contestant:
         t0 = time.perf_counter()
         trace = ops.forward(model, a)
         t1 = time.perf_counter()
-        ops.backward(model, trace, g, method="exodus")
+        ops.backward(model, trace, g, method="exodus", parameters=("alpha",))
         t2 = time.perf_counter()
         return 1e3 * (t1 - t0), 1e3 * (t2 - t1)
 
-    return Contestant("ift_snn kernels", "ift_snn", "ift_snn.forward / backward on NumPy (T, B*N), exodus",
-                      SURROGATE_EXP, "exact (= BPTT)", False, prepare, run, version=_version("ift-snn"))
+    return Contestant("ift_snn kernels", "ift_snn", "ift_snn.forward / backward(parameters=('alpha',)) on NumPy "
+                      "(T, B*N), exodus: the scans the exodus layer runs", SURROGATE_EXP, "exact (= BPTT)", False,
+                      prepare, run, version=_version("ift-snn"))
 
 
 # --------------------------------------------------------------- agreement
@@ -565,15 +594,37 @@ def run_peers(sizes=DEFAULT_SIZES, rounds: int = 5, *, with_sinabs: bool = False
     peers, missing = available_peers(with_sinabs)
     if not peers:
         raise ImportError(f"no peer library is installed ({', '.join(missing)}): {INSTALL_HINT}")
+
+    from ..backends import compiled
+
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads={threads!r}: expected a positive int")
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    ift_threads = compiled.set_threads(int(threads))  # (both restored at the end)
+    try:
+        return _run_peers(torch, sizes, rounds, peers, missing, json_path, seed, progress, agree)
+    finally:
+        compiled.set_threads(ift_threads)
+        torch.set_num_threads(torch_threads)
+
+
+def _ift_threads() -> int:
+    from ..backends import compiled
+
+    return compiled.threads()
+
+
+def _run_peers(torch, sizes, rounds, peers, missing, json_path, seed, progress, agree) -> dict:
     from .bench import _copy_bandwidth
 
-    torch.set_num_threads(threads)
     contestants = _contestants(torch, peers)
     # a copy larger than the caches: 256 MiB, less for small runs (tests), at least 32 MiB
     bandwidth = _copy_bandwidth(np, int(min(256 * 2**20, max(32 * 2**20, 9 * 4 * max(math.prod(s) for s in sizes)))), 5)
     result = {
         "device": f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "config": {"torch": torch.__version__, "threads": torch.get_num_threads(), "dtype": "float32",
+        "config": {"torch": torch.__version__, "threads": torch.get_num_threads(), "ift_snn_threads": _ift_threads(),
+                   "dtype": "float32",
                    "alpha": ALPHA, "theta": THETA, "rounds": rounds, "seed": seed, "sizes": [list(s) for s in sizes],
                    "copy_bandwidth_GBps": bandwidth / 1e9, "memory_method": None,
                    "timing": "the round whose forward + backward is the median (its fwd and bwd shown; the medians of each "
@@ -624,13 +675,35 @@ def measure(contestants, prepared: dict, rounds: int, rng, label: str, result: d
         nbytes, method = peak_rss_delta(lambda c=c: c.run(*prepared[c.name]))
         peak[c.name] = nbytes
         result["config"]["memory_method"] = method
+    probe = result.setdefault("probe_ms", {}).setdefault(label, [])
     for r in range(rounds):
         order = list(contestants)
         rng.shuffle(order)
+        probe.append(machine_probe())
         for c in order:
             prog.step(f"{label} round {r + 1}/{rounds} {c.name}")
             times[c.name].append(c.run(*prepared[c.name]))
     return times, peak
+
+
+#: The machine probe's work: np.exp over this many float32 values held in cache, :data:`PROBE_REPEATS` times.
+PROBE_SIZE, PROBE_REPEATS = 1 << 16, 100
+_probe_buffers: list = []
+
+
+def machine_probe() -> float:
+    """Milliseconds of a fixed piece of work on one core that touches no new memory (np.exp over 64k float32
+    values in cache, 100 times: about 3 ms): how fast this core is right now. Timed at the start of every
+    round, it tells a slow round of the machine (a slowed core: another process, or the host of a virtual
+    machine, which these report as no steal time) from a slow round of a contestant."""
+    if not _probe_buffers:
+        _probe_buffers[:] = [np.linspace(-1, 1, PROBE_SIZE, dtype=np.float32), np.empty(PROBE_SIZE, np.float32)]
+    x, out = _probe_buffers
+    np.exp(x, out=out)
+    t0 = time.perf_counter()
+    for _ in range(PROBE_REPEATS):
+        np.exp(x, out=out)
+    return 1e3 * (time.perf_counter() - t0)
 
 
 def timing_row(size, c: Contestant, times: list, peak: int) -> dict:
@@ -642,11 +715,14 @@ def timing_row(size, c: Contestant, times: list, peak: int) -> dict:
     sums = [f + b for f, b in zip(fw, bw)]
     mid = _median_round(sums)
     nan = float("nan")
+    median = _median(sums)
     return {"size": list(size), "contestant": c.name, "library": c.library, "peer": c.is_peer,
             "forward_ms": fw[mid] if fw else nan, "backward_ms": bw[mid] if bw else nan,
             "fwd_bwd_ms": sums[mid] if fw else nan,
             "forward_median_ms": _median(fw), "backward_median_ms": _median(bw),
             "fwd_bwd_min_ms": min(sums) if sums else nan, "fwd_bwd_max_ms": max(sums) if sums else nan,
+            "fwd_bwd_mean_ms": statistics.fmean(sums) if sums else nan,
+            "slowest_over_median": max(sums) / median if sums else nan,
             "peak_mb": peak / 1e6, "surrogate": c.surrogate, "gradient": c.gradient, "times_ms": times}
 
 
@@ -662,7 +738,7 @@ def _one_size(torch, contestants, size, rounds, rng, seed, bandwidth, result, pr
     by = {r["contestant"]: r for r in rows}
     peers = [r for r in rows if r["peer"]]
     fastest = min(peers, key=lambda r: r["fwd_bwd_ms"])
-    moved = 9 * B * T * N * 4
+    moved = FLOOR_ARRAYS * B * T * N * 4
     floor_ms = 1e3 * moved / bandwidth
     kern = by["ift_snn kernels"]
     agree = {(a["peer"], a["dtype"]): a["grad_rel_diff"] for a in result["agreement"]}
@@ -679,11 +755,26 @@ def _one_size(torch, contestants, size, rounds, rng, seed, bandwidth, result, pr
         "memory_floor_ms": floor_ms, "bytes_moved_MB": moved / 1e6,
         "kernels_fwd_bwd_ms": kern["fwd_bwd_ms"], "kernels_over_memory_floor": kern["fwd_bwd_ms"] / floor_ms,
         "layer_exodus_over_kernels": by["ift_snn exodus"]["fwd_bwd_ms"] / kern["fwd_bwd_ms"],
+        "exodus_mean_over_fastest_peer_mean": by["ift_snn exodus"]["fwd_bwd_mean_ms"] / fastest["fwd_bwd_mean_ms"],
+        **_probe_summary(result.get("probe_ms", {}).get(label, []), by["ift_snn exodus"]["times_ms"]),
     }
     result["rows"] += rows
     result["summary"].append(summary)
     prog.line(f"{label}: ift_snn exodus {by['ift_snn exodus']['fwd_bwd_ms']:.1f} ms fwd+bwd, fastest peer "
               f"{fastest['contestant']} {fastest['fwd_bwd_ms']:.1f} ms, ratio {summary['exodus_over_fastest_peer']:.3f}")
+
+
+def _probe_summary(probe: list, times: list) -> dict:
+    """The machine probe of one size's rounds (:func:`machine_probe`): its median and slowest/median, and the
+    correlation of its per-round times with the exact layer's fwd+bwd (near 1: the layer's slow rounds are the
+    machine's)."""
+    if len(probe) < 2:
+        return {}
+    sums = [f + b for f, b in times]
+    med = _median(probe)
+    flat = len(set(probe)) < 2 or len(set(sums)) < 2
+    return {"probe_median_ms": med, "probe_slowest_over_median": max(probe) / med,
+            "probe_exodus_correlation": float("nan") if flat else float(np.corrcoef(probe, sums)[0, 1])}
 
 
 def _fmt(v, spec):
@@ -693,7 +784,8 @@ def _fmt(v, spec):
 def format_peers_table(result: dict) -> str:
     cfg = result["config"]
     lines = [f"== one LIF layer (alpha {cfg['alpha']}, theta {cfg['theta']}), {cfg['dtype']}, {result['device']}, "
-             f"torch {cfg['torch']} on {cfg['threads']} threads; median of {cfg['rounds']} interleaved rounds",
+             f"torch {cfg['torch']} on {cfg['threads']} threads, ift_snn's kernels on {cfg.get('ift_snn_threads', '?')}; "
+             f"median of {cfg['rounds']} interleaved rounds",
              f"   copy bandwidth {cfg['copy_bandwidth_GBps']:.2f} GB/s; peak memory: {cfg['memory_method']}"]
     if result["agreement"]:
         lines.append(f"   agreement (B, T, N = {tuple(result['agreement'][0]['size'])}): spikes differing, "
@@ -702,7 +794,8 @@ def format_peers_table(result: dict) -> str:
             lines.append(f"     {a['dtype']} {a['peer']:<13} vs {a['versus']:<58} spikes differ "
                          f"{a['spikes_differ']}/{a['spikes']:<6} dL/dx {a['grad_rel_diff']:.1e}")
     head = (f"   {'contestant':<27} {'fwd ms':>10} {'bwd ms':>10} {'fwd+bwd ms':>11} {'x fastest':>9} "
-            f"{'peak MB':>9} {'agree f64':>9} {'agree f32':>9}  {'gradient':<20} surrogate")
+            f"{'mean ms':>9} {'max/med':>7} {'peak MB':>9} {'agree f64':>9} {'agree f32':>9}  {'gradient':<20} "
+            "surrogate")
     for s in result["summary"]:
         B, T, N = s["size"]
         lines.append(f"-- batch {B}, T {T}, neurons {N}")
@@ -711,7 +804,9 @@ def format_peers_table(result: dict) -> str:
             if r["size"] != s["size"]:
                 continue
             lines.append(f"   {r['contestant']:<27} {r['forward_ms']:>10.1f} {r['backward_ms']:>10.1f} "
-                         f"{r['fwd_bwd_ms']:>11.1f} {r['over_fastest_peer']:>9.3f} {r['peak_mb']:>9.0f} "
+                         f"{r['fwd_bwd_ms']:>11.1f} {r['over_fastest_peer']:>9.3f} "
+                         f"{r.get('fwd_bwd_mean_ms', float('nan')):>9.1f} {r.get('slowest_over_median', float('nan')):>7.2f} "
+                         f"{r['peak_mb']:>9.0f} "
                          f"{_fmt(r['agreement_f64'], '>9.1e')} {_fmt(r['agreement_f32'], '>9.1e')}  "
                          f"{r['gradient']:<20} {r['surrogate']}")
         lines.append(f"   ift_snn exodus fwd+bwd / fastest peer ({s['fastest_peer']}): "
@@ -720,6 +815,11 @@ def format_peers_table(result: dict) -> str:
         if "exodus_fixed_alpha_over_fastest_peer" in s:
             lines.append(f"   ift_snn exodus with alpha fixed, as the peers run it: "
                          f"{s['exodus_fixed_alpha_over_fastest_peer']:.3f} of the fastest peer")
+        if "probe_median_ms" in s:
+            lines.append(f"   machine probe (fixed work on one core, each round): median {s['probe_median_ms']:.2f} ms, "
+                         f"slowest/median {s['probe_slowest_over_median']:.2f}, correlation with exodus' rounds "
+                         f"{s['probe_exodus_correlation']:.2f}; exodus mean / fastest peer's mean "
+                         f"{s['exodus_mean_over_fastest_peer_mean']:.3f}")
         lines.append(f"   memory floor {s['memory_floor_ms']:.1f} ms ({s['bytes_moved_MB']:.0f} MB); kernels fwd+bwd "
                      f"{s['kernels_fwd_bwd_ms']:.1f} ms = {s['kernels_over_memory_floor']:.2f}x floor; "
                      f"layer exodus / kernels {s['layer_exodus_over_kernels']:.2f}")

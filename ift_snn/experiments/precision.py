@@ -21,7 +21,7 @@ from ..neurons.models import NeuronModel
 
 G_MEAN = 0.0
 
-__all__ = ["PrecisionResult", "measure", "drive", "FAMILIES", "family_model", "format_precision_table", "rel_error"]
+__all__ = ["PrecisionResult", "measure", "sensitivity", "drive", "FAMILIES", "family_model", "format_precision_table", "rel_error"]
 
 
 @dataclass(frozen=True)
@@ -87,14 +87,7 @@ def measure(model: NeuronModel, T: int = 2000, M: int = 4, dtype=np.float32, see
     from ..backends import reference
 
     dtype = np.dtype(dtype)
-    a64 = drive(model, T, M, seed, backend=backend) if a is None else np.asarray(a, dtype=np.float64)
-    T, M = a64.shape
-    rng = np.random.default_rng(seed + 1)
-    g64 = rng.normal(G_MEAN, 1.0, size=(T, M))
-    u064 = rng.normal(0.0, 0.3 * model.theta, size=M) if u0 is None else np.asarray(u0, dtype=np.float64)
-    # the oracle sees the same numbers the run sees (the inputs rounded to dtype), so that what is measured is
-    # the scans' rounding, not the inputs' representation
-    a64, g64, u064 = (x.astype(dtype).astype(np.float64) for x in (a64, g64, u064))
+    a64, g64, u064 = _inputs(model, T, M, dtype, seed, a, u0, backend)
     if backend == "cupy":  # the CUDA kernels: device arrays in, host copies of the results out
         import cupy
 
@@ -114,6 +107,43 @@ def measure(model: NeuronModel, T: int = 2000, M: int = 4, dtype=np.float32, see
                            a=rel_error(get(grads.a), want.a), u0=rel_error(get(grads.u0), want.u0), params=params,
                            spike_rate=float(np.mean(s > 0)),
                            flips=int(np.sum(own != s)))
+
+
+def _inputs(model: NeuronModel, T: int, M: int, dtype, seed: int, a, u0, backend: str = "auto"):
+    """(a, g, u0) in float64 of :func:`measure`: the drive (or ``a``), g and u0 drawn from ``seed + 1``; all
+    rounded to ``dtype``: the oracle sees the same numbers the run sees, so that what is measured is the
+    scans' rounding, not the inputs' representation."""
+    a64 = drive(model, T, M, seed, backend=backend) if a is None else np.asarray(a, dtype=np.float64)
+    T, M = a64.shape
+    rng = np.random.default_rng(seed + 1)
+    g64 = rng.normal(G_MEAN, 1.0, size=(T, M))
+    u064 = rng.normal(0.0, 0.3 * model.theta, size=M) if u0 is None else np.asarray(u0, dtype=np.float64)
+    return tuple(x.astype(dtype).astype(np.float64) for x in (a64, g64, u064))
+
+
+def sensitivity(model: NeuronModel, T: int = 2000, M: int = 4, dtype=np.float32, seed: int = 0,
+                a: np.ndarray | None = None, u0: np.ndarray | None = None, repeats: int = 4) -> dict:
+    """The condition of each dL/dp of :func:`measure`'s problem at ``dtype``'s resolution: the largest relative
+    change of the float64 oracle's dL/dp when every entry of a and g is moved by one unit of ``dtype``'s
+    rounding (x (1 +- eps), random signs, ``repeats`` draws), on the same spikes. A sum that cancels (dL/dp of
+    terms much larger than itself) changes by far more than eps: no scan in ``dtype`` can do better than
+    about this. {name: relative change}."""
+    from ..backends import reference
+
+    dtype = np.dtype(dtype)
+    a64, g64, u064 = _inputs(model, T, M, dtype, seed, a, u0)
+    exact = model.with_params(**{k: float(dtype.type(v)) for k, v in model.params})
+    spikes = reference.simulate(exact, a64, u064)[1]
+    base = reference.bptt(exact, a64, g64, u064, spikes=spikes).params
+    eps = float(np.finfo(dtype).eps)
+    rng = np.random.default_rng(seed + 2)
+    worst = dict.fromkeys(base, 0.0)
+    for _ in range(repeats):
+        moved = [x * (1 + eps * rng.choice([-1.0, 1.0], size=x.shape)) for x in (a64, g64)]
+        got = reference.bptt(exact, *moved, u064, spikes=spikes).params
+        for k, v in got.items():
+            worst[k] = max(worst[k], rel_error(v, base[k]))
+    return worst
 
 
 #: The families of issue 25: name -> spec (the model grammar of :func:`ift_snn.neurons.spec.model_from_spec`).
