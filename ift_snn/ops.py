@@ -322,8 +322,11 @@ def forward(model: NeuronModel, a: np.ndarray, u0: np.ndarray | None = None, *, 
     M = math.prod(neurons)
     a2 = _flat(a, T, M, blocks, xp)
     if copy and xp.may_share_memory(a2, a_in):
-        # the Trace keeps its own copy: the caller may change a after forward (a *= 3)
-        a2 = a2.copy()
+        # the Trace keeps its own copy: the caller may change a after forward (a *= 3); on the CPU in a buffer of
+        # the workspace (no fresh pages to fault in each call, backends/compiled.Workspace)
+        own = compiled.workspace.empty(a2.shape, a2.dtype) if xp is np else xp.empty_like(a2)
+        own[...] = a2
+        a2 = own
     u0_2 = None
     if u0 is not None:
         if cupy_backend.is_cupy_array(u0) != cupy_backend.is_cupy_array(a):

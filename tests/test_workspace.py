@@ -57,3 +57,23 @@ def test_torch_tensors_keep_their_memory():
     layer(torch.rand(2, 40, 16))
     assert torch.equal(y1, kept)
     workspace.clear()
+
+
+def test_the_traces_own_copy_of_the_input_comes_from_the_workspace():
+    """forward(copy=True) keeps a copy of a that later edits of a cannot reach; the copy is a workspace buffer,
+    taken again once the trace is gone (no fresh pages each call), never while a trace holds it."""
+    model = ift_snn.lif(0.9, 1.0)
+    a = np.random.default_rng(1).normal(0.35, 0.5, size=(40, 3, 16)).astype(np.float32)
+    trace = ops.forward(model, a, time_axis=1)
+    want = a.copy()
+    a *= 3
+    np.testing.assert_array_equal(trace.a, want)
+    assert not np.shares_memory(trace.a, a)
+    addr = trace.a.ctypes.data
+    other = ops.forward(model, a, time_axis=1)
+    assert other.a.ctypes.data != addr  # held by the first trace
+    np.testing.assert_array_equal(trace.a, want)
+    del trace
+    again = ops.forward(model, a, time_axis=1)
+    assert again.a.ctypes.data == addr and np.array_equal(again.a, a)
+    del other, again
