@@ -443,6 +443,19 @@ def _bench(args: argparse.Namespace) -> int:
     if args.precision and (options or args.peers or args.torch or args.zoo or lines):
         raise ValueError("--precision measures neurons of its own (ift_snn.experiments.precision); model options, --peers, "
                          "--torch, --zoo, --delays and --taps do not apply there")
+    if args.fresh_memory:  # what a fresh array costs on this machine (the slow rounds of docs/benchmarks.md)
+        if options or args.peers or args.torch or args.zoo or lines or args.precision or args.continuous:
+            raise ValueError("--fresh-memory times fresh memory alone; model options and the other benchmarks do not "
+                             "apply there")
+        from .experiments.bench_peers import format_fresh_memory, fresh_memory
+
+        if args.json:
+            _prepare_out_file(args.json, "--json")
+        result = fresh_memory()
+        print(format_fresh_memory(result))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+        return 0
     if args.continuous:  # continuous time: cost against the horizon at a fixed number of spikes
         if options or args.peers or args.torch or args.zoo or lines or args.precision or args.recurrent:
             raise ValueError("--continuous times the continuous-time layer of its own neurons (lif, alpha, adaptive); "
@@ -986,6 +999,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --peers: threads of every contestant (PyTorch's and ift_snn's kernels; default 2)")
     bench.add_argument("--with-sinabs", action="store_true",
                        help="with --peers: also sinabs' LIF (slow: its CPU backward takes 7-83 s)")
+    bench.add_argument("--fresh-memory", action="store_true",
+                       help="instead: the time to fill a fresh 512 MB array right after freeing one and after pauses "
+                            "of 0.5-3 s, against a reused buffer (the slow rounds on machines that hand free memory "
+                            "back to their host; docs/benchmarks.md)")
     bench.add_argument("--continuous", action="store_true",
                        help="the continuous-time layer: forward + backward at a fixed number of spikes against the "
                             "horizon T = 100 .. 1e5 (target: constant within 1.5x)")

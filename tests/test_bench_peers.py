@@ -121,3 +121,17 @@ def test_threads_reach_both_libraries(monkeypatch, capsys):
         bench_peers.run_peers(sizes=[TINY], rounds=1, threads=0, progress=False)
     with pytest.raises(ValueError, match="threads=1.5"):
         compiled.set_threads(1.5)
+
+
+def test_fresh_memory_cli(monkeypatch, capsys, tmp_path):
+    """bench --fresh-memory: a fill time per pause and repeat, the reused buffer's, the JSON; no peer needed."""
+    monkeypatch.setattr(bench_peers, "FRESH_MB", 8)
+    monkeypatch.setattr(bench_peers, "FRESH_PAUSES", (0.0, 0.01))
+    out = tmp_path / "fresh.json"
+    assert main(["bench", "--fresh-memory", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "fill a fresh 8 MB float32 array" in printed and "the same buffer filled again" in printed
+    data = json.loads(out.read_text())
+    assert data["pause_s"] == [0.0, 0.01] and len(data["fresh_ms"]) == 2
+    assert all(len(ms) == 3 and min(ms) > 0 for ms in data["fresh_ms"]) and min(data["reused_ms"]) > 0
+    assert main(["bench", "--fresh-memory", "--peers"]) == 2

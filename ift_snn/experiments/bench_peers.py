@@ -44,7 +44,8 @@ agreement check). With scale 0.5 the exact gradient's step factor
 |alpha - theta sigma| stays below 1 (docs/MATH.md section 6) at every length.
 
 Measurements. Each size runs one warm-up call per contestant (compilation,
-first touch), one memory call, then ``rounds`` rounds; each round runs every
+first touch), one memory call, a second warm-up call (the memory call let go
+of what it could), then ``rounds`` rounds; each round runs every
 contestant once, in an order shuffled per round (seeded), so machine noise
 hits all of them alike. Forward = the call building the autograd graph,
 backward = ``out.backward(g)``; fwd+bwd is their sum in the same round, and the
@@ -94,7 +95,7 @@ from typing import Callable
 import numpy as np
 
 __all__ = ["DEFAULT_SIZES", "INSTALL_HINT", "Contestant", "run_peers", "format_peers_table", "agreement",
-           "peak_rss_delta", "available_peers", "machine_probe"]
+           "peak_rss_delta", "available_peers", "machine_probe", "fresh_memory", "format_fresh_memory"]
 
 #: (batch, T, neurons) of the default run.
 DEFAULT_SIZES = ((64, 300, 256), (16, 500, 4096), (16, 2000, 1024))
@@ -639,7 +640,7 @@ def _run_peers(torch, sizes, rounds, peers, missing, json_path, seed, progress, 
     }
     if json_path:
         _write_json(json_path, result)
-    prog = _Progress(len(sizes) * (rounds + 2) * len(contestants), progress)
+    prog = _Progress(len(sizes) * (rounds + 3) * len(contestants), progress)
     try:
         if agree:
             for dt in ("f64", "f32"):
@@ -675,6 +676,9 @@ def measure(contestants, prepared: dict, rounds: int, rng, label: str, result: d
         nbytes, method = peak_rss_delta(lambda c=c: c.run(*prepared[c.name]))
         peak[c.name] = nbytes
         result["config"]["memory_method"] = method
+    for c in contestants:  # warm again: the memory call let go of everything it could (ift_snn's workspace too)
+        prog.step(f"{label} warm-up {c.name}")
+        c.run(*prepared[c.name])
     probe = result.setdefault("probe_ms", {}).setdefault(label, [])
     orders = result.setdefault("order", {}).setdefault(label, [])
     for r in range(rounds):
@@ -764,6 +768,61 @@ def _one_size(torch, contestants, size, rounds, rng, seed, bandwidth, result, pr
     result["summary"].append(summary)
     prog.line(f"{label}: ift_snn exodus {by['ift_snn exodus']['fwd_bwd_ms']:.1f} ms fwd+bwd, fastest peer "
               f"{fastest['contestant']} {fastest['fwd_bwd_ms']:.1f} ms, ratio {summary['exodus_over_fastest_peer']:.3f}")
+
+
+#: Pauses (s) between freeing an array and filling a fresh one, and its size (MB), in :func:`fresh_memory`.
+FRESH_PAUSES = (0.0, 0.5, 1.0, 2.0, 3.0)
+FRESH_MB = 512
+
+
+def fresh_memory(mb: int | None = None, pauses=None, repeats: int = 3) -> dict:
+    """The slow mode's measurement: ms to fill a fresh ``mb`` MB float32 array (``np.ones``) right after the
+    previous one was freed and after each pause in ``pauses`` (s), and to refill one buffer kept throughout
+    (defaults :data:`FRESH_MB`, :data:`FRESH_PAUSES`).
+
+    On a virtual machine whose kernel reports free memory to the host (virtio-balloon free page reporting:
+    "Free page reporting enabled" in the kernel log), memory freed for about a second is handed back and the next
+    array there faults every page in from the host again: the fill takes several times longer after a pause.
+    {"pause_s": [...], "fresh_ms": [[ms per repeat] per pause], "reused_ms": [...], "page_reporting": bool}."""
+    mb = FRESH_MB if mb is None else mb
+    pauses = FRESH_PAUSES if pauses is None else pauses
+    n = (int(mb) << 20) // 4
+    kept = np.ones(n, np.float32)
+
+    def fill(pause: float) -> float:
+        time.sleep(pause)
+        t0 = time.perf_counter()
+        a = np.ones(n, np.float32)
+        dt = time.perf_counter() - t0
+        del a
+        return 1e3 * dt
+
+    fill(0.0)
+    fresh = [[fill(p) for _ in range(repeats)] for p in pauses]
+    reused = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        kept.fill(1.0)
+        reused.append(1e3 * (time.perf_counter() - t0))
+    return {"mb": int(mb), "pause_s": list(pauses), "fresh_ms": fresh, "reused_ms": reused,
+            "page_reporting": _page_reporting()}
+
+
+def _page_reporting() -> bool | None:
+    """Whether this Linux kernel reports free pages to a hypervisor (None: cannot tell)."""
+    try:
+        return Path("/sys/module/page_reporting").exists() or "page_reporting" in Path("/proc/cmdline").read_text()
+    except OSError:
+        return None
+
+
+def format_fresh_memory(r: dict) -> str:
+    lines = [f"fill a fresh {r['mb']} MB float32 array (np.ones), ms, {len(r['reused_ms'])} repeats each; free page "
+             f"reporting to a hypervisor: {'yes' if r['page_reporting'] else 'no' if r['page_reporting'] is False else '?'}"]
+    for p, ms in zip(r["pause_s"], r["fresh_ms"]):
+        lines.append(f"   {p:4.1f} s after the previous array was freed: " + ", ".join(f"{v:7.1f}" for v in ms))
+    lines.append("   the same buffer filled again (no fresh page):  " + ", ".join(f"{v:7.1f}" for v in r["reused_ms"]))
+    return "\n".join(lines)
 
 
 def _probe_summary(probe: list, times: list) -> dict:
