@@ -135,3 +135,20 @@ def test_fresh_memory_cli(monkeypatch, capsys, tmp_path):
     assert data["pause_s"] == [0.0, 0.01] and len(data["fresh_ms"]) == 2
     assert all(len(ms) == 3 and min(ms) > 0 for ms in data["fresh_ms"]) and min(data["reused_ms"]) > 0
     assert main(["bench", "--fresh-memory", "--peers"]) == 2
+
+
+def test_the_docs_scripts_of_the_slow_rounds_run(capsys):
+    """docs/scripts/layer_page_faults.py and after_free.py (cited in docs/benchmarks.md) run, on a small layer."""
+    import importlib.util
+    from pathlib import Path
+
+    pytest.importorskip("torch")
+    root = Path(__file__).resolve().parents[1] / "docs" / "scripts"
+    for name, kwargs in (("layer_page_faults", {"B": 2, "T": 10, "N": 8, "calls": 2}),
+                         ("after_free", {"B": 2, "T": 10, "N": 8, "rounds": 1, "pause": 0.01})):
+        spec = importlib.util.spec_from_file_location(name, root / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.main(**kwargs)
+    out = capsys.readouterr().out
+    assert "call 2:" in out and "minor page faults" in out and "right after 1.5 GB freed" in out
