@@ -480,6 +480,9 @@ def _bench(args: argparse.Namespace) -> int:
         return _bench_precision(args)
     if args.recurrent and not args.peers:
         raise ValueError("--recurrent compares a recurrent layer against the peers: give it with --peers")
+    if (args.configs or args.threads != 2) and (not args.peers or args.recurrent):
+        raise ValueError(f"{'--configs' if args.configs else '--threads'} applies to the feed-forward peer benchmark: "
+                         "give it with --peers (and without --recurrent)")
     if args.peers and args.recurrent:  # one recurrent LIF layer: ift_snn.experiments.bench_recurrent
         if args.with_sinabs:
             raise ValueError("--with-sinabs: sinabs has no recurrent layer; leave it out with --recurrent")
@@ -498,7 +501,7 @@ def _bench(args: argparse.Namespace) -> int:
 
         args.kept = lambda: f"kept {args.json} (rewritten after every size)" if args.json else None
         result = run_peers(sizes=args.sizes or DEFAULT_SIZES, rounds=args.rounds, with_sinabs=args.with_sinabs,
-                           json_path=args.json, threads=args.threads)
+                           json_path=args.json, threads=args.threads, configs=args.configs)
         print(format_peers_table(result))
         if args.json:
             print(f"wrote {args.json}")
@@ -997,6 +1000,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --peers: interleaved rounds per size (the median is reported)")
     bench.add_argument("--threads", type=POSITIVE_INT, default=2,
                        help="with --peers: threads of every contestant (PyTorch's and ift_snn's kernels; default 2)")
+    bench.add_argument("--configs", action="store_true",
+                       help="with --peers: also the exact layer with every built-in surrogate and with the reset "
+                            "before the decay (sinabs', SpikingJelly's and Norse's convention)")
     bench.add_argument("--with-sinabs", action="store_true",
                        help="with --peers: also sinabs' LIF (slow: its CPU backward takes 7-83 s)")
     bench.add_argument("--fresh-memory", action="store_true",

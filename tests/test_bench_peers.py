@@ -152,3 +152,18 @@ def test_the_docs_scripts_of_the_slow_rounds_run(capsys):
         module.main(**kwargs)
     out = capsys.readouterr().out
     assert "call 2:" in out and "minor page faults" in out and "right after 1.5 GB freed" in out
+
+
+def test_configs_time_every_surrogate_and_the_other_reset(monkeypatch):
+    """--configs adds the exact layer with every built-in surrogate and with the reset before the decay, timed in
+    the same interleaved rounds; --configs and --threads without --peers are errors."""
+    peers, _ = bench_peers.available_peers()
+    if not peers:
+        pytest.skip("no peer library installed")
+    from ift_snn.neurons.surrogates import SURROGATES
+
+    result = bench_peers.run_peers(sizes=[TINY], rounds=1, progress=False, agree=False, configs=True)
+    names = {r["contestant"] for r in result["rows"]}
+    assert {f"ift_snn exodus, {n}" for n in SURROGATES} | {"ift_snn exodus, reset before decay"} <= names
+    assert all(r["fwd_bwd_ms"] > 0 for r in result["rows"])
+    assert main(["bench", "--configs"]) == 2 and main(["bench", "--threads", "1"]) == 2

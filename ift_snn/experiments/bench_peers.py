@@ -361,6 +361,25 @@ def _sinabs_layer(torch, dtype):
 SURROGATE_EXP = "exp(-2|u-1|) (= ift_snn exponential(0.5, 0.5))"
 
 
+def _config_contestants(torch) -> list[Contestant]:
+    """``--configs``: the exodus layer (trainable alpha) with every built-in surrogate by name (its default
+    constants, the scale lowered to the largest stable one, as the constructors make it) and with the reset before
+    the decay (the convention of sinabs, SpikingJelly and Norse)."""
+    from ..neurons.surrogates import SURROGATES
+
+    bt = lambda x, g: (x, g)  # noqa: E731
+    out = [Contestant(
+        f"ift_snn exodus, {name}", "ift_snn", f"integrations.torch.LIF(0.9, method='exodus', train_alpha=True, "
+        f"surrogate={name!r}), reset after decay, (B, T, N)", f"{name} (its defaults, stable scale)",
+        "exact (= BPTT)", False, bt, _torch_timer(torch, _ift_layer(torch, "exodus", surrogate=name)),
+        version=_version("ift-snn")) for name in SURROGATES]
+    out.append(Contestant(
+        "ift_snn exodus, reset before decay", "ift_snn", "integrations.torch.LIF(0.9, method='exodus', "
+        "train_alpha=True, reset_before_decay=True), (B, T, N)", SURROGATE_EXP, "exact (= BPTT)", False, bt,
+        _torch_timer(torch, _ift_layer(torch, "exodus", reset_before_decay=True)), version=_version("ift-snn")))
+    return out
+
+
 def _contestants(torch, peers: list[str]) -> list[Contestant]:
     bt = lambda x, g: (x, g)  # noqa: E731
     tb = lambda x, g: (x.transpose(0, 1).contiguous(), g.transpose(0, 1).contiguous())  # noqa: E731
@@ -583,8 +602,10 @@ def check_sizes(sizes) -> list[tuple[int, int, int]]:
 
 
 def run_peers(sizes=DEFAULT_SIZES, rounds: int = 5, *, with_sinabs: bool = False, json_path=None,
-              threads: int = 2, seed: int = 0, progress: bool = True, agree: bool = True) -> dict:
-    """Run the peer benchmark; returns (and, with ``json_path``, rewrites after every step) the results."""
+              threads: int = 2, seed: int = 0, progress: bool = True, agree: bool = True,
+              configs: bool = False) -> dict:
+    """Run the peer benchmark; returns (and, with ``json_path``, rewrites after every step) the results.
+    ``configs``: also the exodus layer with every built-in surrogate and with the reset before the decay."""
     sizes = check_sizes(sizes)
     if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 1:
         raise ValueError(f"rounds={rounds!r}: expected a positive int")
@@ -604,7 +625,7 @@ def run_peers(sizes=DEFAULT_SIZES, rounds: int = 5, *, with_sinabs: bool = False
     torch.set_num_threads(int(threads))
     ift_threads = compiled.set_threads(int(threads))  # (both restored at the end)
     try:
-        return _run_peers(torch, sizes, rounds, peers, missing, json_path, seed, progress, agree)
+        return _run_peers(torch, sizes, rounds, peers, missing, json_path, seed, progress, agree, configs)
     finally:
         compiled.set_threads(ift_threads)
         torch.set_num_threads(torch_threads)
@@ -616,10 +637,10 @@ def _ift_threads() -> int:
     return compiled.threads()
 
 
-def _run_peers(torch, sizes, rounds, peers, missing, json_path, seed, progress, agree) -> dict:
+def _run_peers(torch, sizes, rounds, peers, missing, json_path, seed, progress, agree, configs=False) -> dict:
     from .bench import _copy_bandwidth
 
-    contestants = _contestants(torch, peers)
+    contestants = _contestants(torch, peers) + (_config_contestants(torch) if configs else [])
     # a copy larger than the caches: 256 MiB, less for small runs (tests), at least 32 MiB
     bandwidth = _copy_bandwidth(np, int(min(256 * 2**20, max(32 * 2**20, 9 * 4 * max(math.prod(s) for s in sizes)))), 5)
     result = {
