@@ -17,21 +17,39 @@ ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "derivations"
 
 
-def test_golden_derivations_are_up_to_date(tmp_path, capsys):
-    """Every change to the mathematics or its printing shows up as a diff of derivations/."""
+def _same_folder(fresh_dir, name: str) -> None:
+    files = sorted(p.name for p in fresh_dir.iterdir())
+    assert files == sorted(p.name for p in (GOLDEN / name).iterdir()), name
+    for file in files:
+        assert (fresh_dir / file).read_text() == (GOLDEN / name / file).read_text(), (
+            f"derivations/{name}/{file} is out of date: regenerate with "
+            "`ift-snn derive --all --out derivations` and review the diff"
+        )
+
+
+@pytest.mark.parametrize("name", sorted(ift_snn.BUILTIN_MODELS))
+def test_golden_derivations_are_up_to_date(name, tmp_path):
+    """Every change to the mathematics or its printing shows up as a diff of derivations/ (one model per test, the
+    job ``derive --all`` runs for it, so that the test workers share the models)."""
+    from ift_snn.cli import _derive_builtin
+
+    assert sorted(p.name for p in GOLDEN.iterdir() if p.is_dir()) == sorted(ift_snn.BUILTIN_MODELS)
+    proved, _ = _derive_builtin(name, 6, str(tmp_path / name), False)
+    assert proved
+    _same_folder(tmp_path / name, name)
+
+
+def test_derive_all_writes_each_models_folder(tmp_path, capsys, monkeypatch):
+    """``derive --all`` (its process pool, its report) on two of the built-ins: the goldens' files."""
+    import ift_snn.cli as cli
+
+    monkeypatch.setattr(cli, "BUILTIN_MODELS", {k: ift_snn.BUILTIN_MODELS[k] for k in ("if", "lif")})
     assert main(["derive", "--all", "--out", str(tmp_path)]) == 0
-    names = sorted(ift_snn.BUILTIN_MODELS)
-    assert sorted(p.name for p in GOLDEN.iterdir() if p.is_dir()) == names
-    for name in names:
-        files = sorted(p.name for p in (tmp_path / name).iterdir())
-        assert files == sorted(p.name for p in (GOLDEN / name).iterdir()), name
-        for file in files:
-            fresh = (tmp_path / name / file).read_text()
-            kept = (GOLDEN / name / file).read_text()
-            assert fresh == kept, (
-                f"derivations/{name}/{file} is out of date: regenerate with "
-                "`ift-snn derive --all --out derivations` and review the diff"
-            )
+    printed = capsys.readouterr().out
+    assert "if                 proved" in printed and "lif                proved" in printed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["if", "lif"]
+    for name in ("if", "lif"):
+        _same_folder(tmp_path / name, name)
 
 
 def test_golden_proofs_all_pass():
