@@ -630,7 +630,7 @@ def backward(
     )
     finite = lambda k, v: _all_finite(v) if k in per else math.isfinite(v)  # noqa: E731
     # (dL/da: the scan's guard watched it, no second pass; the reference's is read)
-    grad_a_finite = _all_finite(grad_a) if method.reference else compiled.guard_finite(fins)
+    grad_a_finite = _all_finite(grad_a) if method.reference else compiled.guard_finite(fins) or _all_finite(grad_a)
     if not (grad_a_finite and _all_finite(grad_u0) and all(finite(k, v) for k, v in params.items())):
         bad = [k for k, v in (("dL/da", grad_a), ("dL/du0", grad_u0)) if not _all_finite(v)]
         bad += [f"dL/d{k}" for k, v in params.items() if not finite(k, v)]

@@ -237,3 +237,25 @@ def test_in_place_map_equals_the_printed_expression_bit_for_bit(surrogate, dtype
         outs.append(out)
     assert outs[0].dtype == np_dtype
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("target", ["cpu", "numpy"])
+@pytest.mark.parametrize("name", ["lif", "alpha_srm"])
+def test_the_scans_finite_guard_sees_every_non_finite_value(name, target):
+    """The guard final of the forward (a, u, sigma) and of the backward (g, dL/da) is 0 on finite values and not
+    finite as soon as one watched value is inf or NaN; without a guard the caller is sent to its full check."""
+    model = ift_snn.get_model(name)
+    a, g, _ = (x.astype(np.float32) for x in _problem(1, T=30, M=6))
+    assert compiled.forward(model, a, target=target, with_check=True)[-1] is True
+    for bad in (np.inf, -np.inf, np.nan):
+        a_bad = a.copy()
+        a_bad[17, 4] = bad
+        assert compiled.forward(model, a_bad, target=target, with_check=True)[-1] is False
+    u, s, sigma, mask = compiled.forward(model, a, target=target)
+    _, fins = compiled.backward(model, "exodus", g, u, s, sigma, mask, None, a, None, target)
+    assert compiled.guard_finite(fins)
+    g_bad = g.copy()
+    g_bad[3, 1] = np.nan
+    _, fins = compiled.backward(model, "exodus", g_bad, u, s, sigma, mask, None, a, None, target)
+    assert not compiled.guard_finite(fins)
+    assert compiled.guard_finite({}) is False

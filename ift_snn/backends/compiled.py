@@ -644,8 +644,10 @@ def forward(model: NeuronModel, a, u0=None, target: str = "cpu", *, vectors: Map
 
 def guard_finite(fins: Mapping) -> bool:
     """True when a scan's guard (:data:`~ift_snn.codegen.ir.GUARD` in its finals ``fins``) says that every
-    value it watched was finite."""
-    guard = fins[GUARD]
+    value it watched was finite; False without a guard (a scan that watches nothing: the caller checks in full)."""
+    guard = fins.get(GUARD)
+    if guard is None:
+        return False
     return guard.size == 0 or bool(guard.max() == 0)  # (NaN compares unequal; max of a NaN vector is NaN)
 
 
