@@ -51,6 +51,7 @@ from ..codegen.cpu import (
     numpy_source,
     python_source,
     release,
+    vectorizer_options,
 )
 from ..codegen.ir import (
     GUARD,
@@ -192,7 +193,8 @@ def _build(layout: _Launchable, model: NeuronModel, target: str, dtype: np.dtype
                               stacklevel=5)
             return _numpy_instead(kernel, header)
         fn = compile_numba(python_source(kernel, header=header))
-        _warm_up(layout, fn, dtype)  # Numba compiles on the first call: do it here
+        with vectorizer_options():  # (codegen/cpu.py: LLVM may vectorise the step loop however many arrays it has)
+            _warm_up(layout, fn, dtype)  # Numba compiles on the first call: do it here
         _numba_built.add(kernel.fingerprint)
         return fn
     if target == "numpy":

@@ -54,6 +54,7 @@ most the LRU's size of them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import hmac
@@ -292,7 +293,8 @@ def _module_file(source: PythonSource, options: dict) -> Path:
     import numba
 
     digest = hashlib.sha256()
-    for part in (source.code, repr(sorted(options.items())), numba.__version__, _CACHE_FORMAT):
+    llvm = f"vectorize-memory-check-threshold={VECTORIZE_MEMORY_CHECKS}"  # (machine code compiled without it differs)
+    for part in (source.code, repr(sorted(options.items())), numba.__version__, _CACHE_FORMAT, llvm):
         digest.update(part.encode("utf-8") + b"\0")
     folder = kernel_cache_dir() / source.name
     folder.mkdir(parents=True, exist_ok=True)
@@ -598,6 +600,32 @@ def _compile_in_memory(source: PythonSource, label: str = ""):
     exec(compile(source.code, filename, "exec"), namespace)  # noqa: S102 - generated code, see compile_numba
     _pin(filename, source.code)
     return namespace[source.name]
+
+
+#: Runtime alias checks LLVM's loop vectorizer may add to one loop while our kernels compile (its default: 128). A
+#: scan's step loop reads its inputs and writes its output and a state array per state value, none of which LLVM
+#: can prove apart; beyond the default it leaves the loop scalar: the exact backward of a LIF that resets before
+#: its decay, with dL/dalpha (inputs g, sigma, s, u, nine state arrays), ran at half the speed of the one that resets
+#: after it (three inputs) until this was raised (docs/benchmarks.md). The checks only choose between the vector
+#: and the scalar loop at run time: the same results either way.
+VECTORIZE_MEMORY_CHECKS = 1024
+_LLVM_DEFAULT_MEMORY_CHECKS = 128
+_llvm_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def vectorizer_options():
+    """LLVM's loop vectorizer allowed :data:`VECTORIZE_MEMORY_CHECKS` runtime checks while the block runs (Numba
+    compiles a kernel at its first call: wrap that call), its default restored after (the option is LLVM's,
+    global to the process: other code compiling meanwhile gets it too, which only lets it vectorise more)."""
+    import llvmlite.binding as llvm
+
+    with _llvm_lock:
+        llvm.set_option("ift_snn", f"-vectorize-memory-check-threshold={VECTORIZE_MEMORY_CHECKS}")
+        try:
+            yield
+        finally:
+            llvm.set_option("ift_snn", f"-vectorize-memory-check-threshold={_LLVM_DEFAULT_MEMORY_CHECKS}")
 
 
 def compile_numba(source: PythonSource, *, fast_math: bool = False):
