@@ -42,6 +42,9 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
         _loss(net, x[part], y[part]).backward()  # DDP averages the gradients over the processes
         if rank == 0:
             torch.save({k: p.grad for k, p in net.module.named_parameters()}, out)
+        # both ranks leave together: a rank that tears gloo down while the other still talks to it can make the
+        # other abort ("terminate called without an active exception", SIGABRT; seen once in a fresh-clone run)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
