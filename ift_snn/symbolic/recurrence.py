@@ -45,6 +45,7 @@ from .filters import (
     filter_state_after,
     filter_step,
 )
+from . import identity
 from .filters import free_response_tangent
 from .system import STATE_IN, U_INIT
 
@@ -683,6 +684,10 @@ def _cut(jac, T: int, detach: bool, truncation: int | None, names: tuple[str, ..
 
 
 def _differ(a, b) -> sp.Expr | None:
+    """None when a = b is shown (a polynomial identity first: :mod:`.identity`; then ``expand``, the trigonometric
+    polynomial and ``simplify``), else the difference a - b, expanded."""
+    if identity.equal(a, b):
+        return None
     diff = sp.expand(a - b)
     if diff == 0 or trig_polynomial(diff) == 0:
         return None
