@@ -110,8 +110,13 @@ class Adjoint:
     grad_state: dict[str, sp.Expr] | None = None
 
 
-def adjoint(system: System, jac: Jacobians | None = None) -> Adjoint:
-    """Back substitution lambda_i = r_i - sum_{j > i} J[j, i] lambda_j, r = (0, g_0, 0, g_1, ...)."""
+def adjoint(system: System, jac: Jacobians | None = None, *, expand: bool = True) -> Adjoint:
+    """Back substitution lambda_i = r_i - sum_{j > i} J[j, i] lambda_j, r = (0, g_0, 0, g_1, ...).
+
+    ``expand=False``: each value as the sum of products it is computed as (sharing the lambda_j it reads), for
+    a caller that compares it as a polynomial (:mod:`.identity`); expanding every value is most of a proof's
+    cost otherwise."""
+    tidy = sp.expand if expand else (lambda e: e)
     jac = jac or jacobians(system)
     J = jac.dependent
     n = J.rows
@@ -124,10 +129,10 @@ def adjoint(system: System, jac: Jacobians | None = None) -> Adjoint:
         value = rhs[i]
         for j in cols[i]:
             value = value - J[j, i] * lam[j]
-        lam[i] = sp.expand(value)
+        lam[i] = tidy(value)
 
     def minus_dot(column) -> sp.Expr:  # -lambda^T column, over the column's nonzero entries
-        return sp.expand(-sp.Add(*[lam[i] * column[i] for i in range(n) if column[i] != 0]))
+        return tidy(-sp.Add(*[lam[i] * column[i] for i in range(n) if column[i] != 0]))
 
     grad_a = tuple(minus_dot(jac.inputs[:, m]) for m in range(system.T))
     grad_p = {k: minus_dot(jac.params[:, p]) for p, k in enumerate(jac.param_names)}

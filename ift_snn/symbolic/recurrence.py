@@ -721,7 +721,7 @@ def prove(model: NeuronModel, T: int, recurrence: Recurrence | None = None, *, m
         jac = ift.jacobians(system)
         if detach or truncation:
             jac = _cut(jac, T, detach, truncation, tuple(x.name for x in system.state))
-        return system, ift.adjoint(system, jac)
+        return system, ift.adjoint(system, jac, expand=False)  # (compared as polynomials: _differ)
 
     system, adj = solved(True)
     scan = (rec.slayer if m.detach_reset else rec.backward).without(DIAGNOSTIC)  # diagnostics: not a gradient

@@ -121,10 +121,10 @@ def prove_recurrent(model: NeuronModel, T: int = 4, N: int = 2, *, method: str =
         for r in range(k + 1, size):
             if J[r, k] != 0:
                 value -= J[r, k] * lam[r]
-        lam[k] = sp.expand(value)
+        lam[k] = value  # (not expanded: _differ compares as polynomials, expanding each value cost most of the proof)
 
     def minus_dot(column: dict) -> sp.Expr:
-        return sp.expand(-sp.Add(*[lam[k] * v for k, v in column.items()]))
+        return -sp.Add(*[lam[k] * v for k, v in column.items()])
 
     def rows_of(i: int, values) -> dict:  # a column of the base system's rows, placed at neuron i
         return {pos(r // 2, i, r % 2): local(v, i) for r, v in enumerate(values) if v != 0}
@@ -153,7 +153,7 @@ def prove_recurrent(model: NeuronModel, T: int = 4, N: int = 2, *, method: str =
                             column[key] = column.get(key, 0) + local(jac.inputs[r, 0], q) * V[q, i]
             grads[x.name] = minus_dot(column)
         want_x0.append(grads)
-    want_p = {name: sp.expand(sum((minus_dot(rows_of(i, jac.params[:, p])) for i in range(N)), sp.Integer(0)))
+    want_p = {name: sum((minus_dot(rows_of(i, jac.params[:, p])) for i in range(N)), sp.Integer(0))
               for p, name in enumerate(jac.param_names)}
 
     # the scans, time-outer over the neurons, the recurrent error added to g
