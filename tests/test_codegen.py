@@ -122,6 +122,30 @@ def test_no_fast_math_unless_asked():
     assert "--use_fast_math" in cuda_source(kernel, fast_math=True).options
 
 
+@pytest.mark.skipif(not numba_available(), reason="Numba is not installed")
+def test_numba_kernels_declare_their_arrays_disjoint_and_the_launcher_checks_it(tmp_path, monkeypatch):
+    """Every pointer argument of a compiled scan is ``noalias`` in its LLVM IR (no runtime overlap checks in the
+    vectorised step loop), and the launcher refuses output buffers that overlap another argument."""
+    from ift_snn.backends import compiled
+
+    monkeypatch.setenv("IFT_SNN_CACHE_DIR", str(tmp_path))  # compiled here: Numba shows no IR of cached code
+    compiled.clear()
+    model = ift_snn.lif(0.9)
+    a = np.random.default_rng(0).normal(0.5, 0.5, (20, 8))
+    compiled.forward(model, a, None, "cpu")
+    _, fn = compiled.get_kernel(model, "forward_core", np.dtype(np.float64), "cpu")
+    ir = next(iter(fn.inspect_llvm().values()))
+    name = python_source(build_kernel(model, "forward_core", "f64")).name
+    header = next(line for line in ir.splitlines() if line.startswith("define") and name in line)
+    assert header.count("noalias") >= 6, header  # in_a, the state in, out_u, out_s, the finals
+    buf = np.zeros((4, 10))
+    compiled._check_disjoint([buf[:2], buf[2:]], [np.zeros(3)])  # disjoint halves of one buffer: fine
+    with pytest.raises(RuntimeError, match="overlaps another argument"):
+        compiled._check_disjoint([buf[:3]], [buf[2:]])
+    with pytest.raises(RuntimeError, match="overlaps another argument"):
+        compiled._check_disjoint([buf, buf[1]], [])
+
+
 #: Every built-in for sm_90 (the H200 the GPU tests run on); sm_80 for one membrane and one resonator (the
 #: same source; PTX for sm_80 also runs on later GPUs).
 ARCHS = [(name, "sm_90") for name in sorted(ift_snn.BUILTIN_MODELS)] + [("lif", "sm_80"), ("rf", "sm_80")]

@@ -244,7 +244,10 @@ def _get(model: NeuronModel, quantity: str, dtype, target: str, per_neuron: tupl
 
 def get_kernel(model: NeuronModel, quantity: str, dtype, target: str = "cpu",
                per_neuron: tuple[str, ...] = ()) -> tuple[ScanKernel, object]:
-    """(IR, compiled function) for one scan of ``model`` on ``target``; built once per structure and dtype."""
+    """(IR, compiled function) for one scan of ``model`` on ``target``; built once per structure and dtype.
+
+    The "cpu" function is compiled with its array arguments ``noalias`` (codegen/cpu.py): call it with arrays
+    that share no memory with one another (as :func:`_run` does, and checks)."""
     found = _get(model, quantity, dtype, target, check_per_neuron(model, per_neuron))
     return found.kernel, found.fn
 
@@ -538,6 +541,8 @@ def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, 
                   + [o[b] for o in outs.values()] + [f[b] if f.ndim == 3 else cols(f, b) for f in parts]
                   + params + matrix + [w[b] for w in work], N) for b in range(B)]
     if target == "cpu":
+        staged = [p for p in parts if p.ndim == 3] if blocks is not None else []  # (else the finals themselves)
+        _check_disjoint(list(outs.values()) + fin_arrays + staged + work, per_step + vecs + matrix)
         n_read = len(per_step) + len(vecs)  # what the kernel only reads goes in read-only, as in _warm_up
         launch_all(k.fn, [([_read_only(x) for x in args[:n_read]] + args[n_read:] + [T, n, truncation, chunk], n)
                           for args, n in calls], chunk)
@@ -558,6 +563,17 @@ def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, 
             if f.ndim == 2:
                 f[...] = part.transpose(1, 0, 2).reshape(f.shape)
     return outs, fins
+
+
+def _check_disjoint(written: list, read: list) -> None:
+    """The Numba kernels are compiled with every array argument ``noalias`` (codegen/cpu.py): an array a kernel
+    writes must share no memory with another argument. The buffers here are the launcher's own, so an overlap is
+    a bug of ours: raised before the kernel runs (bounds only, about a microsecond a pair)."""
+    for i, w in enumerate(written):
+        for other in written[i + 1:] + read:
+            if np.may_share_memory(w, other):
+                raise RuntimeError(f"ift_snn internal error: a kernel's output buffer {w.shape} overlaps another "
+                                   f"argument {getattr(other, 'shape', None)}; please report this")
 
 
 def recurrence(model: NeuronModel):
