@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -47,6 +48,10 @@ def test_norse_equals_exodus():
     assert row["grad_rel_diff"] < 1e-12
 
 
+def by_name(data: dict, name: str) -> dict:
+    return next(r for r in data["rows"] if r["contestant"] == name)
+
+
 def test_cli_peers_writes_json(tmp_path, capsys, monkeypatch):
     peers, _ = bench_peers.available_peers()
     if not peers:
@@ -75,6 +80,15 @@ def test_cli_peers_writes_json(tmp_path, capsys, monkeypatch):
     # the machine probe: timed once per round, summarised per size, printed
     assert len(data["probe_ms"]["2x20x8"]) == 2 and all(p > 0 for p in data["probe_ms"]["2x20x8"])
     assert s["probe_slowest_over_median"] >= 1 and "machine probe (fixed work on one core" in printed
+    # what each timed call cost besides wall time: the exact layer's slowest and median rounds, printed
+    usage = data["usage"]["2x20x8"]
+    assert set(usage) == names and all(len(u) == 2 for u in usage.values())
+    slow, mid = s["exodus_slowest_round"], s["exodus_median_round"]
+    assert slow["ms"] == pytest.approx(max(sum(t) for t in by_name(data, "ift_snn exodus")["times_ms"]))
+    for r in (slow, mid):
+        assert r["cpu_ms"] >= 0 and r["preempted"] >= 0
+        assert isinstance(r["others_ms"], float) if sys.platform == "linux" else r["others_ms"] is None
+    assert "exodus' slowest round" in printed and "involuntary switches" in printed
     assert {a["peer"] for a in data["agreement"]} == set(peers)
     assert all(a["grad_rel_diff"] < 1e-5 for a in data["agreement"])
 
@@ -138,20 +152,23 @@ def test_fresh_memory_cli(monkeypatch, capsys, tmp_path):
 
 
 def test_the_docs_scripts_of_the_slow_rounds_run(capsys):
-    """docs/scripts/layer_page_faults.py and after_free.py (cited in docs/benchmarks.md) run, on a small layer."""
+    """docs/scripts/layer_page_faults.py, after_free.py and round_usage.py (cited in docs/benchmarks.md) run, on a
+    small layer."""
     import importlib.util
     from pathlib import Path
 
     pytest.importorskip("torch")
     root = Path(__file__).resolve().parents[1] / "docs" / "scripts"
     for name, kwargs in (("layer_page_faults", {"B": 2, "T": 10, "N": 8, "calls": 2}),
-                         ("after_free", {"B": 2, "T": 10, "N": 8, "rounds": 1, "pause": 0.01})):
+                         ("after_free", {"B": 2, "T": 10, "N": 8, "rounds": 1, "pause": 0.01}),
+                         ("round_usage", {"B": 2, "T": 10, "N": 8, "rounds": 2, "pause": 0.0})):
         spec = importlib.util.spec_from_file_location(name, root / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         module.main(**kwargs)
     out = capsys.readouterr().out
     assert "call 2:" in out and "minor page faults" in out and "right after 1.5 GB freed" in out
+    assert "slowest / median" in out and "others' ticks" in out
 
 
 def test_configs_time_every_surrogate_and_the_other_reset(monkeypatch):

@@ -702,6 +702,7 @@ def measure(contestants, prepared: dict, rounds: int, rng, label: str, result: d
         c.run(*prepared[c.name])
     probe = result.setdefault("probe_ms", {}).setdefault(label, [])
     orders = result.setdefault("order", {}).setdefault(label, [])
+    usage = result.setdefault("usage", {}).setdefault(label, {})  # per contestant, per round: _usage_since
     for r in range(rounds):
         order = list(contestants)
         rng.shuffle(order)
@@ -709,8 +710,43 @@ def measure(contestants, prepared: dict, rounds: int, rng, label: str, result: d
         probe.append(machine_probe())
         for c in order:
             prog.step(f"{label} round {r + 1}/{rounds} {c.name}")
+            before = _usage()
             times[c.name].append(c.run(*prepared[c.name]))
+            usage.setdefault(c.name, []).append(_usage_since(before))
     return times, peak
+
+
+def _usage() -> tuple:
+    """(this process's CPU seconds, its involuntary context switches, CPU clock ticks the whole machine and this
+    process have been busy): what :func:`_usage_since` subtracts. The ticks are None off Linux."""
+    try:
+        import resource
+
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        cpu, preempted = ru.ru_utime + ru.ru_stime, ru.ru_nivcsw
+    except ImportError:  # (not on Windows)
+        cpu, preempted = time.process_time(), 0
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks = (sum(v) - v[3] - v[4], int(fields[11]) + int(fields[12]))  # busy = all but idle and iowait
+    except (OSError, ValueError, IndexError):
+        ticks = None
+    return cpu, preempted, ticks
+
+
+def _usage_since(before: tuple) -> dict:
+    """What one timed call cost besides its wall time: ``cpu_ms`` of this process (every thread; the same work
+    taking more CPU time means slower cores), ``preempted`` (involuntary context switches of its threads) and
+    ``others_ms`` (CPU time the rest of the machine used meanwhile, to the clock tick: 10 ms)."""
+    now = _usage()
+    others = None
+    if before[2] is not None and now[2] is not None:
+        tick_ms = 1e3 / os.sysconf("SC_CLK_TCK")
+        others = ((now[2][0] - before[2][0]) - (now[2][1] - before[2][1])) * tick_ms
+    return {"cpu_ms": 1e3 * (now[0] - before[0]), "preempted": now[1] - before[1], "others_ms": others}
 
 
 #: The machine probe's work: np.exp over this many float32 values held in cache, :data:`PROBE_REPEATS` times.
@@ -784,6 +820,7 @@ def _one_size(torch, contestants, size, rounds, rng, seed, bandwidth, result, pr
         "layer_exodus_over_kernels": by["ift_snn exodus"]["fwd_bwd_ms"] / kern["fwd_bwd_ms"],
         "exodus_mean_over_fastest_peer_mean": by["ift_snn exodus"]["fwd_bwd_mean_ms"] / fastest["fwd_bwd_mean_ms"],
         **_probe_summary(result.get("probe_ms", {}).get(label, []), by["ift_snn exodus"]["times_ms"]),
+        **_slowest_round(by["ift_snn exodus"]["times_ms"], result.get("usage", {}).get(label, {}).get("ift_snn exodus")),
     }
     result["rows"] += rows
     result["summary"].append(summary)
@@ -859,6 +896,18 @@ def _probe_summary(probe: list, times: list) -> dict:
             "probe_exodus_correlation": float("nan") if flat else float(np.corrcoef(probe, sums)[0, 1])}
 
 
+def _slowest_round(times: list, usage: list | None) -> dict:
+    """What the exact layer's slowest round cost besides wall time, beside its median round (:func:`_usage_since`):
+    its CPU time (more for the same work: slower cores), its threads' involuntary switches and the CPU time the
+    rest of the machine took meanwhile (another process, or the kernel's own work, on our cores)."""
+    if not usage or len(usage) != len(times) or len(times) < 2:
+        return {}
+    sums = [f + b for f, b in times]
+    slow, mid = max(range(len(sums)), key=sums.__getitem__), _median_round(sums)
+    return {"exodus_slowest_round": {"ms": sums[slow], **usage[slow]},
+            "exodus_median_round": {"ms": sums[mid], **usage[mid]}}
+
+
 def _fmt(v, spec):
     return format("-", ">9") if v is None else format(v, spec)
 
@@ -897,6 +946,12 @@ def format_peers_table(result: dict) -> str:
         if "exodus_fixed_alpha_over_fastest_peer" in s:
             lines.append(f"   ift_snn exodus with alpha fixed, as the peers run it: "
                          f"{s['exodus_fixed_alpha_over_fastest_peer']:.3f} of the fastest peer")
+        if "exodus_slowest_round" in s:
+            slow, mid = s["exodus_slowest_round"], s["exodus_median_round"]
+            others = lambda r: "?" if r["others_ms"] is None else f"{r['others_ms']:.0f}"  # noqa: E731
+            lines.append(f"   exodus' slowest round {slow['ms']:.1f} ms: CPU time {slow['cpu_ms']:.0f} ms, "
+                         f"{slow['preempted']} involuntary switches, others' CPU {others(slow)} ms; its median round "
+                         f"{mid['ms']:.1f} ms: {mid['cpu_ms']:.0f} ms, {mid['preempted']}, {others(mid)} ms")
         if "probe_median_ms" in s:
             lines.append(f"   machine probe (fixed work on one core, each round): median {s['probe_median_ms']:.2f} ms, "
                          f"slowest/median {s['probe_slowest_over_median']:.2f}, correlation with exodus' rounds "
