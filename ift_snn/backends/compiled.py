@@ -541,8 +541,8 @@ def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, 
                   + [o[b] for o in outs.values()] + [f[b] if f.ndim == 3 else cols(f, b) for f in parts]
                   + params + matrix + [w[b] for w in work], N) for b in range(B)]
     if target == "cpu":
-        staged = [p for p in parts if p.ndim == 3] if blocks is not None else []  # (else the finals themselves)
-        _check_disjoint(list(outs.values()) + fin_arrays + staged + work, per_step + vecs + matrix)
+        # (the finals and work arrays were allocated above: only the reused output buffers can overlap anything)
+        _check_disjoint(list(outs.values()), per_step + vecs + matrix)
         n_read = len(per_step) + len(vecs)  # what the kernel only reads goes in read-only, as in _warm_up
         launch_all(k.fn, [([_read_only(x) for x in args[:n_read]] + args[n_read:] + [T, n, truncation, chunk], n)
                           for args, n in calls], chunk)
@@ -567,8 +567,8 @@ def _run(model: NeuronModel, quantity: str, target: str, dtype, T: int, M: int, 
 
 def _check_disjoint(written: list, read: list) -> None:
     """The Numba kernels are compiled with every array argument ``noalias`` (codegen/cpu.py): an array a kernel
-    writes must share no memory with another argument. The buffers here are the launcher's own, so an overlap is
-    a bug of ours: raised before the kernel runs (bounds only, about a microsecond a pair)."""
+    writes must share no memory with another argument. The output buffers come from the workspace, so an overlap
+    is a bug of ours: raised before the kernel runs (bounds only, about a microsecond a pair)."""
     for i, w in enumerate(written):
         for other in written[i + 1:] + read:
             if np.may_share_memory(w, other):

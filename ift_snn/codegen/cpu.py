@@ -15,7 +15,7 @@ Measured on the 2-core build machine, a loop over time per neuron column was
 15x slower. The state of a chunk lives in small arrays of the chunk's width.
 
 Every array argument is declared not to overlap any other (LLVM's ``noalias``, Numba's internal ``noalias``
-flag, set by :class:`_NoAliasCompiler`): the loop vectorizer then needs no runtime checks between the
+flag, set by :func:`_no_alias_compiler`): the loop vectorizer then needs no runtime checks between the
 arguments (and between them and the chunk's state arrays), which cost code, compile time and a test per
 step. The launcher (:func:`ift_snn.backends.compiled._run`) checks that what a kernel writes overlaps no
 other argument before each call; whoever calls a kernel function directly must pass distinct arrays too.
@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import hmac
 import io
@@ -609,12 +610,13 @@ def _compile_in_memory(source: PythonSource, label: str = ""):
     return namespace[source.name]
 
 
-#: Runtime alias checks LLVM's loop vectorizer may add to one loop while our kernels compile (its default: 128). A
-#: scan's step loop reads its inputs and writes its output and a state array per state value, none of which LLVM
-#: can prove apart; beyond the default it leaves the loop scalar: the exact backward of a LIF that resets before
-#: its decay, with dL/dalpha (inputs g, sigma, s, u, nine state arrays), ran at half the speed of the one that resets
-#: after it (three inputs) until this was raised (docs/benchmarks.md). The checks only choose between the vector
-#: and the scalar loop at run time: the same results either way.
+#: Runtime alias checks LLVM's loop vectorizer may add to one loop while our kernels compile (its default: 128). The
+#: arguments are ``noalias`` (below), but a scan's step loop also reads and writes one state array of the chunk's
+#: width per state value, which LLVM cannot prove apart: with several states (ALIF, the alpha kernel, a resonator's
+#: SLAYER scan: tests/test_codegen.py) the checks exceed the default and the loop stays scalar. (Before the arguments
+#: were ``noalias``, the exact backward of a LIF resetting before its decay, with dL/dalpha, ran at half speed for
+#: the same reason: docs/benchmarks.md.) The checks only choose between the vector and the scalar loop at run time:
+#: the same results either way.
 VECTORIZE_MEMORY_CHECKS = 1024
 _LLVM_DEFAULT_MEMORY_CHECKS = 128
 _llvm_lock = threading.Lock()
@@ -670,22 +672,18 @@ def compile_numba(source: PythonSource, *, fast_math: bool = False):
     return dispatcher
 
 
-_compiler_class = None
-
-
+@functools.cache
 def _no_alias_compiler():
-    """Numba's compiler with every pointer argument ``noalias`` (see the module docstring)."""
-    global _compiler_class
-    if _compiler_class is None:
-        from numba.core.compiler import Compiler
+    """Numba's compiler with every pointer argument ``noalias`` (see the module docstring; a class built on first
+    use: Numba is imported lazily)."""
+    from numba.core.compiler import Compiler
 
-        class _NoAliasCompiler(Compiler):
-            def __init__(self, typingctx, targetctx, library, args, return_type, flags, locals):
-                flags.noalias = True  # (what Numba's parfors set for a gufunc whose arrays it proved disjoint)
-                super().__init__(typingctx, targetctx, library, args, return_type, flags, locals)
+    class _NoAliasCompiler(Compiler):
+        def __init__(self, typingctx, targetctx, library, args, return_type, flags, locals):
+            flags.noalias = True  # (what Numba's parfors set for a gufunc whose arrays it proved disjoint)
+            super().__init__(typingctx, targetctx, library, args, return_type, flags, locals)
 
-        _compiler_class = _NoAliasCompiler
-    return _compiler_class
+    return _NoAliasCompiler
 
 
 def _warn_no_cache(exc: Exception) -> None:
