@@ -86,9 +86,9 @@ def test_cli_peers_writes_json(tmp_path, capsys, monkeypatch):
     slow, mid = s["exodus_slowest_round"], s["exodus_median_round"]
     assert slow["ms"] == pytest.approx(max(sum(t) for t in by_name(data, "ift_snn exodus")["times_ms"]))
     for r in (slow, mid):
-        assert r["cpu_ms"] >= 0 and r["preempted"] >= 0
+        assert r["cpu_ms"] >= 0 and r["preempted"] >= 0 and r["faults"] >= 0
         assert isinstance(r["others_ms"], float) if sys.platform == "linux" else r["others_ms"] is None
-    assert "exodus' slowest round" in printed and "involuntary switches" in printed
+    assert "exodus' slowest round" in printed and "involuntary switches" in printed and "page faults" in printed
     assert {a["peer"] for a in data["agreement"]} == set(peers)
     assert all(a["grad_rel_diff"] < 1e-5 for a in data["agreement"])
 
@@ -168,7 +168,7 @@ def test_the_docs_scripts_of_the_slow_rounds_run(capsys):
         module.main(**kwargs)
     out = capsys.readouterr().out
     assert "call 2:" in out and "minor page faults" in out and "right after 1.5 GB freed" in out
-    assert "slowest / median" in out and "others' ticks" in out
+    assert "slowest / median" in out and "others' CPU ms" in out
 
 
 def test_configs_time_every_surrogate_and_the_other_reset(monkeypatch):

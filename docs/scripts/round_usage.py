@@ -1,6 +1,6 @@
-"""What a slow round of the exodus PyTorch layer spends: its wall time beside the process's own CPU time (user and
-system, all threads), minor page faults and context switches (getrusage), and the CPU time the rest of the machine
-used meanwhile (/proc/stat, less this process) (docs/benchmarks.md, "What is left of the slow rounds").
+"""What a slow round of the exodus PyTorch layer spends: its wall time beside the process's own CPU time (all
+threads), minor page faults and involuntary context switches, and the CPU time the rest of the machine used
+meanwhile: what ``bench --peers`` records of every timed call (bench_peers._usage_since; docs/benchmarks.md).
 
     python docs/scripts/round_usage.py                  # (16, 500, 4096), float32, 2 threads, 40 rounds
     python docs/scripts/round_usage.py --background     # with a process that fills and frees 1 GB every second
@@ -10,7 +10,6 @@ busy, ran on cores that were slower for that while (the host's load, which a vir
 """
 
 import argparse
-import resource
 import statistics
 import subprocess
 import sys
@@ -18,20 +17,7 @@ import time
 
 import torch
 
-from ift_snn.experiments.bench_peers import _ift_layer
-
-
-def _machine_busy() -> int:
-    """Clock ticks every CPU spent busy (not idle, not waiting on I/O) since boot."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return sum(v) - v[3] - v[4]
-
-
-def _own_ticks() -> int:
-    with open("/proc/self/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime, clock ticks
+from ift_snn.experiments.bench_peers import _ift_layer, _usage, _usage_since
 
 
 def main(B: int = 16, T: int = 500, N: int = 4096, rounds: int = 40, background: bool = False,
@@ -54,25 +40,23 @@ def main(B: int = 16, T: int = 500, N: int = 4096, rounds: int = 40, background:
             run()
         rows = []
         for _ in range(rounds):
-            r0, m0, o0 = resource.getrusage(resource.RUSAGE_SELF), _machine_busy(), _own_ticks()
+            before = _usage()  # the same record bench --peers keeps of every timed call
             t0 = time.perf_counter()
             run()
-            wall = 1e3 * (time.perf_counter() - t0)
-            r1, m1, o1 = resource.getrusage(resource.RUSAGE_SELF), _machine_busy(), _own_ticks()
-            rows.append((wall, 1e3 * (r1.ru_utime - r0.ru_utime), 1e3 * (r1.ru_stime - r0.ru_stime),
-                         r1.ru_minflt - r0.ru_minflt, r1.ru_nvcsw - r0.ru_nvcsw, r1.ru_nivcsw - r0.ru_nivcsw,
-                         (m1 - m0) - (o1 - o0)))
+            rows.append((1e3 * (time.perf_counter() - t0), _usage_since(before)))
             time.sleep(pause)
     finally:
         if allocator is not None:
             allocator.kill()
-    median = statistics.median(r[0] for r in rows)
+    median = statistics.median(ms for ms, _ in rows)
     print(f"({B}, {T}, {N}) float32, 2 threads{', background allocator' if background else ''}: median "
-          f"{median:.1f} ms, slowest / median {max(r[0] for r in rows) / median:.2f}")
-    print("        wall ms  user ms  sys ms  minflt  vol.cs  invol.cs  others' ticks")
-    for label, chosen in (("slowest", sorted(rows, reverse=True)[:5]), ("fastest", sorted(rows)[:5])):
-        for r in chosen:
-            print(f"{label:8s}{r[0]:7.0f}  {r[1]:7.0f}  {r[2]:6.0f}  {r[3]:6d}  {r[4]:6d}  {r[5]:8d}  {r[6]:13d}")
+          f"{median:.1f} ms, slowest / median {max(ms for ms, _ in rows) / median:.2f}")
+    print("        wall ms   CPU ms  page faults  invol. switches  others' CPU ms")
+    rows.sort(key=lambda r: r[0])
+    for label, chosen in (("slowest", rows[::-1][:5]), ("fastest", rows[:5])):
+        for ms, u in chosen:
+            others = "?" if u["others_ms"] is None else f"{u['others_ms']:.0f}"
+            print(f"{label:8s}{ms:7.0f}  {u['cpu_ms']:7.0f}  {u['faults']:11d}  {u['preempted']:15d}  {others:>13s}")
 
 
 if __name__ == "__main__":

@@ -717,15 +717,16 @@ def measure(contestants, prepared: dict, rounds: int, rng, label: str, result: d
 
 
 def _usage() -> tuple:
-    """(this process's CPU seconds, its involuntary context switches, CPU clock ticks the whole machine and this
-    process have been busy): what :func:`_usage_since` subtracts. The ticks are None off Linux."""
+    """(this process's CPU seconds, its involuntary context switches, its minor page faults, CPU clock ticks the
+    whole machine and this process have been busy): what :func:`_usage_since` subtracts. The ticks are None off
+    Linux."""
     try:
         import resource
 
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        cpu, preempted = ru.ru_utime + ru.ru_stime, ru.ru_nivcsw
+        cpu, preempted, faults = ru.ru_utime + ru.ru_stime, ru.ru_nivcsw, ru.ru_minflt
     except ImportError:  # (not on Windows)
-        cpu, preempted = time.process_time(), 0
+        cpu, preempted, faults = time.process_time(), 0, 0
     try:
         with open("/proc/stat") as f:
             v = [int(x) for x in f.readline().split()[1:]]
@@ -734,19 +735,21 @@ def _usage() -> tuple:
         ticks = (sum(v) - v[3] - v[4], int(fields[11]) + int(fields[12]))  # busy = all but idle and iowait
     except (OSError, ValueError, IndexError):
         ticks = None
-    return cpu, preempted, ticks
+    return cpu, preempted, faults, ticks
 
 
 def _usage_since(before: tuple) -> dict:
     """What one timed call cost besides its wall time: ``cpu_ms`` of this process (every thread; the same work
-    taking more CPU time means slower cores), ``preempted`` (involuntary context switches of its threads) and
-    ``others_ms`` (CPU time the rest of the machine used meanwhile, to the clock tick: 10 ms)."""
+    taking more CPU time means slower cores), ``preempted`` (involuntary context switches of its threads),
+    ``faults`` (minor page faults: fresh memory) and ``others_ms`` (CPU time the rest of the machine used
+    meanwhile, to the clock tick: 10 ms)."""
     now = _usage()
     others = None
-    if before[2] is not None and now[2] is not None:
+    if before[3] is not None and now[3] is not None:
         tick_ms = 1e3 / os.sysconf("SC_CLK_TCK")
-        others = ((now[2][0] - before[2][0]) - (now[2][1] - before[2][1])) * tick_ms
-    return {"cpu_ms": 1e3 * (now[0] - before[0]), "preempted": now[1] - before[1], "others_ms": others}
+        others = ((now[3][0] - before[3][0]) - (now[3][1] - before[3][1])) * tick_ms
+    return {"cpu_ms": 1e3 * (now[0] - before[0]), "preempted": now[1] - before[1], "faults": now[2] - before[2],
+            "others_ms": others}
 
 
 #: The machine probe's work: np.exp over this many float32 values held in cache, :data:`PROBE_REPEATS` times.
@@ -950,8 +953,9 @@ def format_peers_table(result: dict) -> str:
             slow, mid = s["exodus_slowest_round"], s["exodus_median_round"]
             others = lambda r: "?" if r["others_ms"] is None else f"{r['others_ms']:.0f}"  # noqa: E731
             lines.append(f"   exodus' slowest round {slow['ms']:.1f} ms: CPU time {slow['cpu_ms']:.0f} ms, "
-                         f"{slow['preempted']} involuntary switches, others' CPU {others(slow)} ms; its median round "
-                         f"{mid['ms']:.1f} ms: {mid['cpu_ms']:.0f} ms, {mid['preempted']}, {others(mid)} ms")
+                         f"{slow['preempted']} involuntary switches, {slow['faults']} page faults, others' CPU "
+                         f"{others(slow)} ms; its median round {mid['ms']:.1f} ms: {mid['cpu_ms']:.0f} ms, "
+                         f"{mid['preempted']}, {mid['faults']}, {others(mid)} ms")
         if "probe_median_ms" in s:
             lines.append(f"   machine probe (fixed work on one core, each round): median {s['probe_median_ms']:.2f} ms, "
                          f"slowest/median {s['probe_slowest_over_median']:.2f}, correlation with exodus' rounds "
