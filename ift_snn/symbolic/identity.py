@@ -14,7 +14,8 @@ show it (another relation among the atoms, a float equal to a rational): the cal
 
 Cost: one walk over each expression's tree (shared subtrees once) and sparse polynomial arithmetic
 (``sympy.polys.rings``), where ``sympy.expand`` rebuilds and re-sorts every product of sums as expression
-trees: the proofs of ``derive alif`` took 33 s with ``expand`` alone, 8 s with this test first.
+trees: the proofs of ``derive alif`` took 33 s with ``expand`` alone, 8 s with this test first, 2.5 s when the
+IFT adjoint it is compared with is left unexpanded as well (``ift.adjoint(expand=False)``).
 """
 
 from __future__ import annotations
