@@ -81,8 +81,9 @@ def equal(a: sp.Expr, b: sp.Expr) -> bool:
         return a == b  # two rationals
     ring = PolyRing(sp.symbols(f"y:{n}"), QQ, lex)  # (fixed names: SymPy keeps one ring per tuple of names)
     gen = {atom: ring.gens[i] for i, atom in enumerate(atoms)}
-    inverse = {x: ring.gens[len(atoms) + i] for i, x in enumerate(sorted(inverted, key=sp.default_sort_key))}
-    pairs = [(atoms.index(x), len(atoms) + i) for i, x in enumerate(sorted(inverted, key=sp.default_sort_key))]
+    order = sorted(inverted, key=sp.default_sort_key)
+    inverse = {x: ring.gens[len(atoms) + i] for i, x in enumerate(order)}
+    pairs = [(atoms.index(x), len(atoms) + i) for i, x in enumerate(order)]  # (x, 1/x) positions
     memo: dict[sp.Expr, object] = {}
 
     def convert(e):
